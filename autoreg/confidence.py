@@ -1,0 +1,88 @@
+"""The verdict: a pure function from scores to ``ok`` / ``low_confidence`` / ``failed`` with reasons.
+
+Every reason starts with a stable slug (``"few_inliers: 5 < 15"``) that scripts may match on.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .config import RegistrationConfig
+from .datatypes import Scores, Verdict
+
+__all__ = ["judge"]
+
+
+def _bad(value: float) -> bool:
+    return not math.isfinite(value)
+
+
+def _failures(s: Scores, cfg: RegistrationConfig, source: str) -> list[str]:
+    reasons = []
+    if source != "points" and s.n_inliers < cfg.min_inliers:
+        reasons.append(f"few_inliers: {s.n_inliers} < {cfg.min_inliers}")
+    if _bad(s.overlap_fraction) or s.overlap_fraction <= 0:
+        reasons.append("no_overlap: the warped moving image does not overlap the fixed image")
+    if not _bad(s.scale) and not _bad(s.expected_scale) and s.expected_scale > 0:
+        ratio = s.scale / s.expected_scale
+        if ratio > cfg.max_scale_ratio or ratio < 1 / cfg.max_scale_ratio:
+            reasons.append(f"implausible_scale: {s.scale:.3g} vs expected {s.expected_scale:.3g} fixed px per moving px")
+    if _bad(s.scale) or s.scale <= 0:
+        reasons.append("degenerate_transform: the transform collapses the image")
+    return reasons
+
+
+def _doubts(s: Scores, cfg: RegistrationConfig, source: str) -> list[str]:
+    reasons = []
+    if source != "points" and s.n_inliers < cfg.ok_inliers:
+        reasons.append(f"few_inliers: {s.n_inliers} < {cfg.ok_inliers}")
+    if source != "points" and not _bad(s.inlier_ratio) and s.inlier_ratio < cfg.min_inlier_ratio:
+        reasons.append(f"low_inlier_ratio: {s.inlier_ratio:.3f} < {cfg.min_inlier_ratio}")
+    limit = cfg.max_rmse_px * max(1.0, s.coarse_pixel_px)
+    if not _bad(s.rmse_px) and s.rmse_px > limit:
+        reasons.append(f"high_residual: rmse {s.rmse_px:.3g} px > {limit:.3g} px")
+    if not _bad(s.overlap_fraction) and 0 < s.overlap_fraction < cfg.min_overlap_fraction:
+        reasons.append(f"small_overlap: {s.overlap_fraction:.3f} < {cfg.min_overlap_fraction}")
+    if _bad(s.pearson):
+        reasons.append("pearson_undefined: no variation over the overlap")
+    elif s.pearson < cfg.min_pearson:
+        reasons.append(f"low_correlation: pearson {s.pearson:.3f} < {cfg.min_pearson}")
+    elif not _bad(s.pearson_before) and s.pearson - s.pearson_before < cfg.min_pearson_gain and s.pearson_before < 0.9:
+        reasons.append(f"no_improvement: pearson {s.pearson:.3f} vs {s.pearson_before:.3f} before")
+    if not _bad(s.shear) and s.shear > cfg.max_shear:
+        reasons.append(f"implausible_shear: {s.shear:.3f} > {cfg.max_shear}")
+    return reasons
+
+
+def judge(scores: Scores, config: RegistrationConfig | None = None, *, source: str = "features",
+          exact_points: bool = False) -> Verdict:
+    """Turn scores into a verdict.
+
+    Parameters
+    ----------
+    scores : Scores
+    config : RegistrationConfig, optional
+    source : str
+        ``features``, ``intensity`` or ``points``; inlier-count rules do not apply to user points.
+    exact_points : bool
+        True when control points just determine the model (no redundancy to check them with).
+
+    Returns
+    -------
+    Verdict
+        ``failed`` if any hard rule fails, else ``low_confidence`` if any soft rule does, else ``ok``.
+
+    Examples
+    --------
+    >>> from autoreg.datatypes import Scores
+    >>> judge(Scores(n_matches=100, n_inliers=3, overlap_fraction=1.0, scale=1.0, expected_scale=1.0)).level
+    'failed'
+    """
+    cfg = config or RegistrationConfig()
+    failures = _failures(scores, cfg, source)
+    if failures:
+        return Verdict("failed", tuple(failures + _doubts(scores, cfg, source)))
+    doubts = _doubts(scores, cfg, source)
+    if exact_points:
+        doubts.append("unverifiable_points: exactly as many points as the model needs; residuals cannot check them")
+    return Verdict("low_confidence" if doubts else "ok", tuple(doubts))

@@ -1,0 +1,104 @@
+"""All tunables of a registration, in one frozen dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+__all__ = ["RegistrationConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationConfig:
+    """Tunables of :func:`autoreg.register`. Immutable; derive variants with :meth:`with_`.
+
+    Attributes
+    ----------
+    working_size : int
+        Longest side, in pixels, of the working views that features are detected on.
+    working_size_max : int
+        Longest side of the working views when both images are fine (same-resolution pairs).
+    match_blur : float
+        Gaussian sigma, per coarser-image pixel, that blurs the finer image to the coarser one's resolution.
+    n_features : int
+        ORB features requested per image.
+    fast_threshold : int
+        ORB's FAST threshold; low values find corners in soft, low-contrast scans.
+    orb_patch_size : int
+        ORB patch size (also used as the edge threshold), in working pixels.
+    clahe_clip : float
+        CLAHE clip limit applied to the 8-bit detector views.
+    ransac_threshold_px : float
+        Inlier threshold in *working* pixels for the robust fit.
+    ransac_max_iters : int
+        Upper bound on robust-fit iterations.
+    ransac_confidence : float
+        Requested confidence of the robust fit.
+    polynomial_order : int
+        Order of the ``polynomial`` model (2 or 3).
+    auto_models : tuple of str
+        Candidate models for ``model="auto"``, simplest first.
+    auto_tolerance : float
+        ``auto`` keeps the simplest model whose held-out residual is within this factor of the best one.
+    cv_folds : int
+        Folds of the held-out residual used by ``auto``.
+    cv_max_points : int
+        At most this many inliers (evenly spaced) enter the held-out comparison, which bounds its cost.
+    min_inliers : int
+        Fewer inliers than this is ``failed``.
+    ok_inliers : int
+        Fewer inliers than this (but at least ``min_inliers``) is ``low_confidence``.
+    min_inlier_ratio : float
+        An inlier ratio below this is ``low_confidence``.
+    max_rmse_px : float
+        RMS inlier residual, in fixed pixels per *coarser-image pixel*, above which the result is ``low_confidence``.
+    min_overlap_fraction : float
+        An overlap (fraction of the fixed image covered by the warped moving image) below this is ``low_confidence``;
+        an empty overlap is ``failed``.
+    min_pearson : float
+        A Pearson correlation over the overlap below this is ``low_confidence``.
+    min_pearson_gain : float
+        ``pearson - pearson_before`` below this (when the unregistered pair was not already aligned) is
+        ``low_confidence``.
+    max_scale_ratio : float
+        Largest plausible ratio between the estimated scale and the expected one (from image sizes or metadata).
+    max_shear : float
+        Largest plausible shear (|cos| of the angle between the mapped axes).
+    max_pixels : int
+        Pixel budget for one input image; larger images are refused with a clear error.
+    """
+
+    working_size: int = 256
+    working_size_max: int = 1024
+    match_blur: float = 0.4
+    n_features: int = 3000
+    fast_threshold: int = 5
+    orb_patch_size: int = 19
+    clahe_clip: float = 2.0
+    ransac_threshold_px: float = 2.0
+    ransac_max_iters: int = 5000
+    ransac_confidence: float = 0.999
+    polynomial_order: int = 2
+    auto_models: tuple[str, ...] = ("translation", "rigid", "similarity", "affine", "projective", "polynomial")
+    auto_tolerance: float = 1.15
+    cv_folds: int = 5
+    cv_max_points: int = 150
+    min_inliers: int = 6
+    ok_inliers: int = 15
+    min_inlier_ratio: float = 0.05
+    max_rmse_px: float = 0.5
+    min_overlap_fraction: float = 0.2
+    min_pearson: float = 0.3
+    min_pearson_gain: float = 0.0
+    max_scale_ratio: float = 3.0
+    max_shear: float = 0.3
+    max_pixels: int = 64_000_000
+
+    def with_(self, **changes: object) -> RegistrationConfig:
+        """Return a copy with some fields changed.
+
+        Examples
+        --------
+        >>> RegistrationConfig().with_(n_features=500).n_features
+        500
+        """
+        return replace(self, **changes)  # type: ignore[arg-type]

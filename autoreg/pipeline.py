@@ -1,0 +1,225 @@
+"""The pipeline: load → preprocess → landmarks → estimate → warp → score → verdict, with fallbacks.
+
+``register`` tries strategies in order and records each attempt. It never raises except
+:class:`~autoreg.errors.InputError`; every other failure becomes a ``failed`` verdict with reasons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .config import RegistrationConfig
+from .control_points import fit_points, validate_points
+from .datatypes import Attempt, Fit, Image, RegistrationResult, Scores, Verdict
+from .errors import AutoregError, InputError
+from .models import GLOBAL_MODELS, MODELS, min_points
+
+__all__ = ["register", "Context"]
+
+ProgressCallback = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Context:
+    """What every strategy needs: the inputs, the scale prior and the settings."""
+
+    fixed: Image
+    moving: Image
+    config: RegistrationConfig
+    seed: int
+    expected_scale: float
+    scale_source: str
+    coarse_pixel_px: float
+
+
+def _seed_of(rng: int | np.random.Generator | None) -> int:
+    if rng is None:
+        return 0
+    if isinstance(rng, np.random.Generator):
+        return int(rng.integers(0, 2**31 - 1))
+    return int(rng)
+
+
+def _load(source: Any, what: str, config: RegistrationConfig) -> Image:
+    from .io import load_image
+
+    return load_image(source, name=what if isinstance(source, np.ndarray) else None, max_pixels=config.max_pixels)
+
+
+def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False,
+            cube_step: float | None = 1.0) -> tuple[RegistrationResult, Attempt]:
+    from .confidence import judge
+    from .score import score_registration
+    from .warp import apply_transform, apply_transform_cube
+
+    warped, footprint = apply_transform(ctx.moving.data, fit, ctx.fixed.shape)
+    scores = score_registration(fit, np.asarray(ctx.fixed.data), np.asarray(ctx.moving.data), warped, footprint,
+                                expected_scale=ctx.expected_scale, coarse_pixel_px=ctx.coarse_pixel_px)
+    verdict = judge(scores, ctx.config, source=fit.source, exact_points=exact_points)
+    warped_cube = None
+    if ctx.moving.cube is not None and cube_step is not None and verdict.level != "failed":
+        warped_cube, _ = apply_transform_cube(ctx.moving.cube, fit, ctx.fixed.shape, step=cube_step)
+    result = RegistrationResult(fit=fit, scores=scores, verdict=verdict, warped=warped, footprint=footprint,
+                                warped_cube=warped_cube, model=fit.model, fixed_shape=ctx.fixed.shape,
+                                moving_shape=ctx.moving.shape)
+    attempt = Attempt(strategy=fit.source, verdict=verdict.level, reasons=verdict.reasons, n_inliers=fit.n_inliers,
+                      rmse_px=scores.rmse_px, pearson=scores.pearson)
+    return result, attempt
+
+
+def _feature_fit(ctx: Context, model: str) -> Fit:
+    from .estimate import choose_model, estimate_transform, robust_inliers
+    from .landmarks import find_matches
+    from .preprocess import make_working_view, working_scales
+
+    cfg = ctx.config
+    scale_fixed, scale_moving = working_scales(ctx.fixed, ctx.moving, ctx.expected_scale, cfg)
+    coarse_wpx = ctx.coarse_pixel_px * scale_fixed
+    fixed_view = make_working_view(ctx.fixed, scale_fixed, coarse_pixel_wpx=coarse_wpx, config=cfg)
+    moving_view = make_working_view(ctx.moving, scale_moving, coarse_pixel_wpx=coarse_wpx, config=cfg)
+    matches = find_matches(fixed_view, moving_view, cfg)
+    threshold = cfg.ransac_threshold_px / scale_fixed
+    why = ""
+    if model == "auto":
+        inliers = robust_inliers(matches, "affine", threshold_px=threshold, config=cfg, seed=ctx.seed)
+        choice = choose_model(matches.moving_xy[inliers], matches.fixed_xy[inliers],
+                              candidates=cfg.auto_models, config=cfg)
+        model, why = choice.model, choice.why
+    return estimate_transform(matches, model, threshold_px=threshold, config=cfg, seed=ctx.seed, why=why)
+
+
+def _points_fit(ctx: Context, points: tuple[np.ndarray, np.ndarray], model: str) -> tuple[Fit, bool]:
+    from .estimate import choose_model
+
+    fixed_xy, moving_xy = points
+    why = "control points"
+    if model == "auto":
+        candidates = tuple(m for m in ctx.config.auto_models
+                           if len(fixed_xy) >= min_points(m, polynomial_order=ctx.config.polynomial_order))
+        try:
+            choice = choose_model(moving_xy, fixed_xy, candidates=candidates, config=ctx.config)
+            model, why = choice.model, "control points; " + choice.why
+        except AutoregError:
+            model = max((m for m in candidates if m in GLOBAL_MODELS), key=GLOBAL_MODELS.index)
+            why = f"control points; too few to compare models, the most general that they determine: {model}"
+    fit = fit_points(fixed_xy, moving_xy, model, ctx.config)
+    fit = Fit(model=fit.model, moving_to_fixed=fit.moving_to_fixed, fixed_to_moving=fit.fixed_to_moving,
+              inliers=fit.inliers, source="points", matches=fit.matches, why=why)
+    exact = len(fixed_xy) == min_points(model, polynomial_order=ctx.config.polynomial_order)
+    return fit, exact
+
+
+def _failed_attempt(strategy: str, err: Exception) -> Attempt:
+    slug = {"InsufficientLandmarksError": "insufficient_landmarks", "EstimationError": "estimation_failed"}.get(
+        type(err).__name__, "stage_failed")
+    return Attempt(strategy=strategy, verdict="failed", reasons=(f"{slug}: {err}",))
+
+
+def _load_points(points: Any, ctx: Context, model: str) -> tuple[np.ndarray, np.ndarray] | None:
+    if points is None:
+        return None
+    if isinstance(points, tuple) and len(points) == 2:
+        fixed_xy, moving_xy = points
+    else:
+        from .io import load_points
+
+        fixed_xy, moving_xy = load_points(points)
+    check_model = "affine" if model == "auto" else model
+    need_model = "translation" if model == "auto" else check_model
+    return validate_points(fixed_xy, moving_xy, fixed_shape=ctx.fixed.shape, moving_shape=ctx.moving.shape,
+                           model=need_model, polynomial_order=ctx.config.polynomial_order)
+
+
+def register(
+    fixed: Any,
+    moving: Any,
+    *,
+    model: str = "auto",
+    points: Any = None,
+    config: RegistrationConfig | None = None,
+    rng: int | np.random.Generator | None = 0,
+    cube_step: float | None = 1.0,
+    progress: ProgressCallback | None = None,
+) -> RegistrationResult:
+    """Register ``moving`` onto ``fixed`` hands-off, falling back to control points when given.
+
+    Parameters
+    ----------
+    fixed, moving : str, path, ndarray or Image
+        Images, or specs such as ``"scan.h5::/Measurement_000/Channel_000/STM_Topography"``, TIFF, PNG,
+        JPEG or NPY paths. An :class:`~autoreg.datatypes.Image` with a ``cube`` has the cube warped too.
+    model : str
+        ``"auto"`` or one of :data:`autoreg.models.MODELS`.
+    points : tuple of (fixed_xy, moving_xy) arrays, or path to a CSV, optional
+        Control points, used when the automatic result is not ``ok``.
+    config : RegistrationConfig, optional
+    rng : int or numpy Generator, optional
+        Seed of every random choice; equal seeds give equal results.
+    cube_step : float or None
+        Grid spacing (fixed pixels) for the warped cube; None skips the cube.
+    progress : callable, optional
+        Called with a short message at each stage (the pipeline never prints).
+
+    Returns
+    -------
+    RegistrationResult
+        Always; ``verdict.level == "failed"`` (with reasons) when no trustworthy transform was found.
+
+    Raises
+    ------
+    InputError
+        Unreadable input, unknown model, or invalid control points.
+    """
+    from .preprocess import expected_scale
+
+    cfg = config or RegistrationConfig()
+    if model != "auto" and model not in MODELS:
+        raise InputError(f"Unknown model {model!r}; choose auto or one of: {', '.join(MODELS)}.")
+    say = progress or (lambda _msg: None)
+    say("loading")
+    fixed_img, moving_img = _load(fixed, "fixed", cfg), _load(moving, "moving", cfg)
+    ratio, scale_source = expected_scale(fixed_img, moving_img)
+    ctx = Context(fixed=fixed_img, moving=moving_img, config=cfg, seed=_seed_of(rng), expected_scale=ratio,
+                  scale_source=scale_source, coarse_pixel_px=max(1.0, ratio))
+    control = _load_points(points, ctx, model)
+
+    attempts: list[Attempt] = []
+    results: list[RegistrationResult] = []
+    say("features")
+    try:
+        result, attempt = _finish(ctx, _feature_fit(ctx, model), cube_step=cube_step)
+        results.append(result)
+        attempts.append(attempt)
+    except AutoregError as err:
+        if isinstance(err, InputError):
+            raise
+        attempts.append(_failed_attempt("features", err))
+
+    if control is not None and not any(r.verdict.level == "ok" for r in results):
+        say("control points")
+        try:
+            fit, exact = _points_fit(ctx, control, model)
+            result, attempt = _finish(ctx, fit, exact_points=exact, cube_step=cube_step)
+            results.append(result)
+            attempts.append(attempt)
+        except AutoregError as err:
+            if isinstance(err, InputError):
+                raise
+            attempts.append(_failed_attempt("points", err))
+
+    extra = {"expected_scale": ratio, "scale_source": scale_source}
+    if not results:
+        reasons = tuple(r for a in attempts for r in a.reasons) or ("no_strategy: nothing could be tried",)
+        return RegistrationResult(fit=None, scores=Scores(), verdict=Verdict("failed", reasons),
+                                  model=model, attempts=tuple(attempts), fixed_shape=fixed_img.shape,
+                                  moving_shape=moving_img.shape, extra=extra)
+    best = min(results, key=lambda r: r.verdict.rank)  # first of the best verdict: earlier strategies win ties
+    say("done")
+    return RegistrationResult(fit=best.fit, scores=best.scores, verdict=best.verdict, warped=best.warped,
+                              footprint=best.footprint, warped_cube=best.warped_cube, model=best.model,
+                              attempts=tuple(attempts), fixed_shape=fixed_img.shape,
+                              moving_shape=moving_img.shape, extra=extra)

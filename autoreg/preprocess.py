@@ -1,0 +1,191 @@
+"""Preprocessing: masks, flattening, robust normalisation, and comparable-resolution working views.
+
+The working views are for the feature detector only. They bring both images to one pixel scale (the
+coarser image's resolution decides how fine it is worth looking), blur the finer image down to the
+coarser one's resolution, remove plane tilt and equalise contrast (CLAHE on 8 bits). Each view carries
+the matrix that maps its pixel coordinates back to the original image's pixel coordinates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import RegistrationConfig
+from .datatypes import Image
+
+__all__ = [
+    "WorkingView",
+    "valid_mask",
+    "fill_invalid",
+    "remove_plane",
+    "robust_unit_range",
+    "to_uint8",
+    "expected_scale",
+    "working_scales",
+    "make_working_view",
+    "resize_matrix",
+]
+
+_UNIT_TO_METRE = {
+    "m": 1.0, "mm": 1e-3, "um": 1e-6, "µm": 1e-6, "μm": 1e-6, "micron": 1e-6, "nm": 1e-9,
+    "pm": 1e-12, "a": 1e-10, "å": 1e-10, "angstrom": 1e-10,
+}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class WorkingView:
+    """An 8-bit view of an image for the detector.
+
+    Attributes
+    ----------
+    image8 : ndarray of uint8, shape (h, w)
+    valid : ndarray of bool, shape (h, w)
+        Where the view holds real data.
+    to_original : ndarray of shape (3, 3)
+        Maps view pixel (x, y) to original pixel (x, y).
+    """
+
+    image8: np.ndarray
+    valid: np.ndarray
+    to_original: np.ndarray
+
+
+def valid_mask(data: np.ndarray) -> np.ndarray:
+    """True where ``data`` is finite."""
+    return np.isfinite(data)
+
+
+def fill_invalid(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Copy of ``data`` as float32 with invalid pixels set to the median of the valid ones."""
+    out = np.asarray(data, np.float32).copy()
+    if not valid.all():
+        out[~valid] = np.median(out[valid]) if valid.any() else 0.0
+    return out
+
+
+def remove_plane(data: np.ndarray, valid: np.ndarray, *, max_samples: int = 20000) -> np.ndarray:
+    """Subtract the least-squares plane ``a x + b y + c`` fitted on valid pixels.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y, x = np.mgrid[:8, :8]
+    >>> flat = remove_plane((2 * x + 3 * y + 1).astype(float), np.ones((8, 8), bool))
+    >>> bool(np.abs(flat).max() < 1e-9)
+    True
+    """
+    rows, cols = np.nonzero(valid)
+    if rows.size < 3:
+        return data
+    step = max(1, rows.size // max_samples)
+    r, c = rows[::step].astype(float), cols[::step].astype(float)
+    design = np.column_stack([c, r, np.ones_like(c)])
+    coef, *_ = np.linalg.lstsq(design, data[rows[::step], cols[::step]].astype(float), rcond=None)
+    yy, xx = np.mgrid[: data.shape[0], : data.shape[1]]
+    return (data - (coef[0] * xx + coef[1] * yy + coef[2])).astype(data.dtype, copy=False)
+
+
+def robust_unit_range(data: np.ndarray, valid: np.ndarray, *, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+    """Map the ``low``-``high`` percentile range of the valid pixels to [0, 1] (clipped)."""
+    values = data[valid] if valid.any() else np.zeros(1)
+    lo, hi = np.percentile(values, [low, high])
+    if not np.isfinite(hi - lo) or hi - lo <= 0:
+        return np.zeros_like(data, dtype=np.float32)
+    return np.clip((data - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def to_uint8(unit: np.ndarray, *, clahe_clip: float) -> np.ndarray:
+    """8-bit view of a [0, 1] image, contrast-equalised with CLAHE."""
+    import cv2
+
+    image8 = np.round(unit * 255.0).astype(np.uint8)
+    if clahe_clip > 0:
+        tiles = max(1, min(8, min(image8.shape) // 32))
+        image8 = cv2.createCLAHE(clipLimit=clahe_clip, tileGridSize=(tiles, tiles)).apply(image8)
+    return image8
+
+
+def _unit_factor(units: str | None) -> float | None:
+    if units is None:
+        return None
+    return _UNIT_TO_METRE.get(units.strip().lower().replace(" ", ""))
+
+
+def expected_scale(fixed: Image, moving: Image) -> tuple[float, str]:
+    """Expected size of one moving pixel in fixed pixels, and where the guess comes from.
+
+    From the physical pixel sizes when both images carry them in convertible units; otherwise by
+    assuming that both images cover about the same field of view.
+    """
+    if fixed.pixel_size_xy and moving.pixel_size_xy:
+        ff, fm = _unit_factor(fixed.units), _unit_factor(moving.units)
+        if fixed.units == moving.units:
+            ff = fm = 1.0
+        if ff is not None and fm is not None:
+            f = np.abs(np.asarray(fixed.pixel_size_xy, float)) * ff
+            m = np.abs(np.asarray(moving.pixel_size_xy, float)) * fm
+            if np.all(f > 0) and np.all(m > 0) and np.all(np.isfinite(m / f)):
+                return float(np.sqrt(np.prod(m / f))), "metadata"
+    ratio = np.asarray(fixed.shape, float) / np.asarray(moving.shape, float)
+    return float(np.sqrt(np.prod(ratio))), "field_of_view"
+
+
+def working_scales(fixed: Image, moving: Image, ratio: float, config: RegistrationConfig) -> tuple[float, float]:
+    """Resize factors (fixed, moving) that bring both images to one working pixel scale.
+
+    The working scale is coarse enough that the scene spans about ``config.working_size`` pixels, unless
+    both images are finer than that, in which case it is the coarser image's own resolution, capped at
+    ``config.working_size_max`` pixels.
+    """
+    extent = max(max(fixed.shape), ratio * max(moving.shape))
+    coarse_pixel = max(1.0, ratio)
+    scale_fixed = max(config.working_size / extent, min(1.0 / coarse_pixel, config.working_size_max / extent))
+    return scale_fixed, scale_fixed * ratio
+
+
+def resize_matrix(scale_x: float, scale_y: float) -> np.ndarray:
+    """Matrix mapping original pixel (x, y) to resized pixel (x, y) for ``cv2.resize`` (centre convention).
+
+    Examples
+    --------
+    >>> resize_matrix(2.0, 2.0) @ [0.0, 0.0, 1.0]
+    array([0.5, 0.5, 1. ])
+    """
+    return np.array([[scale_x, 0.0, 0.5 * scale_x - 0.5], [0.0, scale_y, 0.5 * scale_y - 0.5], [0.0, 0.0, 1.0]])
+
+
+def make_working_view(image: Image, scale: float, *, coarse_pixel_wpx: float, config: RegistrationConfig) -> WorkingView:
+    """Resize ``image`` by ``scale``, blur it to ``coarse_pixel_wpx`` resolution, flatten, equalise.
+
+    Parameters
+    ----------
+    image : Image
+    scale : float
+        Resize factor (working pixels per original pixel).
+    coarse_pixel_wpx : float
+        Size of the coarser image's pixel in working pixels; finer content is blurred away.
+    config : RegistrationConfig
+    """
+    import cv2
+
+    data = np.asarray(image.data)
+    valid = valid_mask(data)
+    filled = fill_invalid(data, valid)
+    h, w = data.shape
+    size = (max(8, int(round(w * scale))), max(8, int(round(h * scale))))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    small = cv2.resize(filled, size, interpolation=interp)
+    small_valid = cv2.resize(valid.astype(np.float32), size, interpolation=cv2.INTER_LINEAR) > 0.99
+    own_pixel_wpx = max(1.0, scale)
+    sigma = config.match_blur * float(np.sqrt(max(coarse_pixel_wpx**2 - own_pixel_wpx**2, 0.0)))
+    if scale > 1:  # an upsampled coarse image: soften the pixel grid it carries
+        sigma = max(sigma, config.match_blur * 0.5 * scale)
+    if sigma > 0.3:
+        small = cv2.GaussianBlur(small, (0, 0), sigma)
+    flat = remove_plane(small, small_valid)
+    unit = robust_unit_range(flat, small_valid)
+    image8 = to_uint8(unit, clahe_clip=config.clahe_clip)
+    sx, sy = size[0] / w, size[1] / h
+    return WorkingView(image8=image8, valid=small_valid, to_original=np.linalg.inv(resize_matrix(sx, sy)))

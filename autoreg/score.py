@@ -1,0 +1,171 @@
+"""Scores of a registration: residuals, masked Pearson before/after, overlap, spread, plausibility."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .datatypes import Fit, Scores
+
+__all__ = [
+    "masked_pearson",
+    "inlier_rmse",
+    "mapped_area",
+    "hull_area",
+    "affine_part",
+    "scale_and_shear",
+    "naive_resize",
+    "score_registration",
+]
+
+
+def masked_pearson(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Pearson correlation of ``a`` and ``b`` over ``mask`` (and where both are finite).
+
+    Returns NaN when fewer than three pixels qualify or either image is constant there.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = np.arange(16.0).reshape(4, 4)
+    >>> round(masked_pearson(a, 3 * a + 1), 12)
+    1.0
+    >>> masked_pearson(a, np.ones((4, 4)))
+    nan
+    """
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    keep = np.isfinite(a) & np.isfinite(b)
+    if mask is not None:
+        keep &= mask
+    if keep.sum() < 3:
+        return float("nan")
+    x, y = a[keep], b[keep]
+    x = x - x.mean()
+    y = y - y.mean()
+    denom = float(np.sqrt(np.dot(x, x) * np.dot(y, y)))
+    if not np.isfinite(denom) or denom <= 1e-300:
+        return float("nan")
+    return float(np.clip(np.dot(x, y) / denom, -1.0, 1.0))
+
+
+def inlier_rmse(fit: Fit) -> float:
+    """RMS distance, in fixed pixels, between mapped moving inliers and their fixed partners."""
+    if fit.n_inliers == 0:
+        return float("nan")
+    moving_xy = fit.matches.moving_xy[fit.inliers]
+    fixed_xy = fit.matches.fixed_xy[fit.inliers]
+    return float(np.sqrt(np.mean(np.sum((fit.moving_to_fixed(moving_xy) - fixed_xy) ** 2, axis=1))))
+
+
+def _polygon_area(xy: np.ndarray) -> float:
+    x, y = xy[:, 0], xy[:, 1]
+    return float(0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def mapped_area(fit: Fit, moving_shape: tuple[int, int], *, n_per_side: int = 32) -> float:
+    """Area, in fixed pixels², of the moving image's outline mapped by the fit."""
+    rows, cols = moving_shape
+    t = np.linspace(0.0, 1.0, n_per_side, endpoint=False)
+    x0, x1, y0, y1 = -0.5, cols - 0.5, -0.5, rows - 0.5
+    outline = np.concatenate([
+        np.column_stack([x0 + t * (x1 - x0), np.full_like(t, y0)]),
+        np.column_stack([np.full_like(t, x1), y0 + t * (y1 - y0)]),
+        np.column_stack([x1 - t * (x1 - x0), np.full_like(t, y1)]),
+        np.column_stack([np.full_like(t, x0), y1 - t * (y1 - y0)]),
+    ])
+    mapped = np.asarray(fit.moving_to_fixed(outline), float)
+    if not np.all(np.isfinite(mapped)):
+        return float("nan")
+    return _polygon_area(mapped)
+
+
+def hull_area(xy: np.ndarray) -> float:
+    """Area of the convex hull of points (x, y); 0 for fewer than three points."""
+    import cv2
+
+    if len(xy) < 3:
+        return 0.0
+    hull = cv2.convexHull(np.asarray(xy, np.float32))
+    return float(cv2.contourArea(hull))
+
+
+def affine_part(fit: Fit) -> np.ndarray:
+    """The 2×2 linear part of the fit (least-squares affine approximation for non-global models)."""
+    from .estimate import fit_transform
+
+    if fit.is_global:
+        return np.asarray(fit.moving_to_fixed.params, float)[:2, :2]
+    inl = fit.inliers
+    approx = fit_transform("affine", fit.matches.moving_xy[inl], fit.matches.fixed_xy[inl])
+    return np.asarray(approx.params, float)[:2, :2]
+
+
+def scale_and_shear(linear: np.ndarray) -> tuple[float, float]:
+    """Mean scale (sqrt |det|) and shear (|cos| of the angle between the mapped x and y axes).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> scale_and_shear(np.array([[2.0, 0.0], [0.0, 2.0]]))
+    (2.0, 0.0)
+    """
+    det = float(np.linalg.det(linear))
+    ax, ay = linear[:, 0], linear[:, 1]
+    norms = float(np.linalg.norm(ax) * np.linalg.norm(ay))
+    shear = abs(float(np.dot(ax, ay))) / norms if norms > 0 else float("nan")
+    return float(np.sqrt(abs(det))), shear
+
+
+def naive_resize(moving: np.ndarray, fixed_shape: tuple[int, int]) -> np.ndarray:
+    """The unregistered guess: ``moving`` stretched onto the fixed grid (same field of view)."""
+    import cv2
+
+    filled = np.where(np.isfinite(moving), moving, np.nan).astype(np.float32)
+    return cv2.resize(filled, (fixed_shape[1], fixed_shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def score_registration(
+    fit: Fit,
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    warped: np.ndarray,
+    footprint: np.ndarray,
+    *,
+    expected_scale: float,
+    coarse_pixel_px: float,
+) -> Scores:
+    """Every score of one registration.
+
+    Parameters
+    ----------
+    fit : Fit
+    fixed, moving : ndarray
+        The original images.
+    warped, footprint : ndarray
+        ``moving`` on the fixed grid and where it holds data.
+    expected_scale : float
+        Expected size of one moving pixel in fixed pixels (from metadata or image sizes).
+    coarse_pixel_px : float
+        Size of the coarser image's pixel in fixed pixels (normalises residual thresholds).
+    """
+    overlap = footprint & np.isfinite(fixed)
+    n_overlap = int(overlap.sum())
+    area = mapped_area(fit, moving.shape)
+    denom = min(float(fixed.size), area) if np.isfinite(area) and area > 0 else float(fixed.size)
+    scale, shear = scale_and_shear(affine_part(fit))
+    n_matches = len(fit.matches)
+    spread = hull_area(fit.matches.fixed_xy[fit.inliers]) / n_overlap if n_overlap else float("nan")
+    return Scores(
+        n_matches=n_matches,
+        n_inliers=fit.n_inliers,
+        inlier_ratio=fit.n_inliers / n_matches if n_matches else float("nan"),
+        rmse_px=inlier_rmse(fit),
+        pearson=masked_pearson(fixed, warped, overlap),
+        pearson_before=masked_pearson(fixed, naive_resize(moving, fixed.shape)),
+        overlap_fraction=min(1.0, n_overlap / denom) if denom > 0 else 0.0,
+        inlier_spread=float(min(spread, 1.0)),
+        scale=scale,
+        expected_scale=expected_scale,
+        shear=shear,
+        coarse_pixel_px=coarse_pixel_px,
+    )

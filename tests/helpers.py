@@ -1,0 +1,37 @@
+"""Small shared helpers for tests: analytic images and ground-truth fits."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from autoreg.datatypes import Fit, Matches
+from autoreg.estimate import fit_pair
+
+
+def smooth_field(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """An analytic, smooth, non-symmetric test image f(x, y)."""
+    return np.sin(x / 9.0) + np.cos(y / 13.0) + 0.3 * np.sin((x + 2 * y) / 17.0) + x / 200.0
+
+
+def sample_moving(matrix: np.ndarray, moving_shape: tuple[int, int]) -> np.ndarray:
+    """Moving image whose pixel (x, y) shows the fixed scene at ``matrix @ (x, y, 1)``."""
+    rows, cols = moving_shape
+    y, x = np.mgrid[:rows, :cols].astype(float)
+    h = np.stack([x, y, np.ones_like(x)], axis=-1) @ np.asarray(matrix, float).T
+    return smooth_field(h[..., 0] / h[..., 2], h[..., 1] / h[..., 2])
+
+
+def fit_from_matrix(matrix: np.ndarray, model: str = "projective") -> Fit:
+    """A Fit that holds exactly ``matrix`` (moving → fixed)."""
+    rng = np.random.default_rng(0)
+    moving_xy = rng.uniform(0, 100, (12, 2))
+    h = np.column_stack([moving_xy, np.ones(12)]) @ np.asarray(matrix, float).T
+    fixed_xy = h[:, :2] / h[:, 2:]
+    forward, backward = fit_pair(model, moving_xy, fixed_xy)
+    return Fit(model=model, moving_to_fixed=forward, fixed_to_moving=backward, inliers=np.ones(12, bool),
+               source="points", matches=Matches(fixed_xy=fixed_xy, moving_xy=moving_xy))
+
+
+def rigid_matrix(angle_deg: float, tx: float, ty: float, scale: float = 1.0) -> np.ndarray:
+    a = np.deg2rad(angle_deg)
+    return np.array([[scale * np.cos(a), -scale * np.sin(a), tx], [scale * np.sin(a), scale * np.cos(a), ty], [0, 0, 1.0]])
