@@ -38,7 +38,7 @@ def _doubts(s: Scores, cfg: RegistrationConfig, source: str) -> list[str]:
         reasons.append(f"few_inliers: {s.n_inliers} < {cfg.ok_inliers}")
     if source != "points" and not _bad(s.inlier_ratio) and s.inlier_ratio < cfg.min_inlier_ratio:
         reasons.append(f"low_inlier_ratio: {s.inlier_ratio:.3f} < {cfg.min_inlier_ratio}")
-    limit = cfg.max_rmse_px * max(1.0, s.coarse_pixel_px)
+    limit = cfg.max_rmse_wpx * max(1.0, s.working_pixel_px)
     if not _bad(s.rmse_px) and s.rmse_px > limit:
         reasons.append(f"high_residual: rmse {s.rmse_px:.3g} px > {limit:.3g} px")
     if not _bad(s.overlap_fraction) and 0 < s.overlap_fraction < cfg.min_overlap_fraction:

@@ -49,8 +49,9 @@ class RegistrationConfig:
         Fewer inliers than this (but at least ``min_inliers``) is ``low_confidence``.
     min_inlier_ratio : float
         An inlier ratio below this is ``low_confidence``.
-    max_rmse_px : float
-        RMS inlier residual, in fixed pixels per *coarser-image pixel*, above which the result is ``low_confidence``.
+    max_rmse_wpx : float
+        RMS inlier residual, in working-view pixels (the precision landmarks are located to), above which the
+        result is ``low_confidence``.
     min_overlap_fraction : float
         An overlap (fraction of the fixed image covered by the warped moving image) below this is ``low_confidence``;
         an empty overlap is ``failed``.
@@ -85,7 +86,7 @@ class RegistrationConfig:
     min_inliers: int = 6
     ok_inliers: int = 15
     min_inlier_ratio: float = 0.05
-    max_rmse_px: float = 0.5
+    max_rmse_wpx: float = 1.5
     min_overlap_fraction: float = 0.2
     min_pearson: float = 0.3
     min_pearson_gain: float = 0.0

@@ -172,7 +172,7 @@ class Scores:
     scale: float = float("nan")
     expected_scale: float = float("nan")
     shear: float = float("nan")
-    coarse_pixel_px: float = 1.0
+    working_pixel_px: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,13 @@ class Context:
     expected_scale: float
     scale_source: str
     coarse_pixel_px: float
+    scale_fixed: float
+    scale_moving: float
+
+    @property
+    def working_pixel_px(self) -> float:
+        """Size of one working-view pixel in fixed pixels."""
+        return 1.0 / self.scale_fixed
 
 
 def _seed_of(rng: int | np.random.Generator | None) -> int:
@@ -58,7 +65,7 @@ def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False,
 
     warped, footprint = apply_transform(ctx.moving.data, fit, ctx.fixed.shape)
     scores = score_registration(fit, np.asarray(ctx.fixed.data), np.asarray(ctx.moving.data), warped, footprint,
-                                expected_scale=ctx.expected_scale, coarse_pixel_px=ctx.coarse_pixel_px)
+                                expected_scale=ctx.expected_scale, working_pixel_px=ctx.working_pixel_px)
     verdict = judge(scores, ctx.config, source=fit.source, exact_points=exact_points)
     warped_cube = None
     if ctx.moving.cube is not None and cube_step is not None and verdict.level != "failed":
@@ -74,10 +81,10 @@ def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False,
 def _feature_fit(ctx: Context, model: str) -> Fit:
     from .estimate import choose_model, estimate_transform, robust_inliers
     from .landmarks import find_matches
-    from .preprocess import make_working_view, working_scales
+    from .preprocess import make_working_view
 
     cfg = ctx.config
-    scale_fixed, scale_moving = working_scales(ctx.fixed, ctx.moving, ctx.expected_scale, cfg)
+    scale_fixed, scale_moving = ctx.scale_fixed, ctx.scale_moving
     coarse_wpx = ctx.coarse_pixel_px * scale_fixed
     fixed_view = make_working_view(ctx.fixed, scale_fixed, coarse_pixel_wpx=coarse_wpx, config=cfg)
     moving_view = make_working_view(ctx.moving, scale_moving, coarse_pixel_wpx=coarse_wpx, config=cfg)
@@ -174,7 +181,7 @@ def register(
     InputError
         Unreadable input, unknown model, or invalid control points.
     """
-    from .preprocess import expected_scale
+    from .preprocess import expected_scale, working_scales
 
     cfg = config or RegistrationConfig()
     if model != "auto" and model not in MODELS:
@@ -183,8 +190,10 @@ def register(
     say("loading")
     fixed_img, moving_img = _load(fixed, "fixed", cfg), _load(moving, "moving", cfg)
     ratio, scale_source = expected_scale(fixed_img, moving_img)
+    scale_fixed, scale_moving = working_scales(fixed_img, moving_img, ratio, cfg)
     ctx = Context(fixed=fixed_img, moving=moving_img, config=cfg, seed=_seed_of(rng), expected_scale=ratio,
-                  scale_source=scale_source, coarse_pixel_px=max(1.0, ratio))
+                  scale_source=scale_source, coarse_pixel_px=max(1.0, ratio), scale_fixed=scale_fixed,
+                  scale_moving=scale_moving)
     control = _load_points(points, ctx, model)
 
     attempts: list[Attempt] = []
@@ -211,7 +220,7 @@ def register(
                 raise
             attempts.append(_failed_attempt("points", err))
 
-    extra = {"expected_scale": ratio, "scale_source": scale_source}
+    extra = {"scale_source": scale_source, "working_scale_fixed": scale_fixed, "working_scale_moving": scale_moving}
     if not results:
         reasons = tuple(r for a in attempts for r in a.reasons) or ("no_strategy: nothing could be tried",)
         return RegistrationResult(fit=None, scores=Scores(), verdict=Verdict("failed", reasons),

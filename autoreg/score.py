@@ -73,7 +73,13 @@ def mapped_area(fit: Fit, moving_shape: tuple[int, int], *, n_per_side: int = 32
         np.column_stack([x1 - t * (x1 - x0), np.full_like(t, y1)]),
         np.column_stack([np.full_like(t, x0), y1 - t * (y1 - y0)]),
     ])
-    mapped = np.asarray(fit.moving_to_fixed(outline), float)
+    if fit.model == "piecewise-affine":  # the mesh maps nothing outside the inliers' hull: use its affine part
+        from .estimate import fit_transform
+
+        inl = fit.inliers
+        mapped = fit_transform("affine", fit.matches.moving_xy[inl], fit.matches.fixed_xy[inl])(outline)
+    else:
+        mapped = np.asarray(fit.moving_to_fixed(outline), float)
     if not np.all(np.isfinite(mapped)):
         return float("nan")
     return _polygon_area(mapped)
@@ -132,7 +138,7 @@ def score_registration(
     footprint: np.ndarray,
     *,
     expected_scale: float,
-    coarse_pixel_px: float,
+    working_pixel_px: float,
 ) -> Scores:
     """Every score of one registration.
 
@@ -145,8 +151,8 @@ def score_registration(
         ``moving`` on the fixed grid and where it holds data.
     expected_scale : float
         Expected size of one moving pixel in fixed pixels (from metadata or image sizes).
-    coarse_pixel_px : float
-        Size of the coarser image's pixel in fixed pixels (normalises residual thresholds).
+    working_pixel_px : float
+        Size of one working-view pixel in fixed pixels (landmarks are located to about this precision).
     """
     overlap = footprint & np.isfinite(fixed)
     n_overlap = int(overlap.sum())
@@ -167,5 +173,5 @@ def score_registration(
         scale=scale,
         expected_scale=expected_scale,
         shear=shear,
-        coarse_pixel_px=coarse_pixel_px,
+        working_pixel_px=working_pixel_px,
     )

@@ -1,0 +1,103 @@
+"""Robust estimation, control-point checks and model choice."""
+
+import numpy as np
+import pytest
+from helpers import rigid_matrix
+
+from autoreg.config import RegistrationConfig
+from autoreg.control_points import validate_points
+from autoreg.datatypes import Matches
+from autoreg.errors import EstimationError, InputError, InsufficientLandmarksError
+from autoreg.estimate import choose_model, estimate_transform, fit_transform
+from autoreg.models import MODELS
+
+CFG = RegistrationConfig()
+
+
+def _matches(matrix, n=200, outlier_fraction=0.4, noise=0.3, seed=0):
+    rng = np.random.default_rng(seed)
+    moving_xy = rng.uniform(0, 300, (n, 2))
+    h = np.column_stack([moving_xy, np.ones(n)]) @ matrix.T
+    fixed_xy = h[:, :2] / h[:, 2:] + rng.normal(0, noise, (n, 2))
+    bad = rng.random(n) < outlier_fraction
+    fixed_xy[bad] = rng.uniform(0, 400, (int(bad.sum()), 2))
+    return Matches(fixed_xy=fixed_xy, moving_xy=moving_xy), ~bad
+
+
+@pytest.mark.parametrize("model", ["translation", "rigid", "similarity", "affine", "projective", "polynomial",
+                                   "piecewise-affine"])
+def test_robust_fit_rejects_outliers(model):
+    matrix = rigid_matrix(0 if model == "translation" else 25, 40, -15, scale=1.0 if model in ("translation", "rigid")
+                          else 1.3)
+    matches, good = _matches(matrix)
+    fit = estimate_transform(matches, model, threshold_px=2.0, config=CFG, seed=1)
+    assert fit.n_inliers >= 0.9 * good.sum()
+    assert np.sum(fit.inliers & ~good) <= 2
+    grid = np.array([[x, y] for x in np.linspace(20, 280, 5) for y in np.linspace(20, 280, 5)])
+    truth = (np.column_stack([grid, np.ones(25)]) @ matrix.T)[:, :2]
+    mapped = fit.moving_to_fixed(grid)
+    inside = ~np.all(mapped == -1, axis=1)  # piecewise-affine maps nothing outside its mesh
+    assert inside.sum() >= 20
+    assert np.abs(mapped[inside] - truth[inside]).max() < (0.5 if model != "piecewise-affine" else 1.5)
+
+
+def test_robust_fit_is_reproducible_for_a_seed():
+    matches, _ = _matches(rigid_matrix(10, 5, 5), outlier_fraction=0.6)
+    a = estimate_transform(matches, "affine", threshold_px=2.0, config=CFG, seed=3)
+    b = estimate_transform(matches, "affine", threshold_px=2.0, config=CFG, seed=3)
+    assert np.array_equal(a.moving_to_fixed.params, b.moving_to_fixed.params)
+
+
+def test_random_matches_give_no_usable_consensus():
+    rng = np.random.default_rng(0)
+    matches = Matches(fixed_xy=rng.uniform(0, 300, (40, 2)), moving_xy=rng.uniform(0, 300, (40, 2)))
+    try:
+        fit = estimate_transform(matches, "affine", threshold_px=1.0, config=CFG, seed=0)
+    except (InsufficientLandmarksError, EstimationError):
+        return
+    assert fit.n_inliers < CFG.min_inliers  # the verdict fails such a fit
+
+
+@pytest.mark.parametrize(
+    ("truth", "expected"),
+    [
+        (rigid_matrix(0, 30, 10), "translation"),
+        (rigid_matrix(30, 30, 10), "rigid"),
+        (rigid_matrix(30, 30, 10, scale=1.5), "similarity"),
+        (np.array([[1.2, 0.3, 5], [-0.1, 0.8, 3], [0, 0, 1.0]]), "affine"),
+        (np.array([[1.2, 0.3, 5], [-0.1, 0.8, 3], [8e-4, -6e-4, 1.0]]), "projective"),
+    ],
+)
+def test_auto_choice_picks_the_true_model_not_the_most_flexible(truth, expected):
+    matches, good = _matches(truth, outlier_fraction=0.0, noise=0.5, seed=4)
+    choice = choose_model(matches.moving_xy, matches.fixed_xy, candidates=CFG.auto_models, config=CFG)
+    assert choice.model == expected, choice.why
+
+
+def test_collinear_and_too_few_points_are_refused():
+    line = np.column_stack([np.arange(5.0), 2 * np.arange(5.0)])
+    with pytest.raises(EstimationError, match="collinear"):
+        fit_transform("affine", line, line + 1)
+    with pytest.raises(InsufficientLandmarksError, match="at least 4"):
+        fit_transform("projective", line[:3], line[:3])
+
+
+@pytest.mark.parametrize(
+    ("fixed_xy", "moving_xy", "model", "message"),
+    [
+        ([[1, 1], [5, 5]], [[1, 1], [5, 5]], "affine", "needs at least 3"),
+        ([[1, 1], [5, 5], [9, 9]], [[1, 2], [5, 3], [9, 1]], "affine", "collinear"),
+        ([[1, 1], [1, 1], [9, 2]], [[1, 2], [5, 3], [9, 1]], "affine", "Duplicate fixed"),
+        ([[1, 1], [5, 8], [500, 2]], [[1, 2], [5, 3], [9, 1]], "affine", "outside the fixed image"),
+        ([[1, 1], [5, 8], [np.nan, 2]], [[1, 2], [5, 3], [9, 1]], "affine", "NaN"),
+    ],
+)
+def test_bad_control_points_are_input_errors(fixed_xy, moving_xy, model, message):
+    with pytest.raises(InputError, match=message):
+        validate_points(np.array(fixed_xy, float), np.array(moving_xy, float), fixed_shape=(100, 100),
+                        moving_shape=(50, 50), model=model)
+
+
+def test_every_model_is_known():
+    assert set(MODELS) == {"translation", "rigid", "similarity", "affine", "projective", "polynomial",
+                           "piecewise-affine"}

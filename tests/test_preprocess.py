@@ -1,0 +1,77 @@
+"""Working views: resize convention, scale prior, blur to the coarser resolution."""
+
+import cv2
+import numpy as np
+import pytest
+
+from autoreg.config import RegistrationConfig
+from autoreg.datatypes import Image
+from autoreg.preprocess import (
+    expected_scale,
+    make_working_view,
+    remove_plane,
+    resize_matrix,
+    robust_unit_range,
+    working_scales,
+)
+
+
+@pytest.mark.parametrize("size", [(25, 40), (100, 160), (250, 400)])
+def test_resize_matrix_matches_cv2_resize(size):
+    h, w = 100, 160
+    y, x = np.mgrid[:h, :w].astype(np.float32)
+    ramp = 3 * x + 7 * y
+    out_w, out_h = size[1], size[0]
+    interp = cv2.INTER_AREA if out_w < w else cv2.INTER_LINEAR
+    resized = cv2.resize(ramp, (out_w, out_h), interpolation=interp)
+    to_original = np.linalg.inv(resize_matrix(out_w / w, out_h / h))
+    ry, rx = np.mgrid[2 : out_h - 2, 2 : out_w - 2].astype(float)
+    orig = np.stack([rx, ry, np.ones_like(rx)], -1) @ to_original.T
+    np.testing.assert_allclose(resized[2:-2, 2:-2], 3 * orig[..., 0] + 7 * orig[..., 1], atol=0.05)
+
+
+def test_expected_scale_prefers_metadata_and_converts_units():
+    fixed = Image(np.zeros((1024, 1024)), pixel_size_xy=(0.1, 0.1), units="nm")
+    moving = Image(np.zeros((40, 40)), pixel_size_xy=(2e-9, 2e-9), units="m")
+    scale, source = expected_scale(fixed, moving)
+    assert source == "metadata"
+    assert scale == pytest.approx(20.0)
+
+
+def test_expected_scale_falls_back_to_field_of_view():
+    scale, source = expected_scale(Image(np.zeros((1024, 1024))), Image(np.zeros((40, 40))))
+    assert source == "field_of_view"
+    assert scale == pytest.approx(25.6)
+
+
+def test_working_scales_match_the_coarser_image():
+    cfg = RegistrationConfig()
+    sf, sm = working_scales(Image(np.zeros((1024, 1024))), Image(np.zeros((40, 40))), 25.6, cfg)
+    assert sf == pytest.approx(0.25)
+    assert sm == pytest.approx(6.4)
+    # same resolution, small images: native resolution
+    sf, sm = working_scales(Image(np.zeros((384, 384))), Image(np.zeros((384, 384))), 1.0, cfg)
+    assert (sf, sm) == (1.0, 1.0)
+    # the reverse pair (fine moving, coarse fixed) is symmetric
+    sf, sm = working_scales(Image(np.zeros((40, 40))), Image(np.zeros((1024, 1024))), 1 / 25.6, cfg)
+    assert sf == pytest.approx(6.4)
+    assert sm == pytest.approx(0.25)
+
+
+def test_remove_plane_and_unit_range():
+    y, x = np.mgrid[:50, :60].astype(float)
+    bump = np.exp(-((x - 30) ** 2 + (y - 25) ** 2) / 20)
+    flat = remove_plane(bump + 0.5 * x - 0.2 * y, np.ones_like(bump, bool))
+    assert np.corrcoef(flat.ravel(), bump.ravel())[0, 1] > 0.99
+    unit = robust_unit_range(flat, np.ones_like(flat, bool))
+    assert unit.min() == 0.0 and unit.max() == 1.0
+
+
+def test_working_view_maps_back_to_original_pixels_and_masks_nan():
+    data = np.random.default_rng(0).normal(size=(200, 300))
+    data[:20] = np.nan
+    view = make_working_view(Image(data), 0.5, coarse_pixel_wpx=1.0, config=RegistrationConfig())
+    assert view.image8.shape == (100, 150)
+    assert view.image8.dtype == np.uint8
+    assert not view.valid[:9].any() and view.valid[12:].all()
+    np.testing.assert_allclose(view.to_original @ [0, 0, 1], [0.5, 0.5, 1])
