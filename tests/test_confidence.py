@@ -1,0 +1,60 @@
+"""The verdict rules: each slug fires on its condition, and only then."""
+
+import dataclasses
+
+import pytest
+
+from autoreg.config import RegistrationConfig
+from autoreg.confidence import judge
+from autoreg.datatypes import Scores
+
+GOOD = Scores(n_matches=400, n_inliers=200, inlier_ratio=0.5, rmse_px=1.0, pearson=0.9, pearson_before=0.2,
+              overlap_fraction=0.9, inlier_spread=0.5, scale=1.0, expected_scale=1.0, shear=0.01,
+              working_pixel_px=1.0)
+
+
+def test_good_scores_are_ok():
+    verdict = judge(GOOD)
+    assert verdict.level == "ok"
+    assert verdict.reasons == ()
+
+
+@pytest.mark.parametrize(
+    ("change", "level", "slug"),
+    [
+        ({"n_inliers": 3}, "failed", "few_inliers"),
+        ({"n_inliers": 10}, "low_confidence", "few_inliers"),
+        ({"overlap_fraction": 0.0}, "failed", "no_overlap"),
+        ({"overlap_fraction": 0.1}, "low_confidence", "small_overlap"),
+        ({"scale": 5.0}, "failed", "implausible_scale"),
+        ({"scale": 0.2}, "failed", "implausible_scale"),
+        ({"rmse_px": 3.0}, "low_confidence", "high_residual"),
+        ({"pearson": 0.1}, "low_confidence", "low_correlation"),
+        ({"pearson": float("nan")}, "low_confidence", "pearson_undefined"),
+        ({"pearson": 0.5, "pearson_before": 0.6}, "low_confidence", "no_improvement"),
+        ({"inlier_ratio": 0.01}, "low_confidence", "low_inlier_ratio"),
+        ({"shear": 0.5}, "low_confidence", "implausible_shear"),
+    ],
+)
+def test_each_rule_fires_with_its_slug(change, level, slug):
+    verdict = judge(dataclasses.replace(GOOD, **change))
+    assert verdict.level == level
+    assert any(r.startswith(slug + ":") for r in verdict.reasons), verdict.reasons
+
+
+def test_residual_limit_scales_with_the_working_pixel():
+    coarse = dataclasses.replace(GOOD, rmse_px=3.0, working_pixel_px=4.0)
+    assert judge(coarse).level == "ok"
+
+
+def test_points_are_exempt_from_inlier_rules_but_flagged_when_exact():
+    few = dataclasses.replace(GOOD, n_matches=3, n_inliers=3, inlier_ratio=1.0, rmse_px=0.0)
+    assert judge(few, source="points").level == "ok"
+    exact = judge(few, source="points", exact_points=True)
+    assert exact.level == "low_confidence"
+    assert exact.reasons[-1].startswith("unverifiable_points:")
+
+
+def test_thresholds_come_from_the_config():
+    strict = RegistrationConfig(ok_inliers=500)
+    assert judge(GOOD, strict).level == "low_confidence"
