@@ -19,7 +19,7 @@ def _bad(value: float) -> bool:
 
 def _failures(s: Scores, cfg: RegistrationConfig, source: str) -> list[str]:
     reasons = []
-    if source != "points" and s.n_inliers < cfg.min_inliers:
+    if source == "features" and s.n_inliers < cfg.min_inliers:
         reasons.append(f"few_inliers: {s.n_inliers} < {cfg.min_inliers}")
     if _bad(s.overlap_fraction) or s.overlap_fraction <= 0:
         reasons.append("no_overlap: the warped moving image does not overlap the fixed image")
@@ -34,9 +34,9 @@ def _failures(s: Scores, cfg: RegistrationConfig, source: str) -> list[str]:
 
 def _doubts(s: Scores, cfg: RegistrationConfig, source: str) -> list[str]:
     reasons = []
-    if source != "points" and s.n_inliers < cfg.ok_inliers:
+    if source == "features" and s.n_inliers < cfg.ok_inliers:
         reasons.append(f"few_inliers: {s.n_inliers} < {cfg.ok_inliers}")
-    if source != "points" and not _bad(s.inlier_ratio) and s.inlier_ratio < cfg.min_inlier_ratio:
+    if source == "features" and not _bad(s.inlier_ratio) and s.inlier_ratio < cfg.min_inlier_ratio:
         reasons.append(f"low_inlier_ratio: {s.inlier_ratio:.3f} < {cfg.min_inlier_ratio}")
     limit = cfg.max_rmse_wpx * max(1.0, s.working_pixel_px)
     if not _bad(s.rmse_px) and s.rmse_px > limit:
@@ -45,8 +45,9 @@ def _doubts(s: Scores, cfg: RegistrationConfig, source: str) -> list[str]:
         reasons.append(f"small_overlap: {s.overlap_fraction:.3f} < {cfg.min_overlap_fraction}")
     if _bad(s.pearson):
         reasons.append("pearson_undefined: no variation over the overlap")
-    elif s.pearson < cfg.min_pearson:
-        reasons.append(f"low_correlation: pearson {s.pearson:.3f} < {cfg.min_pearson}")
+    elif s.pearson < (cfg.min_pearson_intensity if source == "intensity" else cfg.min_pearson):
+        limit = cfg.min_pearson_intensity if source == "intensity" else cfg.min_pearson
+        reasons.append(f"low_correlation: pearson {s.pearson:.3f} < {limit}")
     elif not _bad(s.pearson_before) and s.pearson - s.pearson_before < cfg.min_pearson_gain and s.pearson_before < 0.9:
         reasons.append(f"no_improvement: pearson {s.pearson:.3f} vs {s.pearson_before:.3f} before")
     if not _bad(s.shear) and s.shear > cfg.max_shear:
@@ -63,7 +64,7 @@ def judge(scores: Scores, config: RegistrationConfig | None = None, *, source: s
     scores : Scores
     config : RegistrationConfig, optional
     source : str
-        ``features``, ``intensity`` or ``points``; inlier-count rules do not apply to user points.
+        ``features``, ``intensity`` or ``points``; inlier rules apply to features only.
     exact_points : bool
         True when control points just determine the model (no redundancy to check them with).
 

@@ -57,6 +57,8 @@ class RegistrationConfig:
         an empty overlap is ``failed``.
     min_pearson : float
         A Pearson correlation over the overlap below this is ``low_confidence``.
+    min_pearson_intensity : float
+        The same for intensity-based results, whose optimiser maximises correlation itself.
     min_pearson_gain : float
         ``pearson - pearson_before`` below this (when the unregistered pair was not already aligned) is
         ``low_confidence``.
@@ -64,6 +66,8 @@ class RegistrationConfig:
         Largest plausible ratio between the estimated scale and the expected one (from image sizes or metadata).
     max_shear : float
         Largest plausible shear (|cos| of the angle between the mapped axes).
+    ecc_iterations : int
+        Iterations of the ECC refinement in the intensity fallback.
     max_pixels : int
         Pixel budget for one input image; larger images are refused with a clear error.
     """
@@ -89,10 +93,12 @@ class RegistrationConfig:
     max_rmse_wpx: float = 1.5
     min_overlap_fraction: float = 0.2
     min_pearson: float = 0.3
+    min_pearson_intensity: float = 0.5
     min_pearson_gain: float = 0.0
     max_scale_ratio: float = 3.0
     max_shear: float = 0.3
     max_pixels: int = 64_000_000
+    ecc_iterations: int = 200
 
     def with_(self, **changes: object) -> RegistrationConfig:
         """Return a copy with some fields changed.

@@ -78,18 +78,22 @@ def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False,
     return result, attempt
 
 
-def _feature_fit(ctx: Context, model: str) -> Fit:
-    from .estimate import choose_model, estimate_transform, robust_inliers
-    from .landmarks import find_matches
+def _working_views(ctx: Context) -> tuple[Any, Any]:
     from .preprocess import make_working_view
 
+    coarse_wpx = ctx.coarse_pixel_px * ctx.scale_fixed
+    fixed_view = make_working_view(ctx.fixed, ctx.scale_fixed, coarse_pixel_wpx=coarse_wpx, config=ctx.config)
+    moving_view = make_working_view(ctx.moving, ctx.scale_moving, coarse_pixel_wpx=coarse_wpx, config=ctx.config)
+    return fixed_view, moving_view
+
+
+def _feature_fit(ctx: Context, model: str, views: tuple[Any, Any]) -> Fit:
+    from .estimate import choose_model, estimate_transform, robust_inliers
+    from .landmarks import find_matches
+
     cfg = ctx.config
-    scale_fixed, scale_moving = ctx.scale_fixed, ctx.scale_moving
-    coarse_wpx = ctx.coarse_pixel_px * scale_fixed
-    fixed_view = make_working_view(ctx.fixed, scale_fixed, coarse_pixel_wpx=coarse_wpx, config=cfg)
-    moving_view = make_working_view(ctx.moving, scale_moving, coarse_pixel_wpx=coarse_wpx, config=cfg)
-    matches = find_matches(fixed_view, moving_view, cfg)
-    threshold = cfg.ransac_threshold_px / scale_fixed
+    matches = find_matches(*views, cfg)
+    threshold = cfg.ransac_threshold_px / ctx.scale_fixed
     why = ""
     if model == "auto":
         inliers = robust_inliers(matches, "affine", threshold_px=threshold, config=cfg, seed=ctx.seed)
@@ -97,6 +101,12 @@ def _feature_fit(ctx: Context, model: str) -> Fit:
                               candidates=cfg.auto_models, config=cfg)
         model, why = choice.model, choice.why
     return estimate_transform(matches, model, threshold_px=threshold, config=cfg, seed=ctx.seed, why=why)
+
+
+def _intensity_fit(ctx: Context, model: str, views: tuple[Any, Any]) -> Fit:
+    from .intensity import intensity_fit
+
+    return intensity_fit(*views, model, ctx.config)
 
 
 def _points_fit(ctx: Context, points: tuple[np.ndarray, np.ndarray], model: str) -> tuple[Fit, bool]:
@@ -198,27 +208,27 @@ def register(
 
     attempts: list[Attempt] = []
     results: list[RegistrationResult] = []
-    say("features")
-    try:
-        result, attempt = _finish(ctx, _feature_fit(ctx, model), cube_step=cube_step)
-        results.append(result)
-        attempts.append(attempt)
-    except AutoregError as err:
-        if isinstance(err, InputError):
-            raise
-        attempts.append(_failed_attempt("features", err))
-
-    if control is not None and not any(r.verdict.level == "ok" for r in results):
-        say("control points")
+    views = _working_views(ctx)
+    strategies: list[tuple[str, Callable[[], tuple[Fit, bool]]]] = [
+        ("features", lambda: (_feature_fit(ctx, model, views), False)),
+        ("intensity", lambda: (_intensity_fit(ctx, model, views), False)),
+    ]
+    if control is not None:
+        strategies.append(("points", lambda: _points_fit(ctx, control, model)))
+    for name, attempt_fit in strategies:
+        if any(r.verdict.level == "ok" for r in results):
+            break
+        say(name)
         try:
-            fit, exact = _points_fit(ctx, control, model)
+            fit, exact = attempt_fit()
             result, attempt = _finish(ctx, fit, exact_points=exact, cube_step=cube_step)
-            results.append(result)
-            attempts.append(attempt)
         except AutoregError as err:
             if isinstance(err, InputError):
                 raise
-            attempts.append(_failed_attempt("points", err))
+            attempts.append(_failed_attempt(name, err))
+            continue
+        results.append(result)
+        attempts.append(attempt)
 
     extra = {"scale_source": scale_source, "working_scale_fixed": scale_fixed, "working_scale_moving": scale_moving}
     if not results:

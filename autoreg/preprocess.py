@@ -41,6 +41,9 @@ class WorkingView:
     Attributes
     ----------
     image8 : ndarray of uint8, shape (h, w)
+        Contrast-equalised 8-bit view, for feature detectors.
+    unit : ndarray of float32, shape (h, w)
+        The same view before equalisation, scaled to [0, 1], for intensity-based registration.
     valid : ndarray of bool, shape (h, w)
         Where the view holds real data.
     to_original : ndarray of shape (3, 3)
@@ -48,6 +51,7 @@ class WorkingView:
     """
 
     image8: np.ndarray
+    unit: np.ndarray
     valid: np.ndarray
     to_original: np.ndarray
 
@@ -188,4 +192,4 @@ def make_working_view(image: Image, scale: float, *, coarse_pixel_wpx: float, co
     unit = robust_unit_range(flat, small_valid)
     image8 = to_uint8(unit, clahe_clip=config.clahe_clip)
     sx, sy = size[0] / w, size[1] / h
-    return WorkingView(image8=image8, valid=small_valid, to_original=np.linalg.inv(resize_matrix(sx, sy)))
+    return WorkingView(image8=image8, unit=unit, valid=small_valid, to_original=np.linalg.inv(resize_matrix(sx, sy)))

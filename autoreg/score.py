@@ -32,16 +32,16 @@ def masked_pearson(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None)
     >>> masked_pearson(a, np.ones((4, 4)))
     nan
     """
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
+    a, b = np.asarray(a), np.asarray(b)
     keep = np.isfinite(a) & np.isfinite(b)
     if mask is not None:
         keep &= mask
-    if keep.sum() < 3:
+    if np.count_nonzero(keep) < 3:
         return float("nan")
-    x, y = a[keep], b[keep]
-    x = x - x.mean()
-    y = y - y.mean()
+    x = a[keep].astype(np.float64)  # select first, then widen: cheap on large images
+    y = b[keep].astype(np.float64)
+    x -= x.mean()
+    y -= y.mean()
     denom = float(np.sqrt(np.dot(x, x) * np.dot(y, y)))
     if not np.isfinite(denom) or denom <= 1e-300:
         return float("nan")

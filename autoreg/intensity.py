@@ -1,0 +1,171 @@
+"""Intensity-based registration: the fallback when features fail.
+
+A coarse initialiser (Fourier–Mellin: log-polar phase correlation of the amplitude spectra for rotation and
+scale, then masked phase correlation for the shift) followed by ECC refinement (``cv2.findTransformECC``),
+all on the working views. Good for soft, low-texture or cross-modal pairs where ORB starves.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import RegistrationConfig
+from .datatypes import Fit, Matches
+from .errors import EstimationError
+from .preprocess import WorkingView
+
+__all__ = ["fourier_mellin", "refine_ecc", "intensity_fit", "ECC_MOTION"]
+
+#: ECC motion model for each global model; other models are refined as affine.
+ECC_MOTION = {"translation": "MOTION_TRANSLATION", "rigid": "MOTION_EUCLIDEAN", "similarity": "MOTION_AFFINE",
+              "affine": "MOTION_AFFINE", "projective": "MOTION_HOMOGRAPHY"}
+
+
+def _canvas(view: WorkingView, size: int) -> tuple[np.ndarray, np.ndarray]:
+    image = np.zeros((size, size), np.float32)
+    mask = np.zeros((size, size), bool)
+    h, w = view.unit.shape
+    fill = float(view.unit[view.valid].mean()) if view.valid.any() else 0.0
+    image[:] = fill
+    image[:h, :w] = np.where(view.valid, view.unit, fill)
+    mask[:h, :w] = view.valid
+    return image, mask
+
+
+def _log_polar_spectrum(image: np.ndarray, radius: int) -> np.ndarray:
+    from skimage.filters import difference_of_gaussians, window
+    from skimage.transform import warp_polar
+
+    band = difference_of_gaussians(image, 1.0, 8.0) * window("hann", image.shape)
+    spectrum = np.abs(np.fft.fftshift(np.fft.fft2(band)))
+    return warp_polar(spectrum, radius=radius, output_shape=(360, radius), scaling="log", order=1)
+
+
+def _similarity_about(center: float, angle_deg: float, scale: float) -> np.ndarray:
+    a = np.deg2rad(angle_deg)
+    rot = np.array([[scale * np.cos(a), -scale * np.sin(a), 0.0], [scale * np.sin(a), scale * np.cos(a), 0.0],
+                    [0.0, 0.0, 1.0]])
+    shift = np.array([[1.0, 0.0, center], [0.0, 1.0, center], [0.0, 0.0, 1.0]])
+    return shift @ rot @ np.linalg.inv(shift)
+
+
+def _ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    from .score import masked_pearson
+
+    value = masked_pearson(a, b, mask)
+    return value if np.isfinite(value) else -1.0
+
+
+def fourier_mellin(fixed_view: WorkingView, moving_view: WorkingView) -> tuple[np.ndarray, float, bool]:
+    """Coarse similarity (moving view → fixed view) by Fourier–Mellin phase correlation.
+
+    Both rotation candidates (θ, θ + 180°) and both contrast polarities (the moving view as is and
+    inverted, for cross-modal pairs) are tried; the one with the best correlation over the overlap wins.
+
+    Returns
+    -------
+    matrix : ndarray of shape (3, 3)
+        Maps moving-view (x, y) to fixed-view (x, y).
+    ncc : float
+        Correlation of the two views over their overlap under ``matrix`` (-1 when undefined).
+    inverted : bool
+        True when the moving view matches with inverted contrast.
+    """
+    import cv2
+    from skimage.registration import phase_cross_correlation
+
+    size = int(max(*fixed_view.unit.shape, *moving_view.unit.shape))
+    fixed, fixed_mask = _canvas(fixed_view, size)
+    moving_plain, moving_mask = _canvas(moving_view, size)
+    radius = size // 2
+    shifts, _, _ = phase_cross_correlation(_log_polar_spectrum(fixed, radius)[:180],
+                                           _log_polar_spectrum(moving_plain, radius)[:180], upsample_factor=10,
+                                           normalization=None)
+    angle = float(shifts[0])
+    scale = float(np.exp(shifts[1] * np.log(radius) / radius))
+    if not 0.5 < scale < 2.0:  # the views are already at one scale: an extreme value is a spurious peak
+        scale = 1.0
+    best = (np.eye(3), -2.0, False)
+    centre = (size - 1) / 2.0
+    for candidate, inverted in ((a, inv) for a in (angle, angle + 180.0) for inv in (False, True)):
+        moving = np.where(moving_mask, 1.0 - moving_plain, 0.0).astype(np.float32) if inverted else moving_plain
+        rotation = _similarity_about(centre, candidate, 1.0 / scale)
+        rotated = cv2.warpAffine(moving, rotation[:2], (size, size), flags=cv2.INTER_LINEAR)
+        rotated_mask = cv2.warpAffine(moving_mask.astype(np.uint8), rotation[:2], (size, size),
+                                      flags=cv2.INTER_NEAREST).astype(bool)
+        if rotated_mask.sum() < 16:
+            continue
+        shift_rc = phase_cross_correlation(fixed, rotated, reference_mask=fixed_mask, moving_mask=rotated_mask,
+                                           overlap_ratio=0.2)[0]
+        translation = np.array([[1.0, 0.0, -shift_rc[1]], [0.0, 1.0, -shift_rc[0]], [0.0, 0.0, 1.0]])
+        matrix = translation @ rotation
+        warped = cv2.warpAffine(moving, matrix[:2], (size, size), flags=cv2.INTER_LINEAR)
+        warped_mask = cv2.warpAffine(moving_mask.astype(np.uint8), matrix[:2], (size, size),
+                                     flags=cv2.INTER_NEAREST).astype(bool)
+        score = _ncc(fixed, warped, warped_mask & fixed_mask)
+        if score > best[1]:
+            best = (matrix, score, inverted)
+    return best
+
+
+def refine_ecc(fixed_view: WorkingView, moving_view: WorkingView, moving_to_fixed: np.ndarray, model: str,
+               *, iterations: int = 200, inverted: bool = False) -> tuple[np.ndarray, float]:
+    """Refine a moving-view → fixed-view matrix by maximising the ECC criterion.
+
+    ``inverted`` refines against the moving view with inverted contrast.
+
+    Raises
+    ------
+    EstimationError
+        ECC did not converge or returned a non-finite matrix.
+    """
+    import cv2
+
+    motion = getattr(cv2, ECC_MOTION.get(model, "MOTION_AFFINE"))
+    fixed_to_moving = np.linalg.inv(moving_to_fixed)
+    warp = (fixed_to_moving / fixed_to_moving[2, 2]).astype(np.float32)
+    if motion != cv2.MOTION_HOMOGRAPHY:
+        warp = warp[:2].copy()
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iterations, 1e-6)
+    mask = moving_view.valid.astype(np.uint8)
+    try:
+        moving = (1.0 - moving_view.unit).astype(np.float32) if inverted else moving_view.unit
+        rho, warp = cv2.findTransformECC(fixed_view.unit, moving, warp, motion, criteria, mask, 3)
+    except cv2.error as err:
+        raise EstimationError(f"ECC refinement did not converge: {str(err).strip().splitlines()[-1]}") from err
+    full = np.vstack([warp, [0.0, 0.0, 1.0]]) if warp.shape[0] == 2 else warp.astype(float)
+    if not np.all(np.isfinite(full)) or abs(np.linalg.det(full)) < 1e-12:
+        raise EstimationError("ECC refinement returned a degenerate matrix.")
+    return np.linalg.inv(full.astype(float)), float(rho)
+
+
+def intensity_fit(fixed_view: WorkingView, moving_view: WorkingView, model: str, config: RegistrationConfig) -> Fit:
+    """Intensity-based fit of a global model, in original pixel coordinates.
+
+    Non-global or ``auto`` requests are fitted as ``affine`` (the fit's ``why`` says so).
+
+    Raises
+    ------
+    EstimationError
+    """
+    from .estimate import fit_pair
+
+    fitted = model if model in ECC_MOTION else "affine"
+    coarse, _, inverted = fourier_mellin(fixed_view, moving_view)
+    refined, rho = refine_ecc(fixed_view, moving_view, coarse, fitted, iterations=config.ecc_iterations,
+                              inverted=inverted)
+    working = refined
+    # Express in original pixels through correspondences on a grid over the moving image.
+    rows, cols = moving_view.unit.shape
+    gy, gx = np.mgrid[0 : rows - 1 : 7j, 0 : cols - 1 : 7j]
+    view_xy = np.column_stack([gx.ravel(), gy.ravel(), np.ones(gx.size)])
+    fixed_view_xy = view_xy @ working.T
+    fixed_view_xy = fixed_view_xy[:, :2] / fixed_view_xy[:, 2:]
+    moving_xy = (view_xy @ moving_view.to_original.T)[:, :2]
+    fixed_xy = (np.column_stack([fixed_view_xy, np.ones(len(fixed_view_xy))]) @ fixed_view.to_original.T)[:, :2]
+    forward, backward = fit_pair(fitted, moving_xy, fixed_xy)
+    why = f"intensity (Fourier-Mellin + ECC, correlation {rho:.3f}{', inverted contrast' if inverted else ''})"
+    if fitted != model:
+        why += f"; {model} requested, intensity registration fits global models only: affine"
+    return Fit(model=fitted, moving_to_fixed=forward, fixed_to_moving=backward, inliers=np.zeros(0, bool),
+               source="intensity", matches=Matches(np.zeros((0, 2)), np.zeros((0, 2))), why=why)
