@@ -20,11 +20,15 @@ class RegistrationConfig:
     match_blur : float
         Gaussian sigma, per coarser-image pixel, that blurs the finer image to the coarser one's resolution.
     n_features : int
-        ORB features requested per image.
+        ORB features requested per 256×256 working pixels (larger views get proportionally more).
     fast_threshold : int
         ORB's FAST threshold; low values find corners in soft, low-contrast scans.
+    orb_levels : int
+        ORB pyramid levels (scale factor 1.2): the working views are already at one scale, so few are needed.
     orb_patch_size : int
         ORB patch size (also used as the edge threshold), in working pixels.
+    match_ratio : float
+        Lowe's ratio test: keep a match when its distance is below this fraction of the second best.
     clahe_clip : float
         CLAHE clip limit applied to the 8-bit detector views.
     ransac_threshold_px : float
@@ -75,10 +79,12 @@ class RegistrationConfig:
     working_size: int = 256
     working_size_max: int = 1024
     match_blur: float = 0.4
-    n_features: int = 3000
+    n_features: int = 1000
     fast_threshold: int = 5
+    orb_levels: int = 8
     orb_patch_size: int = 19
     clahe_clip: float = 2.0
+    match_ratio: float = 0.9
     ransac_threshold_px: float = 2.0
     ransac_max_iters: int = 5000
     ransac_confidence: float = 0.999

@@ -63,7 +63,8 @@ def validate_points(
     return fixed_xy, moving_xy
 
 
-def fit_points(fixed_xy: np.ndarray, moving_xy: np.ndarray, model: str, config: RegistrationConfig) -> Fit:
+def fit_points(fixed_xy: np.ndarray, moving_xy: np.ndarray, model: str, config: RegistrationConfig, *,
+               prior_scale: float = 1.0) -> Fit:
     """Least-squares (exact when just determined) fit of ``model`` on validated control points.
 
     Raises
@@ -71,7 +72,8 @@ def fit_points(fixed_xy: np.ndarray, moving_xy: np.ndarray, model: str, config: 
     EstimationError
         The fit is degenerate.
     """
-    forward, backward = fit_pair(model, moving_xy, fixed_xy, polynomial_order=config.polynomial_order)
+    forward, backward = fit_pair(model, moving_xy, fixed_xy, polynomial_order=config.polynomial_order,
+                                 prior_scale=prior_scale)
     matches = Matches(fixed_xy=fixed_xy, moving_xy=moving_xy)
     return Fit(model=model, moving_to_fixed=forward, fixed_to_moving=backward, inliers=np.ones(len(fixed_xy), bool),
                source="points", matches=matches, why="control points")

@@ -39,8 +39,13 @@ def _check_finite_transform(tf: Any, model: str) -> None:
             raise EstimationError(f"The {model} fit is singular (det={det:.3g}); the points are degenerate.")
 
 
-def fit_transform(model: str, src_xy: np.ndarray, dst_xy: np.ndarray, *, polynomial_order: int = 2) -> Any:
+def fit_transform(model: str, src_xy: np.ndarray, dst_xy: np.ndarray, *, polynomial_order: int = 2,
+                  prior_scale: float = 1.0) -> Any:
     """Least-squares fit of ``model`` mapping ``src_xy`` onto ``dst_xy``.
+
+    Translation and rigid models keep the scale fixed at ``prior_scale`` (the known size of one source
+    pixel in destination pixels): a "rigid" map between a 40 px and a 1024 px scan of one area is rigid in
+    physical space, not in pixels.
 
     Parameters
     ----------
@@ -50,6 +55,8 @@ def fit_transform(model: str, src_xy: np.ndarray, dst_xy: np.ndarray, *, polynom
         Corresponding points.
     polynomial_order : int, optional
         Order of the polynomial model.
+    prior_scale : float, optional
+        Fixed scale of the translation and rigid models.
 
     Returns
     -------
@@ -80,9 +87,15 @@ def fit_transform(model: str, src_xy: np.ndarray, dst_xy: np.ndarray, *, polynom
     if need >= 3 and _is_collinear(src_xy) or need >= 3 and _is_collinear(dst_xy):
         raise EstimationError(f"The {model} model cannot be fitted to collinear points.")
     cls = transform_class(model)
-    tf = cls.from_estimate(src_xy, dst_xy, **estimate_kwargs(model, polynomial_order=polynomial_order))
+    scaled = model in ("translation", "rigid") and prior_scale != 1.0
+    tf = cls.from_estimate(src_xy * prior_scale if scaled else src_xy, dst_xy,
+                           **estimate_kwargs(model, polynomial_order=polynomial_order))
     if not tf:
         raise EstimationError(f"The {model} fit failed: {tf}")
+    if scaled:
+        from skimage.transform import SimilarityTransform
+
+        tf = SimilarityTransform(matrix=tf.params @ np.diag([prior_scale, prior_scale, 1.0]))
     _check_finite_transform(tf, model)
     return tf
 
@@ -98,7 +111,8 @@ def _inverse(forward: Any, model: str) -> Any:
     return type(forward)(matrix=inverse)
 
 
-def fit_pair(model: str, moving_xy: np.ndarray, fixed_xy: np.ndarray, *, polynomial_order: int = 2) -> tuple[Any, Any]:
+def fit_pair(model: str, moving_xy: np.ndarray, fixed_xy: np.ndarray, *, polynomial_order: int = 2,
+             prior_scale: float = 1.0) -> tuple[Any, Any]:
     """Fit ``moving_to_fixed`` and ``fixed_to_moving`` for ``model``.
 
     Global models invert the matrix; polynomial and piecewise-affine models are not invertible in closed
@@ -108,7 +122,7 @@ def fit_pair(model: str, moving_xy: np.ndarray, fixed_xy: np.ndarray, *, polynom
     -------
     moving_to_fixed, fixed_to_moving : skimage transforms
     """
-    forward = fit_transform(model, moving_xy, fixed_xy, polynomial_order=polynomial_order)
+    forward = fit_transform(model, moving_xy, fixed_xy, polynomial_order=polynomial_order, prior_scale=prior_scale)
     if is_global(model):
         return forward, _inverse(forward, model)
     backward = fit_transform(model, fixed_xy, moving_xy, polynomial_order=polynomial_order)
@@ -181,6 +195,7 @@ def estimate_transform(
     seed: int = 0,
     source: str = "features",
     why: str = "",
+    prior_scale: float = 1.0,
 ) -> Fit:
     """Robust fit of ``model`` on putative ``matches``.
 
@@ -197,14 +212,16 @@ def estimate_transform(
     for _ in range(3):
         if inliers.sum() < need:
             raise InsufficientLandmarksError(f"Only {int(inliers.sum())} inliers; {model} needs at least {need}.")
-        forward = fit_transform(model, matches.moving_xy[inliers], matches.fixed_xy[inliers], polynomial_order=order)
+        forward = fit_transform(model, matches.moving_xy[inliers], matches.fixed_xy[inliers], polynomial_order=order,
+                                prior_scale=prior_scale)
         residuals = np.linalg.norm(forward(matches.moving_xy) - matches.fixed_xy, axis=1)
         refined = residuals < threshold_px
         if refined.sum() < need or np.array_equal(refined, inliers):
             break
         inliers = refined
     else:
-        forward = fit_transform(model, matches.moving_xy[inliers], matches.fixed_xy[inliers], polynomial_order=order)
+        forward = fit_transform(model, matches.moving_xy[inliers], matches.fixed_xy[inliers], polynomial_order=order,
+                                prior_scale=prior_scale)
     if is_global(model):
         moving_to_fixed, fixed_to_moving = forward, _inverse(forward, model)
     else:
@@ -217,7 +234,7 @@ def estimate_transform(
 
 def held_out_rmse(
     model: str, moving_xy: np.ndarray, fixed_xy: np.ndarray, *, folds: int, polynomial_order: int = 2,
-    max_points: int | None = None,
+    max_points: int | None = None, prior_scale: float = 1.0,
 ) -> float:
     """Root-mean-square residual of ``model`` on held-out points (k-fold cross-validation).
 
@@ -236,7 +253,8 @@ def held_out_rmse(
     for k in range(folds):
         test = fold_of == k
         try:
-            tf = fit_transform(model, moving_xy[~test], fixed_xy[~test], polynomial_order=polynomial_order)
+            tf = fit_transform(model, moving_xy[~test], fixed_xy[~test], polynomial_order=polynomial_order,
+                               prior_scale=prior_scale)
         except (EstimationError, InsufficientLandmarksError):
             return float("nan")
         squared[test] = np.sum((tf(moving_xy[test]) - fixed_xy[test]) ** 2, axis=1)
@@ -253,7 +271,8 @@ class ModelChoice:
 
 
 def choose_model(
-    moving_xy: np.ndarray, fixed_xy: np.ndarray, *, candidates: tuple[str, ...], config: RegistrationConfig
+    moving_xy: np.ndarray, fixed_xy: np.ndarray, *, candidates: tuple[str, ...], config: RegistrationConfig,
+    prior_scale: float = 1.0,
 ) -> ModelChoice:
     """Pick the simplest model whose held-out residual is within ``config.auto_tolerance`` of the best.
 
@@ -267,7 +286,7 @@ def choose_model(
     """
     cv = {
         m: held_out_rmse(m, moving_xy, fixed_xy, folds=config.cv_folds, polynomial_order=config.polynomial_order,
-                          max_points=config.cv_max_points)
+                          max_points=config.cv_max_points, prior_scale=prior_scale)
         for m in candidates
     }
     valid = {m: v for m, v in cv.items() if np.isfinite(v)}

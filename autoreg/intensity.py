@@ -139,7 +139,8 @@ def refine_ecc(fixed_view: WorkingView, moving_view: WorkingView, moving_to_fixe
     return np.linalg.inv(full.astype(float)), float(rho)
 
 
-def intensity_fit(fixed_view: WorkingView, moving_view: WorkingView, model: str, config: RegistrationConfig) -> Fit:
+def intensity_fit(fixed_view: WorkingView, moving_view: WorkingView, model: str, config: RegistrationConfig, *,
+                  prior_scale: float = 1.0) -> Fit:
     """Intensity-based fit of a global model, in original pixel coordinates.
 
     Non-global or ``auto`` requests are fitted as ``affine`` (the fit's ``why`` says so).
@@ -163,7 +164,7 @@ def intensity_fit(fixed_view: WorkingView, moving_view: WorkingView, model: str,
     fixed_view_xy = fixed_view_xy[:, :2] / fixed_view_xy[:, 2:]
     moving_xy = (view_xy @ moving_view.to_original.T)[:, :2]
     fixed_xy = (np.column_stack([fixed_view_xy, np.ones(len(fixed_view_xy))]) @ fixed_view.to_original.T)[:, :2]
-    forward, backward = fit_pair(fitted, moving_xy, fixed_xy)
+    forward, backward = fit_pair(fitted, moving_xy, fixed_xy, prior_scale=prior_scale)
     why = f"intensity (Fourier-Mellin + ECC, correlation {rho:.3f}{', inverted contrast' if inverted else ''})"
     if fitted != model:
         why += f"; {model} requested, intensity registration fits global models only: affine"

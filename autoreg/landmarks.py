@@ -29,10 +29,11 @@ def detect(view: WorkingView, config: RegistrationConfig) -> tuple[np.ndarray, n
     import cv2
 
     patch = int(config.orb_patch_size)
+    n_features = int(config.n_features * max(1.0, view.image8.size / 256**2))
     orb = cv2.ORB_create(
-        nfeatures=config.n_features,
+        nfeatures=n_features,
         scaleFactor=1.2,
-        nlevels=8,
+        nlevels=config.orb_levels,
         edgeThreshold=patch,
         patchSize=patch,
         fastThreshold=config.fast_threshold,
@@ -43,8 +44,31 @@ def detect(view: WorkingView, config: RegistrationConfig) -> tuple[np.ndarray, n
     return xy, descriptors
 
 
+def _ratio_matches(query: np.ndarray, train: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """Lowe's ratio test on brute-force Hamming 2-NN matches, one match per train point (the closest).
+
+    Returns
+    -------
+    query_idx, train_idx : ndarray of int
+    """
+    import cv2
+
+    if len(train) < 2:
+        pairs = [m for m in cv2.BFMatcher(cv2.NORM_HAMMING).match(query, train)]
+    else:
+        knn = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(query, train, k=2)
+        pairs = [p[0] for p in knn if len(p) == 2 and p[0].distance < ratio * p[1].distance]
+    best: dict[int, tuple[float, int]] = {}
+    for m in pairs:
+        if m.trainIdx not in best or m.distance < best[m.trainIdx][0]:
+            best[m.trainIdx] = (m.distance, m.queryIdx)
+    train_idx = np.array(sorted(best), dtype=int)
+    query_idx = np.array([best[t][1] for t in train_idx], dtype=int)
+    return query_idx, train_idx
+
+
 def find_matches(fixed_view: WorkingView, moving_view: WorkingView, config: RegistrationConfig) -> Matches:
-    """Detect, describe and cross-check-match keypoints of the two views.
+    """Detect, describe and match keypoints of the two views (ratio test, one match per fixed keypoint).
 
     Returns
     -------
@@ -54,7 +78,7 @@ def find_matches(fixed_view: WorkingView, moving_view: WorkingView, config: Regi
     Raises
     ------
     InsufficientLandmarksError
-        When either image yields no keypoints or no match survives the cross check.
+        When either image yields no keypoints or no match passes the ratio test.
     """
     import cv2
 
@@ -65,12 +89,9 @@ def find_matches(fixed_view: WorkingView, moving_view: WorkingView, config: Regi
             f"No ORB keypoints ({len(fixed_xy)} in fixed, {len(moving_xy)} in moving): the image may be flat or "
             "textureless."
         )
-    matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
-    pairs = matcher.match(moving_desc, fixed_desc)
-    if not pairs:
-        raise InsufficientLandmarksError("No descriptor match survived the cross check.")
-    moving_idx = np.array([p.queryIdx for p in pairs])
-    fixed_idx = np.array([p.trainIdx for p in pairs])
+    moving_idx, fixed_idx = _ratio_matches(moving_desc, fixed_desc, config.match_ratio)
+    if moving_idx.size == 0:
+        raise InsufficientLandmarksError("No descriptor match passed the ratio test.")
     return Matches(
         fixed_xy=to_original_xy(fixed_view, fixed_xy[fixed_idx]),
         moving_xy=to_original_xy(moving_view, moving_xy[moving_idx]),

@@ -98,15 +98,16 @@ def _feature_fit(ctx: Context, model: str, views: tuple[Any, Any]) -> Fit:
     if model == "auto":
         inliers = robust_inliers(matches, "affine", threshold_px=threshold, config=cfg, seed=ctx.seed)
         choice = choose_model(matches.moving_xy[inliers], matches.fixed_xy[inliers],
-                              candidates=cfg.auto_models, config=cfg)
+                              candidates=cfg.auto_models, config=cfg, prior_scale=ctx.expected_scale)
         model, why = choice.model, choice.why
-    return estimate_transform(matches, model, threshold_px=threshold, config=cfg, seed=ctx.seed, why=why)
+    return estimate_transform(matches, model, threshold_px=threshold, config=cfg, seed=ctx.seed, why=why,
+                              prior_scale=ctx.expected_scale)
 
 
 def _intensity_fit(ctx: Context, model: str, views: tuple[Any, Any]) -> Fit:
     from .intensity import intensity_fit
 
-    return intensity_fit(*views, model, ctx.config)
+    return intensity_fit(*views, model, ctx.config, prior_scale=ctx.expected_scale)
 
 
 def _points_fit(ctx: Context, points: tuple[np.ndarray, np.ndarray], model: str) -> tuple[Fit, bool]:
@@ -118,12 +119,13 @@ def _points_fit(ctx: Context, points: tuple[np.ndarray, np.ndarray], model: str)
         candidates = tuple(m for m in ctx.config.auto_models
                            if len(fixed_xy) >= min_points(m, polynomial_order=ctx.config.polynomial_order))
         try:
-            choice = choose_model(moving_xy, fixed_xy, candidates=candidates, config=ctx.config)
+            choice = choose_model(moving_xy, fixed_xy, candidates=candidates, config=ctx.config,
+                                  prior_scale=ctx.expected_scale)
             model, why = choice.model, "control points; " + choice.why
         except AutoregError:
             model = max((m for m in candidates if m in GLOBAL_MODELS), key=GLOBAL_MODELS.index)
             why = f"control points; too few to compare models, the most general that they determine: {model}"
-    fit = fit_points(fixed_xy, moving_xy, model, ctx.config)
+    fit = fit_points(fixed_xy, moving_xy, model, ctx.config, prior_scale=ctx.expected_scale)
     fit = Fit(model=fit.model, moving_to_fixed=fit.moving_to_fixed, fixed_to_moving=fit.fixed_to_moving,
               inliers=fit.inliers, source="points", matches=fit.matches, why=why)
     exact = len(fixed_xy) == min_points(model, polynomial_order=ctx.config.polynomial_order)

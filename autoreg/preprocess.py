@@ -120,8 +120,10 @@ def _unit_factor(units: str | None) -> float | None:
 def expected_scale(fixed: Image, moving: Image) -> tuple[float, str]:
     """Expected size of one moving pixel in fixed pixels, and where the guess comes from.
 
-    From the physical pixel sizes when both images carry them in convertible units; otherwise by
-    assuming that both images cover about the same field of view.
+    From the physical pixel sizes when both images carry them in convertible units (``"metadata"``).
+    Otherwise, when the image sizes differ by more than 2x, by assuming both cover about the same field of
+    view (``"field_of_view"``); else pixels are taken to be the same size (``"same_pixel_size"``) — two crops
+    of one scan differ in size but not in pixel size.
     """
     if fixed.pixel_size_xy and moving.pixel_size_xy:
         ff, fm = _unit_factor(fixed.units), _unit_factor(moving.units)
@@ -132,8 +134,10 @@ def expected_scale(fixed: Image, moving: Image) -> tuple[float, str]:
             m = np.abs(np.asarray(moving.pixel_size_xy, float)) * fm
             if np.all(f > 0) and np.all(m > 0) and np.all(np.isfinite(m / f)):
                 return float(np.sqrt(np.prod(m / f))), "metadata"
-    ratio = np.asarray(fixed.shape, float) / np.asarray(moving.shape, float)
-    return float(np.sqrt(np.prod(ratio))), "field_of_view"
+    ratio = float(np.sqrt(np.prod(np.asarray(fixed.shape, float) / np.asarray(moving.shape, float))))
+    if 0.5 <= ratio <= 2.0:
+        return 1.0, "same_pixel_size"
+    return ratio, "field_of_view"
 
 
 def working_scales(fixed: Image, moving: Image, ratio: float, config: RegistrationConfig) -> tuple[float, float]:

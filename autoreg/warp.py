@@ -48,14 +48,15 @@ def _warp_channels(data: np.ndarray, fit: Fit, out_shape: tuple[int, int], step:
     import cv2
 
     dsize = (out_shape[1], out_shape[0])
-    common = dict(flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    border = dict(borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
     if maps is None:
         matrix = _grid_matrix(step) @ np.asarray(fit.moving_to_fixed.params, float)
         if np.allclose(matrix[2], [0.0, 0.0, 1.0]):
-            return cv2.warpAffine(data, matrix[:2], dsize, **common)
-        return cv2.warpPerspective(data, matrix, dsize, **common)
+            return cv2.warpAffine(data, matrix[:2], dsize, flags=cv2.INTER_LINEAR, **border)
+        return cv2.warpPerspective(data, matrix, dsize, flags=cv2.INTER_LINEAR, **border)
     map_x, map_y = maps
-    return cv2.remap(data, np.nan_to_num(map_x, nan=-1e6), np.nan_to_num(map_y, nan=-1e6), **common)
+    return cv2.remap(data, np.nan_to_num(map_x, nan=-1e6), np.nan_to_num(map_y, nan=-1e6), cv2.INTER_LINEAR,
+                     **border)
 
 
 def _warp_with_footprint(data: np.ndarray, fit: Fit, out_shape: tuple[int, int], step: float,

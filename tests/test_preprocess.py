@@ -40,6 +40,7 @@ def test_expected_scale_prefers_metadata_and_converts_units():
 
 def test_expected_scale_falls_back_to_field_of_view():
     scale, source = expected_scale(Image(np.zeros((1024, 1024))), Image(np.zeros((40, 40))))
+    assert expected_scale(Image(np.zeros((400, 400))), Image(np.zeros((300, 300)))) == (1.0, "same_pixel_size")
     assert source == "field_of_view"
     assert scale == pytest.approx(25.6)
 
