@@ -36,6 +36,9 @@ def _doubts(s: Scores, cfg: RegistrationConfig, source: str) -> list[str]:
     reasons = []
     if source == "features" and s.n_inliers < cfg.ok_inliers:
         reasons.append(f"few_inliers: {s.n_inliers} < {cfg.ok_inliers}")
+    if source == "features" and s.n_inliers_general > 0 and s.n_inliers < cfg.min_model_support * s.n_inliers_general:
+        reasons.append(f"model_too_simple: it explains {s.n_inliers} matches where an affine map explains "
+                       f"{s.n_inliers_general}")
     if source == "features" and not _bad(s.inlier_ratio) and s.inlier_ratio < cfg.min_inlier_ratio:
         reasons.append(f"low_inlier_ratio: {s.inlier_ratio:.3f} < {cfg.min_inlier_ratio}")
     limit = cfg.max_rmse_wpx * max(1.0, s.working_pixel_px)
@@ -50,6 +53,8 @@ def _doubts(s: Scores, cfg: RegistrationConfig, source: str) -> list[str]:
         reasons.append(f"low_correlation: pearson {s.pearson:.3f} < {limit}")
     elif not _bad(s.pearson_before) and s.pearson - s.pearson_before < cfg.min_pearson_gain and s.pearson_before < 0.9:
         reasons.append(f"no_improvement: pearson {s.pearson:.3f} vs {s.pearson_before:.3f} before")
+    if source == "intensity" and not (s.ecc_correlation >= cfg.min_ecc_correlation):
+        reasons.append(f"weak_intensity_match: ECC correlation {s.ecc_correlation:.3f} < {cfg.min_ecc_correlation}")
     if not _bad(s.shear) and s.shear > cfg.max_shear:
         reasons.append(f"implausible_shear: {s.shear:.3f} > {cfg.max_shear}")
     return reasons

@@ -41,8 +41,9 @@ class RegistrationConfig:
         Order of the ``polynomial`` model (2 or 3).
     auto_models : tuple of str
         Candidate models for ``model="auto"``, simplest first.
-    auto_tolerance : float
-        ``auto`` keeps the simplest model whose held-out residual is within this factor of the best one.
+    auto_se : float
+        ``auto`` keeps the simplest model whose held-out error exceeds the best one's by at most this many
+        standard errors (paired over the points).
     cv_folds : int
         Folds of the held-out residual used by ``auto``.
     cv_max_points : int
@@ -53,6 +54,9 @@ class RegistrationConfig:
         Fewer inliers than this (but at least ``min_inliers``) is ``low_confidence``.
     min_inlier_ratio : float
         An inlier ratio below this is ``low_confidence``.
+    min_model_support : float
+        A translation, rigid or similarity fit explaining fewer than this fraction of the matches an affine
+        consensus explains is ``low_confidence`` (the model is too simple for the data).
     max_rmse_wpx : float
         RMS inlier residual, in working-view pixels (the precision landmarks are located to), above which the
         result is ``low_confidence``.
@@ -63,6 +67,8 @@ class RegistrationConfig:
         A Pearson correlation over the overlap below this is ``low_confidence``.
     min_pearson_intensity : float
         The same for intensity-based results, whose optimiser maximises correlation itself.
+    min_ecc_correlation : float
+        Intensity results whose ECC correlation (high-passed working views) is below this are ``low_confidence``.
     min_pearson_gain : float
         ``pearson - pearson_before`` below this (when the unregistered pair was not already aligned) is
         ``low_confidence``.
@@ -72,6 +78,12 @@ class RegistrationConfig:
         Largest plausible shear (|cos| of the angle between the mapped axes).
     ecc_iterations : int
         Iterations of the ECC refinement in the intensity fallback.
+    refine : bool
+        Refine global feature fits by ECC on the working views (kept only when both estimates agree).
+    refine_iterations : int
+        ECC iterations of that refinement.
+    refine_max_shift_wpx : float
+        Largest disagreement (mean grid displacement, working pixels) for which the refinement is kept.
     max_pixels : int
         Pixel budget for one input image; larger images are refused with a clear error.
     """
@@ -90,21 +102,26 @@ class RegistrationConfig:
     ransac_confidence: float = 0.999
     polynomial_order: int = 2
     auto_models: tuple[str, ...] = ("translation", "rigid", "similarity", "affine", "projective", "polynomial")
-    auto_tolerance: float = 1.15
+    auto_se: float = 1.0
     cv_folds: int = 5
     cv_max_points: int = 150
     min_inliers: int = 6
     ok_inliers: int = 15
     min_inlier_ratio: float = 0.05
-    max_rmse_wpx: float = 1.5
+    min_model_support: float = 0.7
+    max_rmse_wpx: float = 2.5
     min_overlap_fraction: float = 0.2
     min_pearson: float = 0.3
     min_pearson_intensity: float = 0.5
+    min_ecc_correlation: float = 0.6
     min_pearson_gain: float = 0.0
     max_scale_ratio: float = 3.0
     max_shear: float = 0.3
     max_pixels: int = 64_000_000
     ecc_iterations: int = 200
+    refine: bool = True
+    refine_iterations: int = 50
+    refine_max_shift_wpx: float = 3.0
 
     def with_(self, **changes: object) -> RegistrationConfig:
         """Return a copy with some fields changed.

@@ -123,7 +123,11 @@ class Fit:
     matches : Matches
         The correspondences the fit was made from.
     why : str
-        Why this model was chosen (for ``model="auto"``).
+        Why this model was chosen (for ``model="auto"``), and how it was refined.
+    correlation : float
+        ECC correlation of the high-passed working views under the fit (intensity fits), NaN otherwise.
+    n_inliers_general : int
+        Inliers of an affine consensus on the same matches, for constrained models (-1 when not computed).
     """
 
     model: str
@@ -133,6 +137,8 @@ class Fit:
     source: str
     matches: Matches
     why: str = ""
+    correlation: float = float("nan")
+    n_inliers_general: int = -1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inliers", _readonly(self.inliers, bool))
@@ -173,6 +179,8 @@ class Scores:
     expected_scale: float = float("nan")
     shear: float = float("nan")
     working_pixel_px: float = 1.0
+    ecc_correlation: float = float("nan")
+    n_inliers_general: int = -1
 
 
 @dataclass(frozen=True, slots=True)

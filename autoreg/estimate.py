@@ -23,6 +23,7 @@ __all__ = [
     "robust_inliers",
     "estimate_transform",
     "held_out_rmse",
+    "held_out_errors",
     "choose_model",
     "ModelChoice",
 ]
@@ -232,13 +233,14 @@ def estimate_transform(
                source=source, matches=matches, why=why)
 
 
-def held_out_rmse(
+def held_out_errors(
     model: str, moving_xy: np.ndarray, fixed_xy: np.ndarray, *, folds: int, polynomial_order: int = 2,
     max_points: int | None = None, prior_scale: float = 1.0,
-) -> float:
-    """Root-mean-square residual of ``model`` on held-out points (k-fold cross-validation).
+) -> np.ndarray | None:
+    """Squared residual (fixed px²) of every point when ``model`` is fitted without it (k-fold).
 
-    Returns NaN when there are too few points to fit the model in every fold.
+    At most ``max_points`` evenly spaced points are used. Returns None when there are too few points to fit
+    the model in every fold.
     """
     n = len(moving_xy)
     need = min_points(model, polynomial_order=polynomial_order)
@@ -247,7 +249,7 @@ def held_out_rmse(
         moving_xy, fixed_xy, n = moving_xy[keep], fixed_xy[keep], max_points
     folds = min(folds, n)
     if folds < 2 or n - int(np.ceil(n / folds)) < need + 1:
-        return float("nan")
+        return None
     fold_of = np.arange(n) % folds
     squared = np.empty(n)
     for k in range(folds):
@@ -256,14 +258,20 @@ def held_out_rmse(
             tf = fit_transform(model, moving_xy[~test], fixed_xy[~test], polynomial_order=polynomial_order,
                                prior_scale=prior_scale)
         except (EstimationError, InsufficientLandmarksError):
-            return float("nan")
+            return None
         squared[test] = np.sum((tf(moving_xy[test]) - fixed_xy[test]) ** 2, axis=1)
-    return float(np.sqrt(squared.mean()))
+    return squared
+
+
+def held_out_rmse(model: str, moving_xy: np.ndarray, fixed_xy: np.ndarray, **kwargs: Any) -> float:
+    """Root-mean-square held-out residual (fixed px); NaN when it cannot be computed. See :func:`held_out_errors`."""
+    squared = held_out_errors(model, moving_xy, fixed_xy, **kwargs)
+    return float("nan") if squared is None else float(np.sqrt(squared.mean()))
 
 
 @dataclass(frozen=True, slots=True)
 class ModelChoice:
-    """The model ``auto`` chose, and the held-out residual of every candidate (fixed px)."""
+    """The model ``auto`` chose, and the held-out RMS residual of every candidate (fixed px)."""
 
     model: str
     held_out_rmse: dict[str, float]
@@ -274,29 +282,38 @@ def choose_model(
     moving_xy: np.ndarray, fixed_xy: np.ndarray, *, candidates: tuple[str, ...], config: RegistrationConfig,
     prior_scale: float = 1.0,
 ) -> ModelChoice:
-    """Pick the simplest model whose held-out residual is within ``config.auto_tolerance`` of the best.
+    """Pick the simplest model whose held-out error is not significantly worse than the best model's.
 
-    Held-out (cross-validated) residuals penalise over-fitting directly, unlike a correlation score that
-    always prefers the most flexible model.
+    Every point's held-out (cross-validated) squared residual is computed for each candidate. A candidate
+    is acceptable when its mean excess over the best candidate, point by point, is within
+    ``config.auto_se`` standard errors of that paired difference (the one-standard-error rule). Held-out
+    residuals penalise over-fitting directly, unlike a correlation score that always prefers the most
+    flexible model.
 
     Raises
     ------
     InsufficientLandmarksError
         No candidate can be cross-validated on these points.
     """
-    cv = {
-        m: held_out_rmse(m, moving_xy, fixed_xy, folds=config.cv_folds, polynomial_order=config.polynomial_order,
-                          max_points=config.cv_max_points, prior_scale=prior_scale)
+    errors = {
+        m: held_out_errors(m, moving_xy, fixed_xy, folds=config.cv_folds, polynomial_order=config.polynomial_order,
+                           max_points=config.cv_max_points, prior_scale=prior_scale)
         for m in candidates
     }
-    valid = {m: v for m, v in cv.items() if np.isfinite(v)}
+    valid = {m: e for m, e in errors.items() if e is not None}
     if not valid:
         raise InsufficientLandmarksError(f"Too few inliers ({len(moving_xy)}) to compare models.")
-    best_model = min(valid, key=valid.__getitem__)
+    best_model = min(valid, key=lambda m: float(valid[m].mean()))
     best = valid[best_model]
-    limit = best * config.auto_tolerance + 1e-3
-    chosen = next(m for m in candidates if m in valid and valid[m] <= limit)
-    table = ", ".join(f"{m} {v:.3g}" for m, v in valid.items())
-    why = (f"simplest model whose held-out residual is within {config.auto_tolerance:g}x of the best "
-           f"({best_model} {best:.3g} px); held-out RMSE px: {table}")
-    return ModelChoice(model=chosen, held_out_rmse=cv, why=why)
+
+    def acceptable(m: str) -> bool:
+        diff = valid[m] - best
+        se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+        return float(diff.mean()) <= config.auto_se * se + 1e-9
+
+    chosen = next(m for m in candidates if m in valid and acceptable(m))
+    rmse = {m: float(np.sqrt(e.mean())) if e is not None else float("nan") for m, e in errors.items()}
+    table = ", ".join(f"{m} {v:.3g}" for m, v in rmse.items() if np.isfinite(v))
+    why = (f"simplest model whose held-out error is within {config.auto_se:g} standard error of the best "
+           f"({best_model}); held-out RMS residual in fixed px: {table}")
+    return ModelChoice(model=chosen, held_out_rmse=rmse, why=why)

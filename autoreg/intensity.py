@@ -7,6 +7,8 @@ all on the working views. Good for soft, low-texture or cross-modal pairs where 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from .config import RegistrationConfig
@@ -14,7 +16,7 @@ from .datatypes import Fit, Matches
 from .errors import EstimationError
 from .preprocess import WorkingView
 
-__all__ = ["fourier_mellin", "refine_ecc", "intensity_fit", "ECC_MOTION"]
+__all__ = ["fourier_mellin", "refine_ecc", "intensity_fit", "refine_fit", "ECC_MOTION"]
 
 #: ECC motion model for each global model; other models are refined as affine.
 ECC_MOTION = {"translation": "MOTION_TRANSLATION", "rigid": "MOTION_EUCLIDEAN", "similarity": "MOTION_AFFINE",
@@ -108,11 +110,22 @@ def fourier_mellin(fixed_view: WorkingView, moving_view: WorkingView) -> tuple[n
     return best
 
 
+def _high_pass(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Remove slow intensity trends (tilt, shading) that bias ECC; keep the structure."""
+    import cv2
+
+    if sigma <= 0:
+        return image
+    return (image - cv2.GaussianBlur(image, (0, 0), sigma)).astype(np.float32)
+
+
 def refine_ecc(fixed_view: WorkingView, moving_view: WorkingView, moving_to_fixed: np.ndarray, model: str,
-               *, iterations: int = 200, inverted: bool = False) -> tuple[np.ndarray, float]:
+               *, iterations: int = 200, inverted: bool = False,
+               highpass_sigma: float = 10.0) -> tuple[np.ndarray, float]:
     """Refine a moving-view → fixed-view matrix by maximising the ECC criterion.
 
-    ``inverted`` refines against the moving view with inverted contrast.
+    Both views are high-passed first (ECC is invariant to gain and offset, not to a residual tilt, which
+    differs between two scans). ``inverted`` refines against the moving view with inverted contrast.
 
     Raises
     ------
@@ -130,9 +143,10 @@ def refine_ecc(fixed_view: WorkingView, moving_view: WorkingView, moving_to_fixe
     mask = moving_view.valid.astype(np.uint8)
     try:
         moving = (1.0 - moving_view.unit).astype(np.float32) if inverted else moving_view.unit
-        rho, warp = cv2.findTransformECC(fixed_view.unit, moving, warp, motion, criteria, mask, 3)
+        rho, warp = cv2.findTransformECC(_high_pass(fixed_view.unit, highpass_sigma),
+                                         _high_pass(moving, highpass_sigma), warp, motion, criteria, mask, 3)
     except cv2.error as err:
-        raise EstimationError(f"ECC refinement did not converge: {str(err).strip().splitlines()[-1]}") from err
+        raise EstimationError("ECC refinement did not converge (the images may be uncorrelated)") from err
     full = np.vstack([warp, [0.0, 0.0, 1.0]]) if warp.shape[0] == 2 else warp.astype(float)
     if not np.all(np.isfinite(full)) or abs(np.linalg.det(full)) < 1e-12:
         raise EstimationError("ECC refinement returned a degenerate matrix.")
@@ -169,4 +183,46 @@ def intensity_fit(fixed_view: WorkingView, moving_view: WorkingView, model: str,
     if fitted != model:
         why += f"; {model} requested, intensity registration fits global models only: affine"
     return Fit(model=fitted, moving_to_fixed=forward, fixed_to_moving=backward, inliers=np.zeros(0, bool),
-               source="intensity", matches=Matches(np.zeros((0, 2)), np.zeros((0, 2))), why=why)
+               source="intensity", matches=Matches(np.zeros((0, 2)), np.zeros((0, 2))), why=why, correlation=rho)
+
+
+def _view_matrix(fixed_view: WorkingView, moving_view: WorkingView, moving_to_fixed: np.ndarray) -> np.ndarray:
+    """An original-pixel moving → fixed matrix expressed between the working views."""
+    return np.linalg.inv(fixed_view.to_original) @ moving_to_fixed @ moving_view.to_original
+
+
+def refine_fit(fit: Fit, fixed_view: WorkingView, moving_view: WorkingView, config: RegistrationConfig, *,
+               prior_scale: float = 1.0) -> tuple[Fit, float]:
+    """Refine a global feature fit by ECC on the working views, if the refinement agrees with it.
+
+    Returns
+    -------
+    fit : Fit
+        The refined fit (same matches and inliers), or ``fit`` itself when ECC fails or moves the
+        moving image's grid by more than ``config.refine_max_shift_wpx`` working pixels.
+    shift_wpx : float
+        Mean displacement between the two estimates on a grid over the moving image, in working pixels
+        (NaN when ECC failed): agreement of two independent estimates.
+    """
+    from .estimate import fit_pair
+
+    if fit.model not in ECC_MOTION:
+        return fit, float("nan")
+    initial = _view_matrix(fixed_view, moving_view, np.asarray(fit.moving_to_fixed.params, float))
+    try:
+        refined, rho = refine_ecc(fixed_view, moving_view, initial, fit.model, iterations=config.refine_iterations)
+    except EstimationError:
+        return fit, float("nan")
+    rows, cols = moving_view.unit.shape
+    gy, gx = np.mgrid[0 : rows - 1 : 5j, 0 : cols - 1 : 5j]
+    grid = np.column_stack([gx.ravel(), gy.ravel(), np.ones(gx.size)])
+    a, b = grid @ initial.T, grid @ refined.T
+    shift = float(np.mean(np.linalg.norm(a[:, :2] / a[:, 2:] - b[:, :2] / b[:, 2:], axis=1)))
+    if not shift <= config.refine_max_shift_wpx:
+        return fit, shift
+    matrix = fixed_view.to_original @ refined @ np.linalg.inv(moving_view.to_original)
+    moving_xy = (grid @ moving_view.to_original.T)[:, :2]
+    fixed_h = np.column_stack([moving_xy, np.ones(len(moving_xy))]) @ matrix.T
+    forward, backward = fit_pair(fit.model, moving_xy, fixed_h[:, :2] / fixed_h[:, 2:], prior_scale=prior_scale)
+    why = (fit.why + "; " if fit.why else "") + f"refined by ECC (correlation {rho:.3f}, moved {shift:.2f} working px)"
+    return dataclasses.replace(fit, moving_to_fixed=forward, fixed_to_moving=backward, why=why), shift

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -100,8 +101,19 @@ def _feature_fit(ctx: Context, model: str, views: tuple[Any, Any]) -> Fit:
         choice = choose_model(matches.moving_xy[inliers], matches.fixed_xy[inliers],
                               candidates=cfg.auto_models, config=cfg, prior_scale=ctx.expected_scale)
         model, why = choice.model, choice.why
-    return estimate_transform(matches, model, threshold_px=threshold, config=cfg, seed=ctx.seed, why=why,
-                              prior_scale=ctx.expected_scale)
+    fit = estimate_transform(matches, model, threshold_px=threshold, config=cfg, seed=ctx.seed, why=why,
+                             prior_scale=ctx.expected_scale)
+    if model in ("translation", "rigid", "similarity"):  # how many matches would a more general map explain?
+        try:
+            general = int(robust_inliers(matches, "affine", threshold_px=threshold, config=cfg, seed=ctx.seed).sum())
+        except AutoregError:
+            general = 0
+        fit = dataclasses.replace(fit, n_inliers_general=general)
+    if cfg.refine:
+        from .intensity import refine_fit
+
+        fit, _ = refine_fit(fit, *views, cfg, prior_scale=ctx.expected_scale)
+    return fit
 
 
 def _intensity_fit(ctx: Context, model: str, views: tuple[Any, Any]) -> Fit:
@@ -125,9 +137,8 @@ def _points_fit(ctx: Context, points: tuple[np.ndarray, np.ndarray], model: str)
         except AutoregError:
             model = max((m for m in candidates if m in GLOBAL_MODELS), key=GLOBAL_MODELS.index)
             why = f"control points; too few to compare models, the most general that they determine: {model}"
-    fit = fit_points(fixed_xy, moving_xy, model, ctx.config, prior_scale=ctx.expected_scale)
-    fit = Fit(model=fit.model, moving_to_fixed=fit.moving_to_fixed, fixed_to_moving=fit.fixed_to_moving,
-              inliers=fit.inliers, source="points", matches=fit.matches, why=why)
+    fit = dataclasses.replace(fit_points(fixed_xy, moving_xy, model, ctx.config, prior_scale=ctx.expected_scale),
+                              why=why)
     exact = len(fixed_xy) == min_points(model, polynomial_order=ctx.config.polynomial_order)
     return fit, exact
 
@@ -151,6 +162,28 @@ def _load_points(points: Any, ctx: Context, model: str) -> tuple[np.ndarray, np.
     need_model = "translation" if model == "auto" else check_model
     return validate_points(fixed_xy, moving_xy, fixed_shape=ctx.fixed.shape, moving_shape=ctx.moving.shape,
                            model=need_model, polynomial_order=ctx.config.polynomial_order)
+
+
+def _pick(results: list[RegistrationResult]) -> RegistrationResult:
+    """The first ``ok`` result; else the user's control points when they gave a usable fit; else the best."""
+    for result in results:
+        if result.verdict.level == "ok":
+            return result
+    for result in results:
+        if result.source == "points" and result.verdict.level != "failed":
+            return result
+    return min(results, key=lambda r: r.verdict.rank)  # earlier strategies win ties
+
+
+def _check_texture(image: Image, what: str) -> None:
+    """Raise when an image has no usable variation (constant, or variation at rounding level)."""
+    from .errors import InsufficientLandmarksError
+
+    values = np.asarray(image.data)[np.isfinite(image.data)]
+    lo, hi = np.percentile(values, [0.5, 99.5])
+    scale = max(float(np.median(np.abs(values))), 1e-30)
+    if not hi - lo > 1e-5 * scale:
+        raise InsufficientLandmarksError(f"The {what} image is flat (no variation above rounding level).")
 
 
 def register(
@@ -211,9 +244,18 @@ def register(
     attempts: list[Attempt] = []
     results: list[RegistrationResult] = []
     views = _working_views(ctx)
+
+    def automatic(fit_with: Callable[[Context, str, tuple[Any, Any]], Fit]) -> Callable[[], tuple[Fit, bool]]:
+        def run() -> tuple[Fit, bool]:
+            _check_texture(fixed_img, "fixed")
+            _check_texture(moving_img, "moving")
+            return fit_with(ctx, model, views), False
+
+        return run
+
     strategies: list[tuple[str, Callable[[], tuple[Fit, bool]]]] = [
-        ("features", lambda: (_feature_fit(ctx, model, views), False)),
-        ("intensity", lambda: (_intensity_fit(ctx, model, views), False)),
+        ("features", automatic(_feature_fit)),
+        ("intensity", automatic(_intensity_fit)),
     ]
     if control is not None:
         strategies.append(("points", lambda: _points_fit(ctx, control, model)))
@@ -238,7 +280,7 @@ def register(
         return RegistrationResult(fit=None, scores=Scores(), verdict=Verdict("failed", reasons),
                                   model=model, attempts=tuple(attempts), fixed_shape=fixed_img.shape,
                                   moving_shape=moving_img.shape, extra=extra)
-    best = min(results, key=lambda r: r.verdict.rank)  # first of the best verdict: earlier strategies win ties
+    best = _pick(results)
     say("done")
     return RegistrationResult(fit=best.fit, scores=best.scores, verdict=best.verdict, warped=best.warped,
                               footprint=best.footprint, warped_cube=best.warped_cube, model=best.model,

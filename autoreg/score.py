@@ -174,4 +174,6 @@ def score_registration(
         expected_scale=expected_scale,
         shear=shear,
         working_pixel_px=working_pixel_px,
+        ecc_correlation=fit.correlation,
+        n_inliers_general=fit.n_inliers_general,
     )

@@ -25,22 +25,44 @@ def _output_shape(fixed_shape: tuple[int, int], step: float) -> tuple[int, int]:
     return (int(np.floor((fixed_shape[0] - 1) / step)) + 1, int(np.floor((fixed_shape[1] - 1) / step)) + 1)
 
 
-def grid_to_moving_maps(fit: Fit, fixed_shape: tuple[int, int], *, step: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def _moving_xy_at(fit: Fit, fixed_xy: np.ndarray) -> np.ndarray:
+    moving_xy = np.asarray(fit.fixed_to_moving(fixed_xy), dtype=np.float64)
+    if fit.model == "piecewise-affine":  # skimage returns -1 outside the mesh
+        moving_xy[np.all(moving_xy == -1, axis=1)] = np.nan
+    return moving_xy
+
+
+def grid_to_moving_maps(fit: Fit, fixed_shape: tuple[int, int], *, step: float = 1.0,
+                        node_spacing: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """Moving-image (x, y) of every output-grid pixel, as float32 maps for ``cv2.remap``.
 
     Output pixel (row i, col j) sits at fixed pixel (x, y) = (j * step, i * step). Points the transform
-    cannot map (outside a piecewise-affine mesh) are NaN.
+    cannot map (outside a piecewise-affine mesh) are NaN. On large grids the transform is evaluated on nodes
+    every ``node_spacing`` pixels and interpolated linearly in between: the maps of the non-global models
+    are smooth or piecewise linear, and evaluating a mesh transform at a million points is slow.
     """
+    from scipy import ndimage as ndi
+
     rows, cols = _output_shape(fixed_shape, step)
-    gy, gx = np.mgrid[:rows, :cols].astype(np.float64) * step
-    fixed_xy = np.column_stack([gx.ravel(), gy.ravel()])
-    moving_xy = np.asarray(fit.fixed_to_moving(fixed_xy), dtype=np.float64)
-    if fit.model == "piecewise-affine":
-        outside = np.all(moving_xy == -1, axis=1)
-        moving_xy[outside] = np.nan
-    map_x = moving_xy[:, 0].reshape(rows, cols).astype(np.float32)
-    map_y = moving_xy[:, 1].reshape(rows, cols).astype(np.float32)
-    return map_x, map_y
+    if rows * cols <= 512 * 512 or node_spacing <= 1:
+        gy, gx = np.mgrid[:rows, :cols].astype(np.float64) * step
+        moving_xy = _moving_xy_at(fit, np.column_stack([gx.ravel(), gy.ravel()]))
+        return (moving_xy[:, 0].reshape(rows, cols).astype(np.float32),
+                moving_xy[:, 1].reshape(rows, cols).astype(np.float32))
+    n_rows = int(np.ceil((rows - 1) / node_spacing)) + 1
+    n_cols = int(np.ceil((cols - 1) / node_spacing)) + 1
+    node_y = np.linspace(0, rows - 1, n_rows) * step
+    node_x = np.linspace(0, cols - 1, n_cols) * step
+    gx, gy = np.meshgrid(node_x, node_y)
+    moving_xy = _moving_xy_at(fit, np.column_stack([gx.ravel(), gy.ravel()]))
+    # node coordinates of every output pixel (first and last nodes sit on the first and last pixels)
+    node_r, node_c = np.meshgrid(np.arange(rows) * ((n_rows - 1) / (rows - 1)),
+                                 np.arange(cols) * ((n_cols - 1) / (cols - 1)), indexing="ij")
+    maps = []
+    for k in range(2):
+        nodes = moving_xy[:, k].reshape(n_rows, n_cols)
+        maps.append(ndi.map_coordinates(nodes, [node_r, node_c], order=1, mode="nearest").astype(np.float32))
+    return maps[0], maps[1]
 
 
 def _warp_channels(data: np.ndarray, fit: Fit, out_shape: tuple[int, int], step: float,

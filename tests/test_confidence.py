@@ -43,7 +43,7 @@ def test_each_rule_fires_with_its_slug(change, level, slug):
 
 
 def test_residual_limit_scales_with_the_working_pixel():
-    coarse = dataclasses.replace(GOOD, rmse_px=3.0, working_pixel_px=4.0)
+    coarse = dataclasses.replace(GOOD, rmse_px=6.0, working_pixel_px=4.0)
     assert judge(coarse).level == "ok"
 
 
@@ -58,3 +58,10 @@ def test_points_are_exempt_from_inlier_rules_but_flagged_when_exact():
 def test_thresholds_come_from_the_config():
     strict = RegistrationConfig(ok_inliers=500)
     assert judge(GOOD, strict).level == "low_confidence"
+
+
+def test_a_model_too_simple_for_the_matches_is_flagged():
+    verdict = judge(dataclasses.replace(GOOD, n_inliers=40, n_inliers_general=114))
+    assert verdict.level == "low_confidence"
+    assert verdict.reasons[0].startswith("model_too_simple:")
+    assert judge(dataclasses.replace(GOOD, n_inliers=100, n_inliers_general=114)).level == "ok"

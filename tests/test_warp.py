@@ -82,3 +82,27 @@ def test_cube_on_a_coarser_grid_samples_the_fixed_positions():
     coarse, fp = apply_transform_cube(moving[:, :, None], fit, FIXED_SHAPE, step=4)
     assert coarse.shape[:2] == (30, 35)
     np.testing.assert_allclose(coarse[..., 0][fp], full[::4, ::4][fp], atol=1e-5)
+
+
+@pytest.mark.parametrize("model", ["polynomial", "piecewise-affine"])
+def test_node_interpolated_maps_match_the_exact_maps(model):
+    from autoreg.datatypes import Fit, Matches
+    from autoreg.estimate import fit_pair
+
+    rng = np.random.default_rng(2)
+    moving_xy = rng.uniform(-50, 700, (40, 2))
+    fixed_xy = moving_xy * 1.1 + 0.0004 * moving_xy[:, ::-1] ** 2 + rng.normal(0, 2, (40, 2))
+    forward, backward = fit_pair(model, moving_xy, fixed_xy)
+    fit = Fit(model=model, moving_to_fixed=forward, fixed_to_moving=backward, inliers=np.ones(40, bool),
+              source="points", matches=Matches(fixed_xy=fixed_xy, moving_xy=moving_xy))
+    fast_x, fast_y = grid_to_moving_maps(fit, (600, 700))
+    exact_x, exact_y = grid_to_moving_maps(fit, (600, 700), node_spacing=1)
+    both = np.isfinite(fast_x) & np.isfinite(exact_x)
+    assert both.sum() > 0.5 * both.size
+    error = np.hypot(fast_x[both] - exact_x[both], fast_y[both] - exact_y[both])
+    if model == "polynomial":  # smooth: linear interpolation between nodes 4 px apart is nearly exact
+        assert error.max() < 5e-3
+    else:  # piecewise linear: exact inside cells, off only in cells that straddle a triangle edge
+        assert np.median(error) < 1e-3
+        assert np.percentile(error, 99) < 0.5
+    assert not (np.isfinite(fast_x) & ~np.isfinite(exact_x)).any()  # never maps where the mesh does not

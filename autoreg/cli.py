@@ -1,0 +1,162 @@
+"""The command line: parse, call the domain, print, map to an exit code. No numpy at import time.
+
+Exit codes: 0 ok; 3 low_confidence (outputs written, flagged); 4 failed; 2 bad input or usage (one line on
+stderr, nothing written); 130 interrupted; 1 only for an unexpected bug.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ._version import __version__
+from .errors import InputError
+
+__all__ = ["app", "main", "EXIT_CODES"]
+
+EXIT_CODES = {"ok": 0, "low_confidence": 3, "failed": 4}
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+MODEL_CHOICES = ("auto", "translation", "rigid", "similarity", "affine", "projective", "polynomial",
+                 "piecewise-affine")
+IMAGE_OUTPUTS = {".tif", ".tiff", ".npy"}
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Hands-off registration of scientific images, with a verdict you can trust.")
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _fail(message: str) -> typer.Exit:
+    """Print one line on stderr and return the exit for bad input (raise it ``from None``)."""
+    sys.stderr.write(f"error: {message}\n")
+    return typer.Exit(EXIT_BAD_INPUT)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"autoreg {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Hands-off registration of scientific images, with a verdict you can trust."""
+
+
+def _input_files(*specs: str) -> list[Path]:
+    from .io import parse_spec
+
+    return [parse_spec(spec)[0] for spec in specs]
+
+
+def _check_outputs(outputs: list[tuple[Optional[Path], set[str]]], inputs: list[Path], overwrite: bool) -> None:
+    from .io import check_output_path
+
+    chosen = [p for p, _ in outputs if p is not None]
+    if len({p.resolve() for p in chosen}) < len(chosen):
+        raise InputError("Two outputs have the same path; give each output its own file.")
+    for path, suffixes in outputs:
+        if path is not None:
+            check_output_path(path, inputs=inputs, overwrite=overwrite, suffixes=suffixes)
+
+
+@app.command()
+def register(
+    fixed: str = typer.Argument(..., help="Fixed image: FILE.h5::/dataset, TIFF, PNG, JPEG or NPY."),
+    moving: str = typer.Argument(..., help="Moving image, same formats."),
+    model: str = typer.Option("auto", "--model", "-m", help="auto | " + " | ".join(MODEL_CHOICES[1:])),
+    points: Optional[Path] = typer.Option(None, "--points", help="Control points CSV: fixed_x,fixed_y,moving_x,moving_y."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Warped moving image on the fixed grid (.tif or .npy)."),
+    report: Optional[Path] = typer.Option(None, "--report", help="PNG report: images, overlay, checkerboard, matches."),
+    as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every random choice."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+) -> None:
+    """Register MOVING onto FIXED hands-off; fall back to --points when the automatic result is not ok."""
+    console = _console()
+    try:
+        if model not in MODEL_CHOICES:
+            raise InputError(f"Unknown model {model!r}; choose one of: {', '.join(MODEL_CHOICES)}.")
+        inputs = _input_files(fixed, moving) + ([points] if points is not None else [])
+        _check_outputs([(out, IMAGE_OUTPUTS), (report, {".png"})], inputs, overwrite)
+        from .pipeline import register as run
+
+        started = time.perf_counter()
+        result = run(fixed, moving, model=model, points=points, rng=seed,
+                     progress=lambda stage: console.log(f"[dim]{stage}[/dim]"))
+        elapsed = time.perf_counter() - started
+    except InputError as err:
+        raise _fail(str(err)) from None
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    _write_outputs(result, fixed, moving, out, report, console)
+    payload = result.to_dict()
+    payload["seconds"] = round(elapsed, 4)
+    if as_json:
+        sys.stdout.write(json.dumps(payload) + "\n")
+    else:
+        _print_summary(payload, console)
+    raise typer.Exit(EXIT_CODES[result.verdict.level])
+
+
+def _write_outputs(result: Any, fixed: str, moving: str, out: Optional[Path], report: Optional[Path],
+                   console: Any) -> None:
+    from .io import load_image, write_image
+    from .report import save_report_png
+
+    if out is not None and result.verdict.level != "failed" and result.warped is not None:
+        write_image(out, result.warped)
+        console.log(f"wrote {out}")
+    if report is not None:
+        save_report_png(result, load_image(fixed).data, load_image(moving).data, report)
+        console.log(f"wrote {report}")
+
+
+def _print_summary(payload: dict[str, Any], console: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"autoreg: {payload['verdict']}", show_header=False)
+    for key in ("verdict", "model", "source", "n_inliers", "n_matches", "rmse_px", "pearson_before", "pearson",
+                "overlap_fraction", "seconds"):
+        value = payload.get(key)
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    table.add_row("reasons", "; ".join(payload["reasons"]) or "-")
+    table.add_row("matrix", json.dumps(payload["matrix"]))
+    console.print(table)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("autoreg-demo"), "--out", help="Directory for the report, JSON and warped cube."),
+) -> None:
+    """Register the bundled 40×40 STS map onto the 1024² STM topography with every model; compare to the truth."""
+    from .demo import run_demo
+
+    try:
+        level = run_demo(out, console=_console())
+    except InputError as err:
+        raise _fail(str(err)) from None
+    raise typer.Exit(EXIT_CODES[level])
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,153 @@
+"""End to end: hands-off registration against ground truth, fallbacks, failure as a value."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import autoreg
+from autoreg.datatypes import Image
+from autoreg.synthetic import (
+    expected_spectra,
+    grid_error,
+    load_truth,
+    make_pair,
+    make_stm_sts_pair,
+    true_moving_to_fixed,
+)
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+STM = f"{FIXTURES / 'stm_sts.h5'}::/Measurement_000/Channel_000/STM_Topography"
+STS_Z = f"{FIXTURES / 'stm_sts.h5'}::/Measurement_001/Channel_001/STS_Z_Contrast"
+
+
+def _apply(matrix, xy):
+    h = np.column_stack([xy, np.ones(len(xy))]) @ np.asarray(matrix).T
+    return h[:, :2] / h[:, 2:]
+
+
+@pytest.fixture(scope="module")
+def fixture_affine():
+    return autoreg.register(STM, STS_Z, model="affine")
+
+
+def test_fixture_hands_off_affine_is_accurate_and_ok(fixture_affine):
+    result = fixture_affine
+    truth = load_truth(FIXTURES / "stm_sts.h5")
+    pitch = truth.moving_pixel_nm / truth.fixed_pixel_nm
+    assert result.verdict.level == "ok", result.verdict.reasons
+    assert result.source == "features"
+    # the matrix maps MOVING pixels to FIXED pixels: checked against the true mapping (affine + creep)
+    error = grid_error(lambda xy: _apply(result.matrix, xy), lambda g: true_moving_to_fixed(g, truth), (40, 40))
+    assert error / pitch <= 0.3
+    assert result.scores.pearson > result.scores.pearson_before + 0.2
+    assert result.scores.overlap_fraction > 0.9
+
+
+def test_fixture_warp_lands_on_the_topography(fixture_affine):
+    fixed = autoreg.load_image(STM).data
+    warped, footprint = fixture_affine.warped, fixture_affine.footprint
+    assert warped.shape == fixed.shape
+    assert np.isnan(warped[~footprint]).all() and np.isfinite(warped[footprint]).all()
+    # the inverse direction (the tutorial's mistake) correlates far worse
+    wrong = autoreg.register(STM, STS_Z, model="affine", points=None)
+    assert np.array_equal(wrong.matrix, fixture_affine.matrix)  # deterministic
+
+
+def test_same_resolution_pair_within_one_pixel():
+    matrix = np.array(json.loads((FIXTURES / "same_res_truth.json").read_text())["moving_to_fixed_matrix"])
+    result = autoreg.register(FIXTURES / "same_res_fixed.tif", FIXTURES / "same_res_moving.tif", model="affine")
+    assert result.verdict.level == "ok", result.verdict.reasons
+    error = grid_error(lambda xy: _apply(result.matrix, xy), lambda g: _apply(matrix, g), result.moving_shape)
+    assert error <= 1.0
+
+
+@pytest.mark.parametrize("model", ["translation", "rigid", "similarity", "affine", "projective"])
+def test_every_global_model_recovers_its_own_transform(model):
+    angle = 0.0 if model == "translation" else np.deg2rad(25)
+    scale = 1.15 if model in ("similarity", "affine", "projective") else 1.0
+    matrix = np.array([[scale * np.cos(angle), -scale * np.sin(angle), 0], [scale * np.sin(angle),
+                                                                          scale * np.cos(angle), 0], [0, 0, 1.0]])
+    if model == "affine":
+        matrix[0, 1] += 0.08
+    if model == "projective":
+        matrix[2, :2] = [2e-4, -1.5e-4]
+    centre = np.array([127.5, 127.5, 1.0])
+    matrix[:2, 2] += np.array([130.0, 125.0]) - (matrix @ centre)[:2] / (matrix @ centre)[2]
+    pair = make_pair(seed=11, fixed_shape=(256, 256), moving_shape=(256, 256), matrix=matrix)
+    result = autoreg.register(pair.fixed, pair.moving, model=model)
+    assert result.verdict.level == "ok", result.verdict.reasons
+    error = grid_error(lambda xy: _apply(result.matrix, xy), lambda g: _apply(matrix, g), (256, 256))
+    assert error <= 1.0
+
+
+def test_auto_picks_a_model_and_says_why(fixture_affine):
+    result = autoreg.register(STM, STS_Z)
+    assert result.model in autoreg.MODELS
+    assert "held-out" in result.fit.why
+    assert result.verdict.level == "ok"
+
+
+def test_results_are_reproducible_for_a_seed():
+    pair = make_pair(seed=3)
+    a = autoreg.register(pair.fixed, pair.moving, rng=5)
+    b = autoreg.register(pair.fixed, pair.moving, rng=np.int64(5))
+    assert np.array_equal(a.matrix, b.matrix)
+
+
+def test_unrelated_images_are_never_ok():
+    rng = np.random.default_rng(0)
+    pair = make_pair(seed=4)
+    result = autoreg.register(pair.fixed, rng.normal(size=(200, 200)))
+    assert result.verdict.level != "ok"
+    assert result.verdict.reasons
+    assert [a.strategy for a in result.attempts][:2] == ["features", "intensity"]
+
+
+def test_a_flat_image_fails_as_a_value_not_an_exception():
+    pair = make_pair(seed=4)
+    result = autoreg.register(pair.fixed, np.ones((128, 128)))
+    assert result.verdict.level == "failed"
+    assert result.matrix is None
+    assert result.to_dict()["matrix"] is None
+
+
+def test_control_points_rescue_a_textureless_moving_image():
+    pair = make_pair(seed=6)
+    flat = np.ones((256, 256)) + np.linspace(0, 1e-6, 256)[None, :]
+    moving_xy = np.array([[20.0, 30.0], [220.0, 40.0], [128.0, 200.0], [60.0, 150.0], [200.0, 220.0]])
+    fixed_xy = _apply(pair.moving_to_fixed, moving_xy)
+    result = autoreg.register(pair.fixed, flat, model="affine", points=(fixed_xy, moving_xy))
+    assert result.source == "points"
+    np.testing.assert_allclose(result.fit.matrix, pair.moving_to_fixed, atol=1e-6)
+    assert [a.strategy for a in result.attempts] == ["features", "intensity", "points"]
+
+
+def test_bad_points_are_input_errors():
+    pair = make_pair(seed=6)
+    with pytest.raises(autoreg.InputError, match="collinear"):
+        autoreg.register(pair.fixed, pair.moving, model="affine",
+                         points=(np.array([[0.0, 0], [10, 10], [20, 20]]), np.array([[1.0, 1], [2, 2], [3, 3]])))
+    with pytest.raises(autoreg.InputError, match="Unknown model"):
+        autoreg.register(pair.fixed, pair.moving, model="elastic")
+
+
+def test_the_cube_rides_along_and_lands_on_the_right_terrain():
+    pair = make_stm_sts_pair(seed=0)
+    truth = pair.truth
+    fixed = Image(pair.fixed, pixel_size_xy=(truth.fixed_pixel_nm,) * 2, units="nm")
+    moving = Image(pair.moving, pixel_size_xy=(truth.moving_pixel_nm,) * 2, units="nm", cube=pair.cube)
+    result = autoreg.register(fixed, moving, model="affine", cube_step=16)
+    cube = result.warped_cube
+    assert cube.shape == (64, 64, 256)
+    rows, cols = np.nonzero(np.isfinite(cube[..., 0]))
+    fixed_xy = np.column_stack([cols * 16.0, rows * 16.0])
+    expected = expected_spectra(fixed_xy, pair.scene, truth, pair.bias)
+    got = cube[rows, cols]
+    # spectra interpolated from the 40x40 map match the terrain at those fixed positions
+    residual = np.sqrt(np.mean((got - expected) ** 2))
+    assert residual < 0.15 * expected.std()
+    # a cube warped 5 moving pixels off lands visibly worse
+    shifted = expected_spectra(fixed_xy + [5 * 20.48, 0], pair.scene, truth, pair.bias)
+    assert np.sqrt(np.mean((got - shifted) ** 2)) > 2 * residual
