@@ -92,10 +92,14 @@ def register(
             raise InputError(f"Unknown model {model!r}; choose one of: {', '.join(MODEL_CHOICES)}.")
         inputs = _input_files(fixed, moving) + ([points] if points is not None else [])
         _check_outputs([(out, IMAGE_OUTPUTS), (report, {".png"})], inputs, overwrite)
+        from .config import RegistrationConfig
+        from .io import load_image
         from .pipeline import register as run
 
+        budget = RegistrationConfig().max_pixels
+        fixed_img, moving_img = load_image(fixed, max_pixels=budget), load_image(moving, max_pixels=budget)
         started = time.perf_counter()
-        result = run(fixed, moving, model=model, points=points, rng=seed,
+        result = run(fixed_img, moving_img, model=model, points=points, rng=seed,
                      progress=lambda stage: console.log(f"[dim]{stage}[/dim]"))
         elapsed = time.perf_counter() - started
     except InputError as err:
@@ -103,7 +107,7 @@ def register(
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    _write_outputs(result, fixed, moving, out, report, console)
+    _write_outputs(result, fixed_img.data, moving_img.data, out, report, console)
     payload = result.to_dict()
     payload["seconds"] = round(elapsed, 4)
     if as_json:
@@ -113,16 +117,16 @@ def register(
     raise typer.Exit(EXIT_CODES[result.verdict.level])
 
 
-def _write_outputs(result: Any, fixed: str, moving: str, out: Optional[Path], report: Optional[Path],
+def _write_outputs(result: Any, fixed: Any, moving: Any, out: Optional[Path], report: Optional[Path],
                    console: Any) -> None:
-    from .io import load_image, write_image
+    from .io import write_image
     from .report import save_report_png
 
     if out is not None and result.verdict.level != "failed" and result.warped is not None:
         write_image(out, result.warped)
         console.log(f"wrote {out}")
     if report is not None:
-        save_report_png(result, load_image(fixed).data, load_image(moving).data, report)
+        save_report_png(result, fixed, moving, report)
         console.log(f"wrote {report}")
 
 

@@ -232,7 +232,6 @@ def register(
     if model != "auto" and model not in MODELS:
         raise InputError(f"Unknown model {model!r}; choose auto or one of: {', '.join(MODELS)}.")
     say = progress or (lambda _msg: None)
-    say("loading")
     fixed_img, moving_img = _load(fixed, "fixed", cfg), _load(moving, "moving", cfg)
     ratio, scale_source = expected_scale(fixed_img, moving_img)
     scale_fixed, scale_moving = working_scales(fixed_img, moving_img, ratio, cfg)

@@ -1,0 +1,178 @@
+"""The CLI contract: exit codes, pure-JSON stdout, nothing written on bad input, inputs untouched."""
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from typer.testing import CliRunner
+
+from autoreg.cli import app
+from autoreg.report import CONTRACT_KEYS
+from autoreg.synthetic import make_pair
+
+runner = CliRunner()
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _apply(matrix, xy):
+    h = np.column_stack([xy, np.ones(len(xy))]) @ np.asarray(matrix).T
+    return h[:, :2] / h[:, 2:]
+
+
+@pytest.fixture(scope="module")
+def pair_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pair")
+    pair = make_pair(seed=21, fixed_shape=(192, 192), moving_shape=(160, 160))
+    tifffile.imwrite(folder / "fixed.tif", pair.fixed)
+    np.save(folder / "moving.npy", pair.moving)
+    return folder, pair
+
+
+def _run(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result
+
+
+def test_ok_run_prints_exactly_one_json_object_and_exits_0(pair_files):
+    folder, pair = pair_files
+    before = {p.name: _sha(p) for p in folder.iterdir()}
+    result = _run("register", folder / "fixed.tif", folder / "moving.npy", "--model", "affine", "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert set(CONTRACT_KEYS) <= set(payload)
+    assert payload["verdict"] == "ok" and payload["source"] == "features"
+    matrix = np.array(payload["matrix"])
+    assert matrix.shape == (3, 3)
+    grid = np.array([[x, y] for x in (0, 80, 159) for y in (0, 80, 159)], float)
+    assert np.abs(_apply(matrix, grid) - _apply(pair.moving_to_fixed, grid)).max() < 1.0
+    assert before == {p.name: _sha(p) for p in folder.iterdir()}  # inputs untouched, nothing added
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".npy"])
+def test_out_and_report_are_written(pair_files, tmp_path, suffix):
+    folder, _ = pair_files
+    out, report = tmp_path / f"warped{suffix}", tmp_path / "report.png"
+    result = _run("register", folder / "fixed.tif", folder / "moving.npy", "--out", out, "--report", report)
+    assert result.exit_code == 0, result.output
+    warped = tifffile.imread(out) if suffix == ".tif" else np.load(out)
+    assert warped.shape == (192, 192)
+    assert np.isnan(warped).any() and np.isfinite(warped).mean() > 0.5
+    assert report.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, report.name])  # no temporaries left
+
+
+def test_failed_registration_exits_4_with_null_matrix_and_no_output(pair_files, tmp_path):
+    folder, _ = pair_files
+    flat = tmp_path / "flat.npy"
+    np.save(flat, np.ones((100, 100)))
+    out = tmp_path / "warped.tif"
+    result = _run("register", folder / "fixed.tif", flat, "--json", "--out", out)
+    assert result.exit_code == 4, result.output
+    payload = json.loads(result.stdout)
+    assert payload["verdict"] == "failed" and payload["matrix"] is None and payload["reasons"]
+    assert not out.exists()
+
+
+def test_low_confidence_exits_3_and_still_writes(pair_files, tmp_path):
+    folder, pair = pair_files
+    flat = tmp_path / "flat.npy"
+    np.save(flat, np.ones((160, 160)))
+    moving_xy = np.array([[40.0, 40.0], [120.0, 50.0], [80.0, 120.0]])
+    fixed_xy = _apply(pair.moving_to_fixed, moving_xy)
+    csv = tmp_path / "points.csv"
+    csv.write_text("fixed_x,fixed_y,moving_x,moving_y\n" +
+                   "".join(f"{f[0]},{f[1]},{m[0]},{m[1]}\n" for f, m in zip(fixed_xy, moving_xy)))
+    out = tmp_path / "warped.npy"
+    result = _run("register", folder / "fixed.tif", flat, "--model", "affine", "--points", csv, "--json",
+                  "--out", out)
+    assert result.exit_code == 3, result.output
+    payload = json.loads(result.stdout)
+    assert payload["source"] == "points"
+    assert any(r.startswith("unverifiable_points:") for r in payload["reasons"])
+    np.testing.assert_allclose(payload["matrix"], pair.moving_to_fixed, atol=1e-6)
+    assert out.exists()
+
+
+def _bad_cases(folder: Path, tmp: Path):
+    existing = tmp / "exists.tif"
+    existing.write_bytes(b"keep")
+    bad_csv = tmp / "bad.csv"
+    bad_csv.write_text("a,b,c\n1,2,3\n")
+    fixed, moving = folder / "fixed.tif", folder / "moving.npy"
+    return {
+        "missing file": (["register", tmp / "nope.tif", moving], "File not found"),
+        "bad model": (["register", fixed, moving, "--model", "elastic"], "Unknown model"),
+        "malformed points": (["register", fixed, moving, "--points", bad_csv], "header"),
+        "output is input": (["register", fixed, moving, "--out", fixed, "--overwrite"], "also an input"),
+        "existing output": (["register", fixed, moving, "--out", existing], "already exists"),
+        "bad extension": (["register", fixed, moving, "--out", tmp / "w.jpg"], "use one of"),
+        "missing directory": (["register", fixed, moving, "--out", tmp / "no" / "w.tif"], "does not exist"),
+        "malformed spec": (["register", f"{fixed}::", moving], "Malformed input"),
+        "missing dataset": (["register", f"{folder / 'x.h5'}::/a", moving], "File not found"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing file", "bad model", "malformed points", "output is input",
+                                  "existing output", "bad extension", "missing directory", "malformed spec",
+                                  "missing dataset"])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(pair_files, tmp_path, case):
+    folder, _ = pair_files
+    args, message = _bad_cases(folder, tmp_path)[case]
+    listing = {p.name: _sha(p) for p in tmp_path.iterdir()}
+    inputs = {p.name: _sha(p) for p in folder.iterdir()}
+    result = _run(*args, "--json")
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert {p.name: _sha(p) for p in tmp_path.iterdir()} == listing
+    assert {p.name: _sha(p) for p in folder.iterdir()} == inputs
+
+
+def test_usage_errors_exit_2():
+    assert _run("register").exit_code == 2
+    assert _run("register", "a.tif", "b.tif", "--no-such-flag").exit_code == 2
+
+
+def test_version():
+    result = _run("--version")
+    assert result.exit_code == 0
+    assert result.stdout.startswith("autoreg ")
+
+
+def test_help_does_not_import_heavy_modules():
+    code = (
+        "import sys; from typer.testing import CliRunner; from autoreg.cli import app; "
+        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
+        "r = CliRunner().invoke(app, ['register', '--help']); assert r.exit_code == 0, r.output; "
+        "print(sorted(m for m in ('pyUSID', 'matplotlib', 'h5py', 'numpy', 'cv2', 'skimage') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_python_dash_m_runs_the_cli():
+    done = subprocess.run([sys.executable, "-m", "autoreg", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("autoreg ")
+
+
+@pytest.mark.slow
+def test_demo_runs_and_writes_its_files(tmp_path):
+    result = _run("demo", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "piecewise-affine" in result.stdout
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"auto.json", "report.png"} <= names
+    payload = json.loads((tmp_path / "auto.json").read_text())
+    assert payload["verdict"] == "ok"
+    assert payload["error_vs_truth_fixed_px"] < 0.3 * 20.48
+    cube = np.load(next(tmp_path.glob("sts_cube_on_topography_*.npy")))
+    assert cube.shape == (128, 128, 256)
