@@ -74,7 +74,8 @@ def run_demo(out_dir: Path, *, console: Any) -> str:
     table = Table(title="autoreg demo: STS Z-contrast (40×40) onto STM topography (1024²), no points given")
     for column in ("model", "chosen", "Pearson before", "Pearson after", "inliers", "rmse px", "verdict",
                    "error fixed px", "error moving px", "ms"):
-        table.add_column(column, justify="right" if column not in ("model", "chosen", "verdict") else "left")
+        text = column in ("model", "chosen", "verdict")
+        table.add_column(column, justify="left" if text else "right", no_wrap=text, min_width=16 if text else None)
     results = {}
     for model in ("auto", *MODELS):
         started = time.perf_counter()
@@ -87,7 +88,7 @@ def run_demo(out_dir: Path, *, console: Any) -> str:
                       f"{s.rmse_px:.2f}", result.verdict.level, f"{error:.2f}", f"{error / pitch:.3f}", f"{ms:.0f}")
     from rich.console import Console
 
-    Console(width=max(Console().width, 132)).print(table)  # the table is for people: stdout
+    Console(width=max(Console().width, 150)).print(table)  # the table is for people: stdout
     auto = results["auto"]
     payload = auto.to_dict()
     payload["error_vs_truth_fixed_px"] = _grid_error_px(auto.fit, truth, moving.shape)
