@@ -84,6 +84,9 @@ class RegistrationConfig:
         ECC iterations of that refinement.
     refine_max_shift_wpx : float
         Largest disagreement (mean grid displacement, working pixels) for which the refinement is kept.
+    refine_max_coarse_wpx : float
+        Refine only when the coarser image's pixel spans at most this many working pixels: an image upsampled
+        further carries no detail for ECC to add (features alone are more accurate on such pairs).
     max_pixels : int
         Pixel budget for one input image; larger images are refused with a clear error.
     """
@@ -122,6 +125,7 @@ class RegistrationConfig:
     refine: bool = True
     refine_iterations: int = 50
     refine_max_shift_wpx: float = 3.0
+    refine_max_coarse_wpx: float = 2.0
 
     def with_(self, **changes: object) -> RegistrationConfig:
         """Return a copy with some fields changed.

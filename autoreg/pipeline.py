@@ -109,7 +109,7 @@ def _feature_fit(ctx: Context, model: str, views: tuple[Any, Any]) -> Fit:
         except AutoregError:
             general = 0
         fit = dataclasses.replace(fit, n_inliers_general=general)
-    if cfg.refine:
+    if cfg.refine and ctx.coarse_pixel_px * ctx.scale_fixed <= cfg.refine_max_coarse_wpx:
         from .intensity import refine_fit
 
         fit, _ = refine_fit(fit, *views, cfg, prior_scale=ctx.expected_scale)
@@ -179,7 +179,10 @@ def _check_texture(image: Image, what: str) -> None:
     """Raise when an image has no usable variation (constant, or variation at rounding level)."""
     from .errors import InsufficientLandmarksError
 
-    values = np.asarray(image.data)[np.isfinite(image.data)]
+    data = np.asarray(image.data)
+    step = max(1, int(np.sqrt(data.size / 65536)))  # a regular subsample is plenty to tell a flat image
+    sample = data[::step, ::step]
+    values = sample[np.isfinite(sample)]
     lo, hi = np.percentile(values, [0.5, 99.5])
     scale = max(float(np.median(np.abs(values))), 1e-30)
     if not hi - lo > 1e-5 * scale:
@@ -244,10 +247,14 @@ def register(
     results: list[RegistrationResult] = []
     views = _working_views(ctx)
 
+    textured: list[bool] = []
+
     def automatic(fit_with: Callable[[Context, str, tuple[Any, Any]], Fit]) -> Callable[[], tuple[Fit, bool]]:
         def run() -> tuple[Fit, bool]:
-            _check_texture(fixed_img, "fixed")
-            _check_texture(moving_img, "moving")
+            if not textured:  # checked once, raised again for every automatic strategy
+                _check_texture(fixed_img, "fixed")
+                _check_texture(moving_img, "moving")
+                textured.append(True)
             return fit_with(ctx, model, views), False
 
         return run
