@@ -84,8 +84,19 @@ def register(
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout."),
     seed: int = typer.Option(0, "--seed", help="Seed of every random choice."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=64,
+                                             help="Refuse inputs with more pixels than this (default 64 million)."),
 ) -> None:
     """Register MOVING onto FIXED hands-off; fall back to --points when the automatic result is not ok."""
+    try:
+        _register(fixed, moving, model, points, out, report, as_json, seed, overwrite, max_pixels)
+    except KeyboardInterrupt:  # temporaries are removed by the atomic writers on the way out
+        sys.stderr.write("interrupted\n")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _register(fixed: str, moving: str, model: str, points: Optional[Path], out: Optional[Path],
+              report: Optional[Path], as_json: bool, seed: int, overwrite: bool, max_pixels: Optional[int]) -> None:
     console = _console()
     try:
         if model not in MODEL_CHOICES:
@@ -96,17 +107,15 @@ def register(
         from .io import load_image
         from .pipeline import register as run
 
-        budget = RegistrationConfig().max_pixels
-        fixed_img, moving_img = load_image(fixed, max_pixels=budget), load_image(moving, max_pixels=budget)
+        config = RegistrationConfig() if max_pixels is None else RegistrationConfig(max_pixels=max_pixels)
+        fixed_img = load_image(fixed, max_pixels=config.max_pixels)
+        moving_img = load_image(moving, max_pixels=config.max_pixels)
         started = time.perf_counter()
-        result = run(fixed_img, moving_img, model=model, points=points, rng=seed,
+        result = run(fixed_img, moving_img, model=model, points=points, rng=seed, config=config,
                      progress=lambda stage: console.log(f"[dim]{stage}[/dim]"))
         elapsed = time.perf_counter() - started
     except InputError as err:
         raise _fail(str(err)) from None
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
     _write_outputs(result, fixed_img.data, moving_img.data, out, report, console)
     payload = result.to_dict()
     payload["seconds"] = round(elapsed, 4)

@@ -77,6 +77,9 @@ def _as_float(array: np.ndarray, name: str) -> np.ndarray:
 
 
 def _to_2d(array: np.ndarray, name: str, hint: str) -> np.ndarray:
+    if array.ndim == 2 and min(array.shape) < _MIN_SIDE:
+        raise InputError(f"{name} is only {array.shape[1]} x {array.shape[0]} px; autoreg needs at least "
+                         f"{_MIN_SIDE} x {_MIN_SIDE}.")
     squeezed = np.squeeze(array)
     if squeezed.ndim != 2:
         if squeezed.ndim == 3:

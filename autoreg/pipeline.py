@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,10 @@ from .errors import AutoregError, InputError
 from .models import GLOBAL_MODELS, MODELS, min_points
 
 __all__ = ["register", "Context"]
+
+#: What a strategy may raise on data it cannot handle; each becomes a failed attempt, never a crash.
+_STAGE_FAILURES: tuple[type[BaseException], ...] = (AutoregError, Warning, ArithmeticError, ValueError,
+                                                   np.linalg.LinAlgError, MemoryError)
 
 ProgressCallback = Callable[[str], None]
 
@@ -143,9 +148,19 @@ def _points_fit(ctx: Context, points: tuple[np.ndarray, np.ndarray], model: str)
     return fit, exact
 
 
-def _failed_attempt(strategy: str, err: Exception) -> Attempt:
+def _is_stage_failure(err: BaseException) -> bool:
+    """True for errors that mean "this strategy cannot handle these data" (OpenCV's included)."""
+    import cv2
+
+    return isinstance(err, (*_STAGE_FAILURES, cv2.error))
+
+
+def _failed_attempt(strategy: str, err: BaseException) -> Attempt:
     slug = {"InsufficientLandmarksError": "insufficient_landmarks", "EstimationError": "estimation_failed"}.get(
-        type(err).__name__, "stage_failed")
+        type(err).__name__)
+    if slug is None:  # a library gave up on these data: say which library error, in one line
+        message = " ".join(str(err).split())[:300]
+        return Attempt(strategy=strategy, verdict="failed", reasons=(f"stage_failed: {type(err).__name__}: {message}",))
     return Attempt(strategy=strategy, verdict="failed", reasons=(f"{slug}: {err}",))
 
 
@@ -270,10 +285,14 @@ def register(
             break
         say(name)
         try:
-            fit, exact = attempt_fit()
-            result, attempt = _finish(ctx, fit, exact_points=exact, cube_step=cube_step)
-        except AutoregError as err:
-            if isinstance(err, InputError):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # a library warning means this strategy's answer is not to be trusted
+                fit, exact = attempt_fit()
+                result, attempt = _finish(ctx, fit, exact_points=exact, cube_step=cube_step)
+        except InputError:
+            raise
+        except Exception as err:
+            if not _is_stage_failure(err):
                 raise
             attempts.append(_failed_attempt(name, err))
             continue
