@@ -153,6 +153,64 @@ def _print_summary(payload: dict[str, Any], console: Any) -> None:
 
 
 @app.command()
+def batch(
+    scans: list[str] = typer.Argument(..., help="Moving scans: paths, globs, or FILE.h5::/pattern/* (quote globs)."),
+    reference: Optional[str] = typer.Option(None, "--reference", "-r", help="Fixed image for --against reference."),
+    against: str = typer.Option("", "--against",
+                                help="reference (default with --reference) | first | predecessor (drift series)."),
+    model: str = typer.Option("auto", "--model", "-m", help="auto | " + " | ".join(MODEL_CHOICES[1:])),
+    out_dir: Path = typer.Option(Path("autoreg-batch"), "--out-dir", help="Per-item JSON and the summary tables."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Local worker processes (default: cores)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of a running Dask scheduler."),
+    force: bool = typer.Option(False, "--force", help="Redo items whose outputs already exist."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every random choice (same for every item)."),
+) -> None:
+    """Register many scans hands-off; write summary.csv and summary.jsonl; exit with the worst verdict's code."""
+    from .batch import default_workers, expand_inputs, plan, run_batch, worst_exit_code
+
+    try:
+        if model not in MODEL_CHOICES:
+            raise InputError(f"Unknown model {model!r}; choose one of: {', '.join(MODEL_CHOICES)}.")
+        if out_dir.exists() and not out_dir.is_dir():
+            raise InputError(f"Output directory {out_dir} is not a directory.")
+        mode = against or ("reference" if reference is not None else "first")
+        items = plan(expand_inputs(scans), reference=reference, against=mode, out_dir=out_dir)
+        with _progress_bar(len(items)) as advance:
+            rows = run_batch(items, out_dir=out_dir, workers=workers or default_workers(), scheduler=scheduler,
+                             force=force, options={"model": model, "seed": seed}, progress=advance)
+    except InputError as err:
+        raise _fail(str(err)) from None
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    for row in rows:
+        sys.stdout.write(json.dumps(row) + "\n")
+    raise typer.Exit(worst_exit_code(rows))
+
+
+class _progress_bar:  # noqa: N801 - used as a context manager, named like one
+    """A rich progress bar on stderr; yields the callback the batch calls as items finish."""
+
+    def __init__(self, total: int) -> None:
+        from rich.progress import Progress
+
+        self.total = total
+        self.bar = Progress(console=_console(), transient=False)
+
+    def __enter__(self) -> Any:
+        self.bar.start()
+        task = self.bar.add_task("registering", total=self.total)
+
+        def advance(done: int, total: int, payload: dict[str, Any]) -> None:
+            self.bar.update(task, completed=done, description=f"{payload.get('verdict', '?'):>14}")
+
+        return advance
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("autoreg-demo"), "--out", help="Directory for the report, JSON and warped cube."),
 ) -> None:
