@@ -29,7 +29,8 @@ __all__ = ["BatchItem", "expand_inputs", "plan", "register_item", "run_batch", "
            "worst_exit_code", "default_workers"]
 
 SUMMARY_FIELDS = ("index", "moving", "fixed", "verdict", "reasons", "model", "source", "matrix", "n_inliers",
-                  "rmse_px", "pearson", "pearson_before", "overlap_fraction", "uncertainty_px", "seconds", "output")
+                  "rmse_px", "pearson", "pearson_before", "overlap_fraction", "uncertainty_px", "seconds", "peak_rss_mib",
+                  "output")
 _USID_ANCILLARIES = {"Position_Indices", "Position_Values", "Spectroscopic_Indices", "Spectroscopic_Values"}
 _EXIT = {"ok": 0, "low_confidence": 3, "failed": 4, "error": 4}
 
@@ -134,8 +135,8 @@ def register_item(item: BatchItem, options: dict[str, Any]) -> dict[str, Any]:
     from .io import write_json
     from .pipeline import register
 
-    if options.get("single_thread"):
-        cv2.setNumThreads(1)  # several worker processes: do not oversubscribe the cores
+    if options.get("single_thread", False):
+        cv2.setNumThreads(1)
     started = time.perf_counter()
     try:
         result = register(item.fixed, item.moving, model=options.get("model", "auto"), rng=options.get("seed", 0),
@@ -146,8 +147,11 @@ def register_item(item: BatchItem, options: dict[str, Any]) -> dict[str, Any]:
     except Exception as err:  # noqa: BLE001 - one bad item must never stop the batch; the row says what it was
         payload = {"verdict": "error", "reasons": [f"unexpected_error: {type(err).__name__}: {err}"],
                    "model": None, "matrix": None}
+    import resource
+
     payload.update(moving=item.moving, fixed=item.fixed, index=item.index,
-                   seconds=round(time.perf_counter() - started, 4))
+                   seconds=round(time.perf_counter() - started, 4),
+                   peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
     write_json(item.output, payload)
     return payload
 
@@ -188,6 +192,19 @@ def _write_summaries(out_dir: Path, rows: list[dict[str, Any]]) -> None:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
+def _single_threaded_worker() -> None:
+    """One item per core: pin OpenCV and the BLAS/OpenMP pools of a worker process to one thread."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scipy's stack
+        pass
+
+
 def _submitter(workers: int, scheduler: str | None) -> tuple[Callable[..., Future], Callable[[], None]]:
     if scheduler is not None:
         from distributed import Client
@@ -199,14 +216,18 @@ def _submitter(workers: int, scheduler: str | None) -> tuple[Callable[..., Futur
         return (lambda fn, *args: client.submit(fn, *args, pure=False)), client.close
     import multiprocessing
 
-    # "spawn": forking a process whose OpenCV thread pool is running can deadlock
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    # Forking a process whose OpenCV thread pool is running can deadlock: workers fork from a clean server
+    # process that has imported the pipeline once (fast start-up, no inherited threads).
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["autoreg.pipeline", "autoreg.io", "cv2", "skimage.transform"])
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_single_threaded_worker)
     return pool.submit, lambda: pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_batch(items: list[BatchItem], *, out_dir: Path, workers: int = 1, scheduler: str | None = None,
               force: bool = False, options: dict[str, Any] | None = None,
-              progress: Callable[[int, int, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+              progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+              pool: bool = False) -> list[dict[str, Any]]:
     """Run (or resume) a batch; write ``summary.csv`` and ``summary.jsonl``; return the rows in item order.
 
     Parameters
@@ -223,6 +244,8 @@ def run_batch(items: list[BatchItem], *, out_dir: Path, workers: int = 1, schedu
         ``model`` and ``seed`` for every item.
     progress : callable, optional
         Called with (done, total, payload) as items finish.
+    pool : bool
+        Use a process pool even for one worker (benchmarks compare like with like).
     """
     options = dict(options or {})
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -246,9 +269,8 @@ def run_batch(items: list[BatchItem], *, out_dir: Path, workers: int = 1, schedu
         if progress:
             progress(finished, total, payload)
 
-    if todo and (workers > 1 or scheduler is not None):
+    if todo and (workers > 1 or pool or scheduler is not None):
         submit, close = _submitter(workers, scheduler)
-        options["single_thread"] = scheduler is None
         try:
             futures = {submit(register_item, item, options): item for item in todo}
             from concurrent.futures import as_completed as local_completed
