@@ -66,34 +66,37 @@ def grid_to_moving_maps(fit: Fit, fixed_shape: tuple[int, int], *, step: float =
 
 
 def _warp_channels(data: np.ndarray, fit: Fit, out_shape: tuple[int, int], step: float,
-                   maps: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+                   maps: tuple[np.ndarray, np.ndarray] | None, border: float = 0.0) -> np.ndarray:
     import cv2
 
     dsize = (out_shape[1], out_shape[0])
-    border = dict(borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    outside = dict(borderMode=cv2.BORDER_CONSTANT, borderValue=(border,) * 4)
     if maps is None:
         matrix = _grid_matrix(step) @ np.asarray(fit.moving_to_fixed.params, float)
         if np.allclose(matrix[2], [0.0, 0.0, 1.0]):
-            return cv2.warpAffine(data, matrix[:2], dsize, flags=cv2.INTER_LINEAR, **border)
-        return cv2.warpPerspective(data, matrix, dsize, flags=cv2.INTER_LINEAR, **border)
+            return cv2.warpAffine(data, matrix[:2], dsize, flags=cv2.INTER_LINEAR, **outside)
+        return cv2.warpPerspective(data, matrix, dsize, flags=cv2.INTER_LINEAR, **outside)
     map_x, map_y = maps
     return cv2.remap(data, np.nan_to_num(map_x, nan=-1e6), np.nan_to_num(map_y, nan=-1e6), cv2.INTER_LINEAR,
-                     **border)
+                     **outside)
 
 
 def _warp_with_footprint(data: np.ndarray, fit: Fit, out_shape: tuple[int, int], step: float,
                          maps: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
-    """Warp a (H, W) or (H, W, C<=4) float32 array; NaN-aware."""
-    valid = np.isfinite(data)
-    valid2d = valid if valid.ndim == 2 else valid.all(axis=2)
-    filled = np.where(valid, data, 0.0).astype(np.float32)
-    warped = _warp_channels(filled, fit, out_shape, step, maps)
-    coverage = _warp_channels(valid2d.astype(np.float32), fit, out_shape, step, maps)
-    footprint = coverage > 0.999
+    """Warp a (H, W) or (H, W, C<=4) float32 array; NaN-aware, in one pass.
+
+    Missing pixels are NaN and the border is NaN, so any output pixel whose interpolation touches either is NaN:
+    the footprint is where the result is finite.
+    """
+    data = np.where(np.isfinite(data), data, np.nan).astype(np.float32)
+    warped = _warp_channels(data, fit, out_shape, step, maps, border=float("nan"))
     if warped.ndim == 2 and data.ndim == 3:  # OpenCV drops a singleton channel axis
         warped = warped[:, :, None]
-    mask = footprint if warped.ndim == 2 else footprint[:, :, None]
-    return np.where(mask, warped, np.nan).astype(np.float32), footprint
+    finite = np.isfinite(warped)
+    footprint = finite if finite.ndim == 2 else finite.all(axis=2)
+    if warped.ndim == 3:
+        warped[~footprint] = np.nan
+    return warped, footprint
 
 
 def apply_transform(moving: np.ndarray, fit: Fit, fixed_shape: tuple[int, int], *,
