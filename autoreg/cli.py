@@ -24,7 +24,7 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 MODEL_CHOICES = ("auto", "translation", "rigid", "similarity", "affine", "projective", "polynomial",
                  "piecewise-affine")
-IMAGE_OUTPUTS = {".tif", ".tiff", ".npy"}
+IMAGE_OUTPUTS = {".tif", ".tiff", ".npy", ".h5", ".hdf5"}
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Hands-off registration of scientific images, with a verdict you can trust.")
@@ -86,17 +86,29 @@ def register(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=64,
                                              help="Refuse inputs with more pixels than this (default 64 million)."),
+    cube: Optional[str] = typer.Option(None, "--cube", help="A USID cube (FILE.h5::/dataset) on the moving grid to "
+                                       "warp along, e.g. the STS spectra."),
+    cube_step: float = typer.Option(1.0, "--cube-step", min=0.01, help="Warp the cube onto the fixed area every "
+                                    "STEP fixed pixels (1 = the fixed grid)."),
+    in_place: bool = typer.Option(False, "--in-place", help="Append a <Moving>-Registration_NNN group next to the "
+                                  "moving USID dataset (existing datasets are never touched)."),
 ) -> None:
-    """Register MOVING onto FIXED hands-off; fall back to --points when the automatic result is not ok."""
+    """Register MOVING onto FIXED hands-off; fall back to --points when the automatic result is not ok.
+
+    --out takes .tif/.npy (the warped moving image) or .h5 (a USID results file with the warped cube, matrices,
+    inliers, scores, verdict and provenance).
+    """
     try:
-        _register(fixed, moving, model, points, out, report, as_json, seed, overwrite, max_pixels)
+        _register(fixed, moving, model, points, out, report, as_json, seed, overwrite, max_pixels, cube, cube_step,
+                  in_place)
     except KeyboardInterrupt:  # temporaries are removed by the atomic writers on the way out
         sys.stderr.write("interrupted\n")
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 def _register(fixed: str, moving: str, model: str, points: Optional[Path], out: Optional[Path],
-              report: Optional[Path], as_json: bool, seed: int, overwrite: bool, max_pixels: Optional[int]) -> None:
+              report: Optional[Path], as_json: bool, seed: int, overwrite: bool, max_pixels: Optional[int],
+              cube: Optional[str], cube_step: float, in_place: bool) -> None:
     console = _console()
     try:
         if model not in MODEL_CHOICES:
@@ -110,14 +122,33 @@ def _register(fixed: str, moving: str, model: str, points: Optional[Path], out: 
         config = RegistrationConfig() if max_pixels is None else RegistrationConfig(max_pixels=max_pixels)
         fixed_img = load_image(fixed, max_pixels=config.max_pixels)
         moving_img = load_image(moving, max_pixels=config.max_pixels)
+        if in_place and "::" not in moving:
+            raise InputError("--in-place needs a moving image read from FILE.h5::/dataset.")
+        cube_meta = None
+        if cube is not None:
+            from dataclasses import replace
+
+            from .io import load_cube
+
+            cube_data, cube_meta = load_cube(cube, max_pixels=config.max_pixels)
+            if cube_data.shape[:2] != moving_img.shape:
+                raise InputError(f"The cube's {cube_data.shape[1]} x {cube_data.shape[0]} positions do not match the "
+                                 f"moving image's {moving_img.shape[1]} x {moving_img.shape[0]} pixels.")
+            moving_img = replace(moving_img, cube=cube_data)
         started = time.perf_counter()
-        result = run(fixed_img, moving_img, model=model, points=points, rng=seed, config=config,
+        result = run(fixed_img, moving_img, model=model, points=points, rng=seed, config=config, cube_step=cube_step,
                      progress=lambda stage: console.log(f"[dim]{stage}[/dim]"))
         elapsed = time.perf_counter() - started
+        written = _write_results(result, fixed_img, moving_img, out, in_place, cube_meta,
+                                 {"model": model, "seed": seed, "cube_step": cube_step, "points": str(points or "")})
     except InputError as err:
         raise _fail(str(err)) from None
     _write_outputs(result, fixed_img.data, moving_img.data, out, report, console)
     payload = result.to_dict()
+    payload.update(_physical(result, fixed_img, moving_img))
+    if written:
+        payload["results_group"] = written
+        console.log(f"wrote {written}")
     payload["seconds"] = round(elapsed, 4)
     if as_json:
         sys.stdout.write(json.dumps(payload) + "\n")
@@ -126,12 +157,41 @@ def _register(fixed: str, moving: str, model: str, points: Optional[Path], out: 
     raise typer.Exit(EXIT_CODES[result.verdict.level])
 
 
+def _physical(result: Any, fixed: Any, moving: Any) -> dict[str, Any]:
+    from .report import jsonable
+    from .results_h5 import matrix_physical
+
+    physical = matrix_physical(result, fixed, moving)
+    return jsonable({"matrix_physical": None if physical is None else physical[0],
+                     "physical_units": None if physical is None else physical[1],
+                     "pixel_size_fixed_xy": fixed.pixel_size_xy, "pixel_size_moving_xy": moving.pixel_size_xy,
+                     "units_fixed": fixed.units, "units_moving": moving.units})
+
+
+def _write_results(result: Any, fixed: Any, moving: Any, out: Optional[Path], in_place: bool,
+                   cube_meta: Any, parameters: dict[str, Any]) -> Optional[str]:
+    """USID results: a new .h5 file given as --out, and/or a group next to the moving dataset (--in-place)."""
+    from .results_h5 import write_results
+
+    if result.verdict.level == "failed":
+        return None
+    written = None
+    if out is not None and out.suffix.lower() in {".h5", ".hdf5"}:
+        written = write_results(result, fixed=fixed, moving=moving, path=out, warped_cube=result.warped_cube,
+                                cube_meta=cube_meta, parameters=parameters)
+    if in_place:
+        written = write_results(result, fixed=fixed, moving=moving, in_place=True, warped_cube=result.warped_cube,
+                                cube_meta=cube_meta, parameters=parameters)
+    return written
+
+
 def _write_outputs(result: Any, fixed: Any, moving: Any, out: Optional[Path], report: Optional[Path],
                    console: Any) -> None:
     from .io import write_image
     from .report import save_report_png
 
-    if out is not None and result.verdict.level != "failed" and result.warped is not None:
+    if (out is not None and out.suffix.lower() not in {".h5", ".hdf5"} and result.verdict.level != "failed"
+            and result.warped is not None):
         write_image(out, result.warped)
         console.log(f"wrote {out}")
     if report is not None:
@@ -208,6 +268,66 @@ class _progress_bar:  # noqa: N801 - used as a context manager, named like one
 
     def __exit__(self, *exc: object) -> None:
         self.bar.stop()
+
+
+@app.command()
+def inspect(path: Path = typer.Argument(..., help="An HDF5 file.")) -> None:
+    """List USID main datasets (shape, quantity, units) and registration groups with their verdicts."""
+    from .results_h5 import describe_file
+
+    try:
+        lines = describe_file(path)
+    except InputError as err:
+        raise _fail(str(err)) from None
+    typer.echo(f"{path}")
+    for line in lines:
+        typer.echo(line)
+
+
+@app.command()
+def apply(
+    transform: str = typer.Argument(..., help="A saved transform: result JSON, or FILE.h5::/...-Registration_NNN."),
+    target: str = typer.Argument(..., help="An image on the moving grid (any input format), or a CSV of moving "
+                                 "points with columns x,y."),
+    out: Path = typer.Option(..., "--out", "-o", help="Warped image (.tif/.npy) or mapped points (.csv)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+) -> None:
+    """Re-apply a saved transform to another image of the moving grid, or to a list of moving points."""
+    try:
+        _apply(transform, target, out, overwrite)
+    except InputError as err:
+        raise _fail(str(err)) from None
+
+
+def _apply(transform: str, target: str, out: Path, overwrite: bool) -> None:
+    import numpy as np
+
+    from .io import atomic_path, check_output_path, load_image, parse_spec, write_image
+    from .results_h5 import load_transform
+    from .warp import apply_transform
+
+    points = target.lower().endswith(".csv")
+    check_output_path(out, inputs=[parse_spec(transform)[0], parse_spec(target)[0]], overwrite=overwrite,
+                      suffixes={".csv"} if points else {".tif", ".tiff", ".npy"})
+    fit, shape = load_transform(transform)
+    if points:
+        import csv
+
+        try:
+            with open(target, newline="", encoding="utf-8-sig") as fh:
+                rows = list(csv.DictReader(fh))
+            moving_xy = np.array([[float(r["x"]), float(r["y"])] for r in rows], float).reshape(-1, 2)
+        except (OSError, KeyError, ValueError, TypeError) as err:
+            raise InputError(f"Cannot read moving points from {target} (columns x,y): {err}.") from None
+        fixed_xy = np.asarray(fit.moving_to_fixed(moving_xy), float)
+        with atomic_path(out) as tmp:
+            tmp.write_text("x,y,fixed_x,fixed_y\n" + "".join(
+                f"{m[0]:.6g},{m[1]:.6g},{f[0]:.6g},{f[1]:.6g}\n" for m, f in zip(moving_xy, fixed_xy)))
+        return
+    if 0 in shape:
+        raise InputError(f"{transform} does not record the fixed image's shape; cannot warp onto it.")
+    warped, _ = apply_transform(load_image(target).data, fit, shape)
+    write_image(out, warped)
 
 
 @app.command()

@@ -1,0 +1,301 @@
+"""Registration results written back in USID's conventions, and read again.
+
+A results group ``<Moving>-Registration_NNN`` holds the registered image on the fixed grid (a USID main dataset),
+the warped cube (if any), the matrices (pixel and physical), the inlier pairs and control points, scores,
+verdict and reasons, parameters, software versions and source references. Its ``complete`` attribute is written
+last; readers ignore groups without it. Files are never edited where they lie: the new content is written to a
+copy that replaces the original by an atomic rename, so an interrupted run leaves the old file intact.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .datatypes import Image, RegistrationResult
+from .errors import InputError
+
+__all__ = ["matrix_physical", "write_results", "list_registrations", "read_registration", "load_transform",
+           "describe_file", "GROUP_SUFFIX"]
+
+GROUP_SUFFIX = "-Registration_"
+
+
+def _pixel_to_physical(image: Image) -> np.ndarray | None:
+    if image.pixel_size_xy is None or image.origin is None:
+        return None
+    (sx, sy), (ox, oy) = image.pixel_size_xy, image.origin
+    return np.array([[sx, 0.0, ox], [0.0, sy, oy], [0.0, 0.0, 1.0]])
+
+
+def matrix_physical(result: RegistrationResult, fixed: Image, moving: Image) -> tuple[np.ndarray, str] | None:
+    """Moving physical (x, y) → fixed physical (x, y), in the fixed image's units; None when not defined.
+
+    Defined for global models when both images carry position values in convertible units.
+    """
+    from .preprocess import _unit_factor
+
+    matrix = result.matrix
+    to_fixed, to_moving = _pixel_to_physical(fixed), _pixel_to_physical(moving)
+    if matrix is None or to_fixed is None or to_moving is None:
+        return None
+    if fixed.units != moving.units:
+        ff, fm = _unit_factor(fixed.units), _unit_factor(moving.units)
+        if ff is None or fm is None:
+            return None
+        to_moving = np.diag([fm / ff, fm / ff, 1.0]) @ to_moving  # moving physical in fixed units
+    return to_fixed @ matrix @ np.linalg.inv(to_moving), str(fixed.units)
+
+
+def _versions() -> dict[str, str]:
+    import cv2
+    import h5py
+    import scipy
+    import skimage
+
+    from ._version import __version__
+
+    return {"autoreg": __version__, "numpy": np.__version__, "opencv": cv2.__version__, "scikit-image":
+            skimage.__version__, "scipy": scipy.__version__, "h5py": h5py.__version__}
+
+
+def _next_group_name(parent: Any, stem: str) -> str:
+    index = 0
+    while f"{stem}{GROUP_SUFFIX}{index:03d}" in parent:
+        index += 1
+    return f"{stem}{GROUP_SUFFIX}{index:03d}"
+
+
+def _dataset_ref(f: Any, spec: str, file_path: Path) -> Any:
+    """Object reference to the dataset ``spec`` names when it lives in the file being written (``file_path``)."""
+    from .io import parse_spec
+
+    if "::" not in spec:
+        return None
+    path, dataset = parse_spec(spec)
+    same = dataset is not None and Path(path).resolve() == file_path.resolve() and dataset in f
+    return f[dataset].ref if same else None
+
+
+def _fill_group(group: Any, result: RegistrationResult, fixed: Image, moving: Image,
+                warped_cube: np.ndarray | None, cube_meta: dict[str, Any] | None, parameters: dict[str, Any],
+                file_path: Path) -> None:
+    from .report import jsonable
+    from .synthetic import write_usid_main
+
+    fixed_ref = _dataset_ref(group.file, fixed.name, file_path)
+    position = None
+    if fixed_ref is not None:  # the fixed image lives in this file: reuse its position ancillaries
+        source = group.file[fixed_ref]
+        if "Position_Indices" in source.attrs:
+            position = (group.file[source.attrs["Position_Indices"]], group.file[source.attrs["Position_Values"]])
+    pixel = fixed.pixel_size_xy[0] if fixed.pixel_size_xy else 1.0
+    origin = fixed.origin or (0.0, 0.0)
+    units = fixed.units or "px"
+    warped = result.warped if result.warped is not None else np.full(fixed.shape, np.nan, np.float32)
+    main = write_usid_main(group, "Registered_Image", warped, quantity="Registered moving image",
+                           units=moving.value_units or "a. u.", position=position, pixel_size=pixel, origin=origin,
+                           position_units=units)
+    if warped_cube is not None:
+        label, spec_units, values = "Spectral", "a. u.", np.arange(warped_cube.shape[2], dtype=float)
+        if cube_meta and cube_meta.get("spectral"):
+            spectral = cube_meta["spectral"]
+            label = (spectral.get("labels") or [label])[0]
+            spec_units = (spectral.get("units") or [spec_units])[0]
+            values = np.asarray(spectral.get("values"), float).ravel()
+        cube_group = group.create_group("Cube")
+        same_grid = warped_cube.shape[:2] == warped.shape
+        step = float(parameters.get("cube_step", 1.0))  # the cube's grid spacing in fixed pixels
+        write_usid_main(cube_group, "Registered_Cube", warped_cube, quantity="Registered cube",
+                        units=(cube_meta or {}).get("value_units") or "a. u.",
+                        position=(group.file[main.attrs["Position_Indices"]],
+                                  group.file[main.attrs["Position_Values"]]) if same_grid else None,
+                        pixel_size=pixel * (1.0 if same_grid else step), origin=origin,
+                        position_units=units, spectral=(label, spec_units, values))
+    if result.matrix is not None:
+        group.create_dataset("matrix_moving_to_fixed", data=result.matrix)
+    physical = matrix_physical(result, fixed, moving)
+    if physical is not None:
+        group.create_dataset("matrix_physical", data=physical[0]).attrs["units"] = physical[1]
+    if result.fit is not None:
+        fit = result.fit
+        group.create_dataset("inliers_fixed_xy", data=fit.matches.fixed_xy[fit.inliers])
+        group.create_dataset("inliers_moving_xy", data=fit.matches.moving_xy[fit.inliers])
+        if fit.source == "points":
+            group.create_dataset("control_points_fixed_xy", data=fit.matches.fixed_xy)
+            group.create_dataset("control_points_moving_xy", data=fit.matches.moving_xy)
+    summary = result.to_dict()
+    group.attrs["verdict"] = result.verdict.level
+    group.attrs["reasons"] = json.dumps(list(result.verdict.reasons))
+    group.attrs["model"] = result.model
+    group.attrs["source"] = result.source or ""
+    group.attrs["result_json"] = json.dumps(jsonable(summary))
+    group.attrs["parameters_json"] = json.dumps(jsonable(parameters))
+    group.attrs["versions_json"] = json.dumps(_versions())
+    group.attrs["fixed_source"] = fixed.name
+    group.attrs["moving_source"] = moving.name
+    for key, spec in (("fixed_ref", fixed.name), ("moving_ref", moving.name)):
+        ref = _dataset_ref(group.file, spec, file_path)
+        if ref is not None:
+            group.attrs[key] = ref
+    group.attrs["complete"] = True  # last: a group without it is not a result
+
+
+def write_results(result: RegistrationResult, *, fixed: Image, moving: Image, path: str | Path | None = None,
+                  in_place: bool = False, warped_cube: np.ndarray | None = None,
+                  cube_meta: dict[str, Any] | None = None, parameters: dict[str, Any] | None = None) -> str:
+    """Write a results group; return ``FILE.h5::/path/of/group``.
+
+    Parameters
+    ----------
+    result : RegistrationResult
+    fixed, moving : Image
+        The inputs (their ``name`` is the spec they were read from).
+    path : str or Path, optional
+        A new results file (refused if it exists).
+    in_place : bool
+        Append the group next to the moving dataset in its own file (through a copy renamed over it).
+    warped_cube, cube_meta
+        A cube on the fixed grid and its spectroscopic metadata.
+    parameters : dict
+        Options of the run, stored for provenance.
+
+    Raises
+    ------
+    InputError
+        Neither or both of ``path`` and ``in_place``; in place on a moving image that is not an HDF5 dataset.
+    """
+    import h5py
+
+    from .io import atomic_path, parse_spec
+
+    if (path is None) == (not in_place):
+        raise InputError("Give either a new results file or in_place=True.")
+    if in_place:
+        target, dataset = parse_spec(moving.name)
+        if dataset is None:
+            raise InputError("--in-place needs a moving image read from FILE.h5::/dataset.")
+        parent_path, stem = dataset.rsplit("/", 1)
+    else:
+        target, parent_path, stem = Path(path), "", Path(moving.name.split("::")[-1]).name or "Moving"
+    with atomic_path(target) as tmp:
+        if in_place:
+            shutil.copy2(target, tmp)
+        with h5py.File(tmp, "a" if in_place else "w") as f:
+            parent = f[parent_path] if parent_path else f
+            name = _next_group_name(parent, stem)
+            group = parent.create_group(name)
+            _fill_group(group, result, fixed, moving, warped_cube, cube_meta, parameters or {}, Path(target))
+            written = group.name
+    return f"{target}::{written}"
+
+
+def list_registrations(path: str | Path) -> list[dict[str, Any]]:
+    """Complete registration groups of a file: path, verdict, model, source. Incomplete ones are skipped."""
+    from .io import _open_hdf5
+
+    found: list[dict[str, Any]] = []
+    with _open_hdf5(Path(path)) as f:
+        def visit(name: str, obj: Any) -> None:
+            if GROUP_SUFFIX in name.rsplit("/", 1)[-1] and obj.attrs.get("complete", False):
+                found.append({"group": "/" + name, "verdict": str(obj.attrs.get("verdict")),
+                              "model": str(obj.attrs.get("model")), "source": str(obj.attrs.get("source"))})
+
+        f.visititems(visit)
+    return found
+
+
+def read_registration(spec: str) -> dict[str, Any]:
+    """The stored result (``result_json``) of a complete group ``FILE.h5::/group``, with its inlier pairs."""
+    from .io import _open_hdf5, parse_spec
+
+    path, group_path = parse_spec(spec)
+    if group_path is None:
+        raise InputError("Name the results group: FILE.h5::/path/to/<Moving>-Registration_NNN.")
+    with _open_hdf5(path) as f:
+        if group_path not in f or not f[group_path].attrs.get("complete", False):
+            raise InputError(f"{group_path} in {path} is not a complete registration group.")
+        group = f[group_path]
+        stored = json.loads(group.attrs["result_json"])
+        for key in ("inliers_fixed_xy", "inliers_moving_xy"):
+            if key in group:
+                stored[key] = np.asarray(group[key][()])
+    return stored
+
+
+def load_transform(spec: str) -> tuple[Any, tuple[int, int]]:
+    """A saved transform as a :class:`~autoreg.datatypes.Fit`, and the fixed grid's shape.
+
+    ``spec`` is a JSON written by ``autoreg register --json`` / ``autoreg demo``, or a results group
+    ``FILE.h5::/.../<Moving>-Registration_NNN``. Global models are rebuilt from their matrix; polynomial and
+    piecewise-affine ones are refitted from the stored inlier pairs (a deterministic least-squares fit).
+
+    Raises
+    ------
+    InputError
+        Unreadable file, a failed result, or a non-global model without stored pairs.
+    """
+    from skimage.transform import ProjectiveTransform
+
+    from .datatypes import Fit, Matches
+    from .estimate import fit_pair
+    from .models import is_global
+
+    if "::" in spec:
+        stored = read_registration(spec)
+    else:
+        try:
+            stored = json.loads(Path(spec).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise InputError(f"Cannot read a saved transform from {spec}: {err}.") from err
+    model = stored.get("model")
+    if stored.get("verdict") == "failed" or model is None:
+        raise InputError(f"{spec} holds a failed registration; there is no transform to apply.")
+    shape = tuple(int(v) for v in stored.get("fixed_shape") or (0, 0))
+    if is_global(model) and stored.get("matrix") is not None:
+        matrix = np.asarray(stored["matrix"], float)
+        forward = ProjectiveTransform(matrix=matrix)
+        backward = ProjectiveTransform(matrix=np.linalg.inv(matrix))
+        pairs = Matches(np.zeros((0, 2)), np.zeros((0, 2)))
+    elif "inliers_moving_xy" in stored:
+        pairs = Matches(fixed_xy=stored["inliers_fixed_xy"], moving_xy=stored["inliers_moving_xy"])
+        forward, backward = fit_pair(model, pairs.moving_xy, pairs.fixed_xy)
+    else:
+        raise InputError(f"{spec} holds a {model} transform without its point pairs; re-apply it from the results "
+                         "group (FILE.h5::/...-Registration_NNN).")
+    fit = Fit(model=model, moving_to_fixed=forward, fixed_to_moving=backward,
+              inliers=np.ones(len(pairs), bool), source=str(stored.get("source") or "points"), matches=pairs)
+    return fit, shape  # type: ignore[return-value]
+
+
+def describe_file(path: str | Path) -> list[str]:
+    """Lines describing an HDF5 file: its USID main datasets (shape, quantity, units) and registration groups."""
+    import h5py
+
+    from .io import _open_hdf5
+
+    lines: list[str] = []
+    with _open_hdf5(Path(path)) as f:
+        def visit(name: str, obj: Any) -> None:
+            depth = "  " * name.count("/")
+            leaf = name.rsplit("/", 1)[-1]
+            if isinstance(obj, h5py.Group):
+                if GROUP_SUFFIX in leaf:
+                    state = (f"verdict {obj.attrs.get('verdict')}, model {obj.attrs.get('model')}, source "
+                             f"{obj.attrs.get('source')}" if obj.attrs.get("complete", False) else "INCOMPLETE")
+                    lines.append(f"{depth}{leaf}/  [registration: {state}]")
+                else:
+                    lines.append(f"{depth}{leaf}/")
+            elif "Position_Indices" in obj.attrs and "quantity" in obj.attrs:
+                positions = f[obj.attrs["Position_Indices"]]
+                sizes = [int(positions[:, k].max()) + 1 for k in range(positions.shape[1])]
+                grid = " x ".join(str(n) for n in sizes)
+                lines.append(f"{depth}{leaf}  [main: {grid} positions x {obj.shape[1]} steps, "
+                             f"{obj.attrs.get('quantity')} ({obj.attrs.get('units')})]")
+
+        f.visititems(visit)
+    return lines
