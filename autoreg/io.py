@@ -142,26 +142,32 @@ def _usid_layout(dset: Any) -> dict[str, Any] | None:
     if not all(isinstance(dset.attrs.get(k), h5py.Reference) for k in keys) or dset.ndim != 2:
         return None
     f = dset.file
-    indices = np.asarray(f[dset.attrs["Position_Indices"]][()])
-    values = np.asarray(f[dset.attrs["Position_Values"]][()], float)
+    index_ds, value_ds = f[dset.attrs["Position_Indices"]], f[dset.attrs["Position_Values"]]
     spec = f[dset.attrs["Spectroscopic_Values"]]
-    labels = [_decode(v) for v in np.atleast_1d(f[dset.attrs["Position_Indices"]].attrs.get("labels", []))]
-    units = [_decode(v) for v in np.atleast_1d(f[dset.attrs["Position_Values"]].attrs.get("units", []))]
-    if indices.ndim != 2 or indices.shape[1] != 2 or indices.shape[0] != dset.shape[0]:
-        raise InputError(f"{dset.name} has {indices.shape[1] if indices.ndim == 2 else '?'} position dimensions; "
+    labels = [_decode(v) for v in np.atleast_1d(index_ds.attrs.get("labels", []))]
+    units = [_decode(v) for v in np.atleast_1d(value_ds.attrs.get("units", []))]
+    if index_ds.ndim != 2 or index_ds.shape[1] != 2 or index_ds.shape[0] != dset.shape[0]:
+        raise InputError(f"{dset.name} has {index_ds.shape[1] if index_ds.ndim == 2 else '?'} position dimensions; "
                          "autoreg reads 2-D position grids (X, Y).")
     order = [labels.index("X"), labels.index("Y")] if {"X", "Y"} <= set(labels) else [0, 1]
-    n_x, n_y = (int(indices[:, k].max()) + 1 for k in order)
-    expected = np.column_stack([np.tile(np.arange(n_x), n_y), np.repeat(np.arange(n_y), n_x)])
-    if not np.array_equal(indices[:, order], expected):
+    n = index_ds.shape[0]
+    last = np.asarray(index_ds[n - 1])
+    n_x, n_y = int(last[order[0]]) + 1, int(last[order[1]]) + 1
+    # A full grid with X varying fastest has row r at (r % n_x, r // n_x). Checking a spread of rows (rather
+    # than reading millions of indices) keeps reading as cheap as the image itself; odd layouts still fail.
+    probe = np.unique(np.concatenate([np.arange(min(n, 2 * n_x + 2)), np.linspace(0, n - 1, 257).astype(int)]))
+    sampled = np.asarray(index_ds[probe])[:, order]
+    expected = np.column_stack([probe % n_x, probe // n_x])
+    if n_x * n_y != n or not np.array_equal(sampled, expected):
         raise InputError(f"{dset.name} does not store its positions as a full grid with X varying fastest.")
-    vx = values[:, order[0]].reshape(n_y, n_x)
-    vy = values[:, order[1]].reshape(n_y, n_x)
-    pixel = (float(vx[0, 1] - vx[0, 0]) if n_x > 1 else 1.0, float(vy[1, 0] - vy[0, 0]) if n_y > 1 else 1.0)
+    corner = np.asarray(value_ds[[0, 1, n_x]] if n_x > 1 and n_y > 1 else value_ds[[0]], float)[:, order]
+    pixel = (float(corner[1, 0] - corner[0, 0]) if n_x > 1 and n_y > 1 else 1.0,
+             float(corner[2, 1] - corner[0, 1]) if n_x > 1 and n_y > 1 else 1.0)
+    vx, vy = corner[0, 0], corner[0, 1]
     spectral = {"labels": [_decode(v) for v in np.atleast_1d(spec.attrs.get("labels", []))],
                 "units": [_decode(v) for v in np.atleast_1d(spec.attrs.get("units", []))],
                 "values": np.asarray(spec[()], float)}
-    return {"n_x": n_x, "n_y": n_y, "pixel_size_xy": pixel, "origin": (float(vx[0, 0]), float(vy[0, 0])),
+    return {"n_x": n_x, "n_y": n_y, "pixel_size_xy": pixel, "origin": (float(vx), float(vy)),
             "units": units[order[0]] if len(units) > order[0] else None, "spectral": spectral}
 
 

@@ -333,7 +333,7 @@ def make_stm_sts_pair(*, seed: int = 0) -> SyntheticPair:
 def write_usid_main(group: Any, name: str, data: np.ndarray, *, quantity: str, units: str,
                     position: tuple[Any, Any] | None = None, pixel_size: float = 1.0,
                     origin: tuple[float, float] = (0.0, 0.0), position_units: str = "nm",
-                    spectral: tuple[str, str, np.ndarray] | None = None) -> Any:
+                    spectral: tuple[str, str, np.ndarray] | None = None, compress: bool = True) -> Any:
     """Write a USID main dataset (``(positions, spectral)``) with its ancillaries, using plain h5py.
 
     Parameters
@@ -350,6 +350,8 @@ def write_usid_main(group: Any, name: str, data: np.ndarray, *, quantity: str, u
         Physical position of pixel (row, col) = origin + (col, row) * pixel_size.
     spectral : tuple of (label, units, values), optional
         The spectroscopic dimension; a single-valued ``arb`` dimension otherwise.
+    compress : bool
+        gzip the main dataset and the position ancillaries (pycroscopy itself writes them uncompressed).
 
     Returns
     -------
@@ -364,8 +366,9 @@ def write_usid_main(group: Any, name: str, data: np.ndarray, *, quantity: str, u
         cols, rows = np.meshgrid(np.arange(n_x), np.arange(n_y))
         indices = np.column_stack([cols.ravel(), rows.ravel()]).astype(np.uint32)  # X fastest
         values = (np.asarray(origin, float) + indices * pixel_size).astype(np.float32)
-        position = (group.create_dataset("Position_Indices", data=indices, **_COMPRESSION),
-                    group.create_dataset("Position_Values", data=values, **_COMPRESSION))
+        packing = _COMPRESSION if compress else {}
+        position = (group.create_dataset("Position_Indices", data=indices, **packing),
+                    group.create_dataset("Position_Values", data=values, **packing))
         for anc in position:
             anc.attrs["labels"] = np.array([b"X", b"Y"])
             anc.attrs["units"] = np.array([position_units.encode()] * 2)
@@ -375,7 +378,8 @@ def write_usid_main(group: Any, name: str, data: np.ndarray, *, quantity: str, u
     for anc in (spec_idx, spec_val):
         anc.attrs["labels"] = np.array([label.encode()])
         anc.attrs["units"] = np.array([spec_units.encode()])
-    main = group.create_dataset(name, data=data.reshape(n_y * n_x, n_spec).astype(np.float32), **_COMPRESSION)
+    main = group.create_dataset(name, data=data.reshape(n_y * n_x, n_spec).astype(np.float32),
+                                **(_COMPRESSION if compress else {}))
     main.attrs["quantity"] = quantity
     main.attrs["units"] = units
     for key, anc in (("Position_Indices", position[0]), ("Position_Values", position[1]),

@@ -125,29 +125,65 @@ def apply_transform(moving: np.ndarray, fit: Fit, fixed_shape: tuple[int, int], 
     return _warp_with_footprint(np.asarray(moving, np.float32), fit, out_shape, step, maps)
 
 
-def apply_transform_cube(cube: np.ndarray, fit: Fit, fixed_shape: tuple[int, int], *,
-                         step: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Resample every band of ``cube`` (H, W, B) onto the fixed grid; one coordinate map for all bands.
+def _bilinear_operator(map_x: np.ndarray, map_y: np.ndarray, valid: np.ndarray) -> tuple[object, np.ndarray]:
+    """Sparse matrix that resamples a (H*W, B) array at the map's points by bilinear interpolation.
 
-    Bands are warped in chunks of at most four channels (OpenCV's exact path).
+    Returns the operator (n_points x H*W) and a mask of the points whose four neighbours are all valid.
+    """
+    from scipy import sparse
+
+    rows, cols = valid.shape
+    x, y = map_x.ravel().astype(np.float64), map_y.ravel().astype(np.float64)
+    finite = np.isfinite(x) & np.isfinite(y)
+    x0 = np.floor(np.where(finite, x, -2)).astype(np.int64)
+    y0 = np.floor(np.where(finite, y, -2)).astype(np.int64)
+    fx, fy = np.where(finite, x, 0) - x0, np.where(finite, y, 0) - y0
+    # all four neighbours must exist (as in the image warp, whose NaN border spoils the last row and column)
+    inside = finite & (x0 >= 0) & (y0 >= 0) & (x0 + 1 < cols) & (y0 + 1 < rows)
+    points = np.flatnonzero(inside)
+    x0, y0, fx, fy = x0[points], y0[points], fx[points], fy[points]
+    corners = [(y0, x0, (1 - fx) * (1 - fy)), (y0, x0 + 1, fx * (1 - fy)), (y0 + 1, x0, (1 - fx) * fy),
+               (y0 + 1, x0 + 1, fx * fy)]
+    ok = np.ones(points.size, bool)
+    for r, c, _ in corners:
+        ok &= valid[r, c]
+    points = points[ok]
+    data = np.concatenate([w[ok] for _, _, w in corners])
+    columns = np.concatenate([(r * cols + c)[ok] for r, c, _ in corners])
+    row_index = np.tile(np.arange(points.size), 4)
+    operator = sparse.csr_matrix((data.astype(np.float32), (row_index, columns)), shape=(points.size, rows * cols))
+    mask = np.zeros(map_x.size, bool)
+    mask[points] = True
+    return operator, mask
+
+
+def apply_transform_cube(cube: np.ndarray, fit: Fit, fixed_shape: tuple[int, int], *,
+                         step: float = 1.0, chunk_rows: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Resample every band of ``cube`` (H, W, B) onto the fixed grid with one interpolation operator.
+
+    The coordinate map is computed once; output rows are produced in chunks of ``chunk_rows`` as a sparse
+    bilinear operator times the cube, so intermediate memory stays bounded (only the output is large). A
+    pixel is valid when its four neighbours hold finite values in every band.
 
     Returns
     -------
     warped : ndarray of float32, shape (rows, cols, B)
+        NaN outside the footprint.
     footprint : ndarray of bool, shape (rows, cols)
     """
     out_shape = _output_shape(fixed_shape, step)
-    maps = None if is_global(fit.model) else grid_to_moving_maps(fit, fixed_shape, step=step)
+    map_x, map_y = grid_to_moving_maps(fit, fixed_shape, step=step)
     cube = np.asarray(cube, np.float32)
-    out = np.empty(out_shape + (cube.shape[2],), np.float32)
-    footprint = np.ones(out_shape, bool)
-    for start in range(0, cube.shape[2], _CV_MAX_CHANNELS):
-        stop = min(start + _CV_MAX_CHANNELS, cube.shape[2])
-        chunk = np.ascontiguousarray(cube[:, :, start:stop])
-        if stop - start == 2:  # OpenCV's 2-channel path is less exact: pad to three
-            chunk = np.concatenate([chunk, chunk[:, :, :1]], axis=2)
-        warped, fp = _warp_with_footprint(chunk, fit, out_shape, step, maps)
-        out[:, :, start:stop] = warped[:, :, : stop - start]
-        footprint &= fp
-    out[~footprint] = np.nan
+    bands = cube.shape[2]
+    valid = np.isfinite(cube).all(axis=2)
+    flat = np.where(valid[:, :, None], cube, 0.0).reshape(-1, bands)
+    out = np.empty(out_shape + (bands,), np.float32)
+    footprint = np.zeros(out_shape, bool)
+    for start in range(0, out_shape[0], chunk_rows):
+        stop = min(start + chunk_rows, out_shape[0])
+        operator, mask = _bilinear_operator(map_x[start:stop], map_y[start:stop], valid)
+        block = np.full(((stop - start) * out_shape[1], bands), np.nan, np.float32)
+        block[mask] = operator @ flat
+        out[start:stop] = block.reshape(stop - start, out_shape[1], bands)
+        footprint[start:stop] = mask.reshape(stop - start, out_shape[1])
     return out, footprint
