@@ -6,6 +6,8 @@ footprint are NaN. This module applies transforms; it decides nothing.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .datatypes import Fit
@@ -147,13 +149,15 @@ def _bilinear_operator(map_x: np.ndarray, map_y: np.ndarray, valid: np.ndarray) 
     ok = np.ones(points.size, bool)
     for r, c, _ in corners:
         ok &= valid[r, c]
-    points = points[ok]
-    data = np.concatenate([w[ok] for _, _, w in corners])
-    columns = np.concatenate([(r * cols + c)[ok] for r, c, _ in corners])
-    row_index = np.tile(np.arange(points.size), 4)
-    operator = sparse.csr_matrix((data.astype(np.float32), (row_index, columns)), shape=(points.size, rows * cols))
-    mask = np.zeros(map_x.size, bool)
-    mask[points] = True
+    kept = points[ok]
+    # one row per map point (empty rows outside the footprint), four entries per kept point, in CSR order
+    data = np.stack([w[ok] for _, _, w in corners], axis=1).astype(np.float32).ravel()
+    columns = np.stack([(r * cols + c)[ok] for r, c, _ in corners], axis=1).ravel()
+    counts = np.zeros(map_x.size, np.int64)
+    counts[kept] = 4
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    operator = sparse.csr_matrix((data, columns, indptr), shape=(map_x.size, rows * cols))
+    mask = counts > 0
     return operator, mask
 
 
@@ -179,11 +183,17 @@ def apply_transform_cube(cube: np.ndarray, fit: Fit, fixed_shape: tuple[int, int
     flat = np.where(valid[:, :, None], cube, 0.0).reshape(-1, bands)
     out = np.empty(out_shape + (bands,), np.float32)
     footprint = np.zeros(out_shape, bool)
-    for start in range(0, out_shape[0], chunk_rows):
+
+    def fill(start: int) -> None:
         stop = min(start + chunk_rows, out_shape[0])
         operator, mask = _bilinear_operator(map_x[start:stop], map_y[start:stop], valid)
-        block = np.full(((stop - start) * out_shape[1], bands), np.nan, np.float32)
-        block[mask] = operator @ flat
-        out[start:stop] = block.reshape(stop - start, out_shape[1], bands)
+        block = out[start:stop].reshape(-1, bands)  # a view: each chunk writes its own rows
+        block[:] = operator @ flat
+        block[~mask] = np.nan
         footprint[start:stop] = mask.reshape(stop - start, out_shape[1])
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:  # sparse products release the GIL
+        list(pool.map(fill, range(0, out_shape[0], chunk_rows)))
     return out, footprint

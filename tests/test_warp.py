@@ -106,3 +106,16 @@ def test_node_interpolated_maps_match_the_exact_maps(model):
         assert np.median(error) < 1e-3
         assert np.percentile(error, 99) < 0.5
     assert not (np.isfinite(fast_x) & ~np.isfinite(exact_x)).any()  # never maps where the mesh does not
+
+
+def test_cube_with_missing_pixels_has_the_image_footprint():
+    matrix = rigid_matrix(7, 12.0, 9.0, scale=1.3)
+    moving = sample_moving(matrix, (50, 60))
+    moving[10:13, 20:24] = np.nan
+    cube = np.stack([moving, 2 * moving, moving + 1], axis=2)
+    fit = fit_from_matrix(matrix)
+    warped, fp = apply_transform(moving, fit, FIXED_SHAPE)
+    warped_cube, fp_cube = apply_transform_cube(cube, fit, FIXED_SHAPE)
+    assert (~fp).sum() > 0 and np.array_equal(fp, fp_cube)
+    np.testing.assert_allclose(warped_cube[..., 2][fp], warped[fp] + 1, atol=1e-5)
+    assert np.isnan(warped_cube[~fp]).all()
