@@ -158,12 +158,17 @@ def _register(fixed: str, moving: str, model: str, points: Optional[Path], out: 
 
 
 def _physical(result: Any, fixed: Any, moving: Any) -> dict[str, Any]:
+    import numpy as np
+
     from .report import jsonable
     from .results_h5 import matrix_physical
 
     physical = matrix_physical(result, fixed, moving)
+    size = fixed.pixel_size_xy
+    uncertainty = result.scores.uncertainty_px * float(np.sqrt(abs(size[0] * size[1]))) if size else None
     return jsonable({"matrix_physical": None if physical is None else physical[0],
                      "physical_units": None if physical is None else physical[1],
+                     "uncertainty_physical": uncertainty, "uncertainty_units": fixed.units if size else None,
                      "pixel_size_fixed_xy": fixed.pixel_size_xy, "pixel_size_moving_xy": moving.pixel_size_xy,
                      "units_fixed": fixed.units, "units_moving": moving.units})
 

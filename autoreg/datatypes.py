@@ -181,6 +181,7 @@ class Scores:
     working_pixel_px: float = 1.0
     ecc_correlation: float = float("nan")
     n_inliers_general: int = -1
+    uncertainty_px: float = float("nan")
 
 
 @dataclass(frozen=True, slots=True)

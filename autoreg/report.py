@@ -64,6 +64,7 @@ def result_to_dict(result: RegistrationResult) -> dict[str, Any]:
         "expected_scale": s.expected_scale,
         "shear": s.shear,
         "ecc_correlation": s.ecc_correlation,
+        "uncertainty_px": s.uncertainty_px,
         "why_model": result.fit.why if result.fit is not None else None,
         "attempts": [
             {"strategy": a.strategy, "verdict": a.verdict, "reasons": list(a.reasons), "n_inliers": a.n_inliers,

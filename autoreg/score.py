@@ -15,6 +15,7 @@ __all__ = [
     "scale_and_shear",
     "naive_resize",
     "score_registration",
+    "grid_uncertainty",
 ]
 
 
@@ -130,6 +131,45 @@ def naive_resize(moving: np.ndarray, fixed_shape: tuple[int, int]) -> np.ndarray
     return cv2.resize(filled, (fixed_shape[1], fixed_shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
+def _design(model: str, xy: np.ndarray, order: int) -> np.ndarray:
+    """Least-squares design matrix of one output coordinate: monomials up to ``order`` (polynomial), else affine."""
+    x, y = xy[:, 0], xy[:, 1]
+    if model == "polynomial":
+        return np.column_stack([x ** (i - j) * y**j for i in range(order + 1) for j in range(i + 1)])
+    return np.column_stack([x, y, np.ones_like(x)])
+
+
+def grid_uncertainty(fit: Fit, moving_shape: tuple[int, int], *, polynomial_order: int = 2, n: int = 5) -> float:
+    """Standard error (fixed px) of the mapped position, RMS over an n×n grid spanning the moving image.
+
+    Linear least-squares propagation: the residual variance of the fit's correspondences times
+    ``g' (X'X)^-1 g`` for each grid point ``g``, summed over x and y. The design is the polynomial's for the
+    polynomial model and the affine one otherwise (exact for affine, slightly conservative for translation, rigid
+    and similarity, a first-order approximation for projective). NaN for piecewise-affine (it interpolates its
+    points, leaving no residual to judge by) and when the points leave no redundancy.
+    """
+    if fit.model == "piecewise-affine" or fit.n_inliers == 0:
+        return float("nan")
+    moving_xy = fit.matches.moving_xy[fit.inliers]
+    fixed_xy = fit.matches.fixed_xy[fit.inliers]
+    scale = max(moving_shape)  # condition the monomials
+    design = _design(fit.model, moving_xy / scale, polynomial_order)
+    dof = 2 * (len(moving_xy) - design.shape[1])
+    if dof <= 0:
+        return float("nan")
+    residual = np.asarray(fit.moving_to_fixed(moving_xy)) - fixed_xy
+    variance = float(np.sum(residual**2)) / dof
+    rows, cols = moving_shape
+    gy, gx = np.mgrid[0 : rows - 1 : complex(n), 0 : cols - 1 : complex(n)]
+    grid = _design(fit.model, np.column_stack([gx.ravel(), gy.ravel()]) / scale, polynomial_order)
+    try:
+        inverse = np.linalg.inv(design.T @ design)
+    except np.linalg.LinAlgError:
+        return float("nan")
+    leverage = np.einsum("ij,jk,ik->i", grid, inverse, grid)
+    return float(np.sqrt(np.mean(2 * variance * leverage)))  # x and y each contribute variance * leverage
+
+
 def score_registration(
     fit: Fit,
     fixed: np.ndarray,
@@ -179,4 +219,5 @@ def score_registration(
         working_pixel_px=working_pixel_px,
         ecc_correlation=fit.correlation,
         n_inliers_general=fit.n_inliers_general,
+        uncertainty_px=grid_uncertainty(fit, moving.shape),
     )

@@ -151,3 +151,35 @@ def test_the_cube_rides_along_and_lands_on_the_right_terrain():
     # a cube warped 5 moving pixels off lands visibly worse
     shifted = expected_spectra(fixed_xy + [5 * 20.48, 0], pair.scene, truth, pair.bias)
     assert np.sqrt(np.mean((got - shifted) ** 2)) > 2 * residual
+
+
+def test_uncertainty_covers_the_true_error_and_shrinks_with_more_points():
+    from autoreg.datatypes import Fit, Matches
+    from autoreg.estimate import fit_pair
+    from autoreg.score import grid_uncertainty
+
+    rng = np.random.default_rng(0)
+    matrix = np.array([[1.1, 0.05, 10], [-0.04, 0.95, 5], [0, 0, 1.0]])
+    errors, sigmas = [], {}
+    for n in (20, 80, 320):
+        for trial in range(30):
+            moving_xy = rng.uniform(0, 200, (n, 2))
+            fixed_xy = _apply(matrix, moving_xy) + rng.normal(0, 1.0, (n, 2))
+            forward, backward = fit_pair("affine", moving_xy, fixed_xy)
+            fit = Fit(model="affine", moving_to_fixed=forward, fixed_to_moving=backward, inliers=np.ones(n, bool),
+                      source="features", matches=Matches(fixed_xy=fixed_xy, moving_xy=moving_xy))
+            sigmas.setdefault(n, []).append(grid_uncertainty(fit, (200, 200)))
+            if n == 80:
+                errors.append(grid_error(forward, lambda g: _apply(matrix, g), (200, 200)))
+    # the predicted standard error matches the observed RMS error of the mapped grid (within 30 %)
+    observed = np.sqrt(np.mean(np.square(errors)))
+    assert 0.7 < np.mean(sigmas[80]) / observed < 1.3
+    assert np.mean(sigmas[20]) > 1.8 * np.mean(sigmas[80]) > 3.2 * np.mean(sigmas[320]) / 1.8
+
+
+def test_fixture_result_reports_its_uncertainty(fixture_affine):
+    truth = load_truth(FIXTURES / "stm_sts.h5")
+    error = grid_error(lambda xy: _apply(fixture_affine.matrix, xy), lambda g: true_moving_to_fixed(g, truth), (40, 40))
+    assert 0 < fixture_affine.scores.uncertainty_px < 10
+    assert fixture_affine.to_dict()["uncertainty_px"] == pytest.approx(fixture_affine.scores.uncertainty_px)
+    assert error < 6 * fixture_affine.scores.uncertainty_px + 2  # the creep is outside an affine model's error bar
