@@ -84,12 +84,14 @@ def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False,
     return result, attempt
 
 
-def _working_views(ctx: Context) -> tuple[Any, Any]:
+def _working_views(ctx: Context, *, gradient: bool = False) -> tuple[Any, Any]:
     from .preprocess import make_working_view
 
     coarse_wpx = ctx.coarse_pixel_px * ctx.scale_fixed
-    fixed_view = make_working_view(ctx.fixed, ctx.scale_fixed, coarse_pixel_wpx=coarse_wpx, config=ctx.config)
-    moving_view = make_working_view(ctx.moving, ctx.scale_moving, coarse_pixel_wpx=coarse_wpx, config=ctx.config)
+    fixed_view = make_working_view(ctx.fixed, ctx.scale_fixed, coarse_pixel_wpx=coarse_wpx, config=ctx.config,
+                                   gradient=gradient)
+    moving_view = make_working_view(ctx.moving, ctx.scale_moving, coarse_pixel_wpx=coarse_wpx, config=ctx.config,
+                                    gradient=gradient)
     return fixed_view, moving_view
 
 
@@ -274,8 +276,13 @@ def register(
 
         return run
 
+    def gradient_features(ctx: Context, model: str, _views: tuple[Any, Any]) -> Fit:
+        fit = _feature_fit(ctx, model, _working_views(ctx, gradient=True))
+        return dataclasses.replace(fit, why=(fit.why + "; " if fit.why else "") + "features of the gradient magnitude")
+
     strategies: list[tuple[str, Callable[[], tuple[Fit, bool]]]] = [
         ("features", automatic(_feature_fit)),
+        ("features-gradient", automatic(gradient_features)),
         ("intensity", automatic(_intensity_fit)),
     ]
     if control is not None:
@@ -289,6 +296,7 @@ def register(
                 warnings.simplefilter("error")  # a library warning means this strategy's answer is not to be trusted
                 fit, exact = attempt_fit()
                 result, attempt = _finish(ctx, fit, exact_points=exact, cube_step=cube_step)
+                attempt = dataclasses.replace(attempt, strategy=name)
         except InputError:
             raise
         except Exception as err:

@@ -164,8 +164,12 @@ def resize_matrix(scale_x: float, scale_y: float) -> np.ndarray:
     return np.array([[scale_x, 0.0, 0.5 * scale_x - 0.5], [0.0, scale_y, 0.5 * scale_y - 0.5], [0.0, 0.0, 1.0]])
 
 
-def make_working_view(image: Image, scale: float, *, coarse_pixel_wpx: float, config: RegistrationConfig) -> WorkingView:
+def make_working_view(image: Image, scale: float, *, coarse_pixel_wpx: float, config: RegistrationConfig,
+                      gradient: bool = False) -> WorkingView:
     """Resize ``image`` by ``scale``, blur it to ``coarse_pixel_wpx`` resolution, flatten, equalise.
+
+    With ``gradient`` the view shows the gradient magnitude instead of the intensity: it is the same for an
+    image and its inverse, and close for other changes of contrast (cross-modal pairs).
 
     Parameters
     ----------
@@ -193,6 +197,10 @@ def make_working_view(image: Image, scale: float, *, coarse_pixel_wpx: float, co
     if sigma > 0.3:
         small = cv2.GaussianBlur(small, (0, 0), sigma)
     flat = remove_plane(small, small_valid)
+    if gradient:
+        smooth = cv2.GaussianBlur(flat, (0, 0), max(1.0, 0.5 * coarse_pixel_wpx))
+        flat = cv2.magnitude(cv2.Sobel(smooth, cv2.CV_32F, 1, 0), cv2.Sobel(smooth, cv2.CV_32F, 0, 1))
+        small_valid = small_valid & (cv2.erode(small_valid.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
     unit = robust_unit_range(flat, small_valid)
     image8 = to_uint8(unit, clahe_clip=config.clahe_clip)
     sx, sy = size[0] / w, size[1] / h
