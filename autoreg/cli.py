@@ -23,7 +23,7 @@ EXIT_CODES = {"ok": 0, "low_confidence": 3, "failed": 4}
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 MODEL_CHOICES = ("auto", "translation", "rigid", "similarity", "affine", "projective", "polynomial",
-                 "piecewise-affine")
+                 "piecewise-affine", "all")
 IMAGE_OUTPUTS = {".tif", ".tiff", ".npy", ".h5", ".hdf5"}
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -40,6 +40,21 @@ def _fail(message: str) -> typer.Exit:
     """Print one line on stderr and return the exit for bad input (raise it ``from None``)."""
     sys.stderr.write(f"error: {message}\n")
     return typer.Exit(EXIT_BAD_INPUT)
+
+
+class _stdout_to_stderr:  # noqa: N801 - a context manager
+    """Send what people read to stderr while stdout must stay one JSON object."""
+
+    def __init__(self, active: bool) -> None:
+        self.active = active
+
+    def __enter__(self) -> None:
+        if self.active:
+            self.saved, sys.stdout = sys.stdout, sys.stderr
+
+    def __exit__(self, *exc: object) -> None:
+        if self.active:
+            sys.stdout = self.saved
 
 
 def _version_callback(value: bool) -> None:
@@ -77,7 +92,8 @@ def _check_outputs(outputs: list[tuple[Optional[Path], set[str]]], inputs: list[
 def register(
     fixed: str = typer.Argument(..., help="Fixed image: FILE.h5::/dataset, TIFF, PNG, JPEG or NPY."),
     moving: str = typer.Argument(..., help="Moving image, same formats."),
-    model: str = typer.Option("auto", "--model", "-m", help="auto | " + " | ".join(MODEL_CHOICES[1:])),
+    model: str = typer.Option("auto", "--model", "-m", help="auto | " + " | ".join(MODEL_CHOICES[1:]) +
+                              " (all: print every model's table, return auto's result)"),
     points: Optional[Path] = typer.Option(None, "--points", help="Control points CSV: fixed_x,fixed_y,moving_x,moving_y."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Warped moving image on the fixed grid (.tif or .npy)."),
     report: Optional[Path] = typer.Option(None, "--report", help="PNG report: images, overlay, checkerboard, matches."),
@@ -136,8 +152,15 @@ def _register(fixed: str, moving: str, model: str, points: Optional[Path], out: 
                                  f"moving image's {moving_img.shape[1]} x {moving_img.shape[0]} pixels.")
             moving_img = replace(moving_img, cube=cube_data)
         started = time.perf_counter()
-        result = run(fixed_img, moving_img, model=model, points=points, rng=seed, config=config, cube_step=cube_step,
-                     progress=lambda stage: console.log(f"[dim]{stage}[/dim]"))
+        compared = None
+        if model == "all":  # the tutorial's table for this pair; the auto result is the one written and returned
+            from .demo import compare_models
+
+            with _stdout_to_stderr(as_json):
+                compared = compare_models(fixed_img, moving_img, title=f"autoreg: every model, {moving} onto {fixed}",
+                                          points=points, seed=seed)
+        result = run(fixed_img, moving_img, model="auto" if model == "all" else model, points=points, rng=seed,
+                     config=config, cube_step=cube_step, progress=lambda stage: console.log(f"[dim]{stage}[/dim]"))
         elapsed = time.perf_counter() - started
         written = _write_results(result, fixed_img, moving_img, out, in_place, cube_meta,
                                  {"model": model, "seed": seed, "cube_step": cube_step, "points": str(points or "")})
@@ -150,6 +173,11 @@ def _register(fixed: str, moving: str, model: str, points: Optional[Path], out: 
         payload["results_group"] = written
         console.log(f"wrote {written}")
     payload["seconds"] = round(elapsed, 4)
+    if compared is not None:
+        payload["compare"] = [{"model": name, "chosen": r.model, "verdict": r.verdict.level,
+                               "pearson": r.to_dict()["pearson"], "n_inliers": r.scores.n_inliers,
+                               "rmse_px": r.to_dict()["rmse_px"], "matrix": r.to_dict()["matrix"]}
+                              for name, r in compared.items()]
     if as_json:
         sys.stdout.write(json.dumps(payload) + "\n")
     else:

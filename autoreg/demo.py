@@ -10,7 +10,7 @@ import numpy as np
 
 from .models import MODELS
 
-__all__ = ["fixture_path", "run_demo", "TOPOGRAPHY", "Z_CONTRAST", "CUBE"]
+__all__ = ["fixture_path", "run_demo", "compare_models", "TOPOGRAPHY", "Z_CONTRAST", "CUBE"]
 
 TOPOGRAPHY = "/Measurement_000/Channel_000/STM_Topography"
 Z_CONTRAST = "/Measurement_001/Channel_001/STS_Z_Contrast"
@@ -47,6 +47,41 @@ def _grid_error_px(fit: Any, truth: Any, moving_shape: tuple[int, int]) -> float
     return float(np.mean(np.linalg.norm(mapped[inside] - true_moving_to_fixed(grid[inside], truth), axis=1)))
 
 
+def compare_models(fixed: Any, moving: Any, *, title: str, error_px: Any = None, moving_pixel_px: float = 1.0,
+                   points: Any = None, seed: int = 0) -> dict[str, Any]:
+    """Register with ``auto`` and every model; print the tutorial-style table on stdout; return the results.
+
+    ``error_px(fit)``, when given, is the error against a known truth (fixed px), shown in fixed and moving px.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from .pipeline import register
+
+    table = Table(title=title)
+    columns = ["model", "chosen", "Pearson before", "Pearson after", "inliers", "rmse px", "uncertainty px", "verdict"]
+    if error_px is not None:
+        columns += ["error fixed px", "error moving px"]
+    for column in columns + ["ms"]:
+        text = column in ("model", "chosen", "verdict")
+        table.add_column(column, justify="left" if text else "right", no_wrap=text, min_width=16 if text else None)
+    results = {}
+    for model in ("auto", *MODELS):
+        started = time.perf_counter()
+        result = register(fixed, moving, model=model, points=points, rng=seed, cube_step=None)
+        ms = (time.perf_counter() - started) * 1e3
+        results[model] = result
+        s = result.scores
+        row = [model, result.model, f"{s.pearson_before:.3f}", f"{s.pearson:.3f}", str(s.n_inliers),
+               f"{s.rmse_px:.2f}", f"{s.uncertainty_px:.2f}", result.verdict.level]
+        if error_px is not None:
+            error = error_px(result.fit)
+            row += [f"{error:.2f}", f"{error / moving_pixel_px:.3f}"]
+        table.add_row(*row, f"{ms:.0f}")
+    Console(width=max(Console().width, 160)).print(table)  # the table is for people: stdout
+    return results
+
+
 def run_demo(out_dir: Path, *, console: Any) -> str:
     """Run every model on the fixture, print the table, write the report, JSON and warped cube.
 
@@ -55,10 +90,7 @@ def run_demo(out_dir: Path, *, console: Any) -> str:
     str
         The verdict level of the ``auto`` result.
     """
-    from rich.table import Table
-
     from .io import load_cube, load_image, write_json
-    from .pipeline import register
     from .report import save_report_png
     from .synthetic import load_truth
     from .warp import apply_transform_cube
@@ -71,24 +103,9 @@ def run_demo(out_dir: Path, *, console: Any) -> str:
     pitch = truth.moving_pixel_nm / truth.fixed_pixel_nm
     console.log(f"fixed {fixed.shape} ({fixed.pixel_size_xy[0]:.4g} {fixed.units}/px), moving {moving.shape} "
                 f"({moving.pixel_size_xy[0]:.4g} {moving.units}/px) from {path}")
-    table = Table(title="autoreg demo: STS Z-contrast (40×40) onto STM topography (1024²), no points given")
-    for column in ("model", "chosen", "Pearson before", "Pearson after", "inliers", "rmse px", "verdict",
-                   "error fixed px", "error moving px", "ms"):
-        text = column in ("model", "chosen", "verdict")
-        table.add_column(column, justify="left" if text else "right", no_wrap=text, min_width=16 if text else None)
-    results = {}
-    for model in ("auto", *MODELS):
-        started = time.perf_counter()
-        result = register(fixed, moving, model=model)
-        ms = (time.perf_counter() - started) * 1e3
-        results[model] = result
-        error = _grid_error_px(result.fit, truth, moving.shape)
-        s = result.scores
-        table.add_row(model, result.model, f"{s.pearson_before:.3f}", f"{s.pearson:.3f}", str(s.n_inliers),
-                      f"{s.rmse_px:.2f}", result.verdict.level, f"{error:.2f}", f"{error / pitch:.3f}", f"{ms:.0f}")
-    from rich.console import Console
-
-    Console(width=max(Console().width, 150)).print(table)  # the table is for people: stdout
+    results = compare_models(fixed, moving, title="autoreg demo: STS Z-contrast (40×40) onto STM topography (1024²), "
+                             "no points given", error_px=lambda fit: _grid_error_px(fit, truth, moving.shape),
+                             moving_pixel_px=pitch)
     auto = results["auto"]
     payload = auto.to_dict()
     payload["error_vs_truth_fixed_px"] = _grid_error_px(auto.fit, truth, moving.shape)

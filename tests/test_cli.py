@@ -176,3 +176,15 @@ def test_demo_runs_and_writes_its_files(tmp_path):
     assert payload["error_vs_truth_fixed_px"] < 0.3 * 20.48
     cube = np.load(next(tmp_path.glob("sts_cube_on_topography_*.npy")))
     assert cube.shape == (128, 128, 256)
+
+
+def test_model_all_prints_the_table_and_keeps_stdout_one_json_object(pair_files):
+    folder, _ = pair_files
+    result = _run("register", folder / "fixed.tif", folder / "moving.npy", "--model", "all", "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert [row["model"] for row in payload["compare"]] == ["auto", "translation", "rigid", "similarity", "affine",
+                                                            "projective", "polynomial", "piecewise-affine"]
+    assert "Pearson after" in result.stderr  # the table went to stderr, not into the JSON stream
+    human = _run("register", folder / "fixed.tif", folder / "moving.npy", "--model", "all")
+    assert "piecewise-affine" in human.stdout
