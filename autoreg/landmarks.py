@@ -18,8 +18,11 @@ def to_original_xy(view: WorkingView, view_xy: np.ndarray) -> np.ndarray:
     return (homogeneous @ view.to_original.T)[:, :2]
 
 
-def detect(view: WorkingView, config: RegistrationConfig) -> tuple[np.ndarray, np.ndarray | None]:
-    """ORB keypoints (working-view (x, y)) and descriptors on ``view``, inside its valid area.
+def detect(view: WorkingView, config: RegistrationConfig, detector: str = "orb") -> tuple[np.ndarray, np.ndarray | None]:
+    """Keypoints (working-view (x, y)) and descriptors on ``view``, inside its valid area.
+
+    ``detector`` is ``"orb"`` (binary descriptors, fast) or ``"sift"`` (float descriptors; finds blobs where ORB's
+    corner detector starves on soft images).
 
     Returns
     -------
@@ -30,22 +33,26 @@ def detect(view: WorkingView, config: RegistrationConfig) -> tuple[np.ndarray, n
 
     patch = int(config.orb_patch_size)
     n_features = int(config.n_features * max(1.0, view.image8.size / 256**2))
-    orb = cv2.ORB_create(
-        nfeatures=n_features,
-        scaleFactor=1.2,
-        nlevels=config.orb_levels,
-        edgeThreshold=patch,
-        patchSize=patch,
-        fastThreshold=config.fast_threshold,
-    )
+    if detector == "sift":
+        finder = cv2.SIFT_create(nfeatures=n_features, contrastThreshold=0.01)
+    else:
+        finder = cv2.ORB_create(
+            nfeatures=n_features,
+            scaleFactor=1.2,
+            nlevels=config.orb_levels,
+            edgeThreshold=patch,
+            patchSize=patch,
+            fastThreshold=config.fast_threshold,
+        )
     mask = None if view.valid.all() else view.valid.astype(np.uint8) * 255
-    keypoints, descriptors = orb.detectAndCompute(view.image8, mask)
+    keypoints, descriptors = finder.detectAndCompute(view.image8, mask)
     xy = np.array([kp.pt for kp in keypoints], dtype=float).reshape(-1, 2)
     return xy, descriptors
 
 
 def _ratio_matches(query: np.ndarray, train: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
-    """Lowe's ratio test on brute-force Hamming 2-NN matches, one match per train point (the closest).
+    """Lowe's ratio test on brute-force 2-NN matches (Hamming for binary descriptors, L2 for float ones), one match
+    per train point (the closest).
 
     Returns
     -------
@@ -53,10 +60,11 @@ def _ratio_matches(query: np.ndarray, train: np.ndarray, ratio: float) -> tuple[
     """
     import cv2
 
+    norm = cv2.NORM_HAMMING if query.dtype == np.uint8 else cv2.NORM_L2
     if len(train) < 2:
-        pairs = [m for m in cv2.BFMatcher(cv2.NORM_HAMMING).match(query, train)]
+        pairs = list(cv2.BFMatcher(norm).match(query, train))
     else:
-        knn = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(query, train, k=2)
+        knn = cv2.BFMatcher(norm).knnMatch(query, train, k=2)
         pairs = [p[0] for p in knn if len(p) == 2 and p[0].distance < ratio * p[1].distance]
     best: dict[int, tuple[float, int]] = {}
     for m in pairs:
@@ -67,7 +75,8 @@ def _ratio_matches(query: np.ndarray, train: np.ndarray, ratio: float) -> tuple[
     return query_idx, train_idx
 
 
-def find_matches(fixed_view: WorkingView, moving_view: WorkingView, config: RegistrationConfig) -> Matches:
+def find_matches(fixed_view: WorkingView, moving_view: WorkingView, config: RegistrationConfig,
+                 detector: str = "orb") -> Matches:
     """Detect, describe and match keypoints of the two views (ratio test, one match per fixed keypoint).
 
     Returns
@@ -82,11 +91,11 @@ def find_matches(fixed_view: WorkingView, moving_view: WorkingView, config: Regi
     """
     import cv2
 
-    fixed_xy, fixed_desc = detect(fixed_view, config)
-    moving_xy, moving_desc = detect(moving_view, config)
+    fixed_xy, fixed_desc = detect(fixed_view, config, detector)
+    moving_xy, moving_desc = detect(moving_view, config, detector)
     if fixed_desc is None or moving_desc is None or len(fixed_xy) == 0 or len(moving_xy) == 0:
         raise InsufficientLandmarksError(
-            f"No ORB keypoints ({len(fixed_xy)} in fixed, {len(moving_xy)} in moving): the image may be flat or "
+            f"No {detector.upper()} keypoints ({len(fixed_xy)} in fixed, {len(moving_xy)} in moving): the image may be flat or "
             "textureless."
         )
     moving_idx, fixed_idx = _ratio_matches(moving_desc, fixed_desc, config.match_ratio)

@@ -95,12 +95,12 @@ def _working_views(ctx: Context, *, gradient: bool = False) -> tuple[Any, Any]:
     return fixed_view, moving_view
 
 
-def _feature_fit(ctx: Context, model: str, views: tuple[Any, Any]) -> Fit:
+def _feature_fit(ctx: Context, model: str, views: tuple[Any, Any], detector: str = "orb") -> Fit:
     from .estimate import choose_model, estimate_transform, robust_inliers
     from .landmarks import find_matches
 
     cfg = ctx.config
-    matches = find_matches(*views, cfg)
+    matches = find_matches(*views, cfg, detector)
     threshold = cfg.ransac_threshold_px / ctx.scale_fixed
     why = ""
     if model == "auto":
@@ -280,9 +280,14 @@ def register(
         fit = _feature_fit(ctx, model, _working_views(ctx, gradient=True))
         return dataclasses.replace(fit, why=(fit.why + "; " if fit.why else "") + "features of the gradient magnitude")
 
+    def sift_features(ctx: Context, model: str, views: tuple[Any, Any]) -> Fit:
+        fit = _feature_fit(ctx, model, views, detector="sift")
+        return dataclasses.replace(fit, why=(fit.why + "; " if fit.why else "") + "SIFT features")
+
     strategies: list[tuple[str, Callable[[], tuple[Fit, bool]]]] = [
         ("features", automatic(_feature_fit)),
         ("features-gradient", automatic(gradient_features)),
+        ("features-sift", automatic(sift_features)),
         ("intensity", automatic(_intensity_fit)),
     ]
     if control is not None:

@@ -102,7 +102,7 @@ def test_unrelated_images_are_never_ok():
     result = autoreg.register(pair.fixed, rng.normal(size=(200, 200)))
     assert result.verdict.level != "ok"
     assert result.verdict.reasons
-    assert [a.strategy for a in result.attempts][:3] == ["features", "features-gradient", "intensity"]
+    assert [a.strategy for a in result.attempts][:4] == ["features", "features-gradient", "features-sift", "intensity"]
 
 
 def test_a_flat_image_fails_as_a_value_not_an_exception():
@@ -121,7 +121,8 @@ def test_control_points_rescue_a_textureless_moving_image():
     result = autoreg.register(pair.fixed, flat, model="affine", points=(fixed_xy, moving_xy))
     assert result.source == "points"
     np.testing.assert_allclose(result.fit.matrix, pair.moving_to_fixed, atol=1e-6)
-    assert [a.strategy for a in result.attempts] == ["features", "features-gradient", "intensity", "points"]
+    assert [a.strategy for a in result.attempts] == ["features", "features-gradient", "features-sift", "intensity",
+                                                     "points"]
 
 
 def test_bad_points_are_input_errors():
