@@ -214,12 +214,55 @@ def _matrix_fn(matrix: np.ndarray | None) -> Callable[[np.ndarray], np.ndarray] 
     return apply
 
 
+SCORES: dict[str, tuple] = {}  # case name -> (scores, source, exact) of autoreg's result, for --calibrate
+
+
 def run_autoreg(case: Case) -> tuple[Callable | None, str]:
     import autoreg
 
     result = autoreg.register(case.fixed, case.moving, model="auto")
     fn = result.fit.moving_to_fixed if result.fit is not None and result.verdict.level != "failed" else None
+    if result.fit is not None:
+        exact = any(r.startswith("unverifiable_points") for r in result.verdict.reasons)
+        SCORES[case.name] = (result.scores, result.fit.source, exact)
     return fn, result.verdict.level
+
+
+def calibrate(rows: list[dict]) -> None:
+    """Re-judge autoreg's final results under other thresholds: precision, recall and ok rate of each setting.
+
+    Approximate: an earlier ``ok`` would have stopped the fallback chain, which re-judging offline ignores.
+    """
+    import itertools
+
+    from autoreg.config import RegistrationConfig
+    from autoreg.confidence import judge
+
+    grid = {"ok_inliers": [8, 12, 15, 25], "min_pearson": [0.2, 0.3, 0.5], "max_rmse_wpx": [1.5, 2.5, 4.0],
+            "min_ecc_correlation": [0.4, 0.6, 0.8], "min_model_support": [0.5, 0.7, 0.9]}
+    print("calibration (thresholds -> flag precision, flag recall, ok rate among correct):")
+    results = []
+    for values in itertools.product(*grid.values()):
+        config = RegistrationConfig(**dict(zip(grid, values)))
+        ok_correct = ok_wrong = wrong_flagged = wrong = correct = 0
+        for row in rows:
+            stored = SCORES.get(row["case"])
+            level = "failed" if stored is None else judge(stored[0], config, source=stored[1],
+                                                          exact_points=stored[2]).level
+            correct += row["correct"]
+            ok_correct += level == "ok" and row["correct"]
+            ok_wrong += level == "ok" and not row["correct"]
+            wrong += not row["correct"]
+            wrong_flagged += level != "ok" and not row["correct"]
+        precision = ok_correct / max(ok_correct + ok_wrong, 1)
+        results.append((precision, wrong_flagged / max(wrong, 1), ok_correct / max(correct, 1), values))
+    safe = [r for r in results if r[0] == 1.0 and r[1] == 1.0]
+    for precision, recall, rate, values in sorted(safe, key=lambda r: -r[2])[:5]:
+        print(f"  {dict(zip(grid, values))}: precision {precision:.3f}, recall {recall:.3f}, ok rate {rate:.3f}")
+    current = RegistrationConfig()
+    mine = next(r for r in results if r[3] == tuple(getattr(current, k) for k in grid))
+    print(f"  current defaults: precision {mine[0]:.3f}, recall {mine[1]:.3f}, ok rate {mine[2]:.3f}; "
+          f"{len(safe)} of {len(results)} settings keep precision and recall at 1.0")
 
 
 def _u8(image: np.ndarray) -> np.ndarray:
@@ -344,12 +387,16 @@ def main() -> None:
     parser.add_argument("--per-category", type=int, default=20)
     parser.add_argument("--categories", nargs="*", default=list(CATEGORIES))
     parser.add_argument("--no-baselines", action="store_true")
+    parser.add_argument("--calibrate", action="store_true", help="re-judge autoreg's results over a threshold grid")
     args = parser.parse_args()
     pool = sources()
     cases = [make_case(c, i, pool) for c in args.categories for i in range(args.per_category)]
     methods = {"autoreg": run_autoreg} if args.no_baselines else METHODS
     print(f"{len(cases)} cases from {len(pool)} sources: {', '.join(sorted(pool))}")
-    report(evaluate(cases, methods))
+    rows = evaluate(cases, methods)
+    report(rows)
+    if args.calibrate:
+        calibrate(rows["autoreg"])
 
 
 if __name__ == "__main__":
