@@ -8,9 +8,7 @@ the floor (allocating and writing 1 GiB), OpenCV ``remap`` in 4-channel chunks, 
 from __future__ import annotations
 
 import resource
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,19 +17,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import autoreg  # noqa: E402
+from _timing import timed  # noqa: E402
 from autoreg.io import load_cube, load_image  # noqa: E402
 from autoreg.warp import apply_transform_cube, grid_to_moving_maps  # noqa: E402
 
 FIXTURE = ROOT / "fixtures" / "stm_sts.h5"
-
-
-def timed(fn, repeats=3):
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def opencv_chunks(cube, fit, shape):

@@ -5,11 +5,9 @@ Run: ``.venv/bin/python tests/bench/bench_usid.py``. Not collected by pytest. Go
 
 from __future__ import annotations
 
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,16 +15,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from _timing import timed  # noqa: E402
+
 from autoreg.io import load_image  # noqa: E402
-
-
-def timed(fn, repeats=5):
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def main() -> None:
