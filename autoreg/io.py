@@ -155,12 +155,15 @@ def _usid_layout(dset: Any) -> dict[str, Any] | None:
     n_x, n_y = int(last[order[0]]) + 1, int(last[order[1]]) + 1
     # A full grid with X varying fastest has row r at (r % n_x, r // n_x). Checking a spread of rows (rather
     # than reading millions of indices) keeps reading as cheap as the image itself; odd layouts still fail.
-    probe = np.unique(np.concatenate([np.arange(min(n, 2 * n_x + 2)), np.linspace(0, n - 1, 257).astype(int)]))
-    sampled = np.asarray(index_ds[probe])[:, order]
+    head = min(n, 2 * n_x + 2)
+    stride = max(1, n // 256)
+    probe = np.concatenate([np.arange(head), np.arange(0, n, stride)])  # contiguous and strided reads: cheap
+    sampled = np.concatenate([np.asarray(index_ds[:head]), np.asarray(index_ds[::stride])])[:, order]
     expected = np.column_stack([probe % n_x, probe // n_x])
     if n_x * n_y != n or not np.array_equal(sampled, expected):
         raise InputError(f"{dset.name} does not store its positions as a full grid with X varying fastest.")
-    corner = np.asarray(value_ds[[0, 1, n_x]] if n_x > 1 and n_y > 1 else value_ds[[0]], float)[:, order]
+    rows = np.asarray(value_ds[: n_x + 1] if n_x > 1 and n_y > 1 else value_ds[:1], float)[:, order]
+    corner = rows[[0, 1, n_x]] if n_x > 1 and n_y > 1 else rows
     pixel = (float(corner[1, 0] - corner[0, 0]) if n_x > 1 and n_y > 1 else 1.0,
              float(corner[2, 1] - corner[0, 1]) if n_x > 1 and n_y > 1 else 1.0)
     vx, vy = corner[0, 0], corner[0, 1]

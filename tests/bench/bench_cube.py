@@ -52,7 +52,7 @@ def main() -> None:
     ours = timed(lambda: apply_transform_cube(cube, fit, shape))
     chunks = timed(lambda: opencv_chunks(cube, fit, shape))
     sk = timed(lambda: skimage_slices(cube, fit, shape, 16), repeats=1) * cube.shape[2] / 16
-    print(f"cube {cube.shape} onto {shape} (1 GiB float32), median of 3:")
+    print(f"cube {cube.shape} onto {shape} (1 GiB float32), median of 5:")
     for name, seconds in (("floor: write 1 GiB", floor), ("autoreg sparse operator", ours),
                           ("OpenCV remap, 4-channel chunks", chunks), ("scikit-image slice by slice (est.)", sk)):
         print(f"  {name:36s} {seconds * 1e3:8.0f} ms   {seconds / floor:6.1f}x floor")
