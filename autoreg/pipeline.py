@@ -63,21 +63,17 @@ def _load(source: Any, what: str, config: RegistrationConfig) -> Image:
     return load_image(source, name=what if isinstance(source, np.ndarray) else None, max_pixels=config.max_pixels)
 
 
-def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False,
-            cube_step: float | None = 1.0) -> tuple[RegistrationResult, Attempt]:
+def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False) -> tuple[RegistrationResult, Attempt]:
     from .confidence import judge
     from .score import score_registration
-    from .warp import apply_transform, apply_transform_cube
+    from .warp import apply_transform
 
     warped, footprint = apply_transform(ctx.moving.data, fit, ctx.fixed.shape)
     scores = score_registration(fit, np.asarray(ctx.fixed.data), np.asarray(ctx.moving.data), warped, footprint,
                                 expected_scale=ctx.expected_scale, working_pixel_px=ctx.working_pixel_px)
     verdict = judge(scores, ctx.config, source=fit.source, exact_points=exact_points)
-    warped_cube = None
-    if ctx.moving.cube is not None and cube_step is not None and verdict.level != "failed":
-        warped_cube, _ = apply_transform_cube(ctx.moving.cube, fit, ctx.fixed.shape, step=cube_step)
     result = RegistrationResult(fit=fit, scores=scores, verdict=verdict, warped=warped, footprint=footprint,
-                                warped_cube=warped_cube, model=fit.model, fixed_shape=ctx.fixed.shape,
+                                model=fit.model, fixed_shape=ctx.fixed.shape,
                                 moving_shape=ctx.moving.shape)
     attempt = Attempt(strategy=fit.source, verdict=verdict.level, reasons=verdict.reasons, n_inliers=fit.n_inliers,
                       rmse_px=scores.rmse_px, pearson=scores.pearson)
@@ -300,7 +296,7 @@ def register(
             with warnings.catch_warnings():
                 warnings.simplefilter("error")  # a library warning means this strategy's answer is not to be trusted
                 fit, exact = attempt_fit()
-                result, attempt = _finish(ctx, fit, exact_points=exact, cube_step=cube_step)
+                result, attempt = _finish(ctx, fit, exact_points=exact)
                 attempt = dataclasses.replace(attempt, strategy=name)
         except InputError:
             raise
@@ -319,8 +315,14 @@ def register(
                                   model=model, attempts=tuple(attempts), fixed_shape=fixed_img.shape,
                                   moving_shape=moving_img.shape, extra=extra)
     best = _pick(results)
+    warped_cube = None
+    if moving_img.cube is not None and cube_step is not None and best.verdict.level != "failed":
+        from .warp import apply_transform_cube
+
+        say("cube")  # only the chosen result's cube: warping it is the costly part
+        warped_cube, _ = apply_transform_cube(moving_img.cube, best.fit, fixed_img.shape, step=cube_step)
     say("done")
     return RegistrationResult(fit=best.fit, scores=best.scores, verdict=best.verdict, warped=best.warped,
-                              footprint=best.footprint, warped_cube=best.warped_cube, model=best.model,
+                              footprint=best.footprint, warped_cube=warped_cube, model=best.model,
                               attempts=tuple(attempts), fixed_shape=fixed_img.shape,
                               moving_shape=moving_img.shape, extra=extra)
