@@ -22,7 +22,6 @@ __all__ = [
     "fit_pair",
     "robust_inliers",
     "estimate_transform",
-    "held_out_rmse",
     "held_out_errors",
     "choose_model",
     "ModelChoice",
@@ -85,7 +84,7 @@ def fit_transform(model: str, src_xy: np.ndarray, dst_xy: np.ndarray, *, polynom
         raise InsufficientLandmarksError(f"The {model} model needs at least {need} points, got {len(src_xy)}.")
     if not (np.all(np.isfinite(src_xy)) and np.all(np.isfinite(dst_xy))):
         raise EstimationError("Points contain NaN or infinite coordinates.")
-    if need >= 3 and _is_collinear(src_xy) or need >= 3 and _is_collinear(dst_xy):
+    if need >= 3 and (_is_collinear(src_xy) or _is_collinear(dst_xy)):
         raise EstimationError(f"The {model} model cannot be fitted to collinear points.")
     cls = transform_class(model)
     scaled = model in ("translation", "rigid") and prior_scale != 1.0
@@ -261,12 +260,6 @@ def held_out_errors(
             return None
         squared[test] = np.sum((tf(moving_xy[test]) - fixed_xy[test]) ** 2, axis=1)
     return squared
-
-
-def held_out_rmse(model: str, moving_xy: np.ndarray, fixed_xy: np.ndarray, **kwargs: Any) -> float:
-    """Root-mean-square held-out residual (fixed px); NaN when it cannot be computed. See :func:`held_out_errors`."""
-    squared = held_out_errors(model, moving_xy, fixed_xy, **kwargs)
-    return float("nan") if squared is None else float(np.sqrt(squared.mean()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ __all__ = [
     "n_params",
     "transform_class",
     "check_model",
+    "estimate_kwargs",
 ]
 
 
