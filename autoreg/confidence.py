@@ -39,6 +39,9 @@ def _doubts(s: Scores, cfg: RegistrationConfig, source: str) -> list[str]:
     if source == "features" and s.n_inliers_general > 0 and s.n_inliers < cfg.min_model_support * s.n_inliers_general:
         reasons.append(f"model_too_simple: it explains {s.n_inliers} matches where an affine map explains "
                        f"{s.n_inliers_general}")
+    if source == "features" and not _bad(s.inlier_spread) and s.inlier_spread < cfg.min_inlier_spread:
+        reasons.append(f"clustered_inliers: their hull covers {s.inlier_spread:.3f} of the overlap "
+                       f"< {cfg.min_inlier_spread}; the map is extrapolated elsewhere")
     if source == "features" and not _bad(s.inlier_ratio) and s.inlier_ratio < cfg.min_inlier_ratio:
         reasons.append(f"low_inlier_ratio: {s.inlier_ratio:.3f} < {cfg.min_inlier_ratio}")
     limit = cfg.max_rmse_wpx * max(1.0, s.working_pixel_px)

@@ -57,6 +57,8 @@ class RegistrationConfig:
     min_model_support : float
         A translation, rigid or similarity fit explaining fewer than this fraction of the matches an affine
         consensus explains is ``low_confidence`` (the model is too simple for the data).
+    min_inlier_spread : float
+        Feature inliers whose convex hull covers less than this fraction of the overlap are ``low_confidence``.
     max_rmse_wpx : float
         RMS inlier residual, in working-view pixels (the precision landmarks are located to), above which the
         result is ``low_confidence``.
@@ -112,6 +114,7 @@ class RegistrationConfig:
     ok_inliers: int = 15
     min_inlier_ratio: float = 0.05
     min_model_support: float = 0.7
+    min_inlier_spread: float = 0.05
     max_rmse_wpx: float = 2.5
     min_overlap_fraction: float = 0.2
     min_pearson: float = 0.3

@@ -34,6 +34,7 @@ def test_good_scores_are_ok():
         ({"pearson": 0.5, "pearson_before": 0.6}, "low_confidence", "no_improvement"),
         ({"inlier_ratio": 0.01}, "low_confidence", "low_inlier_ratio"),
         ({"shear": 0.5}, "low_confidence", "implausible_shear"),
+        ({"inlier_spread": 0.01}, "low_confidence", "clustered_inliers"),
     ],
 )
 def test_each_rule_fires_with_its_slug(change, level, slug):
