@@ -13,8 +13,21 @@ USID layout of ``fixtures/stm_sts.h5`` (the tutorial's tree)::
     /Measurement_001/Channel_001/STS_Z_Contrast   (1600, 1)     a. u.   + Spectroscopic_*
     /Measurement_001/Position_Indices, Position_Values            (shared by both STS channels)
 
-Positions are stored with X varying fastest (flat index = row * n_x + col), as pycroscopy writes them, so the
-flat data reshaped to ``(n_y, n_x)`` has rows = Y and columns = X.
+Row/column convention. Positions are stored with X varying fastest: flat position ``i`` is image row
+``y = i // n_x`` and column ``x = i % n_x``, so the flat data reshaped to ``(n_y, n_x[, n_spectral])`` is the
+image with rows = Y and columns = X. ``Position_Indices``/``Position_Values`` have the columns ``(X, Y)``
+(labels ``[b"X", b"Y"]``, fastest first), as pycroscopy 0.60 wrote them (e.g. the real PFM scan in
+``shared/data``). pyUSID's ``USIDataset(dset).get_n_dim_form()`` orders axes as the labels, i.e. ``(X, Y, spectral)``: swap the
+first two axes (``np.moveaxis(n_dim, 0, 1)``) to get the image. (pyUSID 0.0.12's own ``write_ind_val_dsets``
+stores the columns slowest first, ``(Y, X)``, which reads back as ``(Y, X, spectral)``; both are valid USID.)
+Ancillaries are uint32 indices and float32 values with ``labels`` and ``units`` attributes; a single-valued
+channel has one spectroscopic step labelled ``arb``. Everything is written with plain h5py, because
+pyUSID 0.0.12's ``write_main_dataset`` calls ``np.product``, which numpy 2 removed.
+
+Ground truth: root attributes ``moving_to_fixed_matrix`` (3×3, moving px → fixed px), ``creep_xy``,
+``generator_seed``, ``generator_version`` and ``autoreg_truth`` (JSON of :class:`StmStsTruth`, read by
+:func:`load_truth`). STS ``Position_Values`` are the *nominal* (commanded) frame in nm, in the topography's
+frame (fixed pixel ``(x, y)`` is at ``(x, y) * fixed_pixel_nm``); the true, drifted placement differs from it.
 """
 
 from __future__ import annotations
@@ -28,6 +41,7 @@ import numpy as np
 
 __all__ = [
     "GENERATOR_VERSION",
+    "STS_BIAS_V",
     "Scene",
     "SyntheticPair",
     "StmStsTruth",
@@ -43,9 +57,14 @@ __all__ = [
     "grid_error",
 ]
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: the STS terrace state moves with every terrace (1 clipped it above terrace 4)
 _COMPRESSION: dict[str, Any] = {"compression": "gzip", "compression_opts": 6, "shuffle": True}
 STEP_NM = 0.2
+STS_BIAS_V = np.linspace(-1.0, 1.0, 256)
+STS_BIAS_V.flags.writeable = False
+TERRACE_STATE_V = (-0.75, 0.25)  # bias of the surface state on the lowest and on the highest terrace
+TERRACE_STATE_WIDTH_V = 0.08
+RESONANCE_V, RESONANCE_WIDTH_V = 0.55, 0.1  # the adsorbate resonance
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -69,7 +88,24 @@ class Scene:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class SyntheticPair:
-    """A fixed and a moving image with the exact moving → fixed pixel transform."""
+    """A fixed and a moving image with the exact moving → fixed pixel transform.
+
+    Attributes
+    ----------
+    fixed, moving : ndarray of float32, shape (rows, cols)
+        The two scans (rows = y, columns = x).
+    moving_to_fixed : ndarray of shape (3, 3)
+        Moving pixel ``(x, y, 1)`` → fixed pixel (exact for :func:`make_pair`; the affine part for the STM/STS
+        pair, whose exact mapping is :func:`true_moving_to_fixed` with ``truth``).
+    cube : ndarray of float32, shape (rows, cols, n_bias), optional
+        The STS spectra on the moving grid (STM/STS pair only).
+    bias : ndarray of shape (n_bias,), optional
+        The cube's bias steps (V).
+    truth : StmStsTruth, optional
+        The STM/STS pair's full ground truth (affine + creep).
+    scene : Scene
+        The clean terrain on the fixed grid (fixed pixel coordinates).
+    """
 
     fixed: np.ndarray
     moving: np.ndarray
@@ -279,28 +315,74 @@ def _tip_blur(truth: StmStsTruth) -> float:
     return 0.4 * truth.moving_pixel_nm / truth.fixed_pixel_nm
 
 
-def _spectral_fields(scene: Scene, truth: StmStsTruth) -> tuple[np.ndarray, np.ndarray]:
+def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+    """Mean over ``factor`` × ``factor`` blocks (edge-padded to a multiple of ``factor``)."""
+    rows, cols = (-(-n // factor) * factor for n in image.shape)
+    padded = np.pad(image, ((0, rows - image.shape[0]), (0, cols - image.shape[1])), mode="edge")
+    return padded.reshape(rows // factor, factor, cols // factor, factor).mean(axis=(1, 3))
+
+
+def _spectral_fields(scene: Scene, truth: StmStsTruth) -> tuple[np.ndarray, int]:
+    """Tip-footprint averages of each terrace's indicator and of the adsorbate coverage.
+
+    Returns the fields, shape ``(n_levels + 1, h, w)`` (terraces 0, 1, ..., then the adsorbate), on a grid
+    ``factor`` times coarser than the fixed image: block means then a gaussian of the footprint's sigma, which
+    is ~16× cheaper than blurring every indicator at full resolution and indistinguishable at the STS pitch.
+    """
     from scipy import ndimage as ndi
 
     sigma = _tip_blur(truth)
-    level = ndi.gaussian_filter(np.clip(scene.level, 0, 4).astype(float), sigma, mode="nearest")
-    adsorbate = ndi.gaussian_filter(scene.adsorbate, sigma, mode="nearest")
-    return level, adsorbate
+    factor = max(1, int(sigma // 2))
+    n_levels = int(scene.level.max()) + 1
+    layers = [(scene.level == k).astype(float) for k in range(n_levels)] + [scene.adsorbate]
+    fields = np.stack([ndi.gaussian_filter(_block_mean(layer, factor), sigma / factor, mode="nearest")
+                       for layer in layers])
+    return fields, factor
 
 
-def _spectra(level: np.ndarray, adsorbate: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """dI/dV-like spectra: a terrace state whose energy rises with the terrace, and an adsorbate resonance."""
-    energy = -0.6 + 0.25 * level[..., None]
-    terrace = np.exp(-0.5 * ((bias - energy) / 0.08) ** 2)
-    resonance = 2.0 * adsorbate[..., None] * np.exp(-0.5 * ((bias - 0.55) / 0.1) ** 2)
-    return 0.2 + 0.3 * bias**2 + terrace + resonance
+def _sample_fields(fields: np.ndarray, factor: int, fixed_xy: np.ndarray) -> np.ndarray:
+    """Bilinear samples of every field at fixed-pixel positions (..., 2) → (..., n_fields)."""
+    coarse_xy = (np.asarray(fixed_xy, float) - (factor - 1) / 2) / factor
+    return np.stack([_sample(field, coarse_xy) for field in fields], axis=-1)
 
 
-def expected_spectra(fixed_xy: np.ndarray, scene: Scene, truth: StmStsTruth, bias: np.ndarray) -> np.ndarray:
-    """Noise-free spectra expected at fixed-pixel positions ``fixed_xy`` (N, 2) → (N, n_bias)."""
-    level, adsorbate = _spectral_fields(scene, truth)
-    xy = np.asarray(fixed_xy, float)
-    return _spectra(_sample(level, xy), _sample(adsorbate, xy), np.asarray(bias, float))
+def _spectra(fields_at: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """dI/dV-like spectra: a surface state whose bias rises with the terrace, and an adsorbate resonance.
+
+    Terrace ``k`` of ``n`` has its state at ``TERRACE_STATE_V[0] + k / (n - 1) * span``; a tip footprint
+    that straddles a step edge sees the weighted mix of both terraces' spectra (they mix linearly, like LDOS).
+    """
+    weights, adsorbate = fields_at[..., :-1], fields_at[..., -1]
+    energy = np.linspace(*TERRACE_STATE_V, weights.shape[-1])
+    peaks = np.exp(-0.5 * ((bias[None, :] - energy[:, None]) / TERRACE_STATE_WIDTH_V) ** 2)
+    resonance = np.exp(-0.5 * ((bias - RESONANCE_V) / RESONANCE_WIDTH_V) ** 2)
+    return 0.2 + 0.3 * bias**2 + weights @ peaks + 2.0 * adsorbate[..., None] * resonance
+
+
+def expected_spectra(fixed_xy: np.ndarray, scene: Scene, truth: StmStsTruth,
+                     bias: np.ndarray | None = None) -> np.ndarray:
+    """Noise-free spectra expected at fixed-pixel positions.
+
+    Parameters
+    ----------
+    fixed_xy : array_like of shape (N, 2)
+        Positions in fixed pixels (x, y).
+    scene : Scene
+        The pair's clean terrain (``SyntheticPair.scene``).
+    truth : StmStsTruth
+        The pair's ground truth (sets the tip footprint).
+    bias : array_like of shape (n_bias,), optional
+        Bias steps (V); default the pair's 256 steps from -1 to 1 V.
+
+    Returns
+    -------
+    ndarray of shape (N, n_bias)
+        What the STS cube, warped correctly onto the fixed grid, should hold at ``fixed_xy`` (up to noise and
+        the interpolation between STS positions).
+    """
+    bias = STS_BIAS_V if bias is None else np.asarray(bias, float)
+    fields, factor = _spectral_fields(scene, truth)
+    return _spectra(_sample_fields(fields, factor, np.asarray(fixed_xy, float)), bias)
 
 
 def make_stm_sts_pair(*, seed: int = 0) -> SyntheticPair:
@@ -321,9 +403,9 @@ def make_stm_sts_pair(*, seed: int = 0) -> SyntheticPair:
     blurred = ndi.gaussian_filter(scene.height, _tip_blur(truth), mode="nearest")
     z = _contrast(_sample(blurred, positions))
     moving = _scan_artifacts(z, rng, tilt=0.004, line_sd=0.03, noise_sd=0.03)
-    bias = np.linspace(-1.0, 1.0, 256)
-    level, adsorbate = _spectral_fields(scene, truth)
-    cube = _spectra(_sample(level, positions), _sample(adsorbate, positions), bias)
+    bias = STS_BIAS_V.copy()
+    fields, factor = _spectral_fields(scene, truth)
+    cube = _spectra(_sample_fields(fields, factor, positions), bias)
     cube = cube + rng.normal(0, 0.02, cube.shape)
     return SyntheticPair(fixed=fixed.astype(np.float32), moving=moving.astype(np.float32),
                          moving_to_fixed=truth.matrix, cube=cube.astype(np.float32), bias=bias, truth=truth,
