@@ -1,9 +1,42 @@
 """Reading inputs and writing outputs.
 
-Inputs: ``FILE.h5::/path/to/dataset`` (USID main datasets — read with plain h5py, reshaped rows = Y,
-columns = X, physical position values kept — or plain 2-D HDF5 datasets), TIFF, PNG, JPEG and NPY.
-Inputs are only ever opened for reading. Outputs are written atomically: to a temporary name in the target
-directory, then renamed, so an interrupted run leaves the old file or none, never half a file.
+Inputs
+------
+``FILE.h5::/path/to/dataset``
+    A USID main dataset (reshaped to an image, physical calibration kept) or a plain 2-D HDF5 dataset.
+TIFF, PNG, JPEG, BMP, NPY
+    By extension. Colour photos (8/16-bit RGB(A) PNG, JPEG, BMP, TIFF) become luminance
+    ``0.299 R + 0.587 G + 0.114 B``; fully transparent pixels become NaN.
+
+Every input is opened read-only and closed before the function returns. Shapes are checked (2-D after
+squeezing singleton axes, at least 8 x 8, ``max_pixels``) *before* the pixels are read wherever the format
+tells the shape first: HDF5, TIFF, NPY (memory-mapped), PNG and JPEG headers.
+
+Pixel values
+------------
+float64 input, and integers of 32 or 64 bits (float32 holds integers exactly only up to 2**24), become
+float64. Everything else real (bool, 8- and 16-bit integers, float16, float32, any byte order) becomes
+float32, exactly. Non-finite values become NaN and are kept: later stages mask them. Complex, string and
+object data are refused.
+
+USID axis order
+---------------
+A USID main dataset is stored flat, ``(n_positions, n_spectral)``; row ``i`` of ``Position_Indices`` holds the
+index of position ``i`` along each position dimension, one column per dimension, named by its ``labels``
+attribute. pyUSID 0.0.12 (``hdf_utils.reshape_to_n_dims``) finds the fastest-varying dimension by counting the
+changes down each column (``get_sort_order``), reshapes slowest-first, and, because ``USIDataset`` defaults
+to ``sort_dims=False``, then transposes the position axes back to the *column order of the file*,
+spectroscopic axes after them. pycroscopy writes the columns ``[X, Y]`` with X varying fastest (the fast-scan
+axis), so ``get_n_dim_form()`` is ``(n_x, n_y, n_spectral)``. autoreg returns rows = Y, columns = X, i.e.
+``np.moveaxis(n_dim, [labels.index("Y"), labels.index("X")], [0, 1])``. Columns are recognised as X and Y by
+their labels (``"X"``/``"Y"``, any case); without such labels the fastest-varying dimension is X. Both
+X-fastest and Y-fastest grids are read; the grid is verified on a spread of rows rather than read whole, so
+opening a million-pixel scan costs about as much as reading its pixels.
+
+Outputs
+-------
+Written atomically (:func:`atomic_path`): to a hidden temporary file in the target directory, then renamed
+onto the target, so an interrupted run leaves the old file or none, never half a file.
 """
 
 from __future__ import annotations
@@ -12,8 +45,10 @@ import contextlib
 import csv
 import json
 import os
-import tempfile
-from collections.abc import Iterator
+import secrets
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,27 +58,58 @@ from .datatypes import Image
 from .errors import InputError
 
 __all__ = [
-    "parse_spec",
-    "load_image",
-    "load_cube",
-    "load_points",
+    "POINTS_HEADER",
     "atomic_path",
+    "check_output_path",
+    "load_cube",
+    "load_image",
+    "load_points",
+    "parse_spec",
     "write_image",
     "write_json",
-    "check_output_path",
-    "POINTS_HEADER",
 ]
 
 POINTS_HEADER = ("fixed_x", "fixed_y", "moving_x", "moving_y")
+MIN_SIDE = 8
 _HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".he5", ".nxs"}
 _TIFF_SUFFIXES = {".tif", ".tiff"}
 _RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
-_MIN_SIDE = 8
+_NOT_HDF5_SUFFIXES = _TIFF_SUFFIXES | _RASTER_SUFFIXES | {".npy", ".npz", ".csv", ".json", ".txt", ".gif"}
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_USID_ANCILLARIES = ("Position_Indices", "Position_Values", "Spectroscopic_Indices", "Spectroscopic_Values")
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+_HINT_ARRAY = "pass one 2-D slice of it (e.g. stack[0], or stack[..., 0] for channels last)."
+_HINT_NPY = "save the 2-D image you want in its own .npy file (e.g. np.save('one.npy', stack[0]))."
+_HINT_TIFF = "save the page or channel you want as its own TIFF (e.g. tifffile.imwrite('one.tif', stack[0]))."
+_HINT_HDF5 = ("give the path of a dataset that holds one 2-D image (FILE.h5::/path/to/channel), or copy the "
+              "image you want into its own dataset.")
+
+
+# --------------------------------------------------------------------------------------------------- specs
 
 
 def parse_spec(spec: str | os.PathLike[str]) -> tuple[Path, str | None]:
     """Split ``"FILE.h5::/path/to/dataset"`` into the file and the dataset path.
+
+    Parameters
+    ----------
+    spec : str or path
+        A file path, or an HDF5 file and a dataset inside it joined by ``::``. A leading ``/`` is added to a
+        relative dataset path.
+
+    Returns
+    -------
+    path : Path
+    dataset : str or None
+        The absolute dataset path, or None for a plain file.
+
+    Raises
+    ------
+    InputError
+        Empty path; empty file or dataset part; more than one ``::``; ``::`` after a file that is not HDF5
+        (judged by extension: TIFF, PNG, JPEG, BMP, NPY, CSV...).
 
     Examples
     --------
@@ -60,282 +126,549 @@ def parse_spec(spec: str | os.PathLike[str]) -> tuple[Path, str | None]:
     parts = text.split("::")
     if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
         raise InputError(f"Malformed input {text!r}; write FILE.h5::/path/to/dataset (one '::').")
-    dataset = parts[1] if parts[1].startswith("/") else "/" + parts[1]
-    return Path(parts[0]), dataset
+    path, dataset = Path(parts[0]), parts[1] if parts[1].startswith("/") else "/" + parts[1]
+    if path.suffix.lower() in _NOT_HDF5_SUFFIXES:
+        raise InputError(f"{path} is not an HDF5 file, so '::{parts[1]}' cannot name a dataset in it; drop "
+                         "the '::' part, or give an HDF5 file.")
+    return path, dataset
 
 
-def _as_float(array: np.ndarray, name: str) -> np.ndarray:
-    """Any real numeric array → float32 (float64 kept), NaN for non-finite; InputError otherwise."""
+# ------------------------------------------------------------------------------------- shapes and values
+
+
+def _float_dtype(dtype: np.dtype) -> type:
+    """float64 for float64 (and wider) and 32/64-bit integers; float32, which holds the rest exactly."""
+    if dtype.kind == "f" and dtype.itemsize >= 8 or dtype.kind in "iu" and dtype.itemsize >= 4:
+        return np.float64
+    return np.float32
+
+
+def _as_float(array: np.ndarray, name: str, dtype: Any = None) -> np.ndarray:
+    """A real numeric array as native float (see :func:`_float_dtype`) with NaN for every non-finite value."""
     array = np.asarray(array)
-    if np.iscomplexobj(array):
-        raise InputError(f"{name} holds complex values; pass a real channel (e.g. np.abs or .real) instead.")
+    if array.dtype.kind == "c":
+        raise InputError(f"Input {name} holds complex values; pass a real channel (e.g. its amplitude "
+                         "np.abs(z) or phase np.angle(z)) instead.")
     if array.dtype.kind not in "biuf":
-        raise InputError(f"{name} has data type {array.dtype}, not numbers; pass a numeric image.")
-    out = array.astype(np.float64 if array.dtype == np.float64 else np.float32)  # also native byte order
-    out[~np.isfinite(out)] = np.nan
+        raise InputError(f"Input {name} has data type {array.dtype}, not real numbers; pass a numeric image.")
+    out = array.astype(dtype or _float_dtype(array.dtype))  # a copy, in native byte order
+    if array.dtype.kind == "f":
+        out[~np.isfinite(out)] = np.nan
     return out
 
 
-def _to_2d(array: np.ndarray, name: str, hint: str) -> np.ndarray:
-    if array.ndim == 2 and min(array.shape) < _MIN_SIDE:
-        raise InputError(f"{name} is only {array.shape[1]} x {array.shape[0]} px; autoreg needs at least "
-                         f"{_MIN_SIDE} x {_MIN_SIDE}.")
-    squeezed = np.squeeze(array)
-    if squeezed.ndim != 2:
-        if squeezed.ndim == 3:
-            raise InputError(f"{name} is a stack of {squeezed.shape[0]} images of {squeezed.shape[1:]} (shape "
-                             f"{array.shape}); {hint}")
-        raise InputError(f"{name} has shape {array.shape}; autoreg needs a 2-D image. {hint}")
-    if min(squeezed.shape) < _MIN_SIDE:
-        raise InputError(f"{name} is only {squeezed.shape[1]} x {squeezed.shape[0]} px; autoreg needs at least "
-                         f"{_MIN_SIDE} x {_MIN_SIDE}.")
-    return squeezed
+def _stack_message(squeezed: tuple[int, ...], shape: tuple[int, ...], name: str, hint: str) -> str:
+    a, b, c = squeezed
+    n, rows, cols = (c, a, b) if c <= 4 < min(a, b) else (a, b, c)  # channels last, or images first
+    return f"Input {name} is a stack of {n} images of {cols} x {rows} px (shape {shape}); {hint}"
 
 
-def _check_budget(shape: tuple[int, ...], name: str, max_pixels: int | None) -> None:
-    n = int(np.prod(shape[:2])) if len(shape) >= 2 else int(np.prod(shape))
-    if max_pixels is not None and n > max_pixels:
-        raise InputError(f"{name} has {n:,} pixels, over the budget of {max_pixels:,}; crop or bin it first, or "
-                         "raise RegistrationConfig.max_pixels.")
+def _image_shape(shape: tuple[int, ...], name: str, hint: str, max_pixels: int | None) -> tuple[int, int]:
+    """``(rows, cols)`` of an array of ``shape`` without its singleton axes; InputError if it is no image.
+
+    Refuses stacks and other non-2-D shapes, images under ``MIN_SIDE`` px a side, and more pixels than
+    ``max_pixels``. Needs only the shape, so it runs before the pixels are read.
+    """
+    shape = tuple(int(s) for s in shape)
+    squeezed = tuple(s for s in shape if s != 1)
+    if len(shape) == 2 and min(shape) < MIN_SIDE or len(squeezed) == 2 and min(squeezed) < MIN_SIDE:
+        rows, cols = shape if len(shape) == 2 else squeezed
+        raise InputError(f"Input {name} is only {cols} x {rows} px; autoreg needs at least {MIN_SIDE} x "
+                         f"{MIN_SIDE}.")
+    if len(squeezed) == 3:
+        raise InputError(_stack_message(squeezed, shape, name, hint))
+    if len(squeezed) != 2:
+        advice = f": {hint}" if len(squeezed) > 3 else "."
+        raise InputError(f"Input {name} has shape {shape}; autoreg needs a 2-D image{advice}")
+    rows, cols = squeezed
+    if max_pixels is not None and rows * cols > max_pixels:
+        raise InputError(f"Input {name} has {rows * cols:,} pixels ({cols} x {rows}), over the budget of "
+                         f"{max_pixels:,}; crop or bin it first, or raise max_pixels.")
+    return rows, cols
 
 
-def _finish_image(array: np.ndarray, name: str, hint: str, **meta: Any) -> Image:
-    data = _as_float(_to_2d(array, name, hint), name)
+def _finish_image(array: np.ndarray, name: str, hint: str, max_pixels: int | None, **meta: Any) -> Image:
+    shape = _image_shape(np.shape(array), name, hint, max_pixels)
+    data = _as_float(np.reshape(array, shape), name)
     if not np.isfinite(data).any():
-        raise InputError(f"{name} holds no finite pixel (all NaN or infinite).")
+        raise InputError(f"Input {name} holds no finite pixel (all NaN or infinite); check the file or "
+                         "channel.")
     return Image(data=data, name=name, **meta)
+
+
+def _luminance(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """``0.299 R + 0.587 G + 0.114 B`` as float32; NaN where ``alpha`` is 0 (unless nothing is opaque)."""
+    gray = rgb[..., :3].astype(np.float32) @ _LUMA
+    if alpha is not None and (alpha > 0).any():
+        gray[alpha == 0] = np.nan
+    return gray
+
+
+# -------------------------------------------------------------------------------------------------- files
 
 
 def _require_file(path: Path) -> None:
     if not path.exists():
         raise InputError(f"File not found: {path}.")
     if not path.is_file():
-        raise InputError(f"{path} is not a file.")
+        raise InputError(f"{path} is not a file; give the path of an image file.")
 
 
 def _decode(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
-    if isinstance(value, np.ndarray) and value.size:
-        return _decode(value.ravel()[0])
+    if isinstance(value, np.ndarray):
+        return _decode(value.ravel()[0]) if value.size else ""
     return str(value)
 
 
+def _attr_list(obj: Any, key: str) -> list[str]:
+    """A string or array-of-strings attribute as a list of str (bytes decoded); [] when absent."""
+    if key not in obj.attrs:
+        return []
+    return [_decode(v) for v in np.atleast_1d(obj.attrs[key])]
+
+
 def _open_hdf5(path: Path) -> Any:
+    """Open an HDF5 file read-only (use as a context manager); InputError if it is missing or not HDF5."""
     import h5py
 
     _require_file(path)
-    with open(path, "rb") as fh:
-        if fh.read(8) != _HDF5_SIGNATURE:
-            raise InputError(f"{path} is not an HDF5 file.")
     try:
-        return h5py.File(path, "r")
+        with open(path, "rb") as fh:
+            signature = fh.read(8)
     except OSError as err:
+        raise InputError(f"Cannot open {path}: {err.strerror or err}.") from err
+    if signature != _HDF5_SIGNATURE:
+        raise InputError(f"{path} is not an HDF5 file; give an .h5 file (written by h5py, pycroscopy...).")
+    try:
+        return h5py.File(path, "r", locking="best-effort")
+    except OSError as err:
+        if "lock file" in str(err).lower():  # HDF5: "unable to lock file, errno = 11 ..."
+            raise InputError(f"Cannot read HDF5 file {path}: another program holds a lock on it; close that "
+                             "program, or set HDF5_USE_FILE_LOCKING=FALSE.") from err
         raise InputError(f"Cannot read HDF5 file {path} (corrupt or truncated?): {err}.") from err
-
-
-def _usid_layout(dset: Any) -> dict[str, Any] | None:
-    """Position grid and calibration of a USID main dataset, or None for a plain dataset."""
-    import h5py
-
-    keys = ("Position_Indices", "Position_Values", "Spectroscopic_Values")
-    if not all(isinstance(dset.attrs.get(k), h5py.Reference) for k in keys) or dset.ndim != 2:
-        return None
-    f = dset.file
-    index_ds, value_ds = f[dset.attrs["Position_Indices"]], f[dset.attrs["Position_Values"]]
-    spec = f[dset.attrs["Spectroscopic_Values"]]
-    labels = [_decode(v) for v in np.atleast_1d(index_ds.attrs.get("labels", []))]
-    units = [_decode(v) for v in np.atleast_1d(value_ds.attrs.get("units", []))]
-    if index_ds.ndim != 2 or index_ds.shape[1] != 2 or index_ds.shape[0] != dset.shape[0]:
-        raise InputError(f"{dset.name} has {index_ds.shape[1] if index_ds.ndim == 2 else '?'} position dimensions; "
-                         "autoreg reads 2-D position grids (X, Y).")
-    order = [labels.index("X"), labels.index("Y")] if {"X", "Y"} <= set(labels) else [0, 1]
-    n = index_ds.shape[0]
-    last = np.asarray(index_ds[n - 1])
-    n_x, n_y = int(last[order[0]]) + 1, int(last[order[1]]) + 1
-    # A full grid with X varying fastest has row r at (r % n_x, r // n_x). Checking a spread of rows (rather
-    # than reading millions of indices) keeps reading as cheap as the image itself; odd layouts still fail.
-    head = min(n, 2 * n_x + 2)
-    stride = max(1, n // 256)
-    probe = np.concatenate([np.arange(head), np.arange(0, n, stride)])  # contiguous and strided reads: cheap
-    sampled = np.concatenate([np.asarray(index_ds[:head]), np.asarray(index_ds[::stride])])[:, order]
-    expected = np.column_stack([probe % n_x, probe // n_x])
-    if n_x * n_y != n or not np.array_equal(sampled, expected):
-        raise InputError(f"{dset.name} does not store its positions as a full grid with X varying fastest.")
-    rows = np.asarray(value_ds[: n_x + 1] if n_x > 1 and n_y > 1 else value_ds[:1], float)[:, order]
-    corner = rows[[0, 1, n_x]] if n_x > 1 and n_y > 1 else rows
-    pixel = (float(corner[1, 0] - corner[0, 0]) if n_x > 1 and n_y > 1 else 1.0,
-             float(corner[2, 1] - corner[0, 1]) if n_x > 1 and n_y > 1 else 1.0)
-    vx, vy = corner[0, 0], corner[0, 1]
-    spectral = {"labels": [_decode(v) for v in np.atleast_1d(spec.attrs.get("labels", []))],
-                "units": [_decode(v) for v in np.atleast_1d(spec.attrs.get("units", []))],
-                "values": np.asarray(spec[()], float)}
-    return {"n_x": n_x, "n_y": n_y, "pixel_size_xy": pixel, "origin": (float(vx), float(vy)),
-            "units": units[order[0]] if len(units) > order[0] else None, "spectral": spectral}
 
 
 def _dataset(f: Any, path: Path, dataset: str) -> Any:
     import h5py
 
-    if dataset not in f:
-        raise InputError(f"No dataset {dataset} in {path}; list them with h5ls or `autoreg inspect`.")
-    dset = f[dataset]
-    if not isinstance(dset, h5py.Dataset):
-        raise InputError(f"{dataset} in {path} is a group, not a dataset; give the path of a dataset inside it.")
-    return dset
-
-
-def _read_hdf5(path: Path, dataset: str, name: str, max_pixels: int | None, *, cube: bool) -> tuple[np.ndarray, dict]:
-    with _open_hdf5(path) as f:
-        dset = _dataset(f, path, dataset)
-        try:
-            layout = _usid_layout(dset)
-        except (KeyError, ValueError, OSError) as err:
-            raise InputError(f"{dataset} in {path} has unreadable USID ancillary datasets: {err}.") from err
-        if layout is None:
-            if cube:
-                raise InputError(f"{dataset} in {path} is not a USID main dataset with a spectroscopic dimension.")
-            _check_budget(dset.shape, name, max_pixels)
-            return _read(dset), {"value_units": _decode(dset.attrs["units"]) if "units" in dset.attrs else None}
-        _check_budget((layout["n_y"], layout["n_x"]), name, max_pixels)
-        n_spec = int(dset.shape[1])
-        if n_spec > 1 and not cube:
-            raise InputError(f"{dataset} in {path} is a spectroscopic cube ({layout['n_x']} x {layout['n_y']} "
-                             f"positions x {n_spec} steps); register a 2-D channel and pass the cube along.")
-        data = _read(dset).reshape(layout["n_y"], layout["n_x"], n_spec)
-        meta = {"pixel_size_xy": layout["pixel_size_xy"], "origin": layout["origin"], "units": layout["units"],
-                "value_units": _decode(dset.attrs["units"]) if "units" in dset.attrs else None,
-                "spectral": layout["spectral"]}
-        return (data if cube else data[:, :, 0]), meta
+    try:
+        obj = f.get(dataset)
+    except (KeyError, ValueError, OSError) as err:  # broken soft or external links
+        raise InputError(f"Cannot open {dataset} in {path} (broken link?): {err}.") from err
+    if obj is None:
+        raise InputError(f"No dataset {dataset} in {path}; list its datasets with `autoreg inspect {path}` "
+                         "or h5ls.")
+    if not isinstance(obj, h5py.Dataset):
+        raise InputError(f"{dataset} in {path} is a group, not a dataset; give the path of a dataset inside "
+                         "it.")
+    return obj
 
 
 def _read(dset: Any) -> np.ndarray:
+    if dset.shape is None:
+        raise InputError(f"{dset.name} in {dset.file.filename} holds no data (an empty dataset).")
     try:
         return np.asarray(dset[()])
-    except OSError as err:
-        raise InputError(f"Cannot read {dset.name} (corrupt or truncated file?): {err}.") from err
+    except (OSError, ValueError, TypeError) as err:
+        raise InputError(f"Cannot read {dset.name} (corrupt or truncated file, or a compression filter that "
+                         f"is not installed): {err}.") from err
 
 
-def _read_tiff(path: Path, name: str, max_pixels: int | None) -> np.ndarray:
+# ------------------------------------------------------------------------------------------------- USID
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """A full grid of USID positions: sizes, the Position_Indices columns of X and Y, which is fastest."""
+
+    n_x: int
+    n_y: int
+    x_col: int
+    y_col: int
+    x_fastest: bool
+
+    def flat_index(self, x: int, y: int) -> int:
+        """Row of the main dataset that holds pixel (x, y)."""
+        return y * self.n_x + x if self.x_fastest else x * self.n_y + y
+
+    def to_image(self, flat: np.ndarray) -> np.ndarray:
+        """``(n_positions, n_spectral)`` → ``(n_y, n_x, n_spectral)``: rows = Y, columns = X."""
+        if self.x_fastest:
+            return flat.reshape(self.n_y, self.n_x, -1)
+        return flat.reshape(self.n_x, self.n_y, -1).transpose(1, 0, 2)
+
+
+def _usid_ancillaries(dset: Any) -> dict[str, Any] | None:
+    """The four ancillary datasets of a USID main dataset; None for a plain dataset (no Position_Indices)."""
+    import h5py
+
+    if not isinstance(dset.attrs.get("Position_Indices"), h5py.Reference):
+        return None
+    found = {}
+    for key in _USID_ANCILLARIES:
+        ref = dset.attrs.get(key)
+        target = dset.file[ref] if isinstance(ref, h5py.Reference) and ref else None
+        if not isinstance(target, h5py.Dataset):
+            raise InputError(f"{dset.name} is a USID main dataset without a usable {key}; repair the file or "
+                             "give a plain 2-D dataset.")
+        found[key] = target
+    index_shape = found["Position_Indices"].shape
+    if dset.ndim != 2 or index_shape != (dset.shape[0], index_shape[-1]):
+        raise InputError(f"{dset.name} has shape {dset.shape} but Position_Indices {index_shape}; a USID "
+                         "main dataset is (positions, spectral steps) with one index row per position.")
+    return found
+
+
+def _usid_grid(dset: Any, index_ds: Any) -> _Grid:
+    """The position grid, verified on a spread of ``Position_Indices`` rows (see the module notes)."""
+    n, n_dims = index_ds.shape
+    if n_dims != 2:
+        raise InputError(f"{dset.name} has {n_dims} position dimension(s); autoreg reads a 2-D grid of "
+                         "positions (X, Y).")
+    if n == 0:
+        raise InputError(f"{dset.name} holds no positions (an empty USID dataset).")
+    first, last = np.asarray(index_ds[: min(n, 2)], np.int64), np.asarray(index_ds[n - 1], np.int64)
+    fast = int(np.argmax(first[-1] != first[0]))  # the column that changes between positions 0 and 1
+    sizes = last + 1
+    # Verify the grid on the first two fast lines, ~256 evenly spread rows and the last row: two contiguous
+    # reads and one strided read, cheap even for gzip-chunked millions of positions.
+    head, stride = min(n, 2 * int(sizes[fast]) + 2), max(1, n // 256)
+    rows = np.concatenate([np.arange(head), np.arange(0, n, stride), [n - 1]])
+    sampled = np.concatenate([np.asarray(index_ds[:head]), np.asarray(index_ds[::stride]),
+                              np.asarray(index_ds[n - 1 : n])]).astype(np.int64)
+    expected = np.empty_like(sampled)
+    expected[:, fast], expected[:, 1 - fast] = rows % sizes[fast], rows // sizes[fast]
+    if int(np.prod(sizes)) != n or not np.array_equal(sampled, expected):
+        raise InputError(f"{dset.name} does not store its positions as a full 2-D grid, one position per row "
+                         "in scan order; autoreg reads only such grids.")
+    labels = [label.strip().lower() for label in _attr_list(index_ds, "labels")]
+    x_col = labels.index("x") if sorted(labels) == ["x", "y"] else fast
+    return _Grid(n_x=int(sizes[x_col]), n_y=int(sizes[1 - x_col]), x_col=x_col, y_col=1 - x_col,
+                 x_fastest=x_col == fast)
+
+
+def _usid_calibration(grid: _Grid, values_ds: Any, index_ds: Any) -> dict[str, Any]:
+    """Pixel size (mean spacing along X, Y), origin (position of pixel (0, 0)), units; None if degenerate."""
+    none = {"pixel_size_xy": None, "origin": None, "units": None}
+    if values_ds.shape != index_ds.shape:
+        return none
+    corner = np.asarray(values_ds[grid.flat_index(0, 0)], np.float64)
+    end_x = np.asarray(values_ds[grid.flat_index(grid.n_x - 1, 0)], np.float64)
+    end_y = np.asarray(values_ds[grid.flat_index(0, grid.n_y - 1)], np.float64)
+    size = ((end_x[grid.x_col] - corner[grid.x_col]) / max(grid.n_x - 1, 1),
+            (end_y[grid.y_col] - corner[grid.y_col]) / max(grid.n_y - 1, 1))
+    origin = (corner[grid.x_col], corner[grid.y_col])
+    if not np.all(np.isfinite(size + origin)) or 0.0 in size:
+        return none
+    units = _attr_list(values_ds, "units") or _attr_list(index_ds, "units")
+    unit = (units[grid.x_col] if len(units) > grid.x_col else units[0]) if units else ""
+    return {"pixel_size_xy": (float(size[0]), float(size[1])), "origin": (float(origin[0]), float(origin[1])),
+            "units": unit.strip() or None}
+
+
+def _spectral_meta(spec_values: Any, spec_indices: Any) -> dict[str, Any]:
+    return {"labels": _attr_list(spec_values, "labels") or _attr_list(spec_indices, "labels"),
+            "units": _attr_list(spec_values, "units") or _attr_list(spec_indices, "units"),
+            "values": np.atleast_2d(np.asarray(spec_values[()], np.float64))}
+
+
+def _value_units(dset: Any) -> str | None:
+    units = _attr_list(dset, "units")
+    return (units[0].strip() or None) if units else None
+
+
+def _read_usid(dset: Any, anc: dict[str, Any], label: str, max_pixels: int | None,
+               *, cube: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    grid = _usid_grid(dset, anc["Position_Indices"])
+    _image_shape((grid.n_y, grid.n_x), label, _HINT_HDF5, max_pixels)
+    n_spec = int(dset.shape[1])
+    if n_spec == 0:
+        raise InputError(f"Input {label} holds no values (0 spectroscopic steps per position).")
+    if n_spec != 1 and not cube:
+        raise InputError(f"Input {label} is a spectroscopic cube ({grid.n_x} x {grid.n_y} positions x "
+                         f"{n_spec} steps); register a 2-D channel of the same scan and pass this cube along "
+                         "(--cube).")
+    meta = {**_usid_calibration(grid, anc["Position_Values"], anc["Position_Indices"]),
+            "value_units": _value_units(dset),
+            "spectral": _spectral_meta(anc["Spectroscopic_Values"], anc["Spectroscopic_Indices"])}
+    data = grid.to_image(_read(dset))
+    return (data if cube else data[:, :, 0]), meta
+
+
+def _read_hdf5(path: Path, dataset: str, label: str, max_pixels: int | None,
+               *, cube: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    """Pixels and metadata of one dataset: USID (reshaped, calibrated) or plain (as stored)."""
+    with _open_hdf5(path) as f:
+        dset = _dataset(f, path, dataset)
+        try:
+            anc = _usid_ancillaries(dset)
+            if anc is not None:
+                return _read_usid(dset, anc, label, max_pixels, cube=cube)
+        except InputError:
+            raise
+        except (KeyError, ValueError, OSError, TypeError, IndexError) as err:
+            raise InputError(f"{dataset} in {path} has unreadable USID ancillary datasets: {err}.") from err
+        if cube:
+            raise InputError(f"{dataset} in {path} is not a USID main dataset with a spectroscopic "
+                             "dimension; a cube is read from one.")
+        if dset.shape is None:
+            raise InputError(f"{dataset} in {path} holds no data (an empty dataset).")
+        _image_shape(dset.shape, label, _HINT_HDF5, max_pixels)
+        return _read(dset), {"value_units": _value_units(dset)}
+
+
+# ------------------------------------------------------------------------------------ TIFF, PNG/JPEG, NPY
+
+
+def _tiff_colour_axis(series: Any) -> int | None:
+    """Axis of the samples of an 8/16-bit RGB(A) TIFF photo; None for grayscale, stacks and float 'RGB'."""
+    import tifffile
+
+    axis = series.axes.find("S")
+    is_photo = series.keyframe.photometric == tifffile.PHOTOMETRIC.RGB and np.dtype(series.dtype).kind in "u"
+    return axis if is_photo and axis >= 0 and series.shape[axis] in (3, 4) else None
+
+
+def _read_tiff(path: Path, label: str, max_pixels: int | None) -> np.ndarray:
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
-            _check_budget(tuple(s for s in series.shape if s > 1)[-2:] or series.shape, name, max_pixels)
-            return series.asarray()
-    except (tifffile.TiffFileError, ValueError, IndexError, OSError, EOFError) as err:
-        raise InputError(f"Cannot read TIFF {path} (corrupt, truncated or not a TIFF): {err}.") from err
+            colour = _tiff_colour_axis(series)
+            shape = tuple(s for i, s in enumerate(series.shape) if i != colour)
+            _image_shape(shape, label, _HINT_TIFF, max_pixels)
+            data = series.asarray()
+    except InputError:
+        raise
+    except (tifffile.TiffFileError, ValueError, IndexError, KeyError, TypeError, OSError, EOFError,
+            struct.error, NotImplementedError) as err:
+        raise InputError(f"Cannot read TIFF {path} (corrupt, truncated, not a TIFF, or an unsupported "
+                         f"compression): {err}.") from err
+    if colour is None:
+        return data
+    data = np.moveaxis(data, colour, -1)
+    return _luminance(data[..., :3], data[..., 3] if data.shape[-1] == 4 else None)
 
 
-def _read_raster(path: Path, name: str) -> np.ndarray:
+def _raster_header_shape(path: Path) -> tuple[int, int] | None:
+    """``(rows, cols)`` from a PNG IHDR or JPEG SOF header, without decoding; None when not found."""
+    with open(path, "rb") as fh:
+        head = fh.read(24)
+        if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
+            width, height = struct.unpack(">II", head[16:24])
+            return height, width
+        if head[:2] != b"\xff\xd8":
+            return None
+        fh.seek(2)
+        while (marker := fh.read(2))[:1] == b"\xff" and len(marker) == 2:
+            kind = marker[1]
+            if kind == 0xFF:  # fill byte
+                fh.seek(-1, os.SEEK_CUR)
+                continue
+            if kind == 0x01 or 0xD0 <= kind <= 0xD8:  # markers without a length
+                continue
+            size = fh.read(2)
+            if kind in (0xD9, 0xDA) or len(size) < 2 or struct.unpack(">H", size)[0] < 2:  # no frame header
+                return None
+            if 0xC0 <= kind <= 0xCF and kind not in (0xC4, 0xC8, 0xCC):  # start of frame
+                frame = fh.read(5)
+                if len(frame) < 5:
+                    return None
+                _, height, width = struct.unpack(">BHH", frame)
+                return (height, width) if height else None
+            fh.seek(struct.unpack(">H", size)[0] - 2, os.SEEK_CUR)
+    return None
+
+
+def _read_raster(path: Path, label: str, max_pixels: int | None) -> np.ndarray:
     import cv2
 
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    try:
+        shape = _raster_header_shape(path)
+        if shape is not None:
+            _image_shape(shape, label, "", max_pixels)
+        buffer = np.fromfile(path, np.uint8)  # imdecode, unlike imread, takes any path on any OS
+    except OSError as err:
+        raise InputError(f"Cannot open {path}: {err.strerror or err}.") from err
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # no decoder chatter on stderr
+    try:
+        image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
+    finally:
+        cv2.utils.logging.setLogLevel(level)
     if image is None:
         raise InputError(f"Cannot read image {path} (corrupt, truncated or not a {path.suffix[1:].upper()}).")
-    if image.ndim == 3:
-        code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
-        image = cv2.cvtColor(image, code)
+    if image.ndim == 3 and image.shape[2] >= 3:  # OpenCV order: BGR(A)
+        return _luminance(image[..., 2::-1], image[..., 3] if image.shape[2] == 4 else None)
     return image
 
 
-def _read_npy(path: Path, name: str, max_pixels: int | None) -> np.ndarray:
+def _read_npy(path: Path, label: str, max_pixels: int | None) -> np.ndarray:
     try:
         mapped = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
-        raise InputError(f"Cannot read NPY {path} (corrupt, truncated, or holds Python objects): {err}.") from err
-    shape = tuple(s for s in mapped.shape if s > 1)
-    if len(shape) >= 2:
-        _check_budget(shape[-2:], name, max_pixels)
-    return np.array(mapped)
+        raise InputError(f"Cannot read NPY {path} (corrupt, truncated, or holds Python objects): "
+                         f"{err}.") from err
+    if not isinstance(mapped, np.ndarray):
+        mapped.close()
+        raise InputError(f"{path} is an NPZ archive of several arrays; save the image alone with np.save.")
+    try:
+        _image_shape(mapped.shape, label, _HINT_NPY, max_pixels)  # from the header: nothing read yet
+        return np.array(mapped)
+    finally:
+        del mapped  # unmaps the file
 
 
-def load_image(source: Any, *, name: str | None = None, max_pixels: int | None = None) -> Image:
-    """Read a 2-D image with its physical calibration.
+# ------------------------------------------------------------------------------------------ public readers
 
-    Parameters
-    ----------
-    source : str, path, ndarray or Image
-        ``FILE.h5::/dataset``, a TIFF/PNG/JPEG/NPY path, an array, or an Image (returned as is).
-    name : str, optional
-        Name used in messages; defaults to the spec.
-    max_pixels : int, optional
-        Refuse images with more pixels than this (checked before reading where the format allows).
 
-    Returns
-    -------
-    Image
-        Float data (float32, or float64 for float64 input), NaN where the input is not finite.
-
-    Raises
-    ------
-    InputError
-        Missing, unreadable or unsupported input; not 2-D; too small; no finite pixel; over budget.
-    """
-    if isinstance(source, Image):
-        return source
-    hint = "pick one 2-D image (a slice, or a dataset path to a 2-D channel)."
-    if isinstance(source, np.ndarray) or (not isinstance(source, (str, os.PathLike)) and hasattr(source, "__array__")):
-        label = name or "the array"
-        array = np.asarray(source)
-        _check_budget(np.squeeze(array).shape, label, max_pixels)
-        return _finish_image(array, label, hint)
-    if not isinstance(source, (str, os.PathLike)):
-        raise InputError(f"Cannot read an image from a {type(source).__name__}; give a path or an array.")
-    path, dataset = parse_spec(source)
-    label = name or os.fspath(source)
+def _load_file(path: Path, dataset: str | None, label: str, max_pixels: int | None) -> Image:
     suffix = path.suffix.lower()
     if dataset is not None or suffix in _HDF5_SUFFIXES:
         if dataset is None:
             raise InputError(f"{path} is an HDF5 file; name a dataset: {path}::/path/to/dataset.")
         data, meta = _read_hdf5(path, dataset, label, max_pixels, cube=False)
         meta.pop("spectral", None)
-        return _finish_image(data, label, hint, **meta)
+        return _finish_image(data, label, _HINT_HDF5, max_pixels, **meta)
     _require_file(path)
     if suffix in _TIFF_SUFFIXES:
-        return _finish_image(_read_tiff(path, label, max_pixels), label, hint)
+        return _finish_image(_read_tiff(path, label, max_pixels), label, _HINT_TIFF, max_pixels)
     if suffix in _RASTER_SUFFIXES:
-        image = _read_raster(path, label)
-        _check_budget(image.shape, label, max_pixels)
-        return _finish_image(image, label, hint)
+        return _finish_image(_read_raster(path, label, max_pixels), label, "", max_pixels)
     if suffix == ".npy":
-        return _finish_image(_read_npy(path, label, max_pixels), label, hint)
-    raise InputError(f"Unsupported file type {suffix or '(none)'} for {path}; use HDF5 (FILE.h5::/dataset), TIFF, "
-                     "PNG, JPEG or NPY.")
+        return _finish_image(_read_npy(path, label, max_pixels), label, _HINT_NPY, max_pixels)
+    raise InputError(f"Unsupported file type {suffix or '(none)'} for {path}; use HDF5 (FILE.h5::/dataset), "
+                     "TIFF, PNG, JPEG, BMP or NPY.")
 
 
-def load_cube(spec: str | os.PathLike[str], *, max_pixels: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-    """Read a USID spectroscopic main dataset as an array of shape (n_y, n_x, n_spectral).
+def load_image(source: Any, *, name: str | None = None, max_pixels: int | None = None) -> Image:
+    """Read a 2-D image, with its physical calibration when the file has one.
+
+    Parameters
+    ----------
+    source : str, path, array_like or Image
+        ``FILE.h5::/path/to/dataset`` (USID main dataset or plain 2-D dataset), a TIFF, PNG, JPEG, BMP or NPY
+        path, an array, or an :class:`~autoreg.datatypes.Image` (returned as is).
+    name : str, optional
+        Name used in messages and stored in ``Image.name``; defaults to the spec (``"array"`` for arrays).
+    max_pixels : int, optional
+        Refuse images with more pixels than this, checked before the pixels are read where the format allows.
 
     Returns
     -------
-    cube : ndarray of float32, shape (rows, cols, bands)
-    metadata : dict
-        ``pixel_size_xy``, ``origin``, ``units``, ``value_units`` and ``spectral`` (labels, units, values).
+    Image
+        ``data`` as float32 (float64 for float64 and 32/64-bit integer input), NaN where the input is not
+        finite; for USID, ``pixel_size_xy``, ``origin`` and ``units`` from ``Position_Values`` and
+        ``value_units`` from the dataset's ``units``. See the module notes for the USID axis order.
 
     Raises
     ------
     InputError
+        Missing, unreadable, corrupt or unsupported input; bad dataset path or a group; a stack, cube or other
+        non-2-D shape; smaller than 8 x 8; over ``max_pixels``; complex or non-numeric; no finite pixel.
+
+    Examples
+    --------
+    >>> load_image(np.eye(8, dtype=np.uint8)).data.dtype
+    dtype('float32')
+    """
+    if isinstance(source, Image):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        path, dataset = parse_spec(source)
+        return _load_file(path, dataset, name or os.fspath(source), max_pixels)
+    if isinstance(source, np.ndarray) or hasattr(source, "__array__"):
+        label = name or "array"
+        array = np.asarray(source)
+        _image_shape(array.shape, label, _HINT_ARRAY, max_pixels)
+        return _finish_image(array, label, _HINT_ARRAY, max_pixels)
+    raise InputError(f"Cannot read an image from a {type(source).__name__}; give a path, a spec or an array.")
+
+
+def load_cube(spec: str | os.PathLike[str], *,
+              max_pixels: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read a USID main dataset with a spectroscopic dimension as an array ``(rows, cols, bands)``.
+
+    Parameters
+    ----------
+    spec : str or path
+        ``FILE.h5::/path/to/dataset`` of a USID main dataset (e.g. STS: 40 x 40 positions x 256 bias steps).
+    max_pixels : int, optional
+        Refuse more positions than this, before reading.
+
+    Returns
+    -------
+    cube : ndarray of float32, shape (n_y, n_x, n_spectral)
+        Rows = Y, columns = X, NaN where not finite. Several spectroscopic dimensions are flattened into the
+        last axis in file order (as stored).
+    metadata : dict
+        ``pixel_size_xy``, ``origin``, ``units`` (positions), ``value_units`` (the data), and ``spectral``: a
+        dict of ``labels`` and ``units`` (lists of str, one per spectroscopic dimension) and ``values``
+        (ndarray of shape (n_spectral_dims, n_spectral), e.g. the bias of each step).
+
+    Raises
+    ------
+    InputError
+        Not ``FILE.h5::/dataset``; not a USID main dataset; not a 2-D position grid; over ``max_pixels``;
+        complex or non-numeric; or any reading error of :func:`load_image`.
     """
     path, dataset = parse_spec(spec)
     if dataset is None:
         raise InputError(f"A cube is read from a USID dataset: {path}::/path/to/dataset.")
-    data, meta = _read_hdf5(path, dataset, os.fspath(spec), max_pixels, cube=True)
-    return _as_float(data, os.fspath(spec)).astype(np.float32), meta
+    label = os.fspath(spec)
+    data, meta = _read_hdf5(path, dataset, label, max_pixels, cube=True)
+    return _as_float(data, label, np.float32), meta
+
+
+def _points_header(row: list[str], path: Path) -> list[int]:
+    """Column of each of ``POINTS_HEADER`` in the header ``row``; InputError naming what is wrong."""
+    header = [cell.strip().lower() for cell in row]
+    if sorted(header) == sorted(POINTS_HEADER):
+        return [header.index(c) for c in POINTS_HEADER]
+    missing = [c for c in POINTS_HEADER if c not in header]
+    extra = [c for c in header if c not in POINTS_HEADER or header.count(c) > 1]
+    problems = "; ".join(p for p in (missing and f"missing {', '.join(missing)}",
+                                     extra and f"unexpected {', '.join(dict.fromkeys(extra))}") if p)
+    raise InputError(f"Points file {path} has the header {','.join(row)!r} ({problems}); the first line must "
+                     f"be {','.join(POINTS_HEADER)} (comma-separated, any order).")
+
+
+def _points_row(row: list[str], columns: list[int], path: Path, line: int) -> list[float]:
+    if len(row) != len(POINTS_HEADER):
+        raise InputError(f"Points file {path}, line {line}: {len(row)} fields, expected "
+                         f"{len(POINTS_HEADER)}.")
+    try:
+        numbers = [float(row[c]) for c in columns]
+    except ValueError as err:
+        raise InputError(f"Points file {path}, line {line}: not a number ({err}).") from err
+    if not np.all(np.isfinite(numbers)):
+        raise InputError(f"Points file {path}, line {line}: NaN or infinite coordinate.")
+    return numbers
 
 
 def load_points(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Read control points from a CSV with header ``fixed_x,fixed_y,moving_x,moving_y`` (any column order).
+    """Read control points from a CSV with the header ``fixed_x,fixed_y,moving_x,moving_y`` (any order).
+
+    Blank lines are skipped; whitespace around names and numbers is ignored. Whether the points are enough,
+    spread out and inside the images is checked later, not here.
+
+    Parameters
+    ----------
+    path : str or path
 
     Returns
     -------
     fixed_xy, moving_xy : ndarray of shape (N, 2)
+        Pixel coordinates (x = column, y = row).
 
     Raises
     ------
     InputError
-        Missing or empty file, wrong header, wrong field count, non-numeric or non-finite values.
+        Missing, unreadable or empty file; wrong header; no points; a line with the wrong number of fields,
+        or a value that is not a finite number (the message names the line).
     """
     path = Path(path)
     _require_file(path)
@@ -343,44 +676,61 @@ def load_points(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(f"Cannot read points file {path}: {err}.") from err
-    rows = [r for r in csv.reader(text.splitlines()) if any(cell.strip() for cell in r)]
+    reader = csv.reader(text.splitlines())
+    rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
     if not rows:
-        raise InputError(f"Points file {path} is empty; it needs the header {','.join(POINTS_HEADER)} and rows.")
-    header = [c.strip().lower() for c in rows[0]]
-    if sorted(header) != sorted(POINTS_HEADER):
-        raise InputError(f"Points file {path} has header {','.join(header)}; it must be {','.join(POINTS_HEADER)}.")
-    columns = [header.index(c) for c in POINTS_HEADER]
-    values = []
-    for line_no, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise InputError(f"Points file {path}, line {line_no}: {len(row)} fields, expected {len(header)}.")
-        try:
-            numbers = [float(row[c]) for c in columns]
-        except ValueError as err:
-            raise InputError(f"Points file {path}, line {line_no}: not a number ({err}).") from err
-        if not np.all(np.isfinite(numbers)):
-            raise InputError(f"Points file {path}, line {line_no}: NaN or infinite coordinate.")
-        values.append(numbers)
+        raise InputError(f"Points file {path} is empty; it needs the header {','.join(POINTS_HEADER)} and "
+                         "one line per point.")
+    columns = _points_header(rows[0][1], path)
+    values = [_points_row(row, columns, path, line) for line, row in rows[1:]]
     if not values:
-        raise InputError(f"Points file {path} has a header but no points.")
-    table = np.array(values, float)
+        raise InputError(f"Points file {path} has a header but no points; add one line per point.")
+    table = np.array(values, np.float64)
     return table[:, 0:2], table[:, 2:4]
+
+
+# ------------------------------------------------------------------------------------------------ writers
+
+
+def _create_temp(target: Path) -> Path:
+    """Create an empty hidden file ``.NAME.tmp-XXXXXXXX.SUFFIX`` beside ``target`` (0666 minus umask)."""
+    for _ in range(100):
+        tmp = target.with_name(f".{target.name}.tmp-{secrets.token_hex(4)}{target.suffix}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"Cannot create a temporary file beside {target}.")
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success, remove it on any error.
 
-    The temporary name keeps the suffix, so writers that look at it (tifffile, numpy) behave.
+    The temporary file is created empty, hidden (``.NAME.tmp-XXXXXXXX.SUFFIX``) and keeps the suffix, so
+    writers that look at it (tifffile, matplotlib) behave. Any exception, KeyboardInterrupt included, removes
+    it and leaves ``path`` untouched; a killed process leaves ``path`` untouched and a stray hidden file.
+
+    Parameters
+    ----------
+    path : str or path
+        The final file; its directory must exist.
+
+    Yields
+    ------
+    Path
+        Where to write.
+
+    Examples
+    --------
+    >>> with atomic_path(tmp_dir / "out.json") as tmp:     # doctest: +SKIP
+    ...     tmp.write_text("{}")
     """
     target = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    umask = os.umask(0)
-    os.umask(umask)
+    tmp = _create_temp(target)
     try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
         yield tmp
         os.replace(tmp, target)
     except BaseException:
@@ -390,27 +740,48 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def write_image(path: str | os.PathLike[str], array: np.ndarray) -> Path:
-    """Write ``array`` as float32 TIFF (``.tif``/``.tiff``) or NPY (``.npy``), atomically."""
+    """Write ``array`` as float32 TIFF (``.tif``/``.tiff``) or NPY (``.npy``), atomically.
+
+    Parameters
+    ----------
+    path : str or path
+    array : array_like
+        2-D image (or a stack, written as grayscale pages / as is).
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    InputError
+        Any other extension.
+    """
     target = Path(path)
     suffix = target.suffix.lower()
     if suffix not in _TIFF_SUFFIXES | {".npy"}:
         raise InputError(f"Cannot write {target.name}: use a .tif, .tiff or .npy output.")
+    data = np.asarray(array, np.float32)
     with atomic_path(target) as tmp:
         if suffix == ".npy":
             with open(tmp, "wb") as fh:
-                np.save(fh, np.asarray(array, np.float32))
+                np.save(fh, data)
         else:
             import tifffile
 
-            tifffile.imwrite(tmp, np.asarray(array, np.float32))
+            tifffile.imwrite(tmp, data, photometric="minisblack")
     return target
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Write ``obj`` as JSON, atomically."""
+    """Write ``obj`` as indented JSON, atomically; numpy values become Python, NaN and infinities ``null``."""
+    from .report import jsonable
+
     target = Path(path)
+    text = json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n"
     with atomic_path(target) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
     return target
 
 
@@ -421,29 +792,46 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def check_output_path(path: str | os.PathLike[str], *, inputs: list[Path], overwrite: bool,
-                      suffixes: set[str] | None = None) -> Path:
+def check_output_path(path: str | os.PathLike[str], *, inputs: Sequence[str | os.PathLike[str]],
+                      overwrite: bool, suffixes: set[str] | None = None) -> Path:
     """Refuse an output path that would harm an input or an existing file, before any work is done.
+
+    Parameters
+    ----------
+    path : str or path
+        The output file.
+    inputs : sequence of str or path
+        Input files (``FILE.h5::/dataset`` specs count as their file); symlinks and hard links are resolved.
+    overwrite : bool
+        Whether an existing output may be replaced.
+    suffixes : set of str, optional
+        Allowed extensions (lower case, with the dot).
+
+    Returns
+    -------
+    Path
 
     Raises
     ------
     InputError
-        The output is an input, exists without ``overwrite``, has an unsupported suffix, or its directory is
-        missing or not a directory.
+        Unsupported suffix; the output is an input; its directory is missing, not a directory or not writable;
+        it is a directory; it exists and ``overwrite`` is False.
     """
     target = Path(path)
     if suffixes is not None and target.suffix.lower() not in suffixes:
         raise InputError(f"Cannot write {target.name}: use one of {', '.join(sorted(suffixes))}.")
     for source in inputs:
-        if _same_file(target, Path(source)):
+        if _same_file(target, Path(os.fspath(source).split("::", 1)[0])):
             raise InputError(f"Output {target} is also an input; choose another output path.")
-    parent = target.parent if str(target.parent) else Path(".")
+    parent = target.parent
     if not parent.exists():
         raise InputError(f"Output directory {parent} does not exist; create it first.")
     if not parent.is_dir():
         raise InputError(f"Output directory {parent} is not a directory.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"Output directory {parent} is not writable; choose another output path.")
+    if target.is_dir():
+        raise InputError(f"Output {target} is a directory; give a file name.")
     if target.exists() and not overwrite:
         raise InputError(f"Output {target} already exists; pass --overwrite to replace it.")
-    if target.exists() and target.is_dir():
-        raise InputError(f"Output {target} is a directory; give a file name.")
     return target
