@@ -8,6 +8,7 @@ from .config import RegistrationConfig
 from .datatypes import Fit, Matches
 from .errors import InputError
 from .estimate import fit_pair
+from .geometry import is_collinear
 from .models import min_points
 
 __all__ = ["validate_points", "fit_points"]
@@ -49,8 +50,7 @@ def validate_points(
             raise InputError(f"Duplicate {name} control points; each point must be distinct.")
     if need >= 3:
         for name, xy in (("fixed", fixed_xy), ("moving", moving_xy)):
-            sv = np.linalg.svd(xy - xy.mean(axis=0), compute_uv=False)
-            if sv[-1] <= 1e-6 * max(sv[0], 1e-12):
+            if is_collinear(xy):
                 raise InputError(f"The {name} control points are collinear; the {model} model needs points spread in 2-D.")
     for name, xy, shape in (("fixed", fixed_xy, fixed_shape), ("moving", moving_xy, moving_shape)):
         bad = np.flatnonzero(_outside(xy, shape))

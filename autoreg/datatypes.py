@@ -104,6 +104,13 @@ class Matches:
         return int(self.fixed_xy.shape[0])
 
 
+def _mapped(transform: Any, xy: np.ndarray, model: str) -> np.ndarray:
+    out = np.array(transform(np.asarray(xy, float).reshape(-1, 2)), dtype=np.float64)
+    if model == "piecewise-affine":  # scikit-image marks points outside the mesh with -1
+        out[np.all(out == -1, axis=1)] = np.nan
+    return out
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Fit:
     """An estimated transform.
@@ -142,6 +149,14 @@ class Fit:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inliers", _readonly(self.inliers, bool))
+
+    def to_fixed(self, moving_xy: np.ndarray) -> np.ndarray:
+        """Fixed (x, y) of moving points, shape (N, 2); NaN where the transform maps nothing (outside a mesh)."""
+        return _mapped(self.moving_to_fixed, moving_xy, self.model)
+
+    def to_moving(self, fixed_xy: np.ndarray) -> np.ndarray:
+        """Moving (x, y) of fixed points, shape (N, 2); NaN where the transform maps nothing (outside a mesh)."""
+        return _mapped(self.fixed_to_moving, fixed_xy, self.model)
 
     @property
     def n_inliers(self) -> int:

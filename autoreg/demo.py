@@ -33,18 +33,12 @@ def fixture_path(out_dir: Path) -> Path:
 
 def _grid_error_px(fit: Any, truth: Any, moving_shape: tuple[int, int]) -> float:
     """Mean error (fixed px) over a 5×5 grid spanning the moving image; grid points a mesh cannot map skipped."""
+    from .geometry import mean_grid_distance
     from .synthetic import true_moving_to_fixed
 
     if fit is None:
         return float("nan")
-    rows, cols = moving_shape
-    gy, gx = np.mgrid[0 : rows - 1 : 5j, 0 : cols - 1 : 5j]
-    grid = np.column_stack([gx.ravel(), gy.ravel()])
-    mapped = np.asarray(fit.moving_to_fixed(grid), float)
-    inside = ~np.all(mapped == -1, axis=1)
-    if not inside.any():
-        return float("nan")
-    return float(np.mean(np.linalg.norm(mapped[inside] - true_moving_to_fixed(grid[inside], truth), axis=1)))
+    return mean_grid_distance(fit.to_fixed, lambda xy: true_moving_to_fixed(xy, truth), moving_shape)
 
 
 def compare_models(fixed: Any, moving: Any, *, title: str, error_px: Any = None, moving_pixel_px: float = 1.0,

@@ -15,6 +15,7 @@ import numpy as np
 from .config import RegistrationConfig
 from .datatypes import Fit, Matches
 from .errors import EstimationError, InsufficientLandmarksError
+from .geometry import is_collinear
 from .models import estimate_kwargs, is_global, min_points, transform_class
 
 __all__ = [
@@ -84,7 +85,7 @@ def fit_transform(model: str, src_xy: np.ndarray, dst_xy: np.ndarray, *, polynom
         raise InsufficientLandmarksError(f"The {model} model needs at least {need} points, got {len(src_xy)}.")
     if not (np.all(np.isfinite(src_xy)) and np.all(np.isfinite(dst_xy))):
         raise EstimationError("Points contain NaN or infinite coordinates.")
-    if need >= 3 and (_is_collinear(src_xy) or _is_collinear(dst_xy)):
+    if need >= 3 and (is_collinear(src_xy) or is_collinear(dst_xy)):
         raise EstimationError(f"The {model} model cannot be fitted to collinear points.")
     cls = transform_class(model)
     scaled = model in ("translation", "rigid") and prior_scale != 1.0
@@ -98,12 +99,6 @@ def fit_transform(model: str, src_xy: np.ndarray, dst_xy: np.ndarray, *, polynom
         tf = SimilarityTransform(matrix=tf.params @ np.diag([prior_scale, prior_scale, 1.0]))
     _check_finite_transform(tf, model)
     return tf
-
-
-def _is_collinear(xy: np.ndarray) -> bool:
-    centred = xy - xy.mean(axis=0)
-    sv = np.linalg.svd(centred, compute_uv=False)
-    return bool(sv[0] == 0 or sv[-1] / sv[0] < 1e-6)
 
 
 def _inverse(forward: Any, model: str) -> Any:

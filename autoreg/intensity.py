@@ -14,6 +14,7 @@ import numpy as np
 from .config import RegistrationConfig
 from .datatypes import Fit, Matches
 from .errors import EstimationError
+from .geometry import apply_matrix, grid_xy, mean_grid_distance
 from .preprocess import WorkingView
 
 __all__ = ["fourier_mellin", "refine_ecc", "intensity_fit", "refine_fit", "ECC_MOTION"]
@@ -171,13 +172,9 @@ def intensity_fit(fixed_view: WorkingView, moving_view: WorkingView, model: str,
                               inverted=inverted)
     working = refined
     # Express in original pixels through correspondences on a grid over the moving image.
-    rows, cols = moving_view.unit.shape
-    gy, gx = np.mgrid[0 : rows - 1 : 7j, 0 : cols - 1 : 7j]
-    view_xy = np.column_stack([gx.ravel(), gy.ravel(), np.ones(gx.size)])
-    fixed_view_xy = view_xy @ working.T
-    fixed_view_xy = fixed_view_xy[:, :2] / fixed_view_xy[:, 2:]
-    moving_xy = (view_xy @ moving_view.to_original.T)[:, :2]
-    fixed_xy = (np.column_stack([fixed_view_xy, np.ones(len(fixed_view_xy))]) @ fixed_view.to_original.T)[:, :2]
+    view_xy = grid_xy(moving_view.unit.shape, 7)
+    moving_xy = apply_matrix(moving_view.to_original, view_xy)
+    fixed_xy = apply_matrix(fixed_view.to_original @ working, view_xy)
     forward, backward = fit_pair(fitted, moving_xy, fixed_xy, prior_scale=prior_scale)
     why = f"intensity (Fourier-Mellin + ECC, correlation {rho:.3f}{', inverted contrast' if inverted else ''})"
     if fitted != model:
@@ -213,16 +210,12 @@ def refine_fit(fit: Fit, fixed_view: WorkingView, moving_view: WorkingView, conf
         refined, rho = refine_ecc(fixed_view, moving_view, initial, fit.model, iterations=config.refine_iterations)
     except EstimationError:
         return fit, float("nan")
-    rows, cols = moving_view.unit.shape
-    gy, gx = np.mgrid[0 : rows - 1 : 5j, 0 : cols - 1 : 5j]
-    grid = np.column_stack([gx.ravel(), gy.ravel(), np.ones(gx.size)])
-    a, b = grid @ initial.T, grid @ refined.T
-    shift = float(np.mean(np.linalg.norm(a[:, :2] / a[:, 2:] - b[:, :2] / b[:, 2:], axis=1)))
+    shift = mean_grid_distance(lambda xy: apply_matrix(initial, xy), lambda xy: apply_matrix(refined, xy),
+                               moving_view.unit.shape)
     if not shift <= config.refine_max_shift_wpx:
         return fit, shift
     matrix = fixed_view.to_original @ refined @ np.linalg.inv(moving_view.to_original)
-    moving_xy = (grid @ moving_view.to_original.T)[:, :2]
-    fixed_h = np.column_stack([moving_xy, np.ones(len(moving_xy))]) @ matrix.T
-    forward, backward = fit_pair(fit.model, moving_xy, fixed_h[:, :2] / fixed_h[:, 2:], prior_scale=prior_scale)
+    moving_xy = apply_matrix(moving_view.to_original, grid_xy(moving_view.unit.shape))
+    forward, backward = fit_pair(fit.model, moving_xy, apply_matrix(matrix, moving_xy), prior_scale=prior_scale)
     why = (fit.why + "; " if fit.why else "") + f"refined by ECC (correlation {rho:.3f}, moved {shift:.2f} working px)"
     return dataclasses.replace(fit, moving_to_fixed=forward, fixed_to_moving=backward, why=why), shift

@@ -7,6 +7,7 @@ import numpy as np
 from .config import RegistrationConfig
 from .datatypes import Matches
 from .errors import InsufficientLandmarksError
+from .geometry import apply_matrix
 from .preprocess import WorkingView
 
 __all__ = ["detect", "find_matches", "to_original_xy"]
@@ -14,8 +15,7 @@ __all__ = ["detect", "find_matches", "to_original_xy"]
 
 def to_original_xy(view: WorkingView, view_xy: np.ndarray) -> np.ndarray:
     """Map working-view (x, y) points to the original image's pixel (x, y)."""
-    homogeneous = np.column_stack([view_xy, np.ones(len(view_xy))])
-    return (homogeneous @ view.to_original.T)[:, :2]
+    return apply_matrix(view.to_original, view_xy)
 
 
 def detect(view: WorkingView, config: RegistrationConfig, detector: str = "orb") -> tuple[np.ndarray, np.ndarray | None]:

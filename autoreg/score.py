@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .datatypes import Fit, Scores
+from .geometry import grid_xy
 
 __all__ = [
     "masked_pearson",
@@ -159,9 +160,7 @@ def grid_uncertainty(fit: Fit, moving_shape: tuple[int, int], *, polynomial_orde
         return float("nan")
     residual = np.asarray(fit.moving_to_fixed(moving_xy)) - fixed_xy
     variance = float(np.sum(residual**2)) / dof
-    rows, cols = moving_shape
-    gy, gx = np.mgrid[0 : rows - 1 : complex(n), 0 : cols - 1 : complex(n)]
-    grid = _design(fit.model, np.column_stack([gx.ravel(), gy.ravel()]) / scale, polynomial_order)
+    grid = _design(fit.model, grid_xy(moving_shape, n) / scale, polynomial_order)
     try:
         inverse = np.linalg.inv(design.T @ design)
     except np.linalg.LinAlgError:

@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from .geometry import apply_matrix
+
 __all__ = [
     "GENERATOR_VERSION",
     "STS_BIAS_V",
@@ -54,7 +56,6 @@ __all__ = [
     "write_stm_sts_usid",
     "load_truth",
     "write_same_resolution_pair",
-    "grid_error",
 ]
 
 GENERATOR_VERSION = "2"  # 2: the STS terrace state moves with every terrace (1 clipped it above terrace 4)
@@ -188,11 +189,6 @@ def _sample(image: np.ndarray, xy: np.ndarray, *, order: int = 1) -> np.ndarray:
     return ndi.map_coordinates(image, [xy[..., 1], xy[..., 0]], order=order, mode="nearest")
 
 
-def _apply(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    h = np.concatenate([xy, np.ones(xy.shape[:-1] + (1,))], axis=-1) @ np.asarray(matrix, float).T
-    return h[..., :2] / h[..., 2:]
-
-
 def _pixel_grid(shape_rc: tuple[int, int]) -> np.ndarray:
     y, x = np.mgrid[: shape_rc[0], : shape_rc[1]].astype(float)
     return np.stack([x, y], axis=-1)
@@ -259,7 +255,7 @@ def make_pair(
         from scipy import ndimage as ndi
 
         source = ndi.gaussian_filter(scene.height, 0.4 * moving_scale, mode="nearest")
-    moving = _sample(source, _apply(matrix, _pixel_grid(moving_shape)), order=3)
+    moving = _sample(source, apply_matrix(matrix, _pixel_grid(moving_shape)), order=3)
     if contrast == "nonlinear":
         moving = _contrast(moving)
     elif contrast == "inverted":
@@ -308,7 +304,7 @@ def true_moving_to_fixed(moving_xy: np.ndarray, truth: StmStsTruth) -> np.ndarra
     """
     moving_xy = np.asarray(moving_xy, float)
     t = moving_xy[..., 1:2] / (truth.moving_rows - 1)
-    return _apply(truth.matrix, moving_xy) + np.asarray(truth.creep_xy) * t**2
+    return apply_matrix(truth.matrix, moving_xy) + np.asarray(truth.creep_xy) * t**2
 
 
 def _tip_blur(truth: StmStsTruth) -> float:
@@ -547,13 +543,3 @@ def write_same_resolution_pair(directory: str | Path, *, seed: int = 1, angle_de
         tmp.write_text(json.dumps({"moving_to_fixed_matrix": matrix.tolist(), "seed": seed,
                                    "version": GENERATOR_VERSION}, indent=2) + "\n")
     return matrix
-
-
-def grid_error(moving_to_fixed: Any, truth_fn: Any, moving_shape: tuple[int, int], n: int = 5) -> float:
-    """Mean distance (fixed px) between estimated and true positions of an n×n grid spanning the moving image."""
-    rows, cols = moving_shape
-    gy, gx = np.mgrid[0 : rows - 1 : complex(n), 0 : cols - 1 : complex(n)]
-    grid = np.column_stack([gx.ravel(), gy.ravel()])
-    return float(np.mean(np.linalg.norm(np.asarray(moving_to_fixed(grid)) - truth_fn(grid), axis=1)))
-
-

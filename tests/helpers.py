@@ -6,6 +6,7 @@ import numpy as np
 
 from autoreg.datatypes import Fit, Matches
 from autoreg.estimate import fit_pair
+from autoreg.geometry import apply_matrix
 
 
 def smooth_field(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -25,11 +26,20 @@ def fit_from_matrix(matrix: np.ndarray, model: str = "projective") -> Fit:
     """A Fit that holds exactly ``matrix`` (moving → fixed)."""
     rng = np.random.default_rng(0)
     moving_xy = rng.uniform(0, 100, (12, 2))
-    h = np.column_stack([moving_xy, np.ones(12)]) @ np.asarray(matrix, float).T
-    fixed_xy = h[:, :2] / h[:, 2:]
+    fixed_xy = apply_matrix(matrix, moving_xy)
     forward, backward = fit_pair(model, moving_xy, fixed_xy)
     return Fit(model=model, moving_to_fixed=forward, fixed_to_moving=backward, inliers=np.ones(12, bool),
                source="points", matches=Matches(fixed_xy=fixed_xy, moving_xy=moving_xy))
+
+
+def exact_fit(matrix: np.ndarray, model: str = "projective") -> Fit:
+    """A Fit whose transform is exactly ``matrix`` (moving → fixed) and its inverse, with no fitting round-off."""
+    from skimage.transform import ProjectiveTransform
+
+    matrix = np.asarray(matrix, float)
+    return Fit(model=model, moving_to_fixed=ProjectiveTransform(matrix=matrix),
+               fixed_to_moving=ProjectiveTransform(matrix=np.linalg.inv(matrix)), inliers=np.zeros(0, bool),
+               source="points", matches=Matches(np.zeros((0, 2)), np.zeros((0, 2))))
 
 
 def rigid_matrix(angle_deg: float, tx: float, ty: float, scale: float = 1.0) -> np.ndarray:

@@ -11,6 +11,7 @@ import pytest
 import tifffile
 from typer.testing import CliRunner
 
+from autoreg.geometry import apply_matrix
 from autoreg.cli import app
 from autoreg.report import CONTRACT_KEYS
 from autoreg.synthetic import make_pair
@@ -21,10 +22,6 @@ runner = CliRunner()
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
-
-def _apply(matrix, xy):
-    h = np.column_stack([xy, np.ones(len(xy))]) @ np.asarray(matrix).T
-    return h[:, :2] / h[:, 2:]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +49,7 @@ def test_ok_run_prints_exactly_one_json_object_and_exits_0(pair_files):
     matrix = np.array(payload["matrix"])
     assert matrix.shape == (3, 3)
     grid = np.array([[x, y] for x in (0, 80, 159) for y in (0, 80, 159)], float)
-    assert np.abs(_apply(matrix, grid) - _apply(pair.moving_to_fixed, grid)).max() < 1.0
+    assert np.abs(apply_matrix(matrix, grid) - apply_matrix(pair.moving_to_fixed, grid)).max() < 1.0
     assert before == {p.name: _sha(p) for p in folder.iterdir()}  # inputs untouched, nothing added
 
 
@@ -86,7 +83,7 @@ def test_low_confidence_exits_3_and_still_writes(pair_files, tmp_path):
     flat = tmp_path / "flat.npy"
     np.save(flat, np.ones((160, 160)))
     moving_xy = np.array([[40.0, 40.0], [120.0, 50.0], [80.0, 120.0]])
-    fixed_xy = _apply(pair.moving_to_fixed, moving_xy)
+    fixed_xy = apply_matrix(pair.moving_to_fixed, moving_xy)
     csv = tmp_path / "points.csv"
     csv.write_text("fixed_x,fixed_y,moving_x,moving_y\n" +
                    "".join(f"{f[0]},{f[1]},{m[0]},{m[1]}\n" for f, m in zip(fixed_xy, moving_xy)))

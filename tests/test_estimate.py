@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from helpers import rigid_matrix
 
+from autoreg.geometry import apply_matrix
 from autoreg.config import RegistrationConfig
 from autoreg.control_points import validate_points
 from autoreg.datatypes import Matches
@@ -17,8 +18,7 @@ CFG = RegistrationConfig()
 def _matches(matrix, n=200, outlier_fraction=0.4, noise=0.3, seed=0):
     rng = np.random.default_rng(seed)
     moving_xy = rng.uniform(0, 300, (n, 2))
-    h = np.column_stack([moving_xy, np.ones(n)]) @ matrix.T
-    fixed_xy = h[:, :2] / h[:, 2:] + rng.normal(0, noise, (n, 2))
+    fixed_xy = apply_matrix(matrix, moving_xy) + rng.normal(0, noise, (n, 2))
     bad = rng.random(n) < outlier_fraction
     fixed_xy[bad] = rng.uniform(0, 400, (int(bad.sum()), 2))
     return Matches(fixed_xy=fixed_xy, moving_xy=moving_xy), ~bad

@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from autoreg.geometry import apply_matrix, mean_grid_distance
 import autoreg
 from autoreg.datatypes import Image
 from autoreg.synthetic import (
     expected_spectra,
-    grid_error,
     load_truth,
     make_pair,
     make_stm_sts_pair,
@@ -21,10 +21,6 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 STM = f"{FIXTURES / 'stm_sts.h5'}::/Measurement_000/Channel_000/STM_Topography"
 STS_Z = f"{FIXTURES / 'stm_sts.h5'}::/Measurement_001/Channel_001/STS_Z_Contrast"
 
-
-def _apply(matrix, xy):
-    h = np.column_stack([xy, np.ones(len(xy))]) @ np.asarray(matrix).T
-    return h[:, :2] / h[:, 2:]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +35,7 @@ def test_fixture_hands_off_affine_is_accurate_and_ok(fixture_affine):
     assert result.verdict.level == "ok", result.verdict.reasons
     assert result.source == "features"
     # the matrix maps MOVING pixels to FIXED pixels: checked against the true mapping (affine + creep)
-    error = grid_error(lambda xy: _apply(result.matrix, xy), lambda g: true_moving_to_fixed(g, truth), (40, 40))
+    error = mean_grid_distance(lambda xy: apply_matrix(result.matrix, xy), lambda g: true_moving_to_fixed(g, truth), (40, 40))
     assert error / pitch <= 0.3
     assert result.scores.pearson > result.scores.pearson_before + 0.2
     assert result.scores.overlap_fraction > 0.9
@@ -59,7 +55,7 @@ def test_same_resolution_pair_within_one_pixel():
     matrix = np.array(json.loads((FIXTURES / "same_res_truth.json").read_text())["moving_to_fixed_matrix"])
     result = autoreg.register(FIXTURES / "same_res_fixed.tif", FIXTURES / "same_res_moving.tif", model="affine")
     assert result.verdict.level == "ok", result.verdict.reasons
-    error = grid_error(lambda xy: _apply(result.matrix, xy), lambda g: _apply(matrix, g), result.moving_shape)
+    error = mean_grid_distance(lambda xy: apply_matrix(result.matrix, xy), lambda g: apply_matrix(matrix, g), result.moving_shape)
     assert error <= 1.0
 
 
@@ -78,7 +74,7 @@ def test_every_global_model_recovers_its_own_transform(model):
     pair = make_pair(seed=11, fixed_shape=(256, 256), moving_shape=(256, 256), matrix=matrix)
     result = autoreg.register(pair.fixed, pair.moving, model=model)
     assert result.verdict.level == "ok", result.verdict.reasons
-    error = grid_error(lambda xy: _apply(result.matrix, xy), lambda g: _apply(matrix, g), (256, 256))
+    error = mean_grid_distance(lambda xy: apply_matrix(result.matrix, xy), lambda g: apply_matrix(matrix, g), (256, 256))
     assert error <= 1.0
 
 
@@ -117,7 +113,7 @@ def test_control_points_rescue_a_textureless_moving_image():
     pair = make_pair(seed=6)
     flat = np.ones((256, 256)) + np.linspace(0, 1e-6, 256)[None, :]
     moving_xy = np.array([[20.0, 30.0], [220.0, 40.0], [128.0, 200.0], [60.0, 150.0], [200.0, 220.0]])
-    fixed_xy = _apply(pair.moving_to_fixed, moving_xy)
+    fixed_xy = apply_matrix(pair.moving_to_fixed, moving_xy)
     result = autoreg.register(pair.fixed, flat, model="affine", points=(fixed_xy, moving_xy))
     assert result.source == "points"
     np.testing.assert_allclose(result.fit.matrix, pair.moving_to_fixed, atol=1e-6)
@@ -165,13 +161,13 @@ def test_uncertainty_covers_the_true_error_and_shrinks_with_more_points():
     for n in (20, 80, 320):
         for trial in range(30):
             moving_xy = rng.uniform(0, 200, (n, 2))
-            fixed_xy = _apply(matrix, moving_xy) + rng.normal(0, 1.0, (n, 2))
+            fixed_xy = apply_matrix(matrix, moving_xy) + rng.normal(0, 1.0, (n, 2))
             forward, backward = fit_pair("affine", moving_xy, fixed_xy)
             fit = Fit(model="affine", moving_to_fixed=forward, fixed_to_moving=backward, inliers=np.ones(n, bool),
                       source="features", matches=Matches(fixed_xy=fixed_xy, moving_xy=moving_xy))
             sigmas.setdefault(n, []).append(grid_uncertainty(fit, (200, 200)))
             if n == 80:
-                errors.append(grid_error(forward, lambda g: _apply(matrix, g), (200, 200)))
+                errors.append(mean_grid_distance(forward, lambda g: apply_matrix(matrix, g), (200, 200)))
     # the predicted standard error matches the observed RMS error of the mapped grid (within 30 %)
     observed = np.sqrt(np.mean(np.square(errors)))
     assert 0.7 < np.mean(sigmas[80]) / observed < 1.3
@@ -180,7 +176,7 @@ def test_uncertainty_covers_the_true_error_and_shrinks_with_more_points():
 
 def test_fixture_result_reports_its_uncertainty(fixture_affine):
     truth = load_truth(FIXTURES / "stm_sts.h5")
-    error = grid_error(lambda xy: _apply(fixture_affine.matrix, xy), lambda g: true_moving_to_fixed(g, truth), (40, 40))
+    error = mean_grid_distance(lambda xy: apply_matrix(fixture_affine.matrix, xy), lambda g: true_moving_to_fixed(g, truth), (40, 40))
     assert 0 < fixture_affine.scores.uncertainty_px < 10
     assert fixture_affine.to_dict()["uncertainty_px"] == pytest.approx(fixture_affine.scores.uncertainty_px)
     assert error < 6 * fixture_affine.scores.uncertainty_px + 2  # the creep is outside an affine model's error bar

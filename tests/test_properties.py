@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial import ConvexHull
 
+from autoreg.geometry import apply_matrix
 from autoreg.confidence import judge
 from autoreg.datatypes import Scores
 from autoreg.estimate import fit_pair
@@ -44,8 +45,7 @@ def test_exact_points_recover_the_matrix(model, p, seed):
     matrix = _matrix_for(model, *p)
     rng = np.random.default_rng(seed)
     moving_xy = rng.uniform(0, 200, (max(min_points(model), 4) + 3, 2))
-    h = np.column_stack([moving_xy, np.ones(len(moving_xy))]) @ matrix.T
-    fixed_xy = h[:, :2] / h[:, 2:]
+    fixed_xy = apply_matrix(matrix, moving_xy)
     forward, backward = fit_pair(model, moving_xy, fixed_xy)
     np.testing.assert_allclose(forward.params / forward.params[2, 2], matrix, atol=1e-6, rtol=1e-6)
     np.testing.assert_allclose(backward(forward(moving_xy)), moving_xy, atol=1e-6)

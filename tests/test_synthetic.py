@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from autoreg.geometry import apply_matrix
 from autoreg.io import load_cube, load_image
 from autoreg.synthetic import (
     GENERATOR_VERSION,
@@ -42,10 +43,6 @@ def _moving_grid(n_rows, n_cols):
 def _tip_sigma(truth):
     return 0.4 * truth.moving_pixel_nm / truth.fixed_pixel_nm
 
-
-def _apply(matrix, xy):
-    h = np.column_stack([xy, np.ones(len(xy))]) @ np.asarray(matrix, float).T
-    return h[:, :2] / h[:, 2:]
 
 
 def test_generation_is_deterministic():
@@ -112,7 +109,7 @@ def test_stm_sts_frame_and_creep_are_as_specified(stm):
     scales = np.linalg.svd(linear, compute_uv=False) * 40 / 1024
     assert np.all((0.75 < scales) & (scales < 0.85))  # the STS frame spans 75-85 % of the topography
     assert 2 <= abs(np.degrees(np.arctan2(linear[1, 0] - linear[0, 1], linear[0, 0] + linear[1, 1]))) <= 5
-    creep = positions - _apply(truth.matrix, _moving_grid(40, 40))
+    creep = positions - apply_matrix(truth.matrix, _moving_grid(40, 40))
     norm = np.linalg.norm(creep, axis=1).reshape(40, 40)
     assert np.all(norm[0] == 0) and 1.0 < norm[-1].max() < 5.0  # grows with the row (time), a few px at most
     np.testing.assert_allclose(norm[20], norm[-1] * (20 / 39) ** 2)  # quadratically
@@ -126,7 +123,7 @@ def test_z_contrast_is_the_terrain_at_the_true_positions(stm):
     at_truth = np.corrcoef(sampled, stm.moving.ravel())[0, 1]
     assert at_truth > 0.95
     # ... less at the affine part alone (the creep, <= 5 px, is well inside the 8 px footprint: a small drop)
-    affine = _apply(truth.matrix, _moving_grid(40, 40))
+    affine = apply_matrix(truth.matrix, _moving_grid(40, 40))
     without_creep = ndi.map_coordinates(blurred, [affine[:, 1], affine[:, 0]], order=1)
     assert np.corrcoef(without_creep, stm.moving.ravel())[0, 1] < at_truth
     # ... and clearly less one moving pixel off
@@ -174,7 +171,7 @@ def test_make_pair_moving_is_the_scene_at_the_given_matrix(matrix, moving_shape)
     assert pair.fixed.shape == (256, 256) and pair.moving.shape == moving_shape
     np.testing.assert_array_equal(pair.moving_to_fixed, matrix)
     grid = _moving_grid(*moving_shape)
-    fixed_xy = _apply(matrix, grid)
+    fixed_xy = apply_matrix(matrix, grid)
     source = pair.scene.height if matrix[0, 0] < 1.5 else ndi.gaussian_filter(pair.scene.height, 0.8)
 
     def corr(xy):
@@ -195,7 +192,7 @@ def test_same_resolution_fixture_is_reproducible(tmp_path):
         image = load_image(tmp_path / name).data
         assert image.shape == (384, 384)
         np.testing.assert_array_equal(image, load_image(FIXTURES / name).data)
-    fixed_xy = _apply(matrix, _moving_grid(384, 384))
+    fixed_xy = apply_matrix(matrix, _moving_grid(384, 384))
     inside = np.all((fixed_xy >= 0) & (fixed_xy <= 383), axis=1)
     assert inside.mean() > 0.7  # most of the moving scan overlaps the fixed one
     assert 15 <= np.degrees(np.arctan2(matrix[1, 0], matrix[0, 0])) <= 30

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from helpers import fit_from_matrix, rigid_matrix, sample_moving, smooth_field
+from helpers import exact_fit, fit_from_matrix, rigid_matrix, sample_moving, smooth_field
 
 from autoreg.warp import apply_transform, apply_transform_cube, grid_to_moving_maps
 
@@ -119,3 +119,91 @@ def test_cube_with_missing_pixels_has_the_image_footprint():
     assert (~fp).sum() > 0 and np.array_equal(fp, fp_cube)
     np.testing.assert_allclose(warped_cube[..., 2][fp], warped[fp] + 1, atol=1e-5)
     assert np.isnan(warped_cube[~fp]).all()
+
+
+# ------------------------------------------------------------------ footprint: geometry, exact at the edges
+
+_ORTHOGONAL = {"identity": [[1, 0], [0, 1]], "rot90": [[0, -1], [1, 0]], "rot180": [[-1, 0], [0, -1]],
+               "rot270": [[0, 1], [-1, 0]], "flip_x": [[-1, 0], [0, 1]], "flip_y": [[1, 0], [0, -1]],
+               "transpose": [[0, 1], [1, 0]]}
+_MOVING_SHAPE = (20, 30)
+_FIXED_SHAPE = (44, 52)
+_HOLES = [(3, 4), (11, 29), (0, 17), (19, 0)]  # (row, col) of NaN pixels, some on the edges
+
+
+def _analytic_footprint(rotation: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Footprint from exact arithmetic: moving (x, y) = R^T ((x_f, y_f) - t) holds only integers and halves."""
+    rows, cols = _MOVING_SHAPE
+    y_f, x_f = np.mgrid[: _FIXED_SHAPE[0], : _FIXED_SHAPE[1]]
+    twice = np.stack([2 * x_f - round(2 * shift[0]), 2 * y_f - round(2 * shift[1])], axis=-1) @ rotation.astype(int)
+    x2, y2 = twice[..., 0], twice[..., 1]
+    inside = (x2 >= 0) & (x2 <= 2 * (cols - 1)) & (y2 >= 0) & (y2 <= 2 * (rows - 1))
+    valid = np.ones(_MOVING_SHAPE, bool)
+    valid[tuple(np.array(_HOLES).T)] = False
+    footprint = inside.copy()
+    for r, c in zip(*np.nonzero(inside)):
+        xs = {x2[r, c] // 2, -(-x2[r, c] // 2)}  # the one or two neighbours with non-zero weight
+        ys = {y2[r, c] // 2, -(-y2[r, c] // 2)}
+        footprint[r, c] = all(valid[yy, xx] for yy in ys for xx in xs)
+    return footprint
+
+
+@pytest.mark.parametrize("perturb", ["exact", "last_bit", "fitted"])
+@pytest.mark.parametrize("shift", [(11.0, 9.0), (10.5, 12.0), (12.5, 9.5), (-3.0, 30.0)],
+                         ids=["integer", "half_x", "half_xy", "partly_outside"])
+@pytest.mark.parametrize("kind", list(_ORTHOGONAL))
+def test_footprint_is_the_analytic_one_for_image_and_cube(kind, shift, perturb):
+    rotation = np.array(_ORTHOGONAL[kind], float)
+    centre = np.array([(_MOVING_SHAPE[1] - 1) / 2, (_MOVING_SHAPE[0] - 1) / 2])
+    shift = np.asarray(shift) + np.round(centre - rotation @ centre)  # keep the rotated image near the fixed one
+    matrix = np.eye(3)
+    matrix[:2, :2], matrix[:2, 2] = rotation, shift
+    if perturb == "exact":
+        fit = exact_fit(matrix)
+    elif perturb == "last_bit":
+        nudged = matrix.copy()
+        nudged[:2] = np.nextafter(nudged[:2], np.where(np.arange(6).reshape(2, 3) % 2, np.inf, -np.inf))
+        fit = exact_fit(nudged)
+    else:  # a least-squares fit off the truth by ~1e-15
+        fit = fit_from_matrix(matrix, model="affine")
+    moving = sample_moving(matrix, _MOVING_SHAPE)
+    moving[tuple(np.array(_HOLES).T)] = np.nan
+    expected = _analytic_footprint(rotation, shift)
+    assert expected.any() and not expected.all()
+    warped, footprint = apply_transform(moving, fit, _FIXED_SHAPE)
+    cube = np.stack([moving, -moving], axis=2)
+    warped_cube, cube_footprint = apply_transform_cube(cube, fit, _FIXED_SHAPE)
+    np.testing.assert_array_equal(footprint, expected)
+    np.testing.assert_array_equal(cube_footprint, expected)
+    assert np.isfinite(warped[expected]).all() and np.isnan(warped[~expected]).all()
+    assert np.isnan(warped_cube[~expected]).all()
+    np.testing.assert_allclose(warped_cube[..., 1][expected], -warped[expected], atol=1e-4)
+
+
+def test_integer_shift_keeps_every_edge_row_and_column():
+    """The reported failure: a fitted matrix ~1e-16 off an integer shift must not drop the first row."""
+    matrix = rigid_matrix(0, 10.0, 10.0)
+    fit = fit_from_matrix(matrix, model="translation")
+    warped, footprint = apply_transform(sample_moving(matrix, (60, 60)), fit, FIXED_SHAPE)
+    expected = np.zeros(FIXED_SHAPE, bool)
+    expected[10:70, 10:70] = True
+    np.testing.assert_array_equal(footprint, expected)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("step", [1.0, 3.0])
+def test_row_intervals_agree_with_testing_every_position(seed, step):
+    """The fast global footprint (row intervals + exact tests near holes) equals the per-pixel geometric test."""
+    from autoreg.warp import footprint, footprint_of
+
+    rng = np.random.default_rng(seed)
+    matrix = rigid_matrix(rng.uniform(-180, 180), rng.uniform(0, 40), rng.uniform(0, 40), scale=rng.uniform(0.5, 3))
+    matrix[0, 1] += rng.uniform(-0.2, 0.2)
+    if seed % 2:
+        matrix[2, :2] = rng.uniform(-2e-3, 2e-3, 2)
+    valid = rng.random((30, 40)) > 0.03
+    fit = exact_fit(matrix)
+    fast = footprint(fit, FIXED_SHAPE, valid, step=step)
+    slow = footprint_of(*grid_to_moving_maps(fit, FIXED_SHAPE, step=step), valid)
+    assert slow.sum() > 20
+    np.testing.assert_array_equal(fast, slow)
