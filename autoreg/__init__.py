@@ -24,7 +24,7 @@ _LAZY = {
     "Fit": "datatypes",
     "Scores": "datatypes",
     "Verdict": "datatypes",
-    "MODELS": "models",
+    "MODELS": "vocabulary",
     "load_image": "io",
 }
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .vocabulary import EXIT_CODES
 from .errors import InputError
 
 __all__ = ["BatchItem", "expand_inputs", "plan", "register_item", "run_batch", "summary_row", "SUMMARY_FIELDS",
@@ -31,8 +32,7 @@ __all__ = ["BatchItem", "expand_inputs", "plan", "register_item", "run_batch", "
 SUMMARY_FIELDS = ("index", "moving", "fixed", "verdict", "reasons", "model", "source", "matrix", "n_inliers",
                   "rmse_px", "pearson", "pearson_before", "overlap_fraction", "uncertainty_px", "seconds", "peak_rss_mib",
                   "output")
-_USID_ANCILLARIES = {"Position_Indices", "Position_Values", "Spectroscopic_Indices", "Spectroscopic_Values"}
-_EXIT = {"ok": 0, "low_confidence": 3, "failed": 4, "error": 4}
+_EXIT = {**EXIT_CODES, "error": EXIT_CODES["failed"]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +49,12 @@ def _expand_hdf5(path: str, pattern: str) -> list[str]:
     """Every 2-D image dataset of an HDF5 file whose path matches ``pattern`` (shell-style)."""
     import h5py
 
-    from .io import _open_hdf5
+    from .usid import ANCILLARIES, open_hdf5
 
     found: list[str] = []
-    with _open_hdf5(Path(path)) as f:
+    with open_hdf5(Path(path)) as f:
         def visit(name: str, obj: Any) -> None:
-            ancillary = name.rsplit("/", 1)[-1] in _USID_ANCILLARIES
+            ancillary = name.rsplit("/", 1)[-1] in ANCILLARIES
             if isinstance(obj, h5py.Dataset) and not ancillary and fnmatch.fnmatch("/" + name, pattern) and obj.ndim == 2:
                 is_usid = "Position_Indices" in obj.attrs
                 if (is_usid and obj.shape[1] == 1) or (not is_usid and min(obj.shape) > 1):
@@ -179,7 +179,7 @@ def _load_done(item: BatchItem) -> dict[str, Any] | None:
 
 
 def _write_summaries(out_dir: Path, rows: list[dict[str, Any]]) -> None:
-    from .io import atomic_path
+    from ._atomic import atomic_path
 
     buffer = stdio.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=SUMMARY_FIELDS, lineterminator="\n")

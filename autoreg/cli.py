@@ -16,14 +16,11 @@ import typer
 
 from ._version import __version__
 from .errors import InputError
+from .vocabulary import EXIT_BAD_INPUT, EXIT_CODES, EXIT_INTERRUPTED, MODELS
 
 __all__ = ["app", "main", "EXIT_CODES"]
 
-EXIT_CODES = {"ok": 0, "low_confidence": 3, "failed": 4}
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
-MODEL_CHOICES = ("auto", "translation", "rigid", "similarity", "affine", "projective", "polynomial",
-                 "piecewise-affine", "all")
+MODEL_CHOICES = ("auto", *MODELS, "all")
 IMAGE_OUTPUTS = {".tif", ".tiff", ".npy", ".h5", ".hdf5"}
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -42,19 +39,19 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(EXIT_BAD_INPUT)
 
 
-class _stdout_to_stderr:  # noqa: N801 - a context manager
-    """Send what people read to stderr while stdout must stay one JSON object."""
+def _print_table(table: Any, *, stderr: bool) -> None:
+    """Print a :class:`autoreg.demo.ModelTable` for people: on stdout, or stderr when stdout carries JSON."""
+    from rich.console import Console
+    from rich.table import Table
 
-    def __init__(self, active: bool) -> None:
-        self.active = active
-
-    def __enter__(self) -> None:
-        if self.active:
-            self.saved, sys.stdout = sys.stdout, sys.stderr
-
-    def __exit__(self, *exc: object) -> None:
-        if self.active:
-            sys.stdout = self.saved
+    console = Console(stderr=stderr, highlight=False, width=max(Console().width, 160))
+    rich_table = Table(title=table.title)
+    for column in table.columns:
+        text = column in ("model", "chosen", "verdict")
+        rich_table.add_column(column, justify="left" if text else "right", no_wrap=text, min_width=16 if text else None)
+    for row in table.rows:
+        rich_table.add_row(*row)
+    console.print(rich_table)
 
 
 def _version_callback(value: bool) -> None:
@@ -156,9 +153,9 @@ def _register(fixed: str, moving: str, model: str, points: Optional[Path], out: 
         if model == "all":  # the tutorial's table for this pair; the auto result is the one written and returned
             from .demo import compare_models
 
-            with _stdout_to_stderr(as_json):
-                compared = compare_models(fixed_img, moving_img, title=f"autoreg: every model, {moving} onto {fixed}",
-                                          points=points, seed=seed)
+            compared, table = compare_models(fixed_img, moving_img, title=f"autoreg: every model, {moving} onto {fixed}",
+                                             points=points, seed=seed)
+            _print_table(table, stderr=as_json)
         result = run(fixed_img, moving_img, model="auto" if model == "all" else model, points=points, rng=seed,
                      config=config, cube_step=cube_step, progress=lambda stage: console.log(f"[dim]{stage}[/dim]"))
         elapsed = time.perf_counter() - started
@@ -168,7 +165,6 @@ def _register(fixed: str, moving: str, model: str, points: Optional[Path], out: 
         raise _fail(str(err)) from None
     _write_outputs(result, fixed_img.data, moving_img.data, out, report, console)
     payload = result.to_dict()
-    payload.update(_physical(result, fixed_img, moving_img))
     if written:
         payload["results_group"] = written
         console.log(f"wrote {written}")
@@ -183,22 +179,6 @@ def _register(fixed: str, moving: str, model: str, points: Optional[Path], out: 
     else:
         _print_summary(payload, console)
     raise typer.Exit(EXIT_CODES[result.verdict.level])
-
-
-def _physical(result: Any, fixed: Any, moving: Any) -> dict[str, Any]:
-    import numpy as np
-
-    from .report import jsonable
-    from .results_h5 import matrix_physical
-
-    physical = matrix_physical(result, fixed, moving)
-    size = fixed.pixel_size_xy
-    uncertainty = result.scores.uncertainty_px * float(np.sqrt(abs(size[0] * size[1]))) if size else None
-    return jsonable({"matrix_physical": None if physical is None else physical[0],
-                     "physical_units": None if physical is None else physical[1],
-                     "uncertainty_physical": uncertainty, "uncertainty_units": fixed.units if size else None,
-                     "pixel_size_fixed_xy": fixed.pixel_size_xy, "pixel_size_moving_xy": moving.pixel_size_xy,
-                     "units_fixed": fixed.units, "units_moving": moving.units})
 
 
 def _write_results(result: Any, fixed: Any, moving: Any, out: Optional[Path], in_place: bool,
@@ -335,7 +315,8 @@ def apply(
 def _apply(transform: str, target: str, out: Path, overwrite: bool) -> None:
     import numpy as np
 
-    from .io import atomic_path, check_output_path, load_image, parse_spec, write_image
+    from ._atomic import atomic_path
+    from .io import check_output_path, load_image, parse_spec, write_image
     from .results_h5 import load_transform
     from .warp import apply_transform
 
@@ -370,11 +351,13 @@ def demo(
     """Register the bundled 40×40 STS map onto the 1024² STM topography with every model; compare to the truth."""
     from .demo import run_demo
 
+    console = _console()
     try:
-        level = run_demo(out, console=_console())
+        outcome = run_demo(out, log=console.log)
     except InputError as err:
         raise _fail(str(err)) from None
-    raise typer.Exit(EXIT_CODES[level])
+    _print_table(outcome.table, stderr=False)
+    raise typer.Exit(EXIT_CODES[outcome.level])
 
 
 def main() -> None:

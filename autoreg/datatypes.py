@@ -9,12 +9,19 @@ Conventions, everywhere in autoreg:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ._version import __version__
+from .units import Calibration, physical_matrix
+from .vocabulary import VERDICT_LEVELS
+
 __all__ = [
+    "CONTRACT_KEYS",
+    "jsonable",
     "Image",
     "Matches",
     "Fit",
@@ -22,10 +29,33 @@ __all__ = [
     "Verdict",
     "Attempt",
     "RegistrationResult",
-    "VERDICT_LEVELS",
 ]
 
-VERDICT_LEVELS = ("ok", "low_confidence", "failed")
+CONTRACT_KEYS = ("model", "matrix", "verdict", "reasons", "source", "n_matches", "n_inliers", "rmse_px", "pearson",
+                 "pearson_before", "overlap_fraction")
+
+
+def jsonable(value: Any) -> Any:
+    """Convert numpy values and containers to JSON-able Python; NaN and infinities become None.
+
+    Examples
+    --------
+    >>> jsonable({"a": np.float32(1.5), "b": [np.nan, 2]})
+    {'a': 1.5, 'b': [None, 2]}
+    """
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(float(value)) else None
+    return value
 
 
 def _readonly(array: Any, dtype: Any = None) -> np.ndarray:
@@ -73,6 +103,11 @@ class Image:
     def shape(self) -> tuple[int, int]:
         """``(rows, cols)`` of the image."""
         return (int(self.data.shape[0]), int(self.data.shape[1]))
+
+    @property
+    def calibration(self) -> Calibration:
+        """Pixel size, origin and units (None where unknown)."""
+        return Calibration(pixel_size_xy=self.pixel_size_xy, origin=self.origin, units=self.units)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -250,6 +285,10 @@ class RegistrationResult:
         Every strategy tried, in order.
     fixed_shape, moving_shape : tuple of int
         ``(rows, cols)`` of the inputs.
+    fixed_calibration, moving_calibration : Calibration
+        Pixel sizes, origins and units of the inputs (for the physical matrix).
+    extra : dict
+        More JSON keys (the scale prior, the working scales, the time taken...).
     """
 
     fit: Fit | None
@@ -262,6 +301,8 @@ class RegistrationResult:
     attempts: tuple[Attempt, ...] = ()
     fixed_shape: tuple[int, int] = (0, 0)
     moving_shape: tuple[int, int] = (0, 0)
+    fixed_calibration: Calibration = Calibration()
+    moving_calibration: Calibration = Calibration()
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -276,8 +317,54 @@ class RegistrationResult:
         """Which strategy produced the result: ``features``, ``intensity`` or ``points``."""
         return None if self.fit is None else self.fit.source
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON-able contract dict (see :func:`autoreg.report.result_to_dict`)."""
-        from .report import result_to_dict
+    def _physical(self) -> dict[str, Any]:
+        """The physical-unit keys: the matrix between physical frames, pixel sizes, the uncertainty in units."""
+        fixed, moving = self.fixed_calibration, self.moving_calibration
+        physical = physical_matrix(self.matrix, fixed, moving)
+        size = fixed.pixel_size_xy
+        uncertainty = self.scores.uncertainty_px * math.sqrt(abs(size[0] * size[1])) if size else None
+        return {"matrix_physical": None if physical is None else physical[0],
+                "physical_units": None if physical is None else physical[1],
+                "uncertainty_physical": uncertainty, "uncertainty_units": fixed.units if size else None,
+                "pixel_size_fixed_xy": fixed.pixel_size_xy, "pixel_size_moving_xy": moving.pixel_size_xy,
+                "units_fixed": fixed.units, "units_moving": moving.units}
 
-        return result_to_dict(self)
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of the CLI contract (``--json``), plus more keys.
+
+        ``matrix`` maps MOVING pixel (x, y) to FIXED pixel (x, y); None when failed or the model is not global.
+        """
+        s = self.scores
+        out: dict[str, Any] = {
+            "model": self.model,
+            "matrix": self.matrix,
+            "verdict": self.verdict.level,
+            "reasons": list(self.verdict.reasons),
+            "source": self.source,
+            "n_matches": s.n_matches,
+            "n_inliers": s.n_inliers,
+            "rmse_px": s.rmse_px,
+            "pearson": s.pearson,
+            "pearson_before": s.pearson_before,
+            "overlap_fraction": s.overlap_fraction,
+            "inlier_ratio": s.inlier_ratio,
+            "inlier_spread": s.inlier_spread,
+            "scale": s.scale,
+            "expected_scale": s.expected_scale,
+            "shear": s.shear,
+            "ecc_correlation": s.ecc_correlation,
+            "uncertainty_px": s.uncertainty_px,
+            "why_model": self.fit.why if self.fit is not None else None,
+            "attempts": [
+                {"strategy": a.strategy, "verdict": a.verdict, "reasons": list(a.reasons), "n_inliers": a.n_inliers,
+                 "rmse_px": a.rmse_px, "pearson": a.pearson}
+                for a in self.attempts
+            ],
+            "fixed_shape": list(self.fixed_shape),
+            "moving_shape": list(self.moving_shape),
+            "autoreg_version": __version__,
+            **self._physical(),
+        }
+        for key, value in self.extra.items():
+            out.setdefault(key, value)
+        return jsonable(out)

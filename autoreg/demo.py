@@ -1,65 +1,55 @@
-"""``autoreg demo``: the tutorial's model loop, hands-off, scored against the fixture's known ground truth."""
+"""``autoreg demo``: the tutorial's model loop, hands-off, scored against the fixture's known ground truth.
+
+The functions here compute and write; they return the table for the command line to print.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from .vocabulary import MODELS
 
-from .models import MODELS
+__all__ = ["ModelTable", "DemoOutcome", "compare_models", "run_demo", "CUBE_STEP"]
 
-__all__ = ["fixture_path", "run_demo", "compare_models", "TOPOGRAPHY", "Z_CONTRAST", "CUBE"]
-
-TOPOGRAPHY = "/Measurement_000/Channel_000/STM_Topography"
-Z_CONTRAST = "/Measurement_001/Channel_001/STS_Z_Contrast"
-CUBE = "/Measurement_001/Channel_000/STS"
-CUBE_STEP = 8
+CUBE_STEP = 8  # fixed pixels between warped cube samples: 128² spectra cover the 1024² topography
 
 
-def fixture_path(out_dir: Path) -> Path:
-    """The bundled ``fixtures/stm_sts.h5`` of a source checkout, or a copy regenerated into ``out_dir``."""
-    bundled = Path(__file__).resolve().parents[1] / "fixtures" / "stm_sts.h5"
-    if bundled.is_file():
-        return bundled
-    from .synthetic import write_stm_sts_usid
+@dataclass(frozen=True, slots=True)
+class ModelTable:
+    """The tutorial-style table: one row of strings per model."""
 
-    generated = out_dir / "stm_sts.h5"
-    if not generated.is_file():
-        write_stm_sts_usid(generated, seed=0)
-    return generated
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
 
 
-def _grid_error_px(fit: Any, truth: Any, moving_shape: tuple[int, int]) -> float:
-    """Mean error (fixed px) over a 5×5 grid spanning the moving image; grid points a mesh cannot map skipped."""
-    from .geometry import mean_grid_distance
-    from .synthetic import true_moving_to_fixed
+@dataclass(frozen=True, slots=True)
+class DemoOutcome:
+    """What ``autoreg demo`` did: the ``auto`` verdict, the table, what it wrote and what to tell the user."""
 
-    if fit is None:
-        return float("nan")
-    return mean_grid_distance(fit.to_fixed, lambda xy: true_moving_to_fixed(xy, truth), moving_shape)
+    level: str
+    table: ModelTable
+    written: tuple[Path, ...]
 
 
-def compare_models(fixed: Any, moving: Any, *, title: str, error_px: Any = None, moving_pixel_px: float = 1.0,
-                   points: Any = None, seed: int = 0) -> dict[str, Any]:
-    """Register with ``auto`` and every model; print the tutorial-style table on stdout; return the results.
+def compare_models(fixed: Any, moving: Any, *, title: str, error_px: Callable[[Any], float] | None = None,
+                   moving_pixel_px: float = 1.0, points: Any = None,
+                   seed: int = 0) -> tuple[dict[str, Any], ModelTable]:
+    """Register with ``auto`` and every model; return the results and the tutorial-style table.
 
     ``error_px(fit)``, when given, is the error against a known truth (fixed px), shown in fixed and moving px.
     """
-    from rich.console import Console
-    from rich.table import Table
-
     from .pipeline import register
 
-    table = Table(title=title)
     columns = ["model", "chosen", "Pearson before", "Pearson after", "inliers", "rmse px", "uncertainty px", "verdict"]
     if error_px is not None:
         columns += ["error fixed px", "error moving px"]
-    for column in columns + ["ms"]:
-        text = column in ("model", "chosen", "verdict")
-        table.add_column(column, justify="left" if text else "right", no_wrap=text, min_width=16 if text else None)
-    results = {}
+    columns.append("ms")
+    results, rows = {}, []
     for model in ("auto", *MODELS):
         started = time.perf_counter()
         result = register(fixed, moving, model=model, points=points, rng=seed, cube_step=None)
@@ -71,22 +61,23 @@ def compare_models(fixed: Any, moving: Any, *, title: str, error_px: Any = None,
         if error_px is not None:
             error = error_px(result.fit)
             row += [f"{error:.2f}", f"{error / moving_pixel_px:.3f}"]
-        table.add_row(*row, f"{ms:.0f}")
-    Console(width=max(Console().width, 160)).print(table)  # the table is for people: stdout
-    return results
+        rows.append(tuple(row + [f"{ms:.0f}"]))
+    return results, ModelTable(title=title, columns=tuple(columns), rows=tuple(rows))
 
 
-def run_demo(out_dir: Path, *, console: Any) -> str:
-    """Run every model on the fixture, print the table, write the report, JSON and warped cube.
+def run_demo(out_dir: Path, *, log: Callable[[str], None] = lambda _msg: None) -> DemoOutcome:
+    """Run every model on the fixture; write the report, the ``auto`` JSON and the warped cube into ``out_dir``.
 
-    Returns
-    -------
-    str
-        The verdict level of the ``auto`` result.
+    Parameters
+    ----------
+    out_dir : Path
+        Created if missing.
+    log : callable
+        Called with a line for each step (the command line sends it to stderr).
     """
-    from .io import load_cube, load_image, write_json
+    from .fixture import CUBE, TOPOGRAPHY, Z_CONTRAST, fixture_path, load_truth, truth_error_px
+    from .io import load_cube, load_image, write_image, write_json
     from .report import save_report_png
-    from .synthetic import load_truth
     from .warp import apply_transform_cube
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -95,23 +86,21 @@ def run_demo(out_dir: Path, *, console: Any) -> str:
     fixed = load_image(f"{path}::{TOPOGRAPHY}")
     moving = load_image(f"{path}::{Z_CONTRAST}")
     pitch = truth.moving_pixel_nm / truth.fixed_pixel_nm
-    console.log(f"fixed {fixed.shape} ({fixed.pixel_size_xy[0]:.4g} {fixed.units}/px), moving {moving.shape} "
-                f"({moving.pixel_size_xy[0]:.4g} {moving.units}/px) from {path}")
-    results = compare_models(fixed, moving, title="autoreg demo: STS Z-contrast (40×40) onto STM topography (1024²), "
-                             "no points given", error_px=lambda fit: _grid_error_px(fit, truth, moving.shape),
-                             moving_pixel_px=pitch)
+    log(f"fixed {fixed.shape[1]}×{fixed.shape[0]} px ({fixed.pixel_size_xy[0]:.4g} {fixed.units}/px), moving "
+        f"{moving.shape[1]}×{moving.shape[0]} px ({moving.pixel_size_xy[0]:.4g} {moving.units}/px) from {path}")
+    results, table = compare_models(
+        fixed, moving, title="autoreg demo: STS Z-contrast (40×40) onto STM topography (1024×1024), no points given",
+        error_px=lambda fit: truth_error_px(fit, truth, moving.shape), moving_pixel_px=pitch)
     auto = results["auto"]
     payload = auto.to_dict()
-    payload["error_vs_truth_fixed_px"] = _grid_error_px(auto.fit, truth, moving.shape)
-    write_json(out_dir / "auto.json", payload)
-    save_report_png(auto, fixed.data, moving.data, out_dir / "report.png")
+    payload["error_vs_truth_fixed_px"] = truth_error_px(auto.fit, truth, moving.shape)
+    written = [write_json(out_dir / "auto.json", payload),
+               save_report_png(auto, fixed.data, moving.data, out_dir / "report.png")]
     if auto.fit is not None and auto.verdict.level != "failed":
-        cube, meta = load_cube(f"{path}::{CUBE}")
+        cube, _ = load_cube(f"{path}::{CUBE}")
         warped, footprint = apply_transform_cube(cube, auto.fit, fixed.shape, step=CUBE_STEP)
-        from .io import write_image
-
-        write_image(out_dir / f"sts_cube_on_topography_every_{CUBE_STEP}px.npy", warped)
-        console.log(f"warped the {cube.shape} STS cube onto the topography every {CUBE_STEP} px: {warped.shape}, "
-                    f"{footprint.mean():.0%} covered")
-    console.log(f"auto: {auto.verdict.level} ({auto.model}); wrote {out_dir / 'report.png'} and {out_dir / 'auto.json'}")
-    return auto.verdict.level
+        written.append(write_image(out_dir / f"sts_cube_on_topography_every_{CUBE_STEP}px.npy", warped))
+        log(f"warped the {cube.shape[1]}×{cube.shape[0]}×{cube.shape[2]} STS cube onto the topography every "
+            f"{CUBE_STEP} px: {warped.shape[1]}×{warped.shape[0]}×{warped.shape[2]}, {footprint.mean():.0%} covered")
+    log(f"auto: {auto.verdict.level} ({auto.model}); wrote {', '.join(str(p) for p in written)}")
+    return DemoOutcome(level=auto.verdict.level, table=table, written=tuple(written))

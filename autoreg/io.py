@@ -19,19 +19,7 @@ float64. Everything else real (bool, 8- and 16-bit integers, float16, float32, a
 float32, exactly. Non-finite values become NaN and are kept: later stages mask them. Complex, string and
 object data are refused.
 
-USID axis order
----------------
-A USID main dataset is stored flat, ``(n_positions, n_spectral)``; row ``i`` of ``Position_Indices`` holds the
-index of position ``i`` along each position dimension, one column per dimension, named by its ``labels``
-attribute. pyUSID 0.0.12 (``hdf_utils.reshape_to_n_dims``) finds the fastest-varying dimension by counting the
-changes down each column (``get_sort_order``), reshapes slowest-first, and, because ``USIDataset`` defaults
-to ``sort_dims=False``, then transposes the position axes back to the *column order of the file*,
-spectroscopic axes after them. pycroscopy writes the columns ``[X, Y]`` with X varying fastest (the fast-scan
-axis), so ``get_n_dim_form()`` is ``(n_x, n_y, n_spectral)``. autoreg returns rows = Y, columns = X, i.e.
-``np.moveaxis(n_dim, [labels.index("Y"), labels.index("X")], [0, 1])``. Columns are recognised as X and Y by
-their labels (``"X"``/``"Y"``, any case); without such labels the fastest-varying dimension is X. Both
-X-fastest and Y-fastest grids are read; the grid is verified on a spread of rows rather than read whole, so
-opening a million-pixel scan costs about as much as reading its pixels.
+The USID layout (axis order, calibration) is read by :mod:`autoreg.usid`.
 
 Outputs
 -------
@@ -41,25 +29,23 @@ onto the target, so an interrupted run leaves the old file or none, never half a
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
-import secrets
 import struct
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .datatypes import Image
+from . import usid
+from ._atomic import atomic_path, write_text
+from .datatypes import Image, jsonable
 from .errors import InputError
 
 __all__ = [
     "POINTS_HEADER",
-    "atomic_path",
     "check_output_path",
     "load_cube",
     "load_image",
@@ -75,9 +61,7 @@ _HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".he5", ".nxs"}
 _TIFF_SUFFIXES = {".tif", ".tiff"}
 _RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 _NOT_HDF5_SUFFIXES = _TIFF_SUFFIXES | _RASTER_SUFFIXES | {".npy", ".npz", ".csv", ".json", ".txt", ".gif"}
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_USID_ANCILLARIES = ("Position_Indices", "Position_Values", "Spectroscopic_Indices", "Spectroscopic_Values")
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 _HINT_ARRAY = "pass one 2-D slice of it (e.g. stack[0], or stack[..., 0] for channels last)."
@@ -214,174 +198,9 @@ def _require_file(path: Path) -> None:
         raise InputError(f"{path} is not a file; give the path of an image file.")
 
 
-def _decode(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, np.ndarray):
-        return _decode(value.ravel()[0]) if value.size else ""
-    return str(value)
-
-
-def _attr_list(obj: Any, key: str) -> list[str]:
-    """A string or array-of-strings attribute as a list of str (bytes decoded); [] when absent."""
-    if key not in obj.attrs:
-        return []
-    return [_decode(v) for v in np.atleast_1d(obj.attrs[key])]
-
-
-def _open_hdf5(path: Path) -> Any:
-    """Open an HDF5 file read-only (use as a context manager); InputError if it is missing or not HDF5."""
-    import h5py
-
-    _require_file(path)
-    try:
-        with open(path, "rb") as fh:
-            signature = fh.read(8)
-    except OSError as err:
-        raise InputError(f"Cannot open {path}: {err.strerror or err}.") from err
-    if signature != _HDF5_SIGNATURE:
-        raise InputError(f"{path} is not an HDF5 file; give an .h5 file (written by h5py, pycroscopy...).")
-    try:
-        return h5py.File(path, "r", locking="best-effort")
-    except OSError as err:
-        if "lock file" in str(err).lower():  # HDF5: "unable to lock file, errno = 11 ..."
-            raise InputError(f"Cannot read HDF5 file {path}: another program holds a lock on it; close that "
-                             "program, or set HDF5_USE_FILE_LOCKING=FALSE.") from err
-        raise InputError(f"Cannot read HDF5 file {path} (corrupt or truncated?): {err}.") from err
-
-
-def _dataset(f: Any, path: Path, dataset: str) -> Any:
-    import h5py
-
-    try:
-        obj = f.get(dataset)
-    except (KeyError, ValueError, OSError) as err:  # broken soft or external links
-        raise InputError(f"Cannot open {dataset} in {path} (broken link?): {err}.") from err
-    if obj is None:
-        raise InputError(f"No dataset {dataset} in {path}; list its datasets with `autoreg inspect {path}` "
-                         "or h5ls.")
-    if not isinstance(obj, h5py.Dataset):
-        raise InputError(f"{dataset} in {path} is a group, not a dataset; give the path of a dataset inside "
-                         "it.")
-    return obj
-
-
-def _read(dset: Any) -> np.ndarray:
-    if dset.shape is None:
-        raise InputError(f"{dset.name} in {dset.file.filename} holds no data (an empty dataset).")
-    try:
-        return np.asarray(dset[()])
-    except (OSError, ValueError, TypeError) as err:
-        raise InputError(f"Cannot read {dset.name} (corrupt or truncated file, or a compression filter that "
-                         f"is not installed): {err}.") from err
-
-
-# ------------------------------------------------------------------------------------------------- USID
-
-
-@dataclass(frozen=True)
-class _Grid:
-    """A full grid of USID positions: sizes, the Position_Indices columns of X and Y, which is fastest."""
-
-    n_x: int
-    n_y: int
-    x_col: int
-    y_col: int
-    x_fastest: bool
-
-    def flat_index(self, x: int, y: int) -> int:
-        """Row of the main dataset that holds pixel (x, y)."""
-        return y * self.n_x + x if self.x_fastest else x * self.n_y + y
-
-    def to_image(self, flat: np.ndarray) -> np.ndarray:
-        """``(n_positions, n_spectral)`` → ``(n_y, n_x, n_spectral)``: rows = Y, columns = X."""
-        if self.x_fastest:
-            return flat.reshape(self.n_y, self.n_x, -1)
-        return flat.reshape(self.n_x, self.n_y, -1).transpose(1, 0, 2)
-
-
-def _usid_ancillaries(dset: Any) -> dict[str, Any] | None:
-    """The four ancillary datasets of a USID main dataset; None for a plain dataset (no Position_Indices)."""
-    import h5py
-
-    if not isinstance(dset.attrs.get("Position_Indices"), h5py.Reference):
-        return None
-    found = {}
-    for key in _USID_ANCILLARIES:
-        ref = dset.attrs.get(key)
-        target = dset.file[ref] if isinstance(ref, h5py.Reference) and ref else None
-        if not isinstance(target, h5py.Dataset):
-            raise InputError(f"{dset.name} is a USID main dataset without a usable {key}; repair the file or "
-                             "give a plain 2-D dataset.")
-        found[key] = target
-    index_shape = found["Position_Indices"].shape
-    if dset.ndim != 2 or index_shape != (dset.shape[0], index_shape[-1]):
-        raise InputError(f"{dset.name} has shape {dset.shape} but Position_Indices {index_shape}; a USID "
-                         "main dataset is (positions, spectral steps) with one index row per position.")
-    return found
-
-
-def _usid_grid(dset: Any, index_ds: Any) -> _Grid:
-    """The position grid, verified on a spread of ``Position_Indices`` rows (see the module notes)."""
-    n, n_dims = index_ds.shape
-    if n_dims != 2:
-        raise InputError(f"{dset.name} has {n_dims} position dimension(s); autoreg reads a 2-D grid of "
-                         "positions (X, Y).")
-    if n == 0:
-        raise InputError(f"{dset.name} holds no positions (an empty USID dataset).")
-    first, last = np.asarray(index_ds[: min(n, 2)], np.int64), np.asarray(index_ds[n - 1], np.int64)
-    fast = int(np.argmax(first[-1] != first[0]))  # the column that changes between positions 0 and 1
-    sizes = last + 1
-    # Verify the grid on the first two fast lines, ~256 evenly spread rows and the last row: two contiguous
-    # reads and one strided read, cheap even for gzip-chunked millions of positions.
-    head, stride = min(n, 2 * int(sizes[fast]) + 2), max(1, n // 256)
-    rows = np.concatenate([np.arange(head), np.arange(0, n, stride), [n - 1]])
-    sampled = np.concatenate([np.asarray(index_ds[:head]), np.asarray(index_ds[::stride]),
-                              np.asarray(index_ds[n - 1 : n])]).astype(np.int64)
-    expected = np.empty_like(sampled)
-    expected[:, fast], expected[:, 1 - fast] = rows % sizes[fast], rows // sizes[fast]
-    if int(np.prod(sizes)) != n or not np.array_equal(sampled, expected):
-        raise InputError(f"{dset.name} does not store its positions as a full 2-D grid, one position per row "
-                         "in scan order; autoreg reads only such grids.")
-    labels = [label.strip().lower() for label in _attr_list(index_ds, "labels")]
-    x_col = labels.index("x") if sorted(labels) == ["x", "y"] else fast
-    return _Grid(n_x=int(sizes[x_col]), n_y=int(sizes[1 - x_col]), x_col=x_col, y_col=1 - x_col,
-                 x_fastest=x_col == fast)
-
-
-def _usid_calibration(grid: _Grid, values_ds: Any, index_ds: Any) -> dict[str, Any]:
-    """Pixel size (mean spacing along X, Y), origin (position of pixel (0, 0)), units; None if degenerate."""
-    none = {"pixel_size_xy": None, "origin": None, "units": None}
-    if values_ds.shape != index_ds.shape:
-        return none
-    corner = np.asarray(values_ds[grid.flat_index(0, 0)], np.float64)
-    end_x = np.asarray(values_ds[grid.flat_index(grid.n_x - 1, 0)], np.float64)
-    end_y = np.asarray(values_ds[grid.flat_index(0, grid.n_y - 1)], np.float64)
-    size = ((end_x[grid.x_col] - corner[grid.x_col]) / max(grid.n_x - 1, 1),
-            (end_y[grid.y_col] - corner[grid.y_col]) / max(grid.n_y - 1, 1))
-    origin = (corner[grid.x_col], corner[grid.y_col])
-    if not np.all(np.isfinite(size + origin)) or 0.0 in size:
-        return none
-    units = _attr_list(values_ds, "units") or _attr_list(index_ds, "units")
-    unit = (units[grid.x_col] if len(units) > grid.x_col else units[0]) if units else ""
-    return {"pixel_size_xy": (float(size[0]), float(size[1])), "origin": (float(origin[0]), float(origin[1])),
-            "units": unit.strip() or None}
-
-
-def _spectral_meta(spec_values: Any, spec_indices: Any) -> dict[str, Any]:
-    return {"labels": _attr_list(spec_values, "labels") or _attr_list(spec_indices, "labels"),
-            "units": _attr_list(spec_values, "units") or _attr_list(spec_indices, "units"),
-            "values": np.atleast_2d(np.asarray(spec_values[()], np.float64))}
-
-
-def _value_units(dset: Any) -> str | None:
-    units = _attr_list(dset, "units")
-    return (units[0].strip() or None) if units else None
-
-
 def _read_usid(dset: Any, anc: dict[str, Any], label: str, max_pixels: int | None,
                *, cube: bool) -> tuple[np.ndarray, dict[str, Any]]:
-    grid = _usid_grid(dset, anc["Position_Indices"])
+    grid = usid.position_grid(dset, anc["Position_Indices"])
     _image_shape((grid.n_y, grid.n_x), label, _HINT_HDF5, max_pixels)
     n_spec = int(dset.shape[1])
     if n_spec == 0:
@@ -390,20 +209,20 @@ def _read_usid(dset: Any, anc: dict[str, Any], label: str, max_pixels: int | Non
         raise InputError(f"Input {label} is a spectroscopic cube ({grid.n_x} x {grid.n_y} positions x "
                          f"{n_spec} steps); register a 2-D channel of the same scan and pass this cube along "
                          "(--cube).")
-    meta = {**_usid_calibration(grid, anc["Position_Values"], anc["Position_Indices"]),
-            "value_units": _value_units(dset),
-            "spectral": _spectral_meta(anc["Spectroscopic_Values"], anc["Spectroscopic_Indices"])}
-    data = grid.to_image(_read(dset))
+    meta = {**usid.calibration(grid, anc["Position_Values"], anc["Position_Indices"]),
+            "value_units": usid.value_units(dset),
+            "spectral": usid.spectral_meta(anc["Spectroscopic_Values"], anc["Spectroscopic_Indices"])}
+    data = grid.to_image(usid.read_dataset(dset))
     return (data if cube else data[:, :, 0]), meta
 
 
 def _read_hdf5(path: Path, dataset: str, label: str, max_pixels: int | None,
                *, cube: bool) -> tuple[np.ndarray, dict[str, Any]]:
     """Pixels and metadata of one dataset: USID (reshaped, calibrated) or plain (as stored)."""
-    with _open_hdf5(path) as f:
-        dset = _dataset(f, path, dataset)
+    with usid.open_hdf5(path) as f:
+        dset = usid.get_dataset(f, path, dataset)
         try:
-            anc = _usid_ancillaries(dset)
+            anc = usid.ancillaries(dset)
             if anc is not None:
                 return _read_usid(dset, anc, label, max_pixels, cube=cube)
         except InputError:
@@ -416,7 +235,7 @@ def _read_hdf5(path: Path, dataset: str, label: str, max_pixels: int | None,
         if dset.shape is None:
             raise InputError(f"{dataset} in {path} holds no data (an empty dataset).")
         _image_shape(dset.shape, label, _HINT_HDF5, max_pixels)
-        return _read(dset), {"value_units": _value_units(dset)}
+        return usid.read_dataset(dset), {"value_units": usid.value_units(dset)}
 
 
 # ------------------------------------------------------------------------------------ TIFF, PNG/JPEG, NPY
@@ -692,53 +511,6 @@ def load_points(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
 # ------------------------------------------------------------------------------------------------ writers
 
 
-def _create_temp(target: Path) -> Path:
-    """Create an empty hidden file ``.NAME.tmp-XXXXXXXX.SUFFIX`` beside ``target`` (0666 minus umask)."""
-    for _ in range(100):
-        tmp = target.with_name(f".{target.name}.tmp-{secrets.token_hex(4)}{target.suffix}")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        os.close(fd)
-        return tmp
-    raise FileExistsError(f"Cannot create a temporary file beside {target}.")
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` on success, remove it on any error.
-
-    The temporary file is created empty, hidden (``.NAME.tmp-XXXXXXXX.SUFFIX``) and keeps the suffix, so
-    writers that look at it (tifffile, matplotlib) behave. Any exception, KeyboardInterrupt included, removes
-    it and leaves ``path`` untouched; a killed process leaves ``path`` untouched and a stray hidden file.
-
-    Parameters
-    ----------
-    path : str or path
-        The final file; its directory must exist.
-
-    Yields
-    ------
-    Path
-        Where to write.
-
-    Examples
-    --------
-    >>> with atomic_path(tmp_dir / "out.json") as tmp:     # doctest: +SKIP
-    ...     tmp.write_text("{}")
-    """
-    target = Path(path)
-    tmp = _create_temp(target)
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
 def write_image(path: str | os.PathLike[str], array: np.ndarray) -> Path:
     """Write ``array`` as float32 TIFF (``.tif``/``.tiff``) or NPY (``.npy``), atomically.
 
@@ -776,13 +548,7 @@ def write_image(path: str | os.PathLike[str], array: np.ndarray) -> Path:
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as indented JSON, atomically; numpy values become Python, NaN and infinities ``null``."""
-    from .report import jsonable
-
-    target = Path(path)
-    text = json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n"
-    with atomic_path(target) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return target
+    return write_text(path, json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n")
 
 
 def _same_file(a: Path, b: Path) -> bool:

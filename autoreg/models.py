@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 from skimage import transform as sktf
 
+from .vocabulary import GLOBAL_MODELS, MODELS
+
 __all__ = [
     "MODELS",
     "GLOBAL_MODELS",
@@ -51,9 +53,7 @@ _REGISTRY: dict[str, tuple[type, int, int]] = {
     "polynomial": (sktf.PolynomialTransform, 6, 12),
     "piecewise-affine": (sktf.PiecewiseAffineTransform, 3, 6),
 }
-
-MODELS: tuple[str, ...] = tuple(_REGISTRY)
-GLOBAL_MODELS: tuple[str, ...] = ("translation", "rigid", "similarity", "affine", "projective")
+assert tuple(_REGISTRY) == MODELS, "every model name has one transform class"
 
 
 def check_model(model: str) -> str:

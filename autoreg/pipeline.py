@@ -313,7 +313,8 @@ def register(
         reasons = tuple(r for a in attempts for r in a.reasons) or ("no_strategy: nothing could be tried",)
         return RegistrationResult(fit=None, scores=Scores(), verdict=Verdict("failed", reasons),
                                   model=model, attempts=tuple(attempts), fixed_shape=fixed_img.shape,
-                                  moving_shape=moving_img.shape, extra=extra)
+                                  moving_shape=moving_img.shape, fixed_calibration=fixed_img.calibration,
+                                  moving_calibration=moving_img.calibration, extra=extra)
     best = _pick(results)
     warped_cube = None
     if moving_img.cube is not None and cube_step is not None and best.verdict.level != "failed":
@@ -325,4 +326,5 @@ def register(
     return RegistrationResult(fit=best.fit, scores=best.scores, verdict=best.verdict, warped=best.warped,
                               footprint=best.footprint, warped_cube=warped_cube, model=best.model,
                               attempts=tuple(attempts), fixed_shape=fixed_img.shape,
-                              moving_shape=moving_img.shape, extra=extra)
+                              moving_shape=moving_img.shape, fixed_calibration=fixed_img.calibration,
+                              moving_calibration=moving_img.calibration, extra=extra)

@@ -14,6 +14,7 @@ import numpy as np
 
 from .config import RegistrationConfig
 from .datatypes import Image
+from .units import pixel_size_ratio
 
 __all__ = [
     "WorkingView",
@@ -27,11 +28,6 @@ __all__ = [
     "make_working_view",
     "resize_matrix",
 ]
-
-_UNIT_TO_METRE = {
-    "m": 1.0, "mm": 1e-3, "um": 1e-6, "µm": 1e-6, "μm": 1e-6, "micron": 1e-6, "nm": 1e-9,
-    "pm": 1e-12, "a": 1e-10, "å": 1e-10, "angstrom": 1e-10,
-}
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -111,12 +107,6 @@ def to_uint8(unit: np.ndarray, *, clahe_clip: float) -> np.ndarray:
     return image8
 
 
-def _unit_factor(units: str | None) -> float | None:
-    if units is None:
-        return None
-    return _UNIT_TO_METRE.get(units.strip().lower().replace(" ", ""))
-
-
 def expected_scale(fixed: Image, moving: Image) -> tuple[float, str]:
     """Expected size of one moving pixel in fixed pixels, and where the guess comes from.
 
@@ -125,15 +115,9 @@ def expected_scale(fixed: Image, moving: Image) -> tuple[float, str]:
     view (``"field_of_view"``); else pixels are taken to be the same size (``"same_pixel_size"``) — two crops
     of one scan differ in size but not in pixel size.
     """
-    if fixed.pixel_size_xy and moving.pixel_size_xy:
-        ff, fm = _unit_factor(fixed.units), _unit_factor(moving.units)
-        if fixed.units == moving.units:
-            ff = fm = 1.0
-        if ff is not None and fm is not None:
-            f = np.abs(np.asarray(fixed.pixel_size_xy, float)) * ff
-            m = np.abs(np.asarray(moving.pixel_size_xy, float)) * fm
-            if np.all(f > 0) and np.all(m > 0) and np.all(np.isfinite(m / f)):
-                return float(np.sqrt(np.prod(m / f))), "metadata"
+    from_metadata = pixel_size_ratio(fixed.calibration, moving.calibration)
+    if from_metadata is not None:
+        return from_metadata, "metadata"
     ratio = float(np.sqrt(np.prod(np.asarray(fixed.shape, float) / np.asarray(moving.shape, float))))
     if 0.5 <= ratio <= 2.0:
         return 1.0, "same_pixel_size"

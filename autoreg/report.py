@@ -1,84 +1,19 @@
-"""Reporting: the contract's JSON-able dict, and a PNG figure (matplotlib, imported lazily)."""
+"""The report figure: a PNG of the fixed and moving images, overlay, checkerboard and matches (matplotlib, lazily).
+
+This module only draws; the JSON contract belongs to :mod:`autoreg.datatypes`.
+"""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._version import __version__
+from ._atomic import atomic_path
 from .datatypes import RegistrationResult
 
-__all__ = ["result_to_dict", "jsonable", "save_report_png", "CONTRACT_KEYS"]
-
-CONTRACT_KEYS = ("model", "matrix", "verdict", "reasons", "source", "n_matches", "n_inliers", "rmse_px", "pearson",
-                 "pearson_before", "overlap_fraction")
-
-
-def jsonable(value: Any) -> Any:
-    """Convert numpy values and containers to JSON-able Python; NaN and infinities become None.
-
-    Examples
-    --------
-    >>> jsonable({"a": np.float32(1.5), "b": [np.nan, 2]})
-    {'a': 1.5, 'b': [None, 2]}
-    """
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(float(value)) else None
-    return value
-
-
-def result_to_dict(result: RegistrationResult) -> dict[str, Any]:
-    """The JSON object of the CLI contract (``--json``), plus more keys.
-
-    ``matrix`` maps MOVING pixel (x, y) to FIXED pixel (x, y); None when failed or the model is not global.
-    """
-    s = result.scores
-    out: dict[str, Any] = {
-        "model": result.model,
-        "matrix": result.matrix,
-        "verdict": result.verdict.level,
-        "reasons": list(result.verdict.reasons),
-        "source": result.source,
-        "n_matches": s.n_matches,
-        "n_inliers": s.n_inliers,
-        "rmse_px": s.rmse_px,
-        "pearson": s.pearson,
-        "pearson_before": s.pearson_before,
-        "overlap_fraction": s.overlap_fraction,
-        "inlier_ratio": s.inlier_ratio,
-        "inlier_spread": s.inlier_spread,
-        "scale": s.scale,
-        "expected_scale": s.expected_scale,
-        "shear": s.shear,
-        "ecc_correlation": s.ecc_correlation,
-        "uncertainty_px": s.uncertainty_px,
-        "why_model": result.fit.why if result.fit is not None else None,
-        "attempts": [
-            {"strategy": a.strategy, "verdict": a.verdict, "reasons": list(a.reasons), "n_inliers": a.n_inliers,
-             "rmse_px": a.rmse_px, "pearson": a.pearson}
-            for a in result.attempts
-        ],
-        "fixed_shape": list(result.fixed_shape),
-        "moving_shape": list(result.moving_shape),
-        "autoreg_version": __version__,
-    }
-    for key, value in result.extra.items():
-        out.setdefault(key, value)
-    return jsonable(out)
-
+__all__ = ["save_report_png"]
 
 def _display(image: np.ndarray) -> np.ndarray:
     finite = np.isfinite(image)
@@ -107,8 +42,6 @@ def save_report_png(result: RegistrationResult, fixed: np.ndarray, moving: np.nd
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from .io import atomic_path
 
     fig = Figure(figsize=(15, 9.5), dpi=90)
     FigureCanvasAgg(fig)

@@ -16,39 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from .datatypes import Image, RegistrationResult
+from . import usid
+from ._atomic import atomic_path
+from .datatypes import Image, RegistrationResult, jsonable
 from .errors import InputError
+from .io import parse_spec
+from .units import physical_matrix
 
-__all__ = ["matrix_physical", "write_results", "list_registrations", "read_registration", "load_transform",
+__all__ = ["write_results", "list_registrations", "read_registration", "load_transform",
            "describe_file", "GROUP_SUFFIX"]
 
 GROUP_SUFFIX = "-Registration_"
-
-
-def _pixel_to_physical(image: Image) -> np.ndarray | None:
-    if image.pixel_size_xy is None or image.origin is None:
-        return None
-    (sx, sy), (ox, oy) = image.pixel_size_xy, image.origin
-    return np.array([[sx, 0.0, ox], [0.0, sy, oy], [0.0, 0.0, 1.0]])
-
-
-def matrix_physical(result: RegistrationResult, fixed: Image, moving: Image) -> tuple[np.ndarray, str] | None:
-    """Moving physical (x, y) → fixed physical (x, y), in the fixed image's units; None when not defined.
-
-    Defined for global models when both images carry position values in convertible units.
-    """
-    from .preprocess import _unit_factor
-
-    matrix = result.matrix
-    to_fixed, to_moving = _pixel_to_physical(fixed), _pixel_to_physical(moving)
-    if matrix is None or to_fixed is None or to_moving is None:
-        return None
-    if fixed.units != moving.units:
-        ff, fm = _unit_factor(fixed.units), _unit_factor(moving.units)
-        if ff is None or fm is None:
-            return None
-        to_moving = np.diag([fm / ff, fm / ff, 1.0]) @ to_moving  # moving physical in fixed units
-    return to_fixed @ matrix @ np.linalg.inv(to_moving), str(fixed.units)
 
 
 def _versions() -> dict[str, str]:
@@ -72,8 +50,6 @@ def _next_group_name(parent: Any, stem: str) -> str:
 
 def _dataset_ref(f: Any, spec: str, file_path: Path) -> Any:
     """Object reference to the dataset ``spec`` names when it lives in the file being written (``file_path``)."""
-    from .io import parse_spec
-
     if "::" not in spec:
         return None
     path, dataset = parse_spec(spec)
@@ -84,9 +60,6 @@ def _dataset_ref(f: Any, spec: str, file_path: Path) -> Any:
 def _fill_group(group: Any, result: RegistrationResult, fixed: Image, moving: Image,
                 warped_cube: np.ndarray | None, cube_meta: dict[str, Any] | None, parameters: dict[str, Any],
                 file_path: Path) -> None:
-    from .report import jsonable
-    from .synthetic import write_usid_main
-
     fixed_ref = _dataset_ref(group.file, fixed.name, file_path)
     position = None
     if fixed_ref is not None:  # the fixed image lives in this file: reuse its position ancillaries
@@ -97,7 +70,7 @@ def _fill_group(group: Any, result: RegistrationResult, fixed: Image, moving: Im
     origin = fixed.origin or (0.0, 0.0)
     units = fixed.units or "px"
     warped = result.warped if result.warped is not None else np.full(fixed.shape, np.nan, np.float32)
-    main = write_usid_main(group, "Registered_Image", warped, quantity="Registered moving image",
+    main = usid.write_main(group, "Registered_Image", warped, quantity="Registered moving image",
                            units=moving.value_units or "a. u.", position=position, pixel_size=pixel, origin=origin,
                            position_units=units)
     if warped_cube is not None:
@@ -110,7 +83,7 @@ def _fill_group(group: Any, result: RegistrationResult, fixed: Image, moving: Im
         cube_group = group.create_group("Cube")
         same_grid = warped_cube.shape[:2] == warped.shape
         step = float(parameters.get("cube_step", 1.0))  # the cube's grid spacing in fixed pixels
-        write_usid_main(cube_group, "Registered_Cube", warped_cube, quantity="Registered cube",
+        usid.write_main(cube_group, "Registered_Cube", warped_cube, quantity="Registered cube",
                         units=(cube_meta or {}).get("value_units") or "a. u.",
                         position=(group.file[main.attrs["Position_Indices"]],
                                   group.file[main.attrs["Position_Values"]]) if same_grid else None,
@@ -118,7 +91,7 @@ def _fill_group(group: Any, result: RegistrationResult, fixed: Image, moving: Im
                         position_units=units, spectral=(label, spec_units, values))
     if result.matrix is not None:
         group.create_dataset("matrix_moving_to_fixed", data=result.matrix)
-    physical = matrix_physical(result, fixed, moving)
+    physical = physical_matrix(result.matrix, fixed.calibration, moving.calibration)
     if physical is not None:
         group.create_dataset("matrix_physical", data=physical[0]).attrs["units"] = physical[1]
     if result.fit is not None:
@@ -171,8 +144,6 @@ def write_results(result: RegistrationResult, *, fixed: Image, moving: Image, pa
     """
     import h5py
 
-    from .io import atomic_path, parse_spec
-
     if (path is None) == (not in_place):
         raise InputError("Give either a new results file or in_place=True.")
     if in_place:
@@ -196,10 +167,8 @@ def write_results(result: RegistrationResult, *, fixed: Image, moving: Image, pa
 
 def list_registrations(path: str | Path) -> list[dict[str, Any]]:
     """Complete registration groups of a file: path, verdict, model, source. Incomplete ones are skipped."""
-    from .io import _open_hdf5
-
     found: list[dict[str, Any]] = []
-    with _open_hdf5(Path(path)) as f:
+    with usid.open_hdf5(Path(path)) as f:
         def visit(name: str, obj: Any) -> None:
             if GROUP_SUFFIX in name.rsplit("/", 1)[-1] and obj.attrs.get("complete", False):
                 found.append({"group": "/" + name, "verdict": str(obj.attrs.get("verdict")),
@@ -211,12 +180,10 @@ def list_registrations(path: str | Path) -> list[dict[str, Any]]:
 
 def read_registration(spec: str) -> dict[str, Any]:
     """The stored result (``result_json``) of a complete group ``FILE.h5::/group``, with its inlier pairs."""
-    from .io import _open_hdf5, parse_spec
-
     path, group_path = parse_spec(spec)
     if group_path is None:
         raise InputError("Name the results group: FILE.h5::/path/to/<Moving>-Registration_NNN.")
-    with _open_hdf5(path) as f:
+    with usid.open_hdf5(path) as f:
         if group_path not in f or not f[group_path].attrs.get("complete", False):
             raise InputError(f"{group_path} in {path} is not a complete registration group.")
         group = f[group_path]
@@ -276,10 +243,8 @@ def describe_file(path: str | Path) -> list[str]:
     """Lines describing an HDF5 file: its USID main datasets (shape, quantity, units) and registration groups."""
     import h5py
 
-    from .io import _open_hdf5
-
     lines: list[str] = []
-    with _open_hdf5(Path(path)) as f:
+    with usid.open_hdf5(Path(path)) as f:
         def visit(name: str, obj: Any) -> None:
             depth = "  " * name.count("/")
             leaf = name.rsplit("/", 1)[-1]

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from .geometry import apply_matrix
+from .usid import write_main, write_positions
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -52,14 +53,11 @@ __all__ = [
     "make_stm_sts_pair",
     "true_moving_to_fixed",
     "expected_spectra",
-    "write_usid_main",
     "write_stm_sts_usid",
-    "load_truth",
     "write_same_resolution_pair",
 ]
 
 GENERATOR_VERSION = "2"  # 2: the STS terrace state moves with every terrace (1 clipped it above terrace 4)
-_COMPRESSION: dict[str, Any] = {"compression": "gzip", "compression_opts": 6, "shuffle": True}
 STEP_NM = 0.2
 STS_BIAS_V = np.linspace(-1.0, 1.0, 256)
 STS_BIAS_V.flags.writeable = False
@@ -408,92 +406,27 @@ def make_stm_sts_pair(*, seed: int = 0) -> SyntheticPair:
                          scene=scene)
 
 
-def write_usid_main(group: Any, name: str, data: np.ndarray, *, quantity: str, units: str,
-                    position: tuple[Any, Any] | None = None, pixel_size: float = 1.0,
-                    origin: tuple[float, float] = (0.0, 0.0), position_units: str = "nm",
-                    spectral: tuple[str, str, np.ndarray] | None = None, compress: bool = True) -> Any:
-    """Write a USID main dataset (``(positions, spectral)``) with its ancillaries, using plain h5py.
-
-    Parameters
-    ----------
-    group : h5py.Group
-    name : str
-    data : ndarray of shape (n_y, n_x) or (n_y, n_x, n_spectral)
-        Rows = Y, columns = X.
-    quantity, units : str
-        What the values are.
-    position : tuple of (h5py.Dataset, h5py.Dataset), optional
-        Existing ``Position_Indices`` and ``Position_Values`` to share; written next to the dataset otherwise.
-    pixel_size, origin, position_units
-        Physical position of pixel (row, col) = origin + (col, row) * pixel_size.
-    spectral : tuple of (label, units, values), optional
-        The spectroscopic dimension; a single-valued ``arb`` dimension otherwise.
-    compress : bool
-        gzip the main dataset and the position ancillaries (pycroscopy itself writes them uncompressed).
-
-    Returns
-    -------
-    h5py.Dataset
-    """
-    import h5py
-
-    data = np.asarray(data)
-    n_y, n_x = data.shape[:2]
-    n_spec = 1 if data.ndim == 2 else data.shape[2]
-    if position is None:
-        cols, rows = np.meshgrid(np.arange(n_x), np.arange(n_y))
-        indices = np.column_stack([cols.ravel(), rows.ravel()]).astype(np.uint32)  # X fastest
-        values = (np.asarray(origin, float) + indices * pixel_size).astype(np.float32)
-        packing = _COMPRESSION if compress else {}
-        position = (group.create_dataset("Position_Indices", data=indices, **packing),
-                    group.create_dataset("Position_Values", data=values, **packing))
-        for anc in position:
-            anc.attrs["labels"] = np.array([b"X", b"Y"])
-            anc.attrs["units"] = np.array([position_units.encode()] * 2)
-    label, spec_units, spec_values = spectral or ("arb", "a. u.", np.zeros(1))
-    spec_idx = group.create_dataset("Spectroscopic_Indices", data=np.arange(n_spec, dtype=np.uint32)[None, :])
-    spec_val = group.create_dataset("Spectroscopic_Values", data=np.asarray(spec_values, np.float32)[None, :])
-    for anc in (spec_idx, spec_val):
-        anc.attrs["labels"] = np.array([label.encode()])
-        anc.attrs["units"] = np.array([spec_units.encode()])
-    main = group.create_dataset(name, data=data.reshape(n_y * n_x, n_spec).astype(np.float32),
-                                **(_COMPRESSION if compress else {}))
-    main.attrs["quantity"] = quantity
-    main.attrs["units"] = units
-    for key, anc in (("Position_Indices", position[0]), ("Position_Values", position[1]),
-                     ("Spectroscopic_Indices", spec_idx), ("Spectroscopic_Values", spec_val)):
-        main.attrs[key] = anc.ref
-    assert isinstance(main, h5py.Dataset)
-    return main
-
-
 def write_stm_sts_usid(path: str | Path, *, seed: int = 0) -> StmStsTruth:
     """Write the STM/STS demo pair as a USID file laid out like the tutorial's; returns the truth."""
     import h5py
 
-    from .io import atomic_path
+    from ._atomic import atomic_path
 
     pair = make_stm_sts_pair(seed=seed)
     truth: StmStsTruth = pair.truth
     with atomic_path(Path(path)) as tmp, h5py.File(tmp, "w") as f:
         topo = f.create_group("Measurement_000/Channel_000")
-        write_usid_main(topo, "STM_Topography", pair.fixed, quantity="Height", units="nm",
+        write_main(topo, "STM_Topography", pair.fixed, quantity="Height", units="nm",
                         pixel_size=truth.fixed_pixel_nm)
         sts = f.create_group("Measurement_001")
         channel0 = sts.create_group("Channel_000")
         channel1 = sts.create_group("Channel_001")
         n = truth.moving_rows
-        cols, rows = np.meshgrid(np.arange(n), np.arange(n))
-        indices = np.column_stack([cols.ravel(), rows.ravel()]).astype(np.uint32)
-        values = (np.asarray(truth.moving_origin_nm) + indices * truth.moving_pixel_nm).astype(np.float32)
-        position = (sts.create_dataset("Position_Indices", data=indices, **_COMPRESSION),
-                    sts.create_dataset("Position_Values", data=values, **_COMPRESSION))
-        for anc in position:
-            anc.attrs["labels"] = np.array([b"X", b"Y"])
-            anc.attrs["units"] = np.array([b"nm", b"nm"])
-        write_usid_main(channel0, "STS", pair.cube, quantity="dI/dV", units="a. u.", position=position,
+        position = write_positions(sts, (n, n), pixel_size=truth.moving_pixel_nm, origin=truth.moving_origin_nm,
+                                   units="nm")
+        write_main(channel0, "STS", pair.cube, quantity="dI/dV", units="a. u.", position=position,
                         spectral=("Bias", "V", pair.bias))
-        write_usid_main(channel1, "STS_Z_Contrast", pair.moving, quantity="Intensity", units="a. u.",
+        write_main(channel1, "STS_Z_Contrast", pair.moving, quantity="Intensity", units="a. u.",
                         position=position)
         f.attrs["autoreg_truth"] = json.dumps(_truth_dict(truth))
         f.attrs["moving_to_fixed_matrix"] = truth.matrix
@@ -510,24 +443,12 @@ def _truth_dict(truth: StmStsTruth) -> dict[str, Any]:
             "version": truth.version}
 
 
-def load_truth(path: str | Path) -> StmStsTruth:
-    """Read the ground truth stored in a fixture written by :func:`write_stm_sts_usid`."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        d = json.loads(f.attrs["autoreg_truth"])
-    return StmStsTruth(moving_to_fixed=tuple(tuple(r) for r in d["moving_to_fixed"]), creep_xy=tuple(d["creep_xy"]),
-                       moving_rows=d["moving_rows"], seed=d["seed"], fixed_pixel_nm=d["fixed_pixel_nm"],
-                       moving_pixel_nm=d["moving_pixel_nm"], moving_origin_nm=tuple(d["moving_origin_nm"]),
-                       version=d["version"])
-
-
 def write_same_resolution_pair(directory: str | Path, *, seed: int = 1, angle_deg: float = 20.0,
                                shift_xy: tuple[float, float] = (18.0, -12.0)) -> np.ndarray:
     """Write ``same_res_fixed.tif``, ``same_res_moving.tif`` and ``same_res_truth.json``; return the matrix."""
     import tifffile
 
-    from .io import atomic_path
+    from ._atomic import atomic_path
 
     size = 384
     a = np.deg2rad(angle_deg)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from autoreg.geometry import apply_matrix
 from autoreg.cli import app
-from autoreg.report import CONTRACT_KEYS
+from autoreg.datatypes import CONTRACT_KEYS
 from autoreg.synthetic import make_pair
 
 runner = CliRunner()

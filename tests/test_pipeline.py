@@ -9,9 +9,9 @@ import pytest
 from autoreg.geometry import apply_matrix, mean_grid_distance
 import autoreg
 from autoreg.datatypes import Image
+from autoreg.fixture import load_truth
 from autoreg.synthetic import (
     expected_spectra,
-    load_truth,
     make_pair,
     make_stm_sts_pair,
     true_moving_to_fixed,

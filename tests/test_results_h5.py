@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 import autoreg
 from autoreg.cli import app
 from autoreg.io import load_cube, load_image
-from autoreg.results_h5 import list_registrations, load_transform, matrix_physical, read_registration, write_results
-from autoreg.synthetic import load_truth
+from autoreg.results_h5 import list_registrations, load_transform, read_registration, write_results
+from autoreg.fixture import load_truth
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "stm_sts.h5"
 TOPO, ZMAP, STS = ("/Measurement_000/Channel_000/STM_Topography", "/Measurement_001/Channel_001/STS_Z_Contrast",
@@ -80,7 +80,8 @@ def test_results_file_holds_valid_usid_and_provenance(registered, tmp_path):
 def test_physical_matrix_matches_the_truth(registered):
     fixed, moving, result, _ = registered
     truth = load_truth(FIXTURE)
-    physical, units = matrix_physical(result, fixed, moving)
+    payload = result.to_dict()
+    physical, units = np.asarray(payload["matrix_physical"]), payload["physical_units"]
     to_fixed = np.diag([truth.fixed_pixel_nm, truth.fixed_pixel_nm, 1.0])
     to_moving = np.array([[truth.moving_pixel_nm, 0, truth.moving_origin_nm[0]],
                           [0, truth.moving_pixel_nm, truth.moving_origin_nm[1]], [0, 0, 1.0]])

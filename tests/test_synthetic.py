@@ -10,11 +10,11 @@ from scipy import ndimage as ndi
 
 from autoreg.geometry import apply_matrix
 from autoreg.io import load_cube, load_image
+from autoreg.fixture import load_truth
 from autoreg.synthetic import (
     GENERATOR_VERSION,
     STS_BIAS_V,
     expected_spectra,
-    load_truth,
     make_pair,
     make_scene,
     make_stm_sts_pair,

@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import autoreg  # noqa: E402
-from autoreg.synthetic import load_truth, true_moving_to_fixed  # noqa: E402
+from autoreg.fixture import load_truth  # noqa: E402
+from autoreg.synthetic import true_moving_to_fixed  # noqa: E402
 
 FIXTURE = ROOT / "fixtures" / "stm_sts.h5"
 

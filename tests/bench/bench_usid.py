@@ -24,7 +24,7 @@ def main() -> None:
     import h5py
     import tifffile
 
-    from autoreg.synthetic import write_usid_main
+    from autoreg.usid import write_main
 
     image = np.random.default_rng(0).normal(size=(2048, 2048)).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
@@ -32,7 +32,7 @@ def main() -> None:
         tifffile.imwrite(tif, image)
         for path, compress in ((h5, False), (h5z, True)):
             with h5py.File(path, "w") as f:
-                write_usid_main(f.create_group("Measurement_000/Channel_000"), "Raw_Data", image, quantity="Height",
+                write_main(f.create_group("Measurement_000/Channel_000"), "Raw_Data", image, quantity="Height",
                                 units="nm", pixel_size=0.1, compress=compress)
         spec = f"{h5}::/Measurement_000/Channel_000/Raw_Data"
         spec_z = f"{h5z}::/Measurement_000/Channel_000/Raw_Data"
