@@ -7,7 +7,11 @@ escapes the pipeline (the CLI maps it to exit code 2); every other
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 __all__ = [
+    "library_errors",
     "AutoregError",
     "InputError",
     "InsufficientLandmarksError",
@@ -32,3 +36,26 @@ class InsufficientLandmarksError(AutoregError):
 
 class EstimationError(AutoregError):
     """A transform could not be estimated, or the estimate is degenerate or non-finite."""
+
+
+@contextlib.contextmanager
+def library_errors(what: str) -> Iterator[None]:
+    """Turn a library's failure on these data into :class:`EstimationError`, at the call site.
+
+    OpenCV raises ``cv2.error`` and numpy ``LinAlgError`` when the data defeat them (a singular system, a
+    degenerate point set, an optimiser that does not converge): that is a result — this strategy failed — not a
+    bug. Anything else propagates, so a bug of autoreg's own is never mistaken for a failed strategy.
+
+    Parameters
+    ----------
+    what : str
+        What was being done, for the message (``"ECC refinement"``).
+    """
+    import cv2
+    import numpy as np
+
+    try:
+        yield
+    except (cv2.error, np.linalg.LinAlgError) as err:
+        detail = " ".join(str(getattr(err, "err", None) or err).split())[:200]
+        raise EstimationError(f"{what} failed: {detail}") from err

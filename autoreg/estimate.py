@@ -14,7 +14,7 @@ import numpy as np
 
 from .config import RegistrationConfig
 from .datatypes import Fit, Matches
-from .errors import EstimationError, InsufficientLandmarksError
+from .errors import EstimationError, InsufficientLandmarksError, library_errors
 from .geometry import is_collinear
 from .models import estimate_kwargs, is_global, min_points, transform_class
 
@@ -89,8 +89,9 @@ def fit_transform(model: str, src_xy: np.ndarray, dst_xy: np.ndarray, *, polynom
         raise EstimationError(f"The {model} model cannot be fitted to collinear points.")
     cls = transform_class(model)
     scaled = model in ("translation", "rigid") and prior_scale != 1.0
-    tf = cls.from_estimate(src_xy * prior_scale if scaled else src_xy, dst_xy,
-                           **estimate_kwargs(model, polynomial_order=polynomial_order))
+    with library_errors(f"the {model} fit"):
+        tf = cls.from_estimate(src_xy * prior_scale if scaled else src_xy, dst_xy,
+                               **estimate_kwargs(model, polynomial_order=polynomial_order))
     if not tf:
         raise EstimationError(f"The {model} fit failed: {tf}")
     if scaled:
@@ -167,15 +168,13 @@ def robust_inliers(
     cv2.setRNGSeed(int(seed))
     common = dict(ransacReprojThreshold=float(threshold_px), maxIters=config.ransac_max_iters,
                   confidence=config.ransac_confidence)
-    try:
+    with library_errors(f"OpenCV's robust {model} fit"):
         if model == "projective":
             matrix, mask = cv2.findHomography(src, dst, method=cv2.USAC_MAGSAC, **common)
         elif model in ("translation", "rigid", "similarity"):  # OpenCV's partial-affine fit has no MAGSAC
             matrix, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, **common)
         else:
             matrix, mask = cv2.estimateAffine2D(src, dst, method=cv2.USAC_MAGSAC, **common)
-    except cv2.error as err:
-        raise EstimationError(f"OpenCV's robust {model} fit failed: {err.msg if hasattr(err, 'msg') else err}") from err
     if matrix is None or mask is None or not np.all(np.isfinite(matrix)):
         raise InsufficientLandmarksError(f"No consistent {model} transform among {n} matches.")
     return mask.ravel().astype(bool)

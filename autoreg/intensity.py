@@ -13,7 +13,7 @@ import numpy as np
 
 from .config import RegistrationConfig
 from .datatypes import Fit, Matches
-from .errors import EstimationError
+from .errors import EstimationError, library_errors
 from .geometry import apply_matrix, grid_xy, mean_grid_distance
 from .preprocess import WorkingView
 
@@ -81,9 +81,11 @@ def fourier_mellin(fixed_view: WorkingView, moving_view: WorkingView) -> tuple[n
     fixed, fixed_mask = _canvas(fixed_view, size)
     moving_plain, moving_mask = _canvas(moving_view, size)
     radius = size // 2
-    shifts, _, _ = phase_cross_correlation(_log_polar_spectrum(fixed, radius)[:180],
-                                           _log_polar_spectrum(moving_plain, radius)[:180], upsample_factor=10,
-                                           normalization=None)
+    fixed_polar = _log_polar_spectrum(fixed, radius)[:180]
+    moving_polar = _log_polar_spectrum(moving_plain, radius)[:180]
+    if not (fixed_polar.any() and moving_polar.any()):  # scikit-image would only warn, and return a shift of 0
+        raise EstimationError("Fourier-Mellin: an image has no structure in the band it correlates.")
+    shifts, _, _ = phase_cross_correlation(fixed_polar, moving_polar, upsample_factor=10, normalization=None)
     angle = float(shifts[0])
     scale = float(np.exp(shifts[1] * np.log(radius) / radius))
     if not 0.5 < scale < 2.0:  # the views are already at one scale: an extreme value is a spurious peak
@@ -142,12 +144,10 @@ def refine_ecc(fixed_view: WorkingView, moving_view: WorkingView, moving_to_fixe
         warp = warp[:2].copy()
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iterations, 1e-6)
     mask = moving_view.valid.astype(np.uint8)
-    try:
-        moving = (1.0 - moving_view.unit).astype(np.float32) if inverted else moving_view.unit
+    moving = (1.0 - moving_view.unit).astype(np.float32) if inverted else moving_view.unit
+    with library_errors("ECC refinement (the images may be uncorrelated)"):
         rho, warp = cv2.findTransformECC(_high_pass(fixed_view.unit, highpass_sigma),
                                          _high_pass(moving, highpass_sigma), warp, motion, criteria, mask, 3)
-    except cv2.error as err:
-        raise EstimationError("ECC refinement did not converge (the images may be uncorrelated)") from err
     full = np.vstack([warp, [0.0, 0.0, 1.0]]) if warp.shape[0] == 2 else warp.astype(float)
     if not np.all(np.isfinite(full)) or abs(np.linalg.det(full)) < 1e-12:
         raise EstimationError("ECC refinement returned a degenerate matrix.")

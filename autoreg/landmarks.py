@@ -6,7 +6,7 @@ import numpy as np
 
 from .config import RegistrationConfig
 from .datatypes import Matches
-from .errors import InsufficientLandmarksError
+from .errors import InsufficientLandmarksError, library_errors
 from .geometry import apply_matrix
 from .preprocess import WorkingView
 
@@ -45,7 +45,8 @@ def detect(view: WorkingView, config: RegistrationConfig, detector: str = "orb")
             fastThreshold=config.fast_threshold,
         )
     mask = None if view.valid.all() else view.valid.astype(np.uint8) * 255
-    keypoints, descriptors = finder.detectAndCompute(view.image8, mask)
+    with library_errors(f"{detector.upper()} detection"):
+        keypoints, descriptors = finder.detectAndCompute(view.image8, mask)
     xy = np.array([kp.pt for kp in keypoints], dtype=float).reshape(-1, 2)
     return xy, descriptors
 
@@ -61,11 +62,12 @@ def _ratio_matches(query: np.ndarray, train: np.ndarray, ratio: float) -> tuple[
     import cv2
 
     norm = cv2.NORM_HAMMING if query.dtype == np.uint8 else cv2.NORM_L2
-    if len(train) < 2:
-        pairs = list(cv2.BFMatcher(norm).match(query, train))
-    else:
-        knn = cv2.BFMatcher(norm).knnMatch(query, train, k=2)
-        pairs = [p[0] for p in knn if len(p) == 2 and p[0].distance < ratio * p[1].distance]
+    with library_errors("descriptor matching"):
+        if len(train) < 2:
+            pairs = list(cv2.BFMatcher(norm).match(query, train))
+        else:
+            knn = cv2.BFMatcher(norm).knnMatch(query, train, k=2)
+            pairs = [p[0] for p in knn if len(p) == 2 and p[0].distance < ratio * p[1].distance]
     best: dict[int, tuple[float, int]] = {}
     for m in pairs:
         if m.trainIdx not in best or m.distance < best[m.trainIdx][0]:

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,14 +16,10 @@ import numpy as np
 from .config import RegistrationConfig
 from .control_points import fit_points, validate_points
 from .datatypes import Attempt, Fit, Image, RegistrationResult, Scores, Verdict
-from .errors import AutoregError, InputError
+from .errors import AutoregError, EstimationError, InputError, InsufficientLandmarksError
 from .models import GLOBAL_MODELS, MODELS, min_points
 
 __all__ = ["register", "Context"]
-
-#: What a strategy may raise on data it cannot handle; each becomes a failed attempt, never a crash.
-_STAGE_FAILURES: tuple[type[BaseException], ...] = (AutoregError, Warning, ArithmeticError, ValueError,
-                                                   np.linalg.LinAlgError, MemoryError)
 
 ProgressCallback = Callable[[str], None]
 
@@ -146,19 +141,13 @@ def _points_fit(ctx: Context, points: tuple[np.ndarray, np.ndarray], model: str)
     return fit, exact
 
 
-def _is_stage_failure(err: BaseException) -> bool:
-    """True for errors that mean "this strategy cannot handle these data" (OpenCV's included)."""
-    import cv2
-
-    return isinstance(err, (*_STAGE_FAILURES, cv2.error))
+#: What a strategy raises on data it cannot handle (library failures are converted at their call sites); each
+#: becomes a failed attempt. Anything else is a bug and propagates.
+_STAGE_FAILURES = (InsufficientLandmarksError, EstimationError)
 
 
-def _failed_attempt(strategy: str, err: BaseException) -> Attempt:
-    slug = {"InsufficientLandmarksError": "insufficient_landmarks", "EstimationError": "estimation_failed"}.get(
-        type(err).__name__)
-    if slug is None:  # a library gave up on these data: say which library error, in one line
-        message = " ".join(str(err).split())[:300]
-        return Attempt(strategy=strategy, verdict="failed", reasons=(f"stage_failed: {type(err).__name__}: {message}",))
+def _failed_attempt(strategy: str, err: AutoregError) -> Attempt:
+    slug = "insufficient_landmarks" if isinstance(err, InsufficientLandmarksError) else "estimation_failed"
     return Attempt(strategy=strategy, verdict="failed", reasons=(f"{slug}: {err}",))
 
 
@@ -293,18 +282,12 @@ def register(
             break
         say(name)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")  # a library warning means this strategy's answer is not to be trusted
-                fit, exact = attempt_fit()
-                result, attempt = _finish(ctx, fit, exact_points=exact)
-                attempt = dataclasses.replace(attempt, strategy=name)
-        except InputError:
-            raise
-        except Exception as err:
-            if not _is_stage_failure(err):
-                raise
+            fit, exact = attempt_fit()
+            result, attempt = _finish(ctx, fit, exact_points=exact)
+        except _STAGE_FAILURES as err:
             attempts.append(_failed_attempt(name, err))
             continue
+        attempt = dataclasses.replace(attempt, strategy=name)
         results.append(result)
         attempts.append(attempt)
 
