@@ -148,7 +148,6 @@ def _register(fixed: str, moving: str, model: str, points: Optional[Path], out: 
                 raise InputError(f"The cube's {cube_data.shape[1]} x {cube_data.shape[0]} positions do not match the "
                                  f"moving image's {moving_img.shape[1]} x {moving_img.shape[0]} pixels.")
             moving_img = replace(moving_img, cube=cube_data)
-        started = time.perf_counter()
         compared = None
         if model == "all":  # the tutorial's table for this pair; the auto result is the one written and returned
             from .demo import compare_models
@@ -158,7 +157,6 @@ def _register(fixed: str, moving: str, model: str, points: Optional[Path], out: 
             _print_table(table, stderr=as_json)
         result = run(fixed_img, moving_img, model="auto" if model == "all" else model, points=points, rng=seed,
                      config=config, cube_step=cube_step, progress=lambda stage: console.log(f"[dim]{stage}[/dim]"))
-        elapsed = time.perf_counter() - started
         written = _write_results(result, fixed_img, moving_img, out, in_place, cube_meta,
                                  {"model": model, "seed": seed, "cube_step": cube_step, "points": str(points or "")})
     except InputError as err:
@@ -168,7 +166,6 @@ def _register(fixed: str, moving: str, model: str, points: Optional[Path], out: 
     if written:
         payload["results_group"] = written
         console.log(f"wrote {written}")
-    payload["seconds"] = round(elapsed, 4)
     if compared is not None:
         payload["compare"] = [{"model": name, "chosen": r.model, "verdict": r.verdict.level,
                                "pearson": r.to_dict()["pearson"], "n_inliers": r.scores.n_inliers,
@@ -306,42 +303,12 @@ def apply(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
 ) -> None:
     """Re-apply a saved transform to another image of the moving grid, or to a list of moving points."""
+    from .apply import apply_saved
+
     try:
-        _apply(transform, target, out, overwrite)
+        apply_saved(transform, target, out, overwrite=overwrite)
     except InputError as err:
         raise _fail(str(err)) from None
-
-
-def _apply(transform: str, target: str, out: Path, overwrite: bool) -> None:
-    import numpy as np
-
-    from ._atomic import atomic_path
-    from .io import check_output_path, load_image, parse_spec, write_image
-    from .results_h5 import load_transform
-    from .warp import apply_transform
-
-    points = target.lower().endswith(".csv")
-    check_output_path(out, inputs=[parse_spec(transform)[0], parse_spec(target)[0]], overwrite=overwrite,
-                      suffixes={".csv"} if points else {".tif", ".tiff", ".npy"})
-    fit, shape = load_transform(transform)
-    if points:
-        import csv
-
-        try:
-            with open(target, newline="", encoding="utf-8-sig") as fh:
-                rows = list(csv.DictReader(fh))
-            moving_xy = np.array([[float(r["x"]), float(r["y"])] for r in rows], float).reshape(-1, 2)
-        except (OSError, KeyError, ValueError, TypeError) as err:
-            raise InputError(f"Cannot read moving points from {target} (columns x,y): {err}.") from None
-        fixed_xy = np.asarray(fit.moving_to_fixed(moving_xy), float)
-        with atomic_path(out) as tmp:
-            tmp.write_text("x,y,fixed_x,fixed_y\n" + "".join(
-                f"{m[0]:.6g},{m[1]:.6g},{f[0]:.6g},{f[1]:.6g}\n" for m, f in zip(moving_xy, fixed_xy)))
-        return
-    if 0 in shape:
-        raise InputError(f"{transform} does not record the fixed image's shape; cannot warp onto it.")
-    warped, _ = apply_transform(load_image(target).data, fit, shape)
-    write_image(out, warped)
 
 
 @app.command()

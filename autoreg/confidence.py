@@ -54,7 +54,7 @@ def _doubts(s: Scores, cfg: RegistrationConfig, source: str) -> list[str]:
     elif s.pearson < (cfg.min_pearson_intensity if source == "intensity" else cfg.min_pearson):
         limit = cfg.min_pearson_intensity if source == "intensity" else cfg.min_pearson
         reasons.append(f"low_correlation: pearson {s.pearson:.3f} < {limit}")
-    elif not _bad(s.pearson_before) and s.pearson - s.pearson_before < cfg.min_pearson_gain and s.pearson_before < 0.9:
+    elif not _bad(s.pearson_before) and s.pearson - s.pearson_before < cfg.min_pearson_gain and s.pearson_before < cfg.no_improvement_below:
         reasons.append(f"no_improvement: pearson {s.pearson:.3f} vs {s.pearson_before:.3f} before")
     if source == "intensity" and not (s.ecc_correlation >= cfg.min_ecc_correlation):
         reasons.append(f"weak_intensity_match: ECC correlation {s.ecc_correlation:.3f} < {cfg.min_ecc_correlation}")

@@ -91,6 +91,27 @@ class RegistrationConfig:
         further carries no detail for ECC to add (features alone are more accurate on such pairs).
     max_pixels : int
         Pixel budget for one input image; larger images are refused with a clear error.
+    same_pixel_size_band : tuple of float
+        Without physical pixel sizes, two images whose size ratio lies in this band are taken to have the same
+        pixel size (two crops of one scan); outside it, to cover the same field of view. 2× either way: a
+        crop keeps at least half the scan, and a resolution change is rarely less than 2×.
+    no_improvement_below : float
+        ``no_improvement`` (no Pearson gain over the unregistered guess) applies only when that guess correlates
+        below this: a pair already aligned (0.9 and up) cannot gain much, and that is no sign of failure.
+    flat_relative_range : float
+        An image whose 0.5–99.5 percentile range is below this fraction of its median magnitude is flat: float32
+        rounding is ~1e-7 relative, so 1e-5 leaves a wide margin above rounding and far below any real contrast.
+    sift_contrast_threshold : float
+        SIFT's contrast threshold: a fifth of OpenCV's default (0.04), to find blobs on soft, low-contrast scans.
+    ecc_highpass_sigma_wpx : float
+        Gaussian sigma (working px) of the high-pass applied before ECC: removes tilt and shading that differ
+        between scans, keeps structure up to ~4 sigma (the 256-px working view's larger features).
+    intensity_scale_range : tuple of float
+        Fourier–Mellin scales outside this range are spurious peaks: the working views are already at one scale.
+    intensity_overlap_ratio : float
+        Smallest overlap (fraction of the smaller image) that masked phase correlation accepts for a shift.
+    auto_tie_px2 : float
+        Held-out squared errors (fixed px²) that differ by less than this are a tie in ``auto`` (round-off only).
     """
 
     working_size: int = 256
@@ -129,6 +150,14 @@ class RegistrationConfig:
     refine_iterations: int = 50
     refine_max_shift_wpx: float = 3.0
     refine_max_coarse_wpx: float = 2.0
+    same_pixel_size_band: tuple[float, float] = (0.5, 2.0)
+    no_improvement_below: float = 0.9
+    flat_relative_range: float = 1e-5
+    sift_contrast_threshold: float = 0.01
+    ecc_highpass_sigma_wpx: float = 10.0
+    intensity_scale_range: tuple[float, float] = (0.5, 2.0)
+    intensity_overlap_ratio: float = 0.2
+    auto_tie_px2: float = 1e-9
 
     def with_(self, **changes: object) -> RegistrationConfig:
         """Return a copy with some fields changed.

@@ -296,7 +296,7 @@ def choose_model(
     def acceptable(m: str) -> bool:
         diff = valid[m] - best
         se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
-        return float(diff.mean()) <= config.auto_se * se + 1e-9
+        return float(diff.mean()) <= config.auto_se * se + config.auto_tie_px2
 
     chosen = next(m for m in candidates if m in valid and acceptable(m))
     rmse = {m: float(np.sqrt(e.mean())) if e is not None else float("nan") for m, e in errors.items()}

@@ -59,7 +59,8 @@ def _ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return value if np.isfinite(value) else -1.0
 
 
-def fourier_mellin(fixed_view: WorkingView, moving_view: WorkingView) -> tuple[np.ndarray, float, bool]:
+def fourier_mellin(fixed_view: WorkingView, moving_view: WorkingView,
+                   config: RegistrationConfig) -> tuple[np.ndarray, float, bool]:
     """Coarse similarity (moving view → fixed view) by Fourier–Mellin phase correlation.
 
     Both rotation candidates (θ, θ + 180°) and both contrast polarities (the moving view as is and
@@ -88,7 +89,8 @@ def fourier_mellin(fixed_view: WorkingView, moving_view: WorkingView) -> tuple[n
     shifts, _, _ = phase_cross_correlation(fixed_polar, moving_polar, upsample_factor=10, normalization=None)
     angle = float(shifts[0])
     scale = float(np.exp(shifts[1] * np.log(radius) / radius))
-    if not 0.5 < scale < 2.0:  # the views are already at one scale: an extreme value is a spurious peak
+    low, high = config.intensity_scale_range
+    if not low < scale < high:  # the views are already at one scale: an extreme value is a spurious peak
         scale = 1.0
     best = (np.eye(3), -2.0, False)
     centre = (size - 1) / 2.0
@@ -101,7 +103,7 @@ def fourier_mellin(fixed_view: WorkingView, moving_view: WorkingView) -> tuple[n
         if rotated_mask.sum() < 16:
             continue
         shift_rc = phase_cross_correlation(fixed, rotated, reference_mask=fixed_mask, moving_mask=rotated_mask,
-                                           overlap_ratio=0.2)[0]
+                                           overlap_ratio=config.intensity_overlap_ratio)[0]
         translation = np.array([[1.0, 0.0, -shift_rc[1]], [0.0, 1.0, -shift_rc[0]], [0.0, 0.0, 1.0]])
         matrix = translation @ rotation
         warped = cv2.warpAffine(moving, matrix[:2], (size, size), flags=cv2.INTER_LINEAR)
@@ -123,8 +125,7 @@ def _high_pass(image: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def refine_ecc(fixed_view: WorkingView, moving_view: WorkingView, moving_to_fixed: np.ndarray, model: str,
-               *, iterations: int = 200, inverted: bool = False,
-               highpass_sigma: float = 10.0) -> tuple[np.ndarray, float]:
+               *, iterations: int, highpass_sigma: float, inverted: bool = False) -> tuple[np.ndarray, float]:
     """Refine a moving-view → fixed-view matrix by maximising the ECC criterion.
 
     Both views are high-passed first (ECC is invariant to gain and offset, not to a residual tilt, which
@@ -167,9 +168,9 @@ def intensity_fit(fixed_view: WorkingView, moving_view: WorkingView, model: str,
     from .estimate import fit_pair
 
     fitted = model if model in ECC_MOTION else "affine"
-    coarse, _, inverted = fourier_mellin(fixed_view, moving_view)
+    coarse, _, inverted = fourier_mellin(fixed_view, moving_view, config)
     refined, rho = refine_ecc(fixed_view, moving_view, coarse, fitted, iterations=config.ecc_iterations,
-                              inverted=inverted)
+                              highpass_sigma=config.ecc_highpass_sigma_wpx, inverted=inverted)
     working = refined
     # Express in original pixels through correspondences on a grid over the moving image.
     view_xy = grid_xy(moving_view.unit.shape, 7)
@@ -207,7 +208,8 @@ def refine_fit(fit: Fit, fixed_view: WorkingView, moving_view: WorkingView, conf
         return fit, float("nan")
     initial = _view_matrix(fixed_view, moving_view, np.asarray(fit.moving_to_fixed.params, float))
     try:
-        refined, rho = refine_ecc(fixed_view, moving_view, initial, fit.model, iterations=config.refine_iterations)
+        refined, rho = refine_ecc(fixed_view, moving_view, initial, fit.model, iterations=config.refine_iterations,
+                                  highpass_sigma=config.ecc_highpass_sigma_wpx)
     except EstimationError:
         return fit, float("nan")
     shift = mean_grid_distance(lambda xy: apply_matrix(initial, xy), lambda xy: apply_matrix(refined, xy),

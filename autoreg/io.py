@@ -49,7 +49,9 @@ __all__ = [
     "check_output_path",
     "load_cube",
     "load_image",
+    "load_coordinate_table",
     "load_points",
+    "write_coordinate_table",
     "parse_spec",
     "write_image",
     "write_json",
@@ -442,25 +444,24 @@ def load_cube(spec: str | os.PathLike[str], *,
     return _as_float(data, label, np.float32), meta
 
 
-def _points_header(row: list[str], path: Path) -> list[int]:
-    """Column of each of ``POINTS_HEADER`` in the header ``row``; InputError naming what is wrong."""
+def _table_header(row: list[str], columns: tuple[str, ...], path: Path) -> list[int]:
+    """Position of each of ``columns`` in the header ``row``; InputError naming what is wrong."""
     header = [cell.strip().lower() for cell in row]
-    if sorted(header) == sorted(POINTS_HEADER):
-        return [header.index(c) for c in POINTS_HEADER]
-    missing = [c for c in POINTS_HEADER if c not in header]
-    extra = [c for c in header if c not in POINTS_HEADER or header.count(c) > 1]
+    if sorted(header) == sorted(columns):
+        return [header.index(c) for c in columns]
+    missing = [c for c in columns if c not in header]
+    extra = [c for c in header if c not in columns or header.count(c) > 1]
     problems = "; ".join(p for p in (missing and f"missing {', '.join(missing)}",
                                      extra and f"unexpected {', '.join(dict.fromkeys(extra))}") if p)
     raise InputError(f"Points file {path} has the header {','.join(row)!r} ({problems}); the first line must "
-                     f"be {','.join(POINTS_HEADER)} (comma-separated, any order).")
+                     f"be {','.join(columns)} (comma-separated, any order).")
 
 
-def _points_row(row: list[str], columns: list[int], path: Path, line: int) -> list[float]:
-    if len(row) != len(POINTS_HEADER):
-        raise InputError(f"Points file {path}, line {line}: {len(row)} fields, expected "
-                         f"{len(POINTS_HEADER)}.")
+def _table_row(row: list[str], positions: list[int], path: Path, line: int) -> list[float]:
+    if len(row) != len(positions):
+        raise InputError(f"Points file {path}, line {line}: {len(row)} fields, expected {len(positions)}.")
     try:
-        numbers = [float(row[c]) for c in columns]
+        numbers = [float(row[c]) for c in positions]
     except ValueError as err:
         raise InputError(f"Points file {path}, line {line}: not a number ({err}).") from err
     if not np.all(np.isfinite(numbers)):
@@ -468,26 +469,21 @@ def _points_row(row: list[str], columns: list[int], path: Path, line: int) -> li
     return numbers
 
 
-def load_points(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Read control points from a CSV with the header ``fixed_x,fixed_y,moving_x,moving_y`` (any order).
+def load_coordinate_table(path: str | os.PathLike[str], columns: tuple[str, ...]) -> np.ndarray:
+    """Read a CSV of finite numbers whose header holds exactly ``columns`` (any order, any case).
 
-    Blank lines are skipped; whitespace around names and numbers is ignored. Whether the points are enough,
-    spread out and inside the images is checked later, not here.
-
-    Parameters
-    ----------
-    path : str or path
+    Blank lines are skipped; whitespace around names and numbers is ignored; a UTF-8 byte-order mark is allowed.
 
     Returns
     -------
-    fixed_xy, moving_xy : ndarray of shape (N, 2)
-        Pixel coordinates (x = column, y = row).
+    ndarray of shape (N, len(columns))
+        The values, columns in the order of ``columns``.
 
     Raises
     ------
     InputError
-        Missing, unreadable or empty file; wrong header; no points; a line with the wrong number of fields,
-        or a value that is not a finite number (the message names the line).
+        Missing, unreadable or empty file; wrong header; no rows; a line with the wrong number of fields, or a
+        value that is not a finite number (the message names the line).
     """
     path = Path(path)
     _require_file(path)
@@ -498,14 +494,42 @@ def load_points(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     reader = csv.reader(text.splitlines())
     rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
     if not rows:
-        raise InputError(f"Points file {path} is empty; it needs the header {','.join(POINTS_HEADER)} and "
-                         "one line per point.")
-    columns = _points_header(rows[0][1], path)
-    values = [_points_row(row, columns, path, line) for line, row in rows[1:]]
+        raise InputError(f"Points file {path} is empty; it needs the header {','.join(columns)} and one line "
+                         "per point.")
+    positions = _table_header(rows[0][1], columns, path)
+    values = [_table_row(row, positions, path, line) for line, row in rows[1:]]
     if not values:
         raise InputError(f"Points file {path} has a header but no points; add one line per point.")
-    table = np.array(values, np.float64)
+    return np.array(values, np.float64)
+
+
+def load_points(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Read control points from a CSV with the header ``fixed_x,fixed_y,moving_x,moving_y`` (any order).
+
+    Whether the points are enough, spread out and inside the images is checked later, not here.
+
+    Returns
+    -------
+    fixed_xy, moving_xy : ndarray of shape (N, 2)
+        Pixel coordinates (x = column, y = row).
+
+    Raises
+    ------
+    InputError
+        See :func:`load_coordinate_table`.
+    """
+    table = load_coordinate_table(path, POINTS_HEADER)
     return table[:, 0:2], table[:, 2:4]
+
+
+def write_coordinate_table(path: str | os.PathLike[str], columns: tuple[str, ...], values: np.ndarray) -> Path:
+    """Write a CSV with the header ``columns`` and one row of ``values`` (N, len(columns)) per line, atomically.
+
+    Numbers are written with 10 significant digits (sub-micro-pixel for any image size autoreg accepts).
+    """
+    values = np.asarray(values, float).reshape(-1, len(columns))
+    lines = [",".join(columns)] + [",".join(f"{v:.10g}" for v in row) for row in values]
+    return write_text(path, "\n".join(lines) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------ writers

@@ -34,7 +34,7 @@ def detect(view: WorkingView, config: RegistrationConfig, detector: str = "orb")
     patch = int(config.orb_patch_size)
     n_features = int(config.n_features * max(1.0, view.image8.size / 256**2))
     if detector == "sift":
-        finder = cv2.SIFT_create(nfeatures=n_features, contrastThreshold=0.01)
+        finder = cv2.SIFT_create(nfeatures=n_features, contrastThreshold=config.sift_contrast_threshold)
     else:
         finder = cv2.ORB_create(
             nfeatures=n_features,

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -177,7 +178,7 @@ def _pick(results: list[RegistrationResult]) -> RegistrationResult:
     return min(results, key=lambda r: r.verdict.rank)  # earlier strategies win ties
 
 
-def _check_texture(image: Image, what: str) -> None:
+def _check_texture(image: Image, what: str, config: RegistrationConfig) -> None:
     """Raise when an image has no usable variation (constant, or variation at rounding level)."""
     from .errors import InsufficientLandmarksError
 
@@ -187,7 +188,7 @@ def _check_texture(image: Image, what: str) -> None:
     values = sample[np.isfinite(sample)]
     lo, hi = np.percentile(values, [0.5, 99.5])
     scale = max(float(np.median(np.abs(values))), 1e-30)
-    if not hi - lo > 1e-5 * scale:
+    if not hi - lo > config.flat_relative_range * scale:
         raise InsufficientLandmarksError(f"The {what} image is flat (no variation above rounding level).")
 
 
@@ -233,12 +234,13 @@ def register(
     """
     from .preprocess import expected_scale, working_scales
 
+    started = time.perf_counter()
     cfg = config or RegistrationConfig()
     if model != "auto" and model not in MODELS:
         raise InputError(f"Unknown model {model!r}; choose auto or one of: {', '.join(MODELS)}.")
     say = progress or (lambda _msg: None)
     fixed_img, moving_img = _load(fixed, "fixed", cfg), _load(moving, "moving", cfg)
-    ratio, scale_source = expected_scale(fixed_img, moving_img)
+    ratio, scale_source = expected_scale(fixed_img, moving_img, cfg)
     scale_fixed, scale_moving = working_scales(fixed_img, moving_img, ratio, cfg)
     ctx = Context(fixed=fixed_img, moving=moving_img, config=cfg, seed=_seed_of(rng), expected_scale=ratio,
                   scale_source=scale_source, coarse_pixel_px=max(1.0, ratio), scale_fixed=scale_fixed,
@@ -254,8 +256,8 @@ def register(
     def automatic(fit_with: Callable[[Context, str, tuple[Any, Any]], Fit]) -> Callable[[], tuple[Fit, bool]]:
         def run() -> tuple[Fit, bool]:
             if not textured:  # checked once, raised again for every automatic strategy
-                _check_texture(fixed_img, "fixed")
-                _check_texture(moving_img, "moving")
+                _check_texture(fixed_img, "fixed", cfg)
+                _check_texture(moving_img, "moving", cfg)
                 textured.append(True)
             return fit_with(ctx, model, views), False
 
@@ -293,6 +295,7 @@ def register(
 
     extra = {"scale_source": scale_source, "working_scale_fixed": scale_fixed, "working_scale_moving": scale_moving}
     if not results:
+        extra["seconds"] = round(time.perf_counter() - started, 4)
         reasons = tuple(r for a in attempts for r in a.reasons) or ("no_strategy: nothing could be tried",)
         return RegistrationResult(fit=None, scores=Scores(), verdict=Verdict("failed", reasons),
                                   model=model, attempts=tuple(attempts), fixed_shape=fixed_img.shape,
@@ -306,6 +309,7 @@ def register(
         say("cube")  # only the chosen result's cube: warping it is the costly part
         warped_cube, _ = apply_transform_cube(moving_img.cube, best.fit, fixed_img.shape, step=cube_step)
     say("done")
+    extra["seconds"] = round(time.perf_counter() - started, 4)
     return RegistrationResult(fit=best.fit, scores=best.scores, verdict=best.verdict, warped=best.warped,
                               footprint=best.footprint, warped_cube=warped_cube, model=best.model,
                               attempts=tuple(attempts), fixed_shape=fixed_img.shape,

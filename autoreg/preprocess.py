@@ -107,19 +107,20 @@ def to_uint8(unit: np.ndarray, *, clahe_clip: float) -> np.ndarray:
     return image8
 
 
-def expected_scale(fixed: Image, moving: Image) -> tuple[float, str]:
+def expected_scale(fixed: Image, moving: Image, config: RegistrationConfig) -> tuple[float, str]:
     """Expected size of one moving pixel in fixed pixels, and where the guess comes from.
 
     From the physical pixel sizes when both images carry them in convertible units (``"metadata"``).
-    Otherwise, when the image sizes differ by more than 2x, by assuming both cover about the same field of
-    view (``"field_of_view"``); else pixels are taken to be the same size (``"same_pixel_size"``) — two crops
-    of one scan differ in size but not in pixel size.
+    Otherwise, when the image sizes differ by more than ``config.same_pixel_size_band`` allows, by assuming both
+    cover about the same field of view (``"field_of_view"``); else pixels are taken to be the same size
+    (``"same_pixel_size"``) — two crops of one scan differ in size but not in pixel size.
     """
     from_metadata = pixel_size_ratio(fixed.calibration, moving.calibration)
     if from_metadata is not None:
         return from_metadata, "metadata"
     ratio = float(np.sqrt(np.prod(np.asarray(fixed.shape, float) / np.asarray(moving.shape, float))))
-    if 0.5 <= ratio <= 2.0:
+    low, high = config.same_pixel_size_band
+    if low <= ratio <= high:
         return 1.0, "same_pixel_size"
     return ratio, "field_of_view"
 

@@ -33,14 +33,14 @@ def test_resize_matrix_matches_cv2_resize(size):
 def test_expected_scale_prefers_metadata_and_converts_units():
     fixed = Image(np.zeros((1024, 1024)), pixel_size_xy=(0.1, 0.1), units="nm")
     moving = Image(np.zeros((40, 40)), pixel_size_xy=(2e-9, 2e-9), units="m")
-    scale, source = expected_scale(fixed, moving)
+    scale, source = expected_scale(fixed, moving, RegistrationConfig())
     assert source == "metadata"
     assert scale == pytest.approx(20.0)
 
 
 def test_expected_scale_falls_back_to_field_of_view():
-    scale, source = expected_scale(Image(np.zeros((1024, 1024))), Image(np.zeros((40, 40))))
-    assert expected_scale(Image(np.zeros((400, 400))), Image(np.zeros((300, 300)))) == (1.0, "same_pixel_size")
+    scale, source = expected_scale(Image(np.zeros((1024, 1024))), Image(np.zeros((40, 40))), RegistrationConfig())
+    assert expected_scale(Image(np.zeros((400, 400))), Image(np.zeros((300, 300))), RegistrationConfig()) == (1.0, "same_pixel_size")
     assert source == "field_of_view"
     assert scale == pytest.approx(25.6)
 
