@@ -202,6 +202,7 @@ def register(
     rng: int | np.random.Generator | None = 0,
     cube_step: float | None = 1.0,
     progress: ProgressCallback | None = None,
+    automatic: bool = True,
 ) -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` hands-off, falling back to control points when given.
 
@@ -221,6 +222,9 @@ def register(
         Grid spacing (fixed pixels) for the warped cube; None skips the cube.
     progress : callable, optional
         Called with a short message at each stage (the pipeline never prints).
+    automatic : bool
+        Try the automatic strategies first (default). False judges the control points alone (with the same
+        scores and verdict rules), e.g. while a user places them.
 
     Returns
     -------
@@ -246,6 +250,8 @@ def register(
                   scale_source=scale_source, coarse_pixel_px=max(1.0, ratio), scale_fixed=scale_fixed,
                   scale_moving=scale_moving)
     control = _load_points(points, ctx, model)
+    if not automatic and control is None:
+        raise InputError("automatic=False judges control points: give points.")
 
     attempts: list[Attempt] = []
     results: list[RegistrationResult] = []
@@ -253,7 +259,7 @@ def register(
 
     textured: list[bool] = []
 
-    def automatic(fit_with: Callable[[Context, str, tuple[Any, Any]], Fit]) -> Callable[[], tuple[Fit, bool]]:
+    def checked(fit_with: Callable[[Context, str, tuple[Any, Any]], Fit]) -> Callable[[], tuple[Fit, bool]]:
         def run() -> tuple[Fit, bool]:
             if not textured:  # checked once, raised again for every automatic strategy
                 _check_texture(fixed_img, "fixed", cfg)
@@ -272,11 +278,11 @@ def register(
         return dataclasses.replace(fit, why=(fit.why + "; " if fit.why else "") + "SIFT features")
 
     strategies: list[tuple[str, Callable[[], tuple[Fit, bool]]]] = [
-        ("features", automatic(_feature_fit)),
-        ("features-gradient", automatic(gradient_features)),
-        ("features-sift", automatic(sift_features)),
-        ("intensity", automatic(_intensity_fit)),
-    ]
+        ("features", checked(_feature_fit)),
+        ("features-gradient", checked(gradient_features)),
+        ("features-sift", checked(sift_features)),
+        ("intensity", checked(_intensity_fit)),
+    ] if automatic else []
     if control is not None:
         strategies.append(("points", lambda: _points_fit(ctx, control, model)))
     for name, attempt_fit in strategies:

@@ -194,3 +194,15 @@ def test_fixture_result_reports_its_uncertainty(fixture_affine):
     assert 0 < fixture_affine.scores.uncertainty_px < 10
     assert fixture_affine.to_dict()["uncertainty_px"] == pytest.approx(fixture_affine.scores.uncertainty_px)
     assert error < 6 * fixture_affine.scores.uncertainty_px + 2  # the creep is outside an affine model's error bar
+
+
+def test_control_points_alone_are_judged_by_the_same_rules():
+    pair = make_pair(seed=3, fixed_shape=(160, 160), moving_shape=(160, 160))
+    moving_xy = np.array([[20.0, 20], [140, 25], [30, 140], [135, 130], [80, 70], [60, 110]])
+    fixed_xy = apply_matrix(pair.moving_to_fixed, moving_xy)
+    result = autoreg.register(pair.fixed, pair.moving, points=(fixed_xy, moving_xy), model="affine", automatic=False)
+    assert [a.strategy for a in result.attempts] == ["points"]
+    assert result.source == "points" and result.verdict.level == "ok", result.verdict.reasons
+    np.testing.assert_allclose(result.matrix, pair.moving_to_fixed, atol=1e-6)
+    with pytest.raises(autoreg.InputError, match="give points"):
+        autoreg.register(pair.fixed, pair.moving, automatic=False)
