@@ -52,7 +52,7 @@ _MEANABS_TO_SIGMA = 1.2533  # mean absolute deviation of a Gaussian is sqrt(2/pi
 # Defaults shared by the public functions and level_scan (documented, with their reasons, where used).
 _MIN_OVERLAP, _ROW_TRIM = 3, 3.0
 _SPIKE_K, _SPIKE_CLUSTER, _SPIKE_RELIEF, _SPIKE_SCREEN = 6.0, 2, 2.0, 0.5
-_SCAR_K_HARD, _SCAR_K_SOFT, _SCAR_MIN_LENGTH, _SCAR_MAX_WIDTH, _SCAR_JUMP_RATIO = 5.0, 2.5, 3, 2, 2.0
+_SCAR_K_HARD, _SCAR_K_SOFT, _SCAR_MIN_LENGTH, _SCAR_MAX_WIDTH, _SCAR_JUMP_RATIO = 6.0, 3.0, 3, 2, 2.0
 _BG_K, _BG_MAX_ITER, _BG_SAMPLES = 3.0, 10, 4096
 
 
@@ -66,8 +66,8 @@ class Levelled:
         The levelled image (read-only); NaN where the input was NaN.
     steps : tuple of str
         One entry per step, in the order applied, each ``"slug: detail"`` with a stable slug
-        (``rows``, ``spikes``, ``scars``, ``background``), e.g. ``("rows: median_difference",
-        "spikes: 0 pixels", "scars: 3 streaks", "background: order 1")``. Meant for the JSON
+        (``rows``, ``scars``, ``spikes``, ``background``), e.g. ``("rows: median_difference",
+        "scars: 3 streaks", "spikes: 0 pixels", "background: order 1")``. Meant for the JSON
         (``preprocessing``).
     """
 
@@ -448,7 +448,8 @@ def _isolated(window: np.ndarray, deviation: np.ndarray, max_cluster: int, relie
     must exceed ``relief_ratio`` times the neighbours' own *relief* (that neighbour minus the lowest). A
     spike on any ground passes; a terrace corner (a neighbour shares its height) or the top of a smooth
     bump (the neighbours vary about as much as the jump) does not. Where some neighbours are missing (image
-    border, NaN) only single pixels count: a pair there may be the visible end of a larger feature.
+    border, NaN) only single pixels count, since a pair there may be the visible end of a larger feature;
+    with fewer than 5 known neighbours (an image corner, a pixel among holes) nothing is judged.
     """
     sign = np.where(deviation < 0, -1.0, 1.0)[:, None]
     neighbours = np.sort(sign * np.delete(window, 4, axis=1), axis=1)  # NaN last
@@ -457,7 +458,7 @@ def _isolated(window: np.ndarray, deviation: np.ndarray, max_cluster: int, relie
     kth = np.take_along_axis(neighbours, np.clip(counts - cluster, 0, 7)[:, None], axis=1)[:, 0]
     jump = sign[:, 0] * window[:, 4] - kth
     relief = kth - neighbours[:, 0]
-    return (counts > cluster) & (jump > relief_ratio * relief)
+    return (counts >= 5) & (jump > relief_ratio * relief)
 
 
 def _remove_spikes(
@@ -507,7 +508,8 @@ def remove_spikes(
         scan keeps every pixel, while spikes that make false corners are far larger.
     max_cluster : int
         Largest spike in pixels (default 2: hot pixels come singly or in pairs; longer streaks along a row
-        are scars, see :func:`remove_scars`). On the image border and next to NaN, only single pixels.
+        are scars, see :func:`remove_scars`). On the image border and next to NaN, only single pixels;
+        pixels with fewer than 5 known neighbours (image corners) are left alone.
     relief_ratio : float
         How many times the neighbours' own height range a spike must clear (default 2: over flat noisy
         ground the other 7 neighbours span ~2.7 noise sigmas, so this asks about as much as ``k_sigma``;
@@ -565,13 +567,13 @@ def _scar_deviation(zz: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]
 def _is_jump(zz: np.ndarray, rows: np.ndarray, cols: np.ndarray, width: int, deviation: np.ndarray,
              jump_ratio: float) -> np.ndarray:
     """Whether the blocks starting at ``rows + 1`` jump by more than ``jump_ratio`` times the change between
-    each bordering row and the next row out (a row outside the image is ignored)."""
+    each bordering row and the next row out. Beyond the image border that change counts as 0; a missing
+    (NaN) pixel there makes the block no seed, since the bordering row itself may be an unseen scar."""
     n_rows = zz.shape[0]
     far_up, far_down = rows - 1, rows + width + 2
-    up = np.where(far_up >= 0, zz[np.maximum(far_up, 0), cols], np.nan)
-    down = np.where(far_down < n_rows, zz[np.minimum(far_down, n_rows - 1), cols], np.nan)
-    outside = np.fmax(np.abs(zz[rows, cols] - up), np.abs(zz[rows + width + 1, cols] - down))
-    return ~(jump_ratio * outside >= deviation)  # True where nothing outside is known
+    up = np.where(far_up >= 0, zz[rows, cols] - zz[np.maximum(far_up, 0), cols], 0.0)
+    down = np.where(far_down < n_rows, zz[rows + width + 1, cols] - zz[np.minimum(far_down, n_rows - 1), cols], 0.0)
+    return deviation > jump_ratio * np.maximum(np.abs(up), np.abs(down))  # NaN compares False
 
 
 def _find_scars(
@@ -669,9 +671,10 @@ def remove_scars(
         Pixels that may be used and replaced (default: all finite pixels).
     k_hard : float
         Seed threshold in robust sigmas of the pixel noise, estimated from differences across rows
-        (default 5: noise alone essentially never gets there, against both neighbours at once).
+        (default 6: noise alone never gets there against both neighbours at once, and a sharp real
+        feature rarely does; at 5 an adsorbate's crest meeting a step edge was taken for a scar).
     k_soft : float
-        A streak extends along its row while beyond this many sigmas (default 2.5: captures a scar's
+        A streak extends along its row while beyond this many sigmas (default 3: captures a scar's
         fainter ends while noise pixels rarely line up at it).
     min_length : int
         Shortest streak in pixels along the row (default 3; 1–2 pixel events are spikes, see
@@ -687,7 +690,10 @@ def remove_scars(
     Returns
     -------
     ndarray of float, shape (H, W)
-        Scar pixels replaced; the first and last rows are never examined (they lack a neighbour).
+        Scar pixels replaced by linear interpolation along their column between the nearest good pixels
+        above and below. Not examined: the first and last rows, and pixels whose row above or below is
+        missing there (NaN), since they lack a neighbour to compare with. Where a step edge passes between
+        the rows above and below, the interpolated pixel lands mid-step (half a step off).
 
     Raises
     ------
@@ -721,7 +727,7 @@ def level_scan(
     scars: bool = True,
     spikes: bool = True,
 ) -> Levelled:
-    """Level a raw SPM scan as SPM packages do: rows, spikes, scars, then background.
+    """Level a raw SPM scan as SPM packages do: rows, scars, spikes, then background.
 
     The order, and why:
 
@@ -729,8 +735,9 @@ def level_scan(
        rows above and below it; with offsets left in, those comparisons measure the offsets (the scar and
        spike noise estimates inflate, whole lines look like scars). The median of row differences is
        itself insensitive to spikes, scars and tilt (a plane's x part cancels in row differences).
-    2. **spikes** next, so that a hot pixel in a neighbouring row does not spoil a scar's comparison.
-    3. **scars**, on aligned rows.
+    2. **scars**, on aligned rows, before spikes: a scar's last two pixels look exactly like a spike pair
+       and the spike filter would nibble them off, leaving a shorter streak (or none) to count.
+    3. **spikes**: a spike next to a scar at most splits the streak; anything left over is caught here.
     4. **background** last, so the robust fit sees the cleaned data: spikes and scars cannot pull it,
        and its noise estimate (and so its outlier cut) is not inflated by row offsets.
 
@@ -769,21 +776,21 @@ def level_scan(
     >>> import numpy as np
     >>> levelled = level_scan(np.random.default_rng(0).normal(size=(24, 24)))
     >>> levelled.steps
-    ('rows: median_difference', 'spikes: 0 pixels', 'scars: 0 streaks', 'background: order 1')
+    ('rows: median_difference', 'scars: 0 streaks', 'spikes: 0 pixels', 'background: order 1')
     """
     z, usable = _prepare(image, valid)
     steps: list[str] = []
     if rows:
         steps.append(_align_rows(z, usable, "median_difference" if rows is True else str(rows), _MIN_OVERLAP, _ROW_TRIM))
-    if spikes:
-        n = _remove_spikes(z, usable, _SPIKE_K, _SPIKE_CLUSTER, _SPIKE_RELIEF, _SPIKE_SCREEN)
-        steps.append(f"spikes: {n} pixels")
     if scars:
         n = _remove_scars(
             z, usable, k_hard=_SCAR_K_HARD, k_soft=_SCAR_K_SOFT, min_length=_SCAR_MIN_LENGTH,
             max_width=_SCAR_MAX_WIDTH, jump_ratio=_SCAR_JUMP_RATIO,
         )
         steps.append(f"scars: {n} streaks")
+    if spikes:
+        n = _remove_spikes(z, usable, _SPIKE_K, _SPIKE_CLUSTER, _SPIKE_RELIEF, _SPIKE_SCREEN)
+        steps.append(f"spikes: {n} pixels")
     if background_order is not None:
         steps.append(_remove_background(z, usable, background_order, _BG_K, _BG_MAX_ITER, _BG_SAMPLES))
     return Levelled(data=z, steps=tuple(steps))
