@@ -29,10 +29,10 @@ __all__ = [
     "ROW_METHODS",
     "Levelled",
     "align_rows",
+    "level_scan",
     "remove_background",
     "remove_scars",
     "remove_spikes",
-    "level_scan",
 ]
 
 RowMethod = Literal["median_difference", "median"]
@@ -166,7 +166,9 @@ def _pixel_noise(zz: np.ndarray, *, axis: int) -> float:
 # ------------------------------------------------------------------------------------------- row offsets
 
 
-def _trimmed_row_means(diffs: np.ndarray, medians: np.ndarray, trim_sigma: float, min_count: int) -> np.ndarray:
+def _trimmed_row_means(
+    diffs: np.ndarray, medians: np.ndarray, trim_sigma: float, min_count: int
+) -> np.ndarray:
     """Mean of each row's values within ``trim_sigma`` pooled robust sigmas of its median (the median
     itself where fewer than ``min_count`` remain)."""
     residual = diffs - medians[:, None]
@@ -344,7 +346,9 @@ def _remove_background(
         return "background: skipped (no valid pixels)"
     v = z[rr, cc]
     floor = _REL_FLOOR * float(np.abs(v).max())
-    coef = _robust_polyfit(_normalised(n_cols)[cc], _normalised(n_rows)[rr], v, used, k_sigma, max_iter, floor)
+    coef = _robust_polyfit(
+        _normalised(n_cols)[cc], _normalised(n_rows)[rr], v, used, k_sigma, max_iter, floor
+    )
     z -= _evaluate_polynomial(coef, z.shape, used)
     note = f"background: order {used}"
     return note if used == order else f"{note} ({order} requested, too few valid pixels)"
@@ -426,13 +430,18 @@ def _spike_candidates(zz: np.ndarray, threshold: float) -> tuple[np.ndarray, np.
     else:
         high = np.pad(np.where(finite, zz, -np.inf), 1, constant_values=-np.inf)
         low = np.pad(np.where(finite, zz, np.inf), 1, constant_values=np.inf)
-    ring = (slice(1, -1), slice(None, -2)), (slice(1, -1), slice(2, None)), \
-        (slice(None, -2), slice(1, -1)), (slice(2, None), slice(1, -1))  # left, right, up, down
+    ring = (
+        (slice(1, -1), slice(None, -2)),
+        (slice(1, -1), slice(2, None)),
+        (slice(None, -2), slice(1, -1)),
+        (slice(2, None), slice(1, -1)),
+    )  # left, right, up, down
     left, right, up, down = (high[v] for v in ring)
     above = zz - np.minimum(np.maximum(left, right), np.maximum(up, down))
     left, right, up, down = (low[v] for v in ring)
     below = np.maximum(np.minimum(left, right), np.minimum(up, down)) - zz
-    return np.nonzero((above > threshold) | (below > threshold))
+    rows, cols = np.nonzero((above > threshold) | (below > threshold))
+    return rows, cols
 
 
 def _windows(zz: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -543,7 +552,9 @@ def remove_spikes(
 # ------------------------------------------------------------------------------------------------- scars
 
 
-def _runs_with_seed(flat: np.ndarray, seed: np.ndarray, n_cols: int, min_length: int) -> tuple[np.ndarray, int]:
+def _runs_with_seed(
+    flat: np.ndarray, seed: np.ndarray, n_cols: int, min_length: int
+) -> tuple[np.ndarray, int]:
     """Of the flat indices ``flat`` (sorted), those in runs along a row that hold a ``seed`` and are at least
     ``min_length`` long; and the number of such runs."""
     breaks = np.flatnonzero((np.diff(flat) != 1) | (flat[1:] % n_cols == 0)) + 1
@@ -564,15 +575,18 @@ def _scar_deviation(zz: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]
     return low - np.maximum(above, below), np.minimum(above, below) - high
 
 
-def _is_jump(zz: np.ndarray, rows: np.ndarray, cols: np.ndarray, width: int, deviation: np.ndarray,
-             jump_ratio: float) -> np.ndarray:
+def _is_jump(
+    zz: np.ndarray, rows: np.ndarray, cols: np.ndarray, width: int, deviation: np.ndarray, jump_ratio: float
+) -> np.ndarray:
     """Whether the blocks starting at ``rows + 1`` jump by more than ``jump_ratio`` times the change between
     each bordering row and the next row out. Beyond the image border that change counts as 0; a missing
     (NaN) pixel there makes the block no seed, since the bordering row itself may be an unseen scar."""
     n_rows = zz.shape[0]
     far_up, far_down = rows - 1, rows + width + 2
     up = np.where(far_up >= 0, zz[rows, cols] - zz[np.maximum(far_up, 0), cols], 0.0)
-    down = np.where(far_down < n_rows, zz[rows + width + 1, cols] - zz[np.minimum(far_down, n_rows - 1), cols], 0.0)
+    down = np.where(
+        far_down < n_rows, zz[rows + width + 1, cols] - zz[np.minimum(far_down, n_rows - 1), cols], 0.0
+    )
     return deviation > jump_ratio * np.maximum(np.abs(up), np.abs(down))  # NaN compares False
 
 
@@ -637,7 +651,11 @@ def _remove_scars(
 ) -> int:
     """Replace scars in ``z`` in place; return how many streaks were found."""
     mask, n_streaks = _find_scars(
-        _masked(z, usable), k_hard=k_hard, k_soft=k_soft, min_length=min_length, max_width=max_width,
+        _masked(z, usable),
+        k_hard=k_hard,
+        k_soft=k_soft,
+        min_length=min_length,
+        max_width=max_width,
         jump_ratio=jump_ratio,
     )
     if n_streaks:
@@ -710,7 +728,13 @@ def remove_scars(
     """
     z, usable = _prepare(image, valid)
     _remove_scars(
-        z, usable, k_hard=k_hard, k_soft=k_soft, min_length=min_length, max_width=max_width, jump_ratio=jump_ratio
+        z,
+        usable,
+        k_hard=k_hard,
+        k_soft=k_soft,
+        min_length=min_length,
+        max_width=max_width,
+        jump_ratio=jump_ratio,
     )
     return z
 
@@ -781,11 +805,20 @@ def level_scan(
     z, usable = _prepare(image, valid)
     steps: list[str] = []
     if rows:
-        steps.append(_align_rows(z, usable, "median_difference" if rows is True else str(rows), _MIN_OVERLAP, _ROW_TRIM))
+        steps.append(
+            _align_rows(
+                z, usable, "median_difference" if rows is True else str(rows), _MIN_OVERLAP, _ROW_TRIM
+            )
+        )
     if scars:
         n = _remove_scars(
-            z, usable, k_hard=_SCAR_K_HARD, k_soft=_SCAR_K_SOFT, min_length=_SCAR_MIN_LENGTH,
-            max_width=_SCAR_MAX_WIDTH, jump_ratio=_SCAR_JUMP_RATIO,
+            z,
+            usable,
+            k_hard=_SCAR_K_HARD,
+            k_soft=_SCAR_K_SOFT,
+            min_length=_SCAR_MIN_LENGTH,
+            max_width=_SCAR_MAX_WIDTH,
+            jump_ratio=_SCAR_JUMP_RATIO,
         )
         steps.append(f"scars: {n} streaks")
     if spikes:

@@ -171,7 +171,7 @@ def test_remove_background_is_not_tilted_by_a_few_high_features():
 
 
 def test_remove_background_ignores_invalid_pixels_but_corrects_them():
-    rows, cols = np.mgrid[:64, :64].astype(float)
+    cols = np.mgrid[:64, :64][1].astype(float)
     tilt = 0.01 * cols
     image = tilt.copy()
     image[:32] += 5.0  # half the image, marked invalid: it must not pull the fit
@@ -200,7 +200,7 @@ def noisy_scene(seed, shape=(128, 128)):
 
 
 def test_remove_spikes_replaces_singles_and_pairs_and_nothing_else():
-    scene, base, rng = noisy_scene(21)
+    _, base, rng = noisy_scene(21)
     image = base.copy()
     spots = [(10, 10), (40, 77), (90, 30), (120, 120)]
     for (r, c), sign in zip(spots, (1, -1, 1, -1)):
@@ -238,7 +238,7 @@ def add_scars(image, rng, n):
 
 
 def test_remove_scars_replaces_streaks_from_neighbouring_rows():
-    scene, base, rng = noisy_scene(31)
+    _, base, rng = noisy_scene(31)
     image = add_scars(base, rng, 6)
     hit = image != base
     out = remove_scars(image)
@@ -301,7 +301,7 @@ def test_level_scan_leaves_a_clean_scan_nearly_unchanged_apart_from_its_plane(se
 
 def test_level_scan_with_bow_and_order_2():
     scene, raw = raw_scan(61)
-    rows, cols = np.mgrid[:192, :192].astype(float)
+    cols = np.mgrid[:192, :192][1].astype(float)
     bowed = raw + 0.5 * ((cols - 96) / 96) ** 2
     levelled = level_scan(bowed, background_order=2)
     assert levelled.steps[-1] == "background: order 2"
@@ -325,7 +325,7 @@ def test_nan_pixels_stay_nan_and_do_not_spread():
 
 
 def test_spikes_and_scars_next_to_nan_are_still_replaced():
-    scene, base, rng = noisy_scene(81, (64, 64))
+    _, base, _ = noisy_scene(81, (64, 64))
     base[30:34, 20:24] = np.nan
     image = base.copy()
     image[29, 22] += 2.0  # a spike touching the hole
@@ -343,7 +343,7 @@ def test_spikes_and_scars_next_to_nan_are_still_replaced():
 
 
 def test_invalid_pixels_are_corrected_but_never_replaced_or_used():
-    scene, raw = raw_scan(91, (64, 64))
+    _, raw = raw_scan(91, (64, 64))
     valid = np.ones(raw.shape, bool)
     raw[10, 10] += 50.0  # a spike outside the valid region: kept as it is, but shifted with its row
     valid[8:13, 8:13] = False
@@ -353,7 +353,9 @@ def test_invalid_pixels_are_corrected_but_never_replaced_or_used():
     assert levelled.data[10, 10] > 40.0
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (1, 8), (8, 1), (2, 2), (3, 5), (8, 8), (24, 24), (27, 40), (64, 64)])
+@pytest.mark.parametrize(
+    "shape", [(1, 1), (1, 8), (8, 1), (2, 2), (3, 5), (8, 8), (24, 24), (27, 40), (64, 64)]
+)
 def test_level_scan_copes_with_tiny_images(shape):
     rng = np.random.default_rng(sum(shape))
     image = rng.normal(size=shape) + rng.normal(0.0, 2.0, (shape[0], 1))
@@ -381,7 +383,7 @@ def test_all_nan_image_passes_through():
 
 
 def test_steps_name_what_was_done_in_order():
-    scene, raw = raw_scan(101)
+    _, raw = raw_scan(101)
     assert level_scan(raw).steps == (
         "rows: median_difference",
         "scars: 3 streaks",
@@ -396,7 +398,7 @@ def test_steps_name_what_was_done_in_order():
 
 
 def test_levelled_is_frozen_and_read_only_and_inputs_untouched():
-    scene, raw = raw_scan(111, (32, 32))
+    _, raw = raw_scan(111, (32, 32))
     before = raw.copy()
     levelled = level_scan(raw)
     np.testing.assert_array_equal(raw, before)
