@@ -106,15 +106,20 @@ def _masked(z: np.ndarray, usable: np.ndarray) -> np.ndarray:
 def _row_medians(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Median and count of the finite values of each row; NaN median for an empty row, no warnings.
 
-    A row sort is used instead of ``np.median``/``np.nanmedian``: on a 1024² array it is ~4× faster than
-    ``np.median(axis=1)`` and it handles NaN without ``nanmedian``'s slow path or all-NaN warnings.
+    A row sort (NaN sorts last) and the middle of each row's finite part: on a 1024² array it is ~3× faster
+    than ``np.median(axis=1)`` or a row partition, and it avoids ``nanmedian``'s slow path and all-NaN
+    warnings.
     """
-    counts = np.count_nonzero(np.isfinite(a), axis=1)
-    if a.shape[1] == 0:
-        return np.full(a.shape[0], np.nan), counts
-    s = np.sort(a, axis=1)  # NaN sorts last
+    n_rows, n_cols = a.shape
+    if n_cols == 0:
+        return np.full(n_rows, np.nan), np.zeros(n_rows, int)
+    s = np.sort(a, axis=1)
+    finite = np.isfinite(a)
+    if finite.all():
+        return 0.5 * (s[:, (n_cols - 1) // 2] + s[:, n_cols // 2]), np.full(n_rows, n_cols)
+    counts = np.count_nonzero(finite, axis=1)
     lo = np.clip((counts - 1) // 2, 0, None)[:, None]
-    hi = np.clip(counts // 2, 0, a.shape[1] - 1)[:, None]
+    hi = np.clip(counts // 2, 0, n_cols - 1)[:, None]
     med = 0.5 * (np.take_along_axis(s, lo, axis=1) + np.take_along_axis(s, hi, axis=1))[:, 0]
     med[counts == 0] = np.nan
     return med, counts
@@ -318,15 +323,24 @@ def _robust_polyfit(
     return coef
 
 
-def _evaluate_polynomial(coef: np.ndarray, shape: tuple[int, int], order: int) -> np.ndarray:
-    """The polynomial on the full grid as ``Y @ C @ X.T`` (one small matrix product, no per-term passes)."""
+def _subtract_polynomial(z: np.ndarray, coef: np.ndarray, order: int) -> None:
+    """Subtract the polynomial from ``z`` in place, one ``y**j * p_j(x)`` outer product at a time.
+
+    Broadcasting instead of a matrix product: a multithreaded BLAS call gains nothing on a rank-4 product
+    and stalls when the cores are busy; the ``j = 0`` term needs no temporary at all.
+    """
     c = np.zeros((order + 1, order + 1))  # c[j, i] multiplies y**j * x**i
     terms = [(j, i) for j in range(order + 1) for i in range(order + 1 - j)]
     for value, (j, i) in zip(coef, terms):
         c[j, i] = value
-    y_pow = np.vander(_normalised(shape[0]), order + 1, increasing=True)
-    x_pow = np.vander(_normalised(shape[1]), order + 1, increasing=True)
-    return y_pow @ c @ x_pow.T
+    y, x = _normalised(z.shape[0]), _normalised(z.shape[1])
+    per_column = c @ np.vander(x, order + 1, increasing=True).T  # row j: p_j(x)
+    z -= per_column[0]
+    if order:
+        scratch = np.empty_like(z)
+        for j in range(1, order + 1):
+            np.multiply((y**j)[:, None], per_column[j], out=scratch)
+            z -= scratch
 
 
 def _remove_background(
@@ -351,7 +365,7 @@ def _remove_background(
     coef = _robust_polyfit(
         _normalised(n_cols)[cc], _normalised(n_rows)[rr], v, used, k_sigma, max_iter, floor
     )
-    z -= _evaluate_polynomial(coef, z.shape, used)
+    _subtract_polynomial(z, coef, used)
     note = f"background: order {used}"
     return note if used == order else f"{note} ({order} requested, too few valid pixels)"
 
