@@ -39,10 +39,11 @@ RowMethod = Literal["median_difference", "median"]
 ROW_METHODS: tuple[str, ...] = ("median_difference", "median")
 
 # Not tunables: the size of the subsample that robust noise estimates are taken on (the MAD of 4096
-# differences is within ~2 % of the full image's: thresholds of 3-6 sigmas do not notice); the floor (relative to the data's magnitude) that
-# keeps rounding noise from being mistaken for signal on constant or exactly planar images; and the floor
-# of the noise estimate relative to the image's own robust spread, so that on (nearly) noise-free data
-# differences far below what an 8-bit working view resolves are not called spikes or scars.
+# differences is within ~2 % of the full image's: thresholds of 3-6 sigmas do not notice); the floor,
+# relative to the data's magnitude, that keeps rounding noise from being mistaken for signal on constant
+# or exactly planar images; and the floor of the noise estimate relative to the image's own robust
+# spread, so that on (nearly) noise-free data differences far below what an 8-bit working view resolves
+# are not called spikes or scars.
 _NOISE_SAMPLES = 4096
 _REL_FLOOR = 1e-9
 _CONTRAST_FLOOR = 1e-3
@@ -279,7 +280,12 @@ def align_rows(
     rest of that row is shifted by the opposite step. ``"median_difference"`` also removes any tilt or bow
     along y (it is a row offset too); ``remove_background`` then only has the x part left. Its per-row
     errors (noise / sqrt(W)) accumulate as a random walk down the image, a slow drift that a plane or
-    low-order background mostly takes out.
+    low-order background mostly takes out. A feature covering more than about half a line (a wide island),
+    or gentle slopes within the noise over a large part of it (broad adsorbates), is partly taken for an
+    offset and flattened along y: on the synthetic terrain a clean scan changes by a smooth row-to-row
+    drift of ~10 % of its standard deviation. Rows that share fewer than ``min_overlap`` columns (data
+    split into disjoint halves) are joined through their medians, which is only as good as the terrain
+    is flat.
 
     Examples
     --------
@@ -383,7 +389,8 @@ def remove_background(
 
     The polynomial in x and y of total degree ``order`` is fitted by least squares, then refitted without
     the pixels whose residual is beyond ``k_sigma`` robust sigmas (MAD), until the set of kept pixels no
-    longer changes; a few high features (adsorbates, dirt) therefore do not tilt it.
+    longer changes; a few high features (adsorbates, dirt) therefore do not tilt it. Features that cover
+    most of the scan are the majority and the fit follows them.
 
     Parameters
     ----------
@@ -560,8 +567,10 @@ def remove_spikes(
         ground the other 7 neighbours span ~2.7 noise sigmas, so this asks about as much as ``k_sigma``;
         next to a step edge a spike must clear twice the step).
     screen : float
-        Only pixels farther than ``screen * threshold`` from the mean of their 4 neighbours are examined
-        (default 0.5: a single spike stands out from that mean by its full height, a pair by 3/4 of it).
+        Only pixels that stand more than ``screen * threshold`` above (or below) both their x neighbours or
+        both their y neighbours are examined (default 0.5: a single spike or a pair in either direction
+        clears that by nearly its full height, while step-edge pixels, which share a neighbour's height,
+        never do; the exact test then runs on a few hundred pixels instead of all).
 
     Returns
     -------
