@@ -632,16 +632,17 @@ def _scar_deviations(
 def _is_jump(
     zz: np.ndarray, rows: np.ndarray, cols: np.ndarray, width: int, deviation: np.ndarray, jump_ratio: float
 ) -> np.ndarray:
-    """Whether the blocks starting at ``rows + 1`` jump by more than ``jump_ratio`` times the change between
-    each bordering row and the next row out. Beyond the image border that change counts as 0; a missing
-    (NaN) pixel there makes the block no seed, since the bordering row itself may be an unseen scar."""
+    """Whether the blocks starting at ``rows + 1`` jump by more than ``jump_ratio`` times the ground's own
+    change per row around them: between each bordering row and the next row out, and between the two
+    bordering rows (per row crossed). Beyond the image border the outer change counts as 0; a missing (NaN)
+    pixel there makes the block no seed, since the bordering row itself may be an unseen scar."""
     n_rows = zz.shape[0]
     far_up, far_down = rows - 1, rows + width + 2
-    up = np.where(far_up >= 0, zz[rows, cols] - zz[np.maximum(far_up, 0), cols], 0.0)
-    down = np.where(
-        far_down < n_rows, zz[rows + width + 1, cols] - zz[np.minimum(far_down, n_rows - 1), cols], 0.0
-    )
-    return deviation > jump_ratio * np.maximum(np.abs(up), np.abs(down))  # NaN compares False
+    above, below = zz[rows, cols], zz[rows + width + 1, cols]
+    up = np.where(far_up >= 0, above - zz[np.maximum(far_up, 0), cols], 0.0)
+    down = np.where(far_down < n_rows, below - zz[np.minimum(far_down, n_rows - 1), cols], 0.0)
+    across = np.abs(above - below) / (width + 1)
+    return deviation > jump_ratio * np.maximum(np.maximum(np.abs(up), np.abs(down)), across)  # NaN: False
 
 
 def _find_scars(
@@ -663,7 +664,7 @@ def _find_scars(
             seed = deviation.ravel()[flat] > k_hard * sigma
             if not seed.any():
                 continue
-            # a seed is a jump, not part of a smooth bump: the rows outside change much less than the jump
+            # a seed is a jump on smooth ground: not a bump's crest, nor a crest cut off by a step edge
             rows, cols = np.divmod(flat[seed], n_cols)
             seed[seed] = _is_jump(zz, rows, cols, width, deviation[rows, cols], jump_ratio)
             kept, n = _runs_with_seed(flat, seed, n_cols, min_length)
@@ -734,9 +735,10 @@ def remove_scars(
 
     A scar is a run of pixels along a row, one or a few rows thick, that stands above (or below) *both*
     bordering rows. Detection uses hysteresis, as Gwyddion's "mark scars": a run of pixels beyond
-    ``k_soft`` sigmas is kept when at least one of them is beyond ``k_hard`` sigmas and is a jump rather
-    than part of a smooth bump (the rows just outside the streak change by less than ``1/jump_ratio`` of
-    the jump). Step edges are monotonic across rows and are never scars. Run :func:`align_rows` first:
+    ``k_soft`` sigmas is kept when at least one of them is beyond ``k_hard`` sigmas and is a jump on
+    smooth ground: the rows just outside the streak, and the two rows bordering it, change per row by less
+    than ``1/jump_ratio`` of the jump. That rejects the crest of a smooth bump, and an adsorbate's crest
+    cut off by a step edge (interpolating across the edge would put it mid-step). Step edges are monotonic across rows and are never scars. Run :func:`align_rows` first:
     unaligned rows inflate the noise estimate and hide scars.
 
     Parameters
@@ -758,9 +760,9 @@ def remove_scars(
         Thickest streak in rows (default 2: a scar is one scan line, two when the feedback recovers slowly;
         thicker events are real features or tip changes).
     jump_ratio : float
-        A seed's jump must exceed this many times the change between the bordering rows and the next rows
-        out (default 2: a scar is a discontinuity on smooth ground; a small adsorbate that spans a few rows
-        changes as fast outside its top row as into it).
+        A seed's jump must exceed this many times the ground's change per row around it (default 2: a scar
+        is a discontinuity on smooth ground; a small adsorbate that spans a few rows changes as fast outside
+        its top row as into it). A scar weaker than a step edge right next to it is therefore missed.
 
     Returns
     -------
