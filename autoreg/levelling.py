@@ -647,14 +647,14 @@ def _is_jump(
 
 def _find_scars(
     zz: np.ndarray, *, k_hard: float, k_soft: float, min_length: int, max_width: int, jump_ratio: float
-) -> tuple[np.ndarray, int]:
-    """Mask of scar pixels and the number of streaks (NaN = missing)."""
+) -> tuple[np.ndarray, int, float]:
+    """Mask of scar pixels, the number of streaks, and the noise sigma used (NaN = missing)."""
     mask = np.zeros(zz.shape, bool)
     sigma = _pixel_noise(zz, axis=0)
     n_cols = zz.shape[1]
     n_streaks = 0
     if not sigma > 0:
-        return mask, 0
+        return mask, 0, sigma
     buffers = np.empty((3, max(zz.shape[0] - 2, 0), n_cols))
     for width in range(1, min(max_width, zz.shape[0] - 2) + 1):
         up, down, scratch = buffers[:, : zz.shape[0] - width - 1]
@@ -672,12 +672,15 @@ def _find_scars(
             rows, cols = np.divmod(kept, n_cols)
             for k in range(width):
                 mask[rows + 1 + k, cols] = True
-    return mask, n_streaks
+    return mask, n_streaks, sigma
 
 
-def _fill_from_rows(z: np.ndarray, mask: np.ndarray, usable: np.ndarray, reach: int) -> None:
-    """Replace masked pixels in place by linear interpolation between the nearest good pixels above and
-    below in the same column (within ``reach`` rows); one side only if the other has none."""
+def _from_rows(
+    z: np.ndarray, mask: np.ndarray, usable: np.ndarray, reach: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For each masked pixel (rows, cols in row-major order): the linear interpolation between the nearest
+    good pixels above and below in its column (within ``reach`` rows; one side if the other has none, NaN
+    if neither), and how much those two differ (NaN unless both exist)."""
     good = usable & ~mask
     rows, cols = np.nonzero(mask)
     n_rows = z.shape[0]
@@ -689,12 +692,50 @@ def _fill_from_rows(z: np.ndarray, mask: np.ndarray, usable: np.ndarray, reach: 
             ok = inside.copy()
             ok[inside] = good[target[inside], cols[inside]]
             side[ok] = target[ok]
+    interp, across = np.full(rows.size, np.nan), np.full(rows.size, np.nan)
     both = (above >= 0) & (below >= 0)
-    only_above, only_below = (above >= 0) & ~both, (below >= 0) & ~both
-    r, c, a, b = rows[both], cols[both], above[both], below[both]
-    z[r, c] = z[a, c] + (z[b, c] - z[a, c]) * (r - a) / (b - a)
-    z[rows[only_above], cols[only_above]] = z[above[only_above], cols[only_above]]
-    z[rows[only_below], cols[only_below]] = z[below[only_below], cols[only_below]]
+    a, b, c = above[both], below[both], cols[both]
+    interp[both] = z[a, c] + (z[b, c] - z[a, c]) * (rows[both] - a) / (b - a)
+    across[both] = np.abs(z[b, c] - z[a, c])
+    for side, only in ((above, (above >= 0) & ~both), (below, (below >= 0) & ~both)):
+        interp[only] = z[side[only], cols[only]]
+    return rows, cols, interp, across
+
+
+def _run_medians(flat: np.ndarray, values: np.ndarray, n_cols: int) -> np.ndarray:
+    """For sorted flat indices, the median of ``values`` (finite ones) over each pixel's run along its
+    row, per pixel; NaN for a run without a finite value."""
+    ids = np.concatenate([[0], np.cumsum((np.diff(flat) != 1) | (flat[1:] % n_cols == 0))])
+    finite = np.isfinite(values)
+    order = np.lexsort((values[finite], ids[finite]))
+    sorted_values = values[finite][order]
+    counts = np.bincount(ids[finite], minlength=int(ids[-1]) + 1)
+    starts = np.cumsum(counts) - counts
+    medians = np.full(counts.size, np.nan)
+    has = counts > 0
+    lo, hi = (starts + (counts - 1) // 2)[has], (starts + counts // 2)[has]
+    medians[has] = 0.5 * (sorted_values[lo] + sorted_values[hi])
+    return medians[ids]
+
+
+def _fill_scars(z: np.ndarray, mask: np.ndarray, usable: np.ndarray, reach: int, edge: float) -> None:
+    """Replace scar pixels in place from the rows above and below.
+
+    Where those rows agree within ``edge``, by linear interpolation between them. Where they differ more
+    (a step edge or a steep slope passes between them, and interpolating would land mid-step), by the
+    pixel minus its streak's own offset: the median over the streak of (pixel - interpolation), taken
+    where the rows agree (over the whole streak if they nowhere do). A scar is mostly a constant shift of
+    part of a line, so this keeps the line's own detail.
+    """
+    rows, cols, interp, across = _from_rows(z, mask, usable, reach)
+    flat = rows * z.shape[1] + cols
+    shift = z[rows, cols] - interp
+    at_edge = across > edge  # NaN: no
+    offset = _run_medians(flat, np.where(at_edge, np.nan, shift), z.shape[1])
+    offset = np.where(np.isfinite(offset), offset, _run_medians(flat, shift, z.shape[1]))
+    value = np.where(at_edge & np.isfinite(offset), z[rows, cols] - offset, interp)
+    keep = np.isfinite(value)
+    z[rows[keep], cols[keep]] = value[keep]
 
 
 def _remove_scars(
@@ -708,7 +749,7 @@ def _remove_scars(
     jump_ratio: float,
 ) -> int:
     """Replace scars in ``z`` in place; return how many streaks were found."""
-    mask, n_streaks = _find_scars(
+    mask, n_streaks, sigma = _find_scars(
         _masked(z, usable),
         k_hard=k_hard,
         k_soft=k_soft,
@@ -717,7 +758,8 @@ def _remove_scars(
         jump_ratio=jump_ratio,
     )
     if n_streaks:
-        _fill_from_rows(z, mask, usable, max_width + 1)
+        # rows two apart on smooth ground differ by noise * sqrt(2); k_soft of those is "they disagree"
+        _fill_scars(z, mask, usable, max_width + 1, k_soft * np.sqrt(2.0) * sigma)
     return n_streaks
 
 
@@ -768,9 +810,10 @@ def remove_scars(
     -------
     ndarray of float, shape (H, W)
         Scar pixels replaced by linear interpolation along their column between the nearest good pixels
-        above and below. Not examined: the first and last rows, and pixels whose row above or below is
-        missing there (NaN), since they lack a neighbour to compare with. Where a step edge passes between
-        the rows above and below, the interpolated pixel lands mid-step (half a step off).
+        above and below; where those two disagree beyond the noise (a step edge passes between them), by
+        the pixel minus its streak's median offset instead, so the edge stays where the line had it. Not
+        examined: the first and last rows, and pixels whose row above or below is missing there (NaN),
+        since they lack a neighbour to compare with.
 
     Raises
     ------
