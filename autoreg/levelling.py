@@ -52,7 +52,7 @@ _MEANABS_TO_SIGMA = 1.2533  # mean absolute deviation of a Gaussian is sqrt(2/pi
 
 # Defaults shared by the public functions and level_scan (documented, with their reasons, where used).
 _MIN_OVERLAP, _ROW_TRIM = 3, 3.0
-_SPIKE_K, _SPIKE_CLUSTER, _SPIKE_RELIEF, _SPIKE_SCREEN = 6.0, 2, 2.0, 0.5
+_SPIKE_K, _SPIKE_CLUSTER, _SPIKE_RELIEF, _SPIKE_SCREEN = 6.0, 2, 1.5, 0.5
 _SCAR_K_HARD, _SCAR_K_SOFT, _SCAR_MIN_LENGTH, _SCAR_MAX_WIDTH, _SCAR_JUMP_RATIO = 6.0, 3.0, 3, 2, 2.0
 _BG_K, _BG_MAX_ITER, _BG_SAMPLES = 3.0, 10, 4096
 
@@ -497,7 +497,8 @@ def _isolated(window: np.ndarray, deviation: np.ndarray, max_cluster: int, relie
     """Whether each window's centre stands clear of its neighbours (all but ``max_cluster - 1`` of them).
 
     Flipped so that the outlier points up, the centre's *jump* above the ``max_cluster``-th highest neighbour
-    must exceed ``relief_ratio`` times the neighbours' own *relief* (that neighbour minus the lowest). A
+    must exceed ``relief_ratio`` times the neighbours' own *relief* (that neighbour minus the
+    ``max_cluster``-th lowest, so that a pair of opposite spikes does not hide both). A
     spike on any ground passes; a terrace corner (a neighbour shares its height) or the top of a smooth
     bump (the neighbours vary about as much as the jump) does not. Where some neighbours are missing (image
     border, NaN) only single pixels count, since a pair there may be the visible end of a larger feature;
@@ -509,7 +510,8 @@ def _isolated(window: np.ndarray, deviation: np.ndarray, max_cluster: int, relie
     cluster = np.where(counts == 8, max_cluster, 1)  # a partial window may show the end of a larger feature
     kth = np.take_along_axis(neighbours, np.clip(counts - cluster, 0, 7)[:, None], axis=1)[:, 0]
     jump = sign[:, 0] * window[:, 4] - kth
-    relief = kth - neighbours[:, 0]
+    low = np.take_along_axis(neighbours, (cluster - 1)[:, None], axis=1)[:, 0]  # likewise from below
+    relief = kth - low
     return (counts >= 5) & (jump > relief_ratio * relief)
 
 
@@ -563,9 +565,10 @@ def remove_spikes(
         are scars, see :func:`remove_scars`). On the image border and next to NaN, only single pixels;
         pixels with fewer than 5 known neighbours (image corners) are left alone.
     relief_ratio : float
-        How many times the neighbours' own height range a spike must clear (default 2: over flat noisy
-        ground the other 7 neighbours span ~2.7 noise sigmas, so this asks about as much as ``k_sigma``;
-        next to a step edge a spike must clear twice the step).
+        How many times the neighbours' own height range (without the ``max_cluster - 1`` highest and lowest)
+        a spike must clear (default 1.5: over flat noisy ground the other neighbours span ~2 noise sigmas,
+        so this asks less than ``k_sigma``; the top of a smooth bump clears its neighbours' range about
+        once, and a spike on a step edge must clear 1.5 steps).
     screen : float
         Only pixels that stand more than ``screen * threshold`` above (or below) both their x neighbours or
         both their y neighbours are examined (default 0.5: a single spike or a pair in either direction
