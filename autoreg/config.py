@@ -91,6 +91,10 @@ class RegistrationConfig:
         further carries no detail for ECC to add (features alone are more accurate on such pairs).
     max_pixels : int
         Pixel budget for one input image; larger images are refused with a clear error.
+    level_scans : bool
+        Level both working views as SPM packages do (row alignment, scars, spikes, then a robust plane) before
+        matching; off, only the plane is removed. On by default: autoreg's scans carry scan-line offsets, and
+        levelling never touches the data written out.
     same_pixel_size_band : tuple of float
         Without physical pixel sizes, two images whose size ratio lies in this band are taken to have the same
         pixel size (two crops of one scan); outside it, to cover the same field of view. 2× either way: a
@@ -150,6 +154,7 @@ class RegistrationConfig:
     refine_iterations: int = 50
     refine_max_shift_wpx: float = 3.0
     refine_max_coarse_wpx: float = 2.0
+    level_scans: bool = True
     same_pixel_size_band: tuple[float, float] = (0.5, 2.0)
     no_improvement_below: float = 0.9
     flat_relative_range: float = 1e-5

@@ -299,7 +299,8 @@ def register(
         results.append(result)
         attempts.append(attempt)
 
-    extra = {"scale_source": scale_source, "working_scale_fixed": scale_fixed, "working_scale_moving": scale_moving}
+    extra = {"scale_source": scale_source, "working_scale_fixed": scale_fixed, "working_scale_moving": scale_moving,
+             "preprocessing": {"fixed": list(views[0].steps), "moving": list(views[1].steps)}}
     if not results:
         extra["seconds"] = round(time.perf_counter() - started, 4)
         reasons = tuple(r for a in attempts for r in a.reasons) or ("no_strategy: nothing could be tried",)

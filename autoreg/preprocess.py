@@ -20,7 +20,7 @@ __all__ = [
     "WorkingView",
     "valid_mask",
     "fill_invalid",
-    "remove_plane",
+    "level",
     "robust_unit_range",
     "to_uint8",
     "expected_scale",
@@ -44,12 +44,15 @@ class WorkingView:
         Where the view holds real data.
     to_original : ndarray of shape (3, 3)
         Maps view pixel (x, y) to original pixel (x, y).
+    steps : tuple of str
+        What levelling did (``"rows: median_difference"``, ``"background: order 1"``...), for the JSON.
     """
 
     image8: np.ndarray
     unit: np.ndarray
     valid: np.ndarray
     to_original: np.ndarray
+    steps: tuple[str, ...] = ()
 
 
 def valid_mask(data: np.ndarray) -> np.ndarray:
@@ -65,26 +68,18 @@ def fill_invalid(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
-def remove_plane(data: np.ndarray, valid: np.ndarray, *, max_samples: int = 20000) -> np.ndarray:
-    """Subtract the least-squares plane ``a x + b y + c`` fitted on valid pixels.
+def level(data: np.ndarray, valid: np.ndarray, config: RegistrationConfig) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Level a scan for matching as SPM packages do (:func:`autoreg.levelling.level_scan`), or only remove its
+    plane when ``config.level_scans`` is off (photos, rendered images). Returns the levelled data (float32, NaN
+    where invalid) and the steps taken."""
+    from .levelling import level_scan
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> y, x = np.mgrid[:8, :8]
-    >>> flat = remove_plane((2 * x + 3 * y + 1).astype(float), np.ones((8, 8), bool))
-    >>> bool(np.abs(flat).max() < 1e-9)
-    True
-    """
-    rows, cols = np.nonzero(valid)
-    if rows.size < 3:
-        return data
-    step = max(1, rows.size // max_samples)
-    r, c = rows[::step].astype(float), cols[::step].astype(float)
-    design = np.column_stack([c, r, np.ones_like(c)])
-    coef, *_ = np.linalg.lstsq(design, data[rows[::step], cols[::step]].astype(float), rcond=None)
-    yy, xx = np.mgrid[: data.shape[0], : data.shape[1]]
-    return (data - (coef[0] * xx + coef[1] * yy + coef[2])).astype(data.dtype, copy=False)
+    masked = np.where(valid, data, np.nan).astype(np.float32)
+    if config.level_scans:
+        levelled = level_scan(masked, valid)
+    else:
+        levelled = level_scan(masked, valid, rows=False, scars=False, spikes=False)
+    return np.asarray(levelled.data, np.float32), levelled.steps
 
 
 def robust_unit_range(data: np.ndarray, valid: np.ndarray, *, low: float = 0.5, high: float = 99.5) -> np.ndarray:
@@ -169,19 +164,26 @@ def make_working_view(image: Image, scale: float, *, coarse_pixel_wpx: float, co
 
     data = np.asarray(image.data)
     valid = valid_mask(data)
-    filled = fill_invalid(data, valid)
     h, w = data.shape
     size = (max(8, int(round(w * scale))), max(8, int(round(h * scale))))
+    upsampled = size[0] * size[1] >= h * w
+    steps: tuple[str, ...] = ()
+    if upsampled:  # level the scan lines where they are lines: at the native resolution, the smaller grid
+        data, steps = level(data, valid, config)
+    filled = fill_invalid(data, valid)
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
     small = cv2.resize(filled, size, interpolation=interp)
     small_valid = cv2.resize(valid.astype(np.float32), size, interpolation=cv2.INTER_LINEAR) > 0.99
+    if not upsampled:  # an area-reduced scan keeps its rows as rows: level the smaller grid
+        small, steps = level(small, small_valid, config)
+        small = fill_invalid(small, small_valid)
     own_pixel_wpx = max(1.0, scale)
     sigma = config.match_blur * float(np.sqrt(max(coarse_pixel_wpx**2 - own_pixel_wpx**2, 0.0)))
     if scale > 1:  # an upsampled coarse image: soften the pixel grid it carries
         sigma = max(sigma, config.match_blur * 0.5 * scale)
     if sigma > 0.3:
         small = cv2.GaussianBlur(small, (0, 0), sigma)
-    flat = remove_plane(small, small_valid)
+    flat = small
     if gradient:
         smooth = cv2.GaussianBlur(flat, (0, 0), max(1.0, 0.5 * coarse_pixel_wpx))
         flat = cv2.magnitude(cv2.Sobel(smooth, cv2.CV_32F, 1, 0), cv2.Sobel(smooth, cv2.CV_32F, 0, 1))
@@ -189,4 +191,5 @@ def make_working_view(image: Image, scale: float, *, coarse_pixel_wpx: float, co
     unit = robust_unit_range(flat, small_valid)
     image8 = to_uint8(unit, clahe_clip=config.clahe_clip)
     sx, sy = size[0] / w, size[1] / h
-    return WorkingView(image8=image8, unit=unit, valid=small_valid, to_original=np.linalg.inv(resize_matrix(sx, sy)))
+    return WorkingView(image8=image8, unit=unit, valid=small_valid, to_original=np.linalg.inv(resize_matrix(sx, sy)),
+                       steps=steps)

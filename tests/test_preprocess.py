@@ -9,7 +9,7 @@ from autoreg.datatypes import Image
 from autoreg.preprocess import (
     expected_scale,
     make_working_view,
-    remove_plane,
+    level,
     resize_matrix,
     robust_unit_range,
     working_scales,
@@ -59,11 +59,13 @@ def test_working_scales_match_the_coarser_image():
     assert sm == pytest.approx(0.25)
 
 
-def test_remove_plane_and_unit_range():
+@pytest.mark.parametrize("level_scans", [True, False])
+def test_levelling_removes_the_plane_and_unit_range(level_scans):
     y, x = np.mgrid[:50, :60].astype(float)
     bump = np.exp(-((x - 30) ** 2 + (y - 25) ** 2) / 20)
-    flat = remove_plane(bump + 0.5 * x - 0.2 * y, np.ones_like(bump, bool))
+    flat, steps = level(bump + 0.5 * x - 0.2 * y, np.ones_like(bump, bool), RegistrationConfig(level_scans=level_scans))
     assert np.corrcoef(flat.ravel(), bump.ravel())[0, 1] > 0.99
+    assert any(s.startswith("background") for s in steps) and any(s.startswith("rows") for s in steps) == level_scans
     unit = robust_unit_range(flat, np.ones_like(flat, bool))
     assert unit.min() == 0.0 and unit.max() == 1.0
 
