@@ -95,6 +95,10 @@ class RegistrationConfig:
         Level both working views as SPM packages do (row alignment, scars, spikes, then a robust plane) before
         matching; off, only the plane is removed. On by default: autoreg's scans carry scan-line offsets, and
         levelling never touches the data written out.
+    min_scan_line_contrast : float
+        Align rows only when the per-row offsets exceed the per-column ones by this factor
+        (:func:`autoreg.preprocess.scan_line_contrast`): clean images read 0.8–1.4 (scikit-image's photos,
+        clean synthetic terrain), scans with line offsets of a tenth of their spread 3 and far more.
     same_pixel_size_band : tuple of float
         Without physical pixel sizes, two images whose size ratio lies in this band are taken to have the same
         pixel size (two crops of one scan); outside it, to cover the same field of view. 2× either way: a
@@ -155,6 +159,7 @@ class RegistrationConfig:
     refine_max_shift_wpx: float = 3.0
     refine_max_coarse_wpx: float = 2.0
     level_scans: bool = True
+    min_scan_line_contrast: float = 2.0
     same_pixel_size_band: tuple[float, float] = (0.5, 2.0)
     no_improvement_below: float = 0.9
     flat_relative_range: float = 1e-5

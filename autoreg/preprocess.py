@@ -21,6 +21,7 @@ __all__ = [
     "valid_mask",
     "fill_invalid",
     "level",
+    "scan_line_contrast",
     "robust_unit_range",
     "to_uint8",
     "expected_scale",
@@ -68,18 +69,49 @@ def fill_invalid(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
+def _offset_roughness(data: np.ndarray) -> float:
+    """RMS step between consecutive per-line offsets that row alignment would remove (NaN-aware)."""
+    from .levelling import align_rows
+
+    removed = data - align_rows(data)
+    finite = np.isfinite(removed)
+    lines = finite.any(axis=1)  # rows with data (nanmedian would warn on the others)
+    offsets = np.nanmedian(removed[lines], axis=1)
+    steps = np.diff(offsets)
+    return float(np.sqrt(np.mean(steps**2))) if steps.size else 0.0
+
+
+def scan_line_contrast(data: np.ndarray) -> float:
+    """How much more the rows are offset from each other than the columns: ~1 without scan-line artefacts.
+
+    Row alignment estimates one offset per row; on an image without line artefacts the same estimate along the
+    columns is as large (both only follow the texture), while scan-line offsets make the row estimate stand out.
+    The column figure is floored at 1e-3 of the image's robust spread, so flat or noise-free images read ~1.
+    """
+    spread = float(np.subtract(*np.nanpercentile(data, [99, 1]))) if np.isfinite(data).any() else 0.0
+    floor = max(1e-3 * spread, 1e-30)
+    return _offset_roughness(data) / max(_offset_roughness(np.ascontiguousarray(data.T)), floor)
+
+
 def level(data: np.ndarray, valid: np.ndarray, config: RegistrationConfig) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Level a scan for matching as SPM packages do (:func:`autoreg.levelling.level_scan`), or only remove its
-    plane when ``config.level_scans`` is off (photos, rendered images). Returns the levelled data (float32, NaN
-    where invalid) and the steps taken."""
+    """Level a scan for matching as SPM packages do (:func:`autoreg.levelling.level_scan`).
+
+    Rows are aligned only when the scan shows line artefacts (:func:`scan_line_contrast` at least
+    ``config.min_scan_line_contrast``): aligning the rows of an image without them only distorts its content.
+    With ``config.level_scans`` off, only the plane is removed. Returns the levelled data (float32, NaN where
+    invalid) and the steps taken.
+    """
     from .levelling import level_scan
 
     masked = np.where(valid, data, np.nan).astype(np.float32)
-    if config.level_scans:
-        levelled = level_scan(masked, valid)
-    else:
+    if not config.level_scans:
         levelled = level_scan(masked, valid, rows=False, scars=False, spikes=False)
-    return np.asarray(levelled.data, np.float32), levelled.steps
+        return np.asarray(levelled.data, np.float32), levelled.steps
+    contrast = scan_line_contrast(masked)
+    rows = contrast >= config.min_scan_line_contrast
+    levelled = level_scan(masked, valid, rows=rows)
+    steps = levelled.steps if rows else (f"rows: none (line contrast {contrast:.2f})", *levelled.steps)
+    return np.asarray(levelled.data, np.float32), steps
 
 
 def robust_unit_range(data: np.ndarray, valid: np.ndarray, *, low: float = 0.5, high: float = 99.5) -> np.ndarray:

@@ -78,3 +78,28 @@ def test_working_view_maps_back_to_original_pixels_and_masks_nan():
     assert view.image8.dtype == np.uint8
     assert not view.valid[:9].any() and view.valid[12:].all()
     np.testing.assert_allclose(view.to_original @ [0, 0, 1], [0.5, 0.5, 1])
+
+
+def test_scan_line_contrast_tells_line_artefacts_from_texture():
+    from autoreg.preprocess import scan_line_contrast
+    from autoreg.synthetic import make_scene
+
+    rng = np.random.default_rng(0)
+    terrain = make_scene((192, 192), seed=1, feature_px=1.0).height + rng.normal(0, 0.005, (192, 192))
+    assert 0.5 < scan_line_contrast(terrain) < 2.0
+    assert 0.5 < scan_line_contrast(terrain.T.copy()) < 2.0
+    lined = terrain + rng.normal(0, 0.3 * terrain.std(), (192, 1))
+    assert scan_line_contrast(lined) > 5
+    assert scan_line_contrast(np.ones((32, 32))) < 2.0
+
+
+def test_rows_are_aligned_only_when_the_scan_shows_line_artefacts():
+    rng = np.random.default_rng(1)
+    y, x = np.mgrid[:64, :64].astype(float)
+    texture = np.sin(x / 3.0) * np.cos(y / 5.0) + rng.normal(0, 0.05, (64, 64))
+    _, clean_steps = level(texture, np.ones((64, 64), bool), RegistrationConfig())
+    assert clean_steps[0].startswith("rows: none")
+    lined = texture + rng.normal(0, 0.5, (64, 1))
+    levelled, lined_steps = level(lined, np.ones((64, 64), bool), RegistrationConfig())
+    assert lined_steps[0] == "rows: median_difference"
+    assert np.corrcoef(levelled.ravel(), texture.ravel())[0, 1] > 0.95 > np.corrcoef(lined.ravel(), texture.ravel())[0, 1]
