@@ -414,7 +414,10 @@ def _false_ok_lines(ours: list[dict[str, Any]], limit: int = 40) -> list[str]:
                       key=lambda r: -(r["error_px"] or math.inf) / r["tolerance_px"])
     if not false_ok:
         return ["ok but wrong: none"]
-    lines = [f"ok but wrong ({len(false_ok)}; error / tolerance, source, kind):"]
+    ratios = [math.inf if r["error_px"] is None else r["error_px"] / r["tolerance_px"] for r in false_ok]
+    lines = [f"ok but wrong: {len(false_ok)} ({sum(x <= 3 for x in ratios)} within 3x the tolerance, "
+             f"{sum(3 < x <= 10 for x in ratios)} at 3-10x, {sum(x > 10 for x in ratios)} gross or negatives); "
+             "error / tolerance, source, kind:"]
     for r in false_ok[:limit]:
         err = "no truth" if r["error_px"] is None else f"{r['error_px'] / r['tolerance_px']:.1f}x of {r['tolerance_px']:.1f}px"
         lines.append(f"  {r['case']:40s} {err:20s} {r['source']:28s} {r['kind']}")
