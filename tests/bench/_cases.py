@@ -45,8 +45,18 @@ try:  # imported as bench._cases (pytest) or as a sibling of the script
 except ImportError:
     from _sources import FAMILIES, load_pfm, load_skimage, make_synthetic, pfm_available
 
-__all__ = ["CATEGORIES", "POSITIVE_CATEGORIES", "SPLITS", "Split", "Truth", "Case", "case_specs", "make_case",
-           "grid_error", "describe_splits"]
+__all__ = [
+    "CATEGORIES",
+    "POSITIVE_CATEGORIES",
+    "SPLITS",
+    "Case",
+    "Split",
+    "Truth",
+    "case_specs",
+    "describe_splits",
+    "grid_error",
+    "make_case",
+]
 
 CATEGORIES = ("same_res", "cross_res", "cross_res_metadata", "partial_overlap", "cross_modal", "spm_degraded",
               "near_periodic", "near_neighbour", "near_selfsimilar", "near_small_overlap", "negative")

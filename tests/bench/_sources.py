@@ -33,7 +33,7 @@ PFM_PATH = next((p for p in _PFM_CANDIDATES if p.exists()), _PFM_CANDIDATES[0]) 
 PFM_CHANNELS = ("height", "amplitude", "deflection", "phase")  # Channel_000 .. Channel_003
 FAMILIES = ("terraces", "islands", "lattice", "fractal")
 
-__all__ = ["FAMILIES", "PFM_CHANNELS", "PFM_PATH", "pfm_available", "load_pfm", "load_skimage", "make_synthetic"]
+__all__ = ["FAMILIES", "PFM_CHANNELS", "PFM_PATH", "load_pfm", "load_skimage", "make_synthetic", "pfm_available"]
 
 
 def _unit(image: np.ndarray) -> np.ndarray:
@@ -43,7 +43,7 @@ def _unit(image: np.ndarray) -> np.ndarray:
     return (image - lo) / ((hi - lo) or 1.0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_skimage(name: str) -> dict[str, np.ndarray]:
     """A scikit-image bundled image as a one-channel source (colour → luminance).
 
@@ -72,7 +72,7 @@ def pfm_available() -> bool:
     return PFM_PATH.exists()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_pfm() -> dict[str, np.ndarray]:
     """The four co-registered channels of the real PFM scan (128×128), each unit-scaled.
 

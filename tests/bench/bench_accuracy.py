@@ -47,8 +47,16 @@ for _path in (str(ROOT), str(HERE)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from _cases import (CATEGORIES, POSITIVE_CATEGORIES, SPLITS, Case, case_specs, describe_splits,  # noqa: E402
-                    grid_error, make_case)
+from _cases import (
+    CATEGORIES,
+    POSITIVE_CATEGORIES,
+    SPLITS,
+    Case,
+    case_specs,
+    describe_splits,
+    grid_error,
+    make_case,
+)
 
 NEGATIVE_CATEGORIES = tuple(c for c in CATEGORIES if c not in POSITIVE_CATEGORIES)
 Answer = dict[str, Any]  # {"fn": callable or None, "verdict": str, "reasons": list, "result": dict or None}
@@ -322,7 +330,8 @@ def _cell(rows: list[dict[str, Any]], positive: bool) -> str:
             return "n/a"
         k = sum(r["verdict"] == "failed" for r in rows)
         lo, hi = wilson(k, n)
-        return f"fail {100 * k / n:3.0f}% [{100 * lo:3.0f},{100 * hi:3.0f}] ok {sum(r['verdict'] == 'ok' for r in rows)}"
+        n_ok = sum(r["verdict"] == "ok" for r in rows)
+        return f"fail {100 * k / n:3.0f}% [{100 * lo:3.0f},{100 * hi:3.0f}] ok {n_ok}"
     k = sum(r["correct"] for r in rows)
     lo, hi = wilson(k, n)
     err = _median(r["error_px"] for r in rows if r["correct"])
@@ -333,8 +342,8 @@ def _cell(rows: list[dict[str, Any]], positive: bool) -> str:
 def _category_table(rows: list[dict[str, Any]], methods: list[str]) -> list[str]:
     categories = [c for c in CATEGORIES if any(r["category"] == c for r in rows)]
     width = 38
-    lines = ["per category: success [95% Wilson] median error of correct results, median time; "
-             "negatives: autoreg 'failed' rate and ok count",
+    lines = [("per category: success [95% Wilson] median error of correct results, median time; "
+             "negatives: autoreg 'failed' rate and ok count"),
              f"{'category':20s} {'n':>4s} " + " ".join(f"{m:>{width}s}" for m in methods)]
     for category in categories:
         sel = [r for r in rows if r["category"] == category]
@@ -384,12 +393,12 @@ def _trust_lines(ours: list[dict[str, Any]]) -> list[str]:
         f"autoreg success on positives: {_rate(len(correct), len(positives))}",
         f"flag precision (ok => correct): {_rate(sum(r['correct'] for r in ok), len(ok))}",
         f"flag recall (wrong or impossible => not ok): {_rate(sum(r['verdict'] != 'ok' for r in wrong), len(wrong))}",
-        f"negatives failed: {_rate(sum(r['verdict'] == 'failed' for r in negatives), len(negatives))}; "
-        f"negatives ok: {sum(r['verdict'] == 'ok' for r in negatives)}",
-        f"correct results not ok: {len(lost)} of {len(correct)} correct "
+        (f"negatives failed: {_rate(sum(r['verdict'] == 'failed' for r in negatives), len(negatives))}; "
+        f"negatives ok: {sum(r['verdict'] == 'ok' for r in negatives)}"),
+        (f"correct results not ok: {len(lost)} of {len(correct)} correct "
         f"({sum(r['verdict'] == 'low_confidence' for r in lost)} low_confidence, "
         f"{sum(r['verdict'] == 'failed' for r in lost)} failed); "
-        f"positives 'failed' although the fit was accurate: {len(accurate_failed)}",
+        f"positives 'failed' although the fit was accurate: {len(accurate_failed)}"),
         _calibration_line(ours),
         f"crashes: {len(crashes)}" + (f" ({', '.join(r['case'] for r in crashes[:10])})" if crashes else ""),
     ]
@@ -415,11 +424,12 @@ def _false_ok_lines(ours: list[dict[str, Any]], limit: int = 40) -> list[str]:
     if not false_ok:
         return ["ok but wrong: none"]
     ratios = [math.inf if r["error_px"] is None else r["error_px"] / r["tolerance_px"] for r in false_ok]
-    lines = [f"ok but wrong: {len(false_ok)} ({sum(x <= 3 for x in ratios)} within 3x the tolerance, "
+    lines = [(f"ok but wrong: {len(false_ok)} ({sum(x <= 3 for x in ratios)} within 3x the tolerance, "
              f"{sum(3 < x <= 10 for x in ratios)} at 3-10x, {sum(x > 10 for x in ratios)} gross or negatives); "
-             "error / tolerance, source, kind:"]
+             "error / tolerance, source, kind:")]
     for r in false_ok[:limit]:
-        err = "no truth" if r["error_px"] is None else f"{r['error_px'] / r['tolerance_px']:.1f}x of {r['tolerance_px']:.1f}px"
+        tol = r["tolerance_px"]
+        err = "no truth" if r["error_px"] is None else f"{r['error_px'] / tol:.1f}x of {tol:.1f}px"
         lines.append(f"  {r['case']:40s} {err:20s} {r['source']:28s} {r['kind']}")
     if len(false_ok) > limit:
         lines.append(f"  ... and {len(false_ok) - limit} more")
