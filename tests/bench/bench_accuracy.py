@@ -1,205 +1,103 @@
-"""Accuracy and verdict trust over seeded pairs with exact ground truth, against baselines in the same run.
+"""Accuracy and verdict trust on seeded pairs with exact truth, in a calibration and an evaluation split.
 
-Run: ``.venv/bin/python tests/bench/bench_accuracy.py [--per-category 20] [--categories ...]``. Not collected by pytest
-(a small slice runs as ``tests/test_accuracy_slice.py``).
+Run (from the repository root)::
 
-Sources: images scikit-image ships (camera, coins, moon, brick, cell, hubble_deep_field, retina, immunohistochemistry,
-astronaut, grass, gravel, rocket), the fixture terrain, and the real PFM channels in ``../shared/data`` when present.
-Categories: same resolution easy; large rotation (to ±180°) with noise; cross-resolution (moving 4–25x coarser);
-partial overlap (< 60 %); cross-modal (inverted, non-monotonic, gradient magnitude, SPM line offsets and tilt);
-negatives (unrelated image, noise, nearly constant). A case is correct when the mean error over a 5x5 grid spanning
-the moving image is <= max(2 px, half a moving pixel in fixed px); negatives have no correct answer.
-Reports per category: success rate, median error, median time; flag precision (ok => correct) and flag recall
-(wrong or impossible => not ok). Baselines: plain OpenCV ORB + RANSAC, scikit-image ORB + ransac, phase correlation.
+    .venv/bin/python tests/bench/bench_accuracy.py --split evaluation --no-baselines --out eval.jsonl
+    .venv/bin/python tests/bench/bench_accuracy.py --split calibration --out cal.jsonl      # with baselines
+    .venv/bin/python tests/bench/bench_accuracy.py --report eval.jsonl                     # report again, no rerun
+
+Not collected by pytest (a small slice of the calibration split runs as ``tests/test_accuracy_slice.py``).
+Thresholds may be tuned on ``calibration`` only; ``evaluation`` shares no seed and no source image with it (the
+splits, sources and seed ranges are in ``_cases.py`` and printed with every report).
+
+A positive is correct when the mean distance over a 5x5 grid spanning the moving image, between the method's
+moving -> fixed map and the true map, is <= max(2 fixed px, half a moving pixel in fixed px). Negatives (``negative``,
+``near_neighbour``) have no correct answer. ``ok`` is a promise of correctness: flag precision is P(correct | ok),
+flag recall is P(not ok | wrong or impossible). All rates carry a 95 % Wilson interval.
+
+Baselines (no verdict): OpenCV ORB + RANSAC, scikit-image ORB + ransac, phase correlation. They get the scale prior
+autoreg gets (pixel sizes from metadata, else the image-size ratio when it is outside 0.5-2): the moving image is
+resized by the expected scale before they see it and the resize is composed back into their matrix.
 """
 
 from __future__ import annotations
 
+import os
+
+if __name__ == "__main__":  # one thread per worker process: the workers already run in parallel
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
 import argparse
+import json
+import math
 import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+for _path in (str(ROOT), str(HERE)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
-CATEGORIES = ("same_res", "rotation_noise", "cross_res", "partial_overlap", "cross_modal", "negative")
-SKIMAGE_SOURCES = ("camera", "coins", "moon", "brick", "cell", "hubble_deep_field", "retina", "immunohistochemistry",
-                   "astronaut", "grass", "gravel", "rocket")
+from _cases import (
+    CATEGORIES,
+    POSITIVE_CATEGORIES,
+    SPLITS,
+    Case,
+    case_specs,
+    describe_splits,
+    grid_error,
+    make_case,
+)
 
-
-@dataclass(frozen=True)
-class Case:
-    """One pair with its truth; ``matrix`` is None for negatives."""
-
-    category: str
-    name: str
-    fixed: np.ndarray
-    moving: np.ndarray
-    matrix: np.ndarray | None
-    moving_pixel_px: float
-
-
-def _gray(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image, float)
-    if image.ndim == 3:
-        image = image[..., :3] @ [0.299, 0.587, 0.114]
-    return (image - image.min()) / (np.ptp(image) or 1.0)
+NEGATIVE_CATEGORIES = tuple(c for c in CATEGORIES if c not in POSITIVE_CATEGORIES)
+Answer = dict[str, Any]  # {"fn": callable or None, "verdict": str, "reasons": list, "result": dict or None}
 
 
-def sources() -> dict[str, np.ndarray]:
-    """Source images: scikit-image's, the fixture terrain, and the real PFM channels when present."""
-    import skimage.data
-
-    from autoreg.synthetic import make_scene
-
-    out = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for name in SKIMAGE_SOURCES:
-            try:
-                out[name] = _gray(getattr(skimage.data, name)())
-            except Exception:  # noqa: BLE001 - a source scikit-image cannot provide here is skipped
-                continue
-    out["terrain"] = _gray(make_scene((768, 768), seed=3).height)
-    pfm = ROOT.parent / "shared" / "data" / "SingFreqPFM_0003.h5"
-    if pfm.exists():
-        import cv2
-
-        from autoreg.io import load_image
-
-        for k, label in ((0, "pfm_height"), (1, "pfm_amplitude")):
-            image = load_image(f"{pfm}::/Measurement_000/Channel_00{k}/Raw_Data").data
-            out[label] = _gray(cv2.resize(np.asarray(image, np.float32), (512, 512), interpolation=cv2.INTER_CUBIC))
-    return out
+# --------------------------------------------------------------------------------------------------- methods
 
 
-def _sample(source: np.ndarray, matrix: np.ndarray, shape: tuple[int, int], blur: float = 0.0) -> np.ndarray:
-    """Image whose pixel (x, y) shows ``source`` at ``matrix @ (x, y, 1)``."""
+def _data(image: Any) -> np.ndarray:
+    return np.asarray(getattr(image, "data", image), float)
+
+
+def expected_scale(case: Case) -> float:
+    """Expected size of a moving pixel in fixed pixels, the prior autoreg uses.
+
+    From the pixel sizes when both inputs carry them (same units), else the image-size ratio when it is outside
+    0.5-2 (both scans assumed to cover about the same field of view), else 1.
+    """
+    fixed_size = getattr(case.fixed, "pixel_size_xy", None)
+    moving_size = getattr(case.moving, "pixel_size_xy", None)
+    if fixed_size and moving_size and getattr(case.fixed, "units", None) == getattr(case.moving, "units", None):
+        return float(np.sqrt(np.prod(np.asarray(moving_size, float) / np.asarray(fixed_size, float))))
+    ratio = float(np.sqrt(np.prod(np.asarray(_data(case.fixed).shape, float)
+                                  / np.asarray(_data(case.moving).shape, float))))
+    return 1.0 if 0.5 <= ratio <= 2.0 else ratio
+
+
+def _prior_moving(case: Case) -> tuple[np.ndarray, np.ndarray]:
+    """The moving image resized by the expected scale, and the matrix moving px -> resized px."""
     import cv2
 
-    src = source.astype(np.float32)
-    if blur > 0.3:
-        src = cv2.GaussianBlur(src, (0, 0), blur)
-    return cv2.warpPerspective(src, matrix, (shape[1], shape[0]), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                               borderMode=cv2.BORDER_REFLECT)
-
-
-def _similarity(angle_deg: float, scale: float, tx: float, ty: float) -> np.ndarray:
-    a = np.deg2rad(angle_deg)
-    return np.array([[scale * np.cos(a), -scale * np.sin(a), tx], [scale * np.sin(a), scale * np.cos(a), ty],
-                     [0, 0, 1.0]])
-
-
-def _centred(matrix: np.ndarray, moving_shape: tuple[int, int], fixed_centre: tuple[float, float]) -> np.ndarray:
-    """Shift ``matrix`` so the moving image's centre lands on ``fixed_centre``."""
-    centre = np.array([(moving_shape[1] - 1) / 2, (moving_shape[0] - 1) / 2, 1.0])
-    mapped = matrix @ centre
-    out = matrix.copy()
-    out[:2, 2] += np.asarray(fixed_centre) - mapped[:2] / mapped[2]
-    return out
-
-
-def make_case(category: str, index: int, pool: dict[str, np.ndarray]) -> Case:
-    """The ``index``-th seeded case of ``category``."""
-    rng = np.random.default_rng(1000 * CATEGORIES.index(category) + index)
-    names = sorted(pool)
-    name = names[index % len(names)]
-    source = pool[name]
-    size = 256
-    h, w = source.shape
-    fy, fx = int(rng.integers(0, max(1, h - size))), int(rng.integers(0, max(1, w - size)))
-    crop = np.array([[1, 0, fx], [0, 1, fy], [0, 0, 1.0]])  # fixed pixel -> source pixel
-    fixed = _sample(source, crop, (size, size))
-    centre = ((size - 1) / 2 + rng.uniform(-15, 15), (size - 1) / 2 + rng.uniform(-15, 15))
-    moving_pixel = 1.0
-    if category == "same_res":
-        shape = (size, size)
-        matrix = _centred(_similarity(rng.uniform(-15, 15), rng.uniform(0.95, 1.05), 0, 0), shape, centre)
-        noise = 0.01
-    elif category == "rotation_noise":
-        shape = (size, size)
-        matrix = _centred(_similarity(rng.uniform(-180, 180), rng.uniform(0.9, 1.1), 0, 0), shape, centre)
-        noise = rng.uniform(0.03, 0.08)
-    elif category == "cross_res":
-        moving_pixel = float(rng.choice([4, 6, 8, 12, 16, 25]))
-        fixed_size = 512 if moving_pixel > 8 else size
-        if fixed_size != size:
-            fixed = _sample(source, crop, (fixed_size, fixed_size)) if h >= 512 and w >= 512 else \
-                _sample(source, crop @ np.diag([size / fixed_size, size / fixed_size, 1]), (fixed_size, fixed_size))
-        n = max(16, int(round(0.85 * fixed_size / moving_pixel)))
-        shape = (n, n)
-        c = ((fixed_size - 1) / 2 + rng.uniform(-10, 10), (fixed_size - 1) / 2 + rng.uniform(-10, 10))
-        matrix = _centred(_similarity(rng.uniform(-10, 10), moving_pixel, 0, 0), shape, c)
-        noise = 0.01
-    elif category == "partial_overlap":
-        shape = (size, size)
-        offset = rng.uniform(0.45, 0.6) * size
-        direction = rng.choice([-1, 1], 2)
-        matrix = _centred(_similarity(rng.uniform(-10, 10), 1.0, 0, 0), shape,
-                          ((size - 1) / 2 + direction[0] * offset, (size - 1) / 2 + direction[1] * offset * 0.3))
-        noise = 0.01
-    elif category == "cross_modal":
-        shape = (size, size)
-        matrix = _centred(_similarity(rng.uniform(-20, 20), rng.uniform(0.95, 1.05), 0, 0), shape, centre)
-        noise = 0.01
-    else:
-        shape = (size, size)
-        matrix = None
-        noise = 0.01
-    if matrix is not None:
-        moving = _sample(source, crop @ matrix, shape, blur=0.4 * moving_pixel if moving_pixel > 1 else 0.0)
-        if category == "cross_modal":
-            kind = index % 4
-            if kind == 0:
-                moving = 1.0 - moving
-            elif kind == 1:
-                moving = np.abs(moving - np.median(moving))
-            elif kind == 2:
-                import cv2
-
-                gx = cv2.Sobel(moving.astype(np.float32), cv2.CV_32F, 1, 0)
-                gy = cv2.Sobel(moving.astype(np.float32), cv2.CV_32F, 0, 1)
-                moving = np.hypot(gx, gy)
-            else:
-                yy, xx = np.mgrid[: shape[0], : shape[1]]
-                moving = moving + 0.002 * xx + rng.normal(0, 0.08, (shape[0], 1))
-    else:
-        kind = index % 3
-        if kind == 0:
-            other = pool[names[(index + 1) % len(names)]]
-            moving = _sample(other, np.array([[1, 0, 3], [0, 1, 5], [0, 0, 1.0]]), (size, size))
-        elif kind == 1:
-            moving = rng.normal(size=(size, size))
-        else:
-            moving = 0.5 + 1e-3 * rng.normal(size=(size, size))
-    moving = moving + rng.normal(0, noise * (np.std(moving) or 1.0), moving.shape)
-    return Case(category, f"{category}/{index:02d}/{name}", fixed.astype(np.float32), moving.astype(np.float32),
-                matrix, moving_pixel)
-
-
-def grid_error(case: Case, moving_to_fixed: Callable[[np.ndarray], np.ndarray] | None) -> float:
-    """Mean error (fixed px) over a 5x5 grid spanning the moving image; inf without a transform."""
-    if moving_to_fixed is None or case.matrix is None:
-        return float("inf")
-    rows, cols = case.moving.shape
-    gy, gx = np.mgrid[0 : rows - 1 : 5j, 0 : cols - 1 : 5j]
-    grid = np.column_stack([gx.ravel(), gy.ravel()])
-    h = np.column_stack([grid, np.ones(len(grid))]) @ case.matrix.T
-    mapped = np.asarray(moving_to_fixed(grid), float)
-    if not np.all(np.isfinite(mapped)):
-        return float("inf")
-    return float(np.mean(np.linalg.norm(mapped - h[:, :2] / h[:, 2:], axis=1)))
-
-
-def tolerance(case: Case) -> float:
-    return max(2.0, 0.5 * case.moving_pixel_px)
+    moving = _data(case.moving).astype(np.float32)
+    scale = expected_scale(case)
+    if abs(scale - 1.0) < 1e-6:
+        return moving, np.eye(3)
+    rows, cols = moving.shape
+    new = (max(2, round(cols * scale)), max(2, round(rows * scale)))
+    sx, sy = new[0] / cols, new[1] / rows
+    flags = cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA
+    resized = cv2.resize(moving, new, interpolation=flags)
+    return resized, np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
 
 
 def _matrix_fn(matrix: np.ndarray | None) -> Callable[[np.ndarray], np.ndarray] | None:
@@ -214,55 +112,20 @@ def _matrix_fn(matrix: np.ndarray | None) -> Callable[[np.ndarray], np.ndarray] 
     return apply
 
 
-SCORES: dict[str, tuple] = {}  # case name -> (scores, source, exact) of autoreg's result, for --calibrate
+def _baseline(matrix: np.ndarray | None, resize: np.ndarray) -> Answer:
+    full = None if matrix is None else np.asarray(matrix, float) @ resize
+    return {"fn": _matrix_fn(full), "verdict": "n/a", "reasons": [], "result": None}
 
 
-def run_autoreg(case: Case) -> tuple[Callable | None, str]:
+def run_autoreg(case: Case) -> Answer:
+    """autoreg.register with its defaults (model auto, seed 0)."""
     import autoreg
 
-    result = autoreg.register(case.fixed, case.moving, model="auto")
-    fn = result.fit.moving_to_fixed if result.fit is not None and result.verdict.level != "failed" else None
-    if result.fit is not None:
-        exact = any(r.startswith("unverifiable_points") for r in result.verdict.reasons)
-        SCORES[case.name] = (result.scores, result.fit.source, exact)
-    return fn, result.verdict.level
-
-
-def calibrate(rows: list[dict]) -> None:
-    """Re-judge autoreg's final results under other thresholds: precision, recall and ok rate of each setting.
-
-    Approximate: an earlier ``ok`` would have stopped the fallback chain, which re-judging offline ignores.
-    """
-    import itertools
-
-    from autoreg.config import RegistrationConfig
-    from autoreg.confidence import judge
-
-    grid = {"ok_inliers": [8, 12, 15, 25], "min_pearson": [0.2, 0.3, 0.5], "max_rmse_wpx": [1.5, 2.5, 4.0],
-            "min_ecc_correlation": [0.4, 0.6, 0.8], "min_model_support": [0.5, 0.7, 0.9]}
-    print("calibration (thresholds -> flag precision, flag recall, ok rate among correct):")
-    results = []
-    for values in itertools.product(*grid.values()):
-        config = RegistrationConfig(**dict(zip(grid, values)))
-        ok_correct = ok_wrong = wrong_flagged = wrong = correct = 0
-        for row in rows:
-            stored = SCORES.get(row["case"])
-            level = "failed" if stored is None else judge(stored[0], config, source=stored[1],
-                                                          exact_points=stored[2]).level
-            correct += row["correct"]
-            ok_correct += level == "ok" and row["correct"]
-            ok_wrong += level == "ok" and not row["correct"]
-            wrong += not row["correct"]
-            wrong_flagged += level != "ok" and not row["correct"]
-        precision = ok_correct / max(ok_correct + ok_wrong, 1)
-        results.append((precision, wrong_flagged / max(wrong, 1), ok_correct / max(correct, 1), values))
-    safe = [r for r in results if r[0] == 1.0 and r[1] == 1.0]
-    for precision, recall, rate, values in sorted(safe, key=lambda r: -r[2])[:5]:
-        print(f"  {dict(zip(grid, values))}: precision {precision:.3f}, recall {recall:.3f}, ok rate {rate:.3f}")
-    current = RegistrationConfig()
-    mine = next(r for r in results if r[3] == tuple(getattr(current, k) for k in grid))
-    print(f"  current defaults: precision {mine[0]:.3f}, recall {mine[1]:.3f}, ok rate {mine[2]:.3f}; "
-          f"{len(safe)} of {len(results)} settings keep precision and recall at 1.0")
+    result = autoreg.register(case.fixed, case.moving, model="auto", rng=0)
+    fit_fn = result.fit.moving_to_fixed if result.fit is not None else None
+    answer = fit_fn if result.verdict.level != "failed" else None
+    return {"fn": answer, "fit_fn": fit_fn, "verdict": result.verdict.level, "reasons": list(result.verdict.reasons),
+            "result": result.to_dict()}
 
 
 def _u8(image: np.ndarray) -> np.ndarray:
@@ -270,133 +133,354 @@ def _u8(image: np.ndarray) -> np.ndarray:
     return np.clip((image - lo) / ((hi - lo) or 1) * 255, 0, 255).astype(np.uint8)
 
 
-def run_opencv_orb(case: Case) -> tuple[Callable | None, str]:
-    """Plain OpenCV: ORB on both images as they are, cross-checked BF matching, RANSAC partial affine."""
+def run_opencv_orb(case: Case) -> Answer:
+    """Plain OpenCV: ORB on the fixed image and the prior-resized moving one, cross-checked matching, RANSAC affine."""
     import cv2
 
+    moving, resize = _prior_moving(case)
     orb = cv2.ORB_create(2000)
-    kf, df = orb.detectAndCompute(_u8(case.fixed), None)
-    km, dm = orb.detectAndCompute(_u8(case.moving), None)
+    kf, df = orb.detectAndCompute(_u8(_data(case.fixed)), None)
+    km, dm = orb.detectAndCompute(_u8(moving), None)
     if df is None or dm is None or len(kf) < 3 or len(km) < 3:
-        return None, "n/a"
+        return _baseline(None, resize)
     matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(dm, df)
     if len(matches) < 3:
-        return None, "n/a"
+        return _baseline(None, resize)
     src = np.float32([km[m.queryIdx].pt for m in matches])
     dst = np.float32([kf[m.trainIdx].pt for m in matches])
     matrix, _ = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=3.0)
-    return (None, "n/a") if matrix is None else (_matrix_fn(np.vstack([matrix, [0, 0, 1]])), "n/a")
+    return _baseline(None if matrix is None else np.vstack([matrix, [0, 0, 1]]), resize)
 
 
-def run_skimage_orb(case: Case) -> tuple[Callable | None, str]:
-    """scikit-image ORB + match_descriptors + ransac (affine)."""
+def run_skimage_orb(case: Case) -> Answer:
+    """scikit-image ORB + match_descriptors + ransac (affine) on the prior-resized moving image."""
     from skimage.feature import ORB, match_descriptors
     from skimage.measure import ransac
     from skimage.transform import AffineTransform
 
-    def features(image):
+    moving, resize = _prior_moving(case)
+
+    def features(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         orb = ORB(n_keypoints=800, fast_threshold=0.05)
-        orb.detect_and_extract(image)
+        orb.detect_and_extract(_u8(image) / 255.0)
         return orb.keypoints[:, ::-1], orb.descriptors
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            kf, df = features(case.fixed)
-            km, dm = features(case.moving)
+            kf, df = features(_data(case.fixed))
+            km, dm = features(moving)
             pairs = match_descriptors(dm, df, cross_check=True)
             if len(pairs) < 3:
-                return None, "n/a"
+                return _baseline(None, resize)
             model, _ = ransac((km[pairs[:, 0]], kf[pairs[:, 1]]), AffineTransform, min_samples=3,
                               residual_threshold=3.0, max_trials=500, rng=0)
-        except Exception:  # noqa: BLE001 - a baseline that gives up has no answer
-            return None, "n/a"
-    return (None, "n/a") if model is None else (_matrix_fn(model.params), "n/a")
+        except (RuntimeError, ValueError, IndexError):  # featureless image or degenerate sample: no answer
+            return _baseline(None, resize)
+    return _baseline(None if model is None else model.params, resize)
 
 
-def run_phase_correlation(case: Case) -> tuple[Callable | None, str]:
-    """Translation by phase correlation of the moving image resized to the fixed one's size."""
-    import cv2
+def run_phase_correlation(case: Case) -> Answer:
+    """Translation by phase correlation: the prior-resized moving image centred on a canvas of the fixed size."""
     from skimage.registration import phase_cross_correlation
 
-    moving = cv2.resize(case.moving, (case.fixed.shape[1], case.fixed.shape[0]), interpolation=cv2.INTER_LINEAR)
+    fixed = _data(case.fixed)
+    moving, resize = _prior_moving(case)
+    rows, cols = fixed.shape
+    crop_y, crop_x = max(0, (moving.shape[0] - rows) // 2), max(0, (moving.shape[1] - cols) // 2)
+    moving = moving[crop_y : crop_y + rows, crop_x : crop_x + cols]
+    canvas = np.full(fixed.shape, float(np.mean(moving)))
+    oy, ox = (rows - moving.shape[0]) // 2, (cols - moving.shape[1]) // 2
+    canvas[oy : oy + moving.shape[0], ox : ox + moving.shape[1]] = moving
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        shift = phase_cross_correlation(case.fixed, moving, upsample_factor=10)[0]
-    sx, sy = case.fixed.shape[1] / case.moving.shape[1], case.fixed.shape[0] / case.moving.shape[0]
-    matrix = np.array([[sx, 0, shift[1] + 0.5 * sx - 0.5], [0, sy, shift[0] + 0.5 * sy - 0.5], [0, 0, 1.0]])
-    return _matrix_fn(matrix), "n/a"
+        shift = phase_cross_correlation(fixed - fixed.mean(), canvas - canvas.mean(), upsample_factor=10)[0]
+    dx, dy = float(shift[1]) + ox - crop_x, float(shift[0]) + oy - crop_y
+    return _baseline(np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1.0]]), resize)
 
 
-METHODS = {"autoreg": run_autoreg, "opencv_orb": run_opencv_orb, "skimage_orb": run_skimage_orb,
-           "phase_corr": run_phase_correlation}
+METHODS: dict[str, Callable[[Case], Answer]] = {"autoreg": run_autoreg, "opencv_orb": run_opencv_orb,
+                                                "skimage_orb": run_skimage_orb, "phase_corr": run_phase_correlation}
 
 
-def evaluate(cases: list[Case], methods: dict[str, Callable]) -> dict[str, list[dict]]:
-    rows: dict[str, list[dict]] = {m: [] for m in methods}
-    for case in cases:
-        for name, method in methods.items():
-            started = time.perf_counter()
-            try:
-                fn, verdict = method(case)
-                crashed = False
-            except Exception as err:  # noqa: BLE001 - a crash is recorded, not hidden
-                fn, verdict, crashed = None, f"crash: {type(err).__name__}", True
-            seconds = time.perf_counter() - started
-            error = grid_error(case, fn)
-            correct = case.matrix is not None and error <= tolerance(case)
-            rows[name].append({"case": case.name, "category": case.category, "error": error, "correct": correct,
-                               "verdict": verdict, "seconds": seconds, "crashed": crashed})
-    return rows
+# --------------------------------------------------------------------------------------------------- running
 
 
-def report(rows: dict[str, list[dict]]) -> None:
-    categories = [c for c in CATEGORIES if any(r["category"] == c for r in rows["autoreg"])]
-    print(f"{'category':16s} " + " ".join(f"{m:>22s}" for m in rows))
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def evaluate_case(case: Case, method: str) -> dict[str, Any]:
+    """Run one method on one case and return its row (a crash is recorded, not raised)."""
+    started = time.perf_counter()
+    try:
+        answer = METHODS[method](case)
+        crashed = None
+    except Exception as err:  # noqa: BLE001 - a crash is a result of the benchmark, recorded with its type
+        answer = {"fn": None, "verdict": "crash", "reasons": [f"crash: {type(err).__name__}: {err}"], "result": None}
+        crashed = f"{type(err).__name__}: {err}"
+    seconds = time.perf_counter() - started
+    error = grid_error(case, answer["fn"])
+    result = answer.get("result") or {}
+    predicted = result.get("predicted_error_px", result.get("uncertainty_px"))
+    return {
+        "case": case.case_id, "split": case.split, "category": case.category, "kind": case.kind,
+        "source": case.source, "positive": case.positive, "method": method,
+        "tolerance_px": case.tolerance_px, "moving_pixel_px": case.moving_pixel_px,
+        "error_px": _finite_or_none(error),
+        "fit_error_px": _finite_or_none(grid_error(case, answer.get("fit_fn", answer["fn"]))),
+        "correct": bool(case.positive and error <= case.tolerance_px),
+        "verdict": answer["verdict"], "reasons": answer["reasons"], "predicted_error_px": predicted,
+        "seconds": seconds, "crashed": crashed, "params": case.params, "result": answer.get("result"),
+    }
+
+
+def _run_spec(job: tuple[tuple[str, str, int], tuple[str, ...]]) -> list[dict[str, Any]]:
+    (split, category, index), methods = job
+    case = make_case(split, category, index)
+    return [evaluate_case(case, m) for m in methods]
+
+
+def _init_worker() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+    warnings.simplefilter("ignore")  # library chatter; autoreg's own warnings policy applies inside register()
+
+
+def run(specs: list[tuple[str, str, int]], methods: tuple[str, ...], *, workers: int = 2,
+        out: Path | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """Run ``methods`` on every case of ``specs`` with ``workers`` processes; rows in ``specs`` order.
+
+    Rows are appended to ``out`` (JSON lines) as they arrive, so an interrupted run keeps what it measured.
+    """
+    jobs = [(spec, methods) for spec in specs]
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    sink = open(out, "w") if out else None  # noqa: SIM115 - closed below, written row by row
+    try:
+        if workers <= 1:
+            _init_worker()
+            results: Iterable[list[dict[str, Any]]] = map(_run_spec, jobs)
+            pool = None
+        else:
+            import multiprocessing
+
+            pool = multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker)
+            results = pool.imap_unordered(_run_spec, jobs, chunksize=1)
+        for n, case_rows in enumerate(results, 1):
+            rows.extend(case_rows)
+            if sink:
+                for row in case_rows:
+                    sink.write(json.dumps(row) + "\n")
+                sink.flush()
+            if progress and (n % 25 == 0 or n == len(jobs)):
+                print(f"  {n}/{len(jobs)} cases, {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        if pool is not None:
+            pool.close()
+            pool.join()
+    finally:
+        if sink:
+            sink.close()
+    order = {(s[0], s[1], s[2]): i for i, s in enumerate(specs)}
+    return sorted(rows, key=lambda r: (order.get(_spec_of(r["case"]), 0), list(METHODS).index(r["method"])))
+
+
+def _spec_of(case_id: str) -> tuple[str, str, int]:
+    split, category, index = case_id.split("/")
+    return split, category, int(index)
+
+
+# --------------------------------------------------------------------------------------------------- report
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion ``k / n`` (NaN, NaN when n is 0).
+
+    Examples
+    --------
+    >>> [round(v, 3) for v in wilson(0, 10)]
+    [0.0, 0.278]
+    """
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    denom = 1 + z**2 / n
+    centre = (p + z**2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _rate(k: int, n: int) -> str:
+    if n == 0:
+        return "n/a"
+    lo, hi = wilson(k, n)
+    return f"{k}/{n} = {100 * k / n:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def _median(values: Iterable[float | None]) -> float:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return statistics.median(finite) if finite else float("nan")
+
+
+def _cell(rows: list[dict[str, Any]], positive: bool) -> str:
+    n = len(rows)
+    if not positive:
+        if rows[0]["method"] != "autoreg":
+            return "n/a"
+        k = sum(r["verdict"] == "failed" for r in rows)
+        lo, hi = wilson(k, n)
+        n_ok = sum(r["verdict"] == "ok" for r in rows)
+        return f"fail {100 * k / n:3.0f}% [{100 * lo:3.0f},{100 * hi:3.0f}] ok {n_ok}"
+    k = sum(r["correct"] for r in rows)
+    lo, hi = wilson(k, n)
+    err = _median(r["error_px"] for r in rows if r["correct"])
+    ms = 1e3 * _median(r["seconds"] for r in rows)
+    return f"{100 * k / n:3.0f}% [{100 * lo:3.0f},{100 * hi:3.0f}] {err:5.2f}px {ms:5.0f}ms"
+
+
+def _category_table(rows: list[dict[str, Any]], methods: list[str]) -> list[str]:
+    categories = [c for c in CATEGORIES if any(r["category"] == c for r in rows)]
+    width = 38
+    lines = [("per category: success [95% Wilson] median error of correct results, median time; "
+             "negatives: autoreg 'failed' rate and ok count"),
+             f"{'category':20s} {'n':>4s} " + " ".join(f"{m:>{width}s}" for m in methods)]
     for category in categories:
-        cells = []
-        for method, method_rows in rows.items():
-            sel = [r for r in method_rows if r["category"] == category]
-            if category == "negative":
-                cells.append(f"{'n/a':>22s}")
-                continue
-            rate = 100 * np.mean([r["correct"] for r in sel])
-            errors = [r["error"] for r in sel if np.isfinite(r["error"])]
-            median = statistics.median(errors) if errors else float("inf")
-            cells.append(f"{rate:5.0f}% {median:7.2f}px {1e3 * statistics.median(r['seconds'] for r in sel):5.0f}ms")
-        print(f"{category:16s} " + " ".join(f"{c:>22s}" for c in cells))
-    ours = rows["autoreg"]
-    positives = [r for r in ours if r["category"] != "negative"]
+        sel = [r for r in rows if r["category"] == category]
+        n = len({r["case"] for r in sel})
+        cells = [_cell([r for r in sel if r["method"] == m], category in POSITIVE_CATEGORIES) for m in methods]
+        lines.append(f"{category:20s} {n:4d} " + " ".join(f"{c:>{width}s}" for c in cells))
+    return lines
+
+
+def _verdict_table(ours: list[dict[str, Any]]) -> list[str]:
+    lines = ["autoreg verdicts per category: ok (wrong ok), low_confidence, failed, crash; correct not ok"]
+    for category in [c for c in CATEGORIES if any(r["category"] == c for r in ours)]:
+        sel = [r for r in ours if r["category"] == category]
+        count = {v: sum(r["verdict"] == v for r in sel) for v in ("ok", "low_confidence", "failed", "crash")}
+        wrong_ok = sum(r["verdict"] == "ok" and not r["correct"] for r in sel)
+        lost = sum(r["correct"] and r["verdict"] != "ok" for r in sel)
+        lines.append(f"  {category:20s} ok {count['ok']:3d} ({wrong_ok:2d} wrong)  low {count['low_confidence']:3d}  "
+                     f"failed {count['failed']:3d}  crash {count['crash']:2d}  correct-not-ok {lost:3d}")
+    return lines
+
+
+def _kind_table(ours: list[dict[str, Any]]) -> list[str]:
+    lines = ["autoreg by kind: success (positives) or failed (negatives); wrong ok"]
+    keys = sorted({(r["category"], r["kind"]) for r in ours}, key=lambda k: (CATEGORIES.index(k[0]), k[1]))
+    for category, kind in keys:
+        sel = [r for r in ours if r["category"] == category and r["kind"] == kind]
+        wrong_ok = sum(r["verdict"] == "ok" and not r["correct"] for r in sel)
+        if category in POSITIVE_CATEGORIES:
+            k = sum(r["correct"] for r in sel)
+        else:
+            k = sum(r["verdict"] == "failed" for r in sel)
+        lines.append(f"  {category + '/' + kind:42s} {k:3d}/{len(sel):3d}  wrong ok {wrong_ok}")
+    return lines
+
+
+def _trust_lines(ours: list[dict[str, Any]]) -> list[str]:
+    positives = [r for r in ours if r["positive"]]
+    negatives = [r for r in ours if not r["positive"]]
     ok = [r for r in ours if r["verdict"] == "ok"]
     wrong = [r for r in ours if not r["correct"]]
-    print(f"autoreg overall success {100 * np.mean([r['correct'] for r in positives]):.0f}% of {len(positives)} "
-          f"positive cases; crashes {sum(r['crashed'] for r in ours)}")
-    print(f"flag precision (ok => correct): {sum(r['correct'] for r in ok)}/{len(ok)} = "
-          f"{100 * np.mean([r['correct'] for r in ok]) if ok else float('nan'):.1f}%")
-    print(f"flag recall (wrong or impossible => not ok): {sum(r['verdict'] != 'ok' for r in wrong)}/{len(wrong)} = "
-          f"{100 * np.mean([r['verdict'] != 'ok' for r in wrong]) if wrong else float('nan'):.1f}%")
-    negatives_ok = [r["case"] for r in ours if r["category"] == "negative" and r["verdict"] == "ok"]
-    print(f"negatives judged ok: {negatives_ok or 'none'}")
-    false_ok = [f"{r['case']} ({r['error']:.1f}px)" for r in ok if not r["correct"]]
-    if false_ok:
-        print("ok but wrong:", ", ".join(false_ok))
+    correct = [r for r in ours if r["correct"]]
+    lost = [r for r in correct if r["verdict"] != "ok"]
+    accurate_failed = [r for r in positives if r["verdict"] == "failed" and r["fit_error_px"] is not None
+                       and r["fit_error_px"] <= r["tolerance_px"]]
+    crashes = [r for r in ours if r["crashed"]]
+    lines = [
+        f"autoreg success on positives: {_rate(len(correct), len(positives))}",
+        f"flag precision (ok => correct): {_rate(sum(r['correct'] for r in ok), len(ok))}",
+        f"flag recall (wrong or impossible => not ok): {_rate(sum(r['verdict'] != 'ok' for r in wrong), len(wrong))}",
+        (f"negatives failed: {_rate(sum(r['verdict'] == 'failed' for r in negatives), len(negatives))}; "
+        f"negatives ok: {sum(r['verdict'] == 'ok' for r in negatives)}"),
+        (f"correct results not ok: {len(lost)} of {len(correct)} correct "
+        f"({sum(r['verdict'] == 'low_confidence' for r in lost)} low_confidence, "
+        f"{sum(r['verdict'] == 'failed' for r in lost)} failed); "
+        f"positives 'failed' although the fit was accurate: {len(accurate_failed)}"),
+        _calibration_line(ours),
+        f"crashes: {len(crashes)}" + (f" ({', '.join(r['case'] for r in crashes[:10])})" if crashes else ""),
+    ]
+    return lines
 
 
-def main() -> None:
+def _calibration_line(ours: list[dict[str, Any]]) -> str:
+    """Among non-failed positives within 10x the tolerance: fraction whose true error <= 2 x predicted error."""
+    near = [r for r in ours if r["positive"] and r["verdict"] not in ("failed", "crash")
+            and r["error_px"] is not None and r["error_px"] <= 10 * r["tolerance_px"]]
+    usable = [r for r in near if r["predicted_error_px"] is not None and math.isfinite(r["predicted_error_px"])]
+    covered = sum(r["error_px"] <= 2 * r["predicted_error_px"] for r in usable)
+    key = "predicted_error_px" if any("predicted_error_px" in (r["result"] or {}) for r in usable) else "uncertainty_px"
+    ratio = _median(r["error_px"] / r["predicted_error_px"] for r in usable if r["predicted_error_px"] > 0)
+    return (f"uncertainty calibration ({key}): error <= 2 x predicted in {_rate(covered, len(usable))} of "
+            f"non-failed positives within 10x tolerance ({len(near) - len(usable)} without a prediction); "
+            f"median error / predicted {ratio:.2f}")
+
+
+def _false_ok_lines(ours: list[dict[str, Any]], limit: int = 40) -> list[str]:
+    false_ok = sorted((r for r in ours if r["verdict"] == "ok" and not r["correct"]),
+                      key=lambda r: -(r["error_px"] or math.inf) / r["tolerance_px"])
+    if not false_ok:
+        return ["ok but wrong: none"]
+    ratios = [math.inf if r["error_px"] is None else r["error_px"] / r["tolerance_px"] for r in false_ok]
+    lines = [(f"ok but wrong: {len(false_ok)} ({sum(x <= 3 for x in ratios)} within 3x the tolerance, "
+             f"{sum(3 < x <= 10 for x in ratios)} at 3-10x, {sum(x > 10 for x in ratios)} gross or negatives); "
+             "error / tolerance, source, kind:")]
+    for r in false_ok[:limit]:
+        tol = r["tolerance_px"]
+        err = "no truth" if r["error_px"] is None else f"{r['error_px'] / tol:.1f}x of {tol:.1f}px"
+        lines.append(f"  {r['case']:40s} {err:20s} {r['source']:28s} {r['kind']}")
+    if len(false_ok) > limit:
+        lines.append(f"  ... and {len(false_ok) - limit} more")
+    return lines
+
+
+def report(rows: list[dict[str, Any]]) -> str:
+    """The benchmark report of a set of rows (as run, or read back from ``--out``)."""
+    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    splits = sorted({r["split"] for r in rows})
+    n_cases = len({r["case"] for r in rows})
+    lines = [f"split {', '.join(splits)}: {n_cases} cases, methods {', '.join(methods)}", describe_splits(), ""]
+    lines += _category_table(rows, methods)
+    ours = [r for r in rows if r["method"] == "autoreg"]
+    if ours:
+        lines += ["", *_trust_lines(ours), "", *_verdict_table(ours), "", *_kind_table(ours), "",
+                  *_false_ok_lines(ours)]
+        lines.append(f"autoreg time: median {1e3 * _median(r['seconds'] for r in ours):.0f} ms, "
+                     f"max {max(r['seconds'] for r in ours):.2f} s, total {sum(r['seconds'] for r in ours):.0f} s")
+    return "\n".join(lines)
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows saved with ``--out``."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--per-category", type=int, default=20)
-    parser.add_argument("--categories", nargs="*", default=list(CATEGORIES))
+    parser.add_argument("--split", choices=sorted(SPLITS), default="calibration")
+    parser.add_argument("--per-category", type=int, default=None,
+                        help="cases per category (default: calibration 28, evaluation 60)")
+    parser.add_argument("--categories", nargs="*", default=list(CATEGORIES), choices=CATEGORIES, metavar="CATEGORY")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", type=Path, help="write one JSON row per case and method")
+    parser.add_argument("--report", type=Path, help="only print the report of rows saved with --out")
     parser.add_argument("--no-baselines", action="store_true")
-    parser.add_argument("--calibrate", action="store_true", help="re-judge autoreg's results over a threshold grid")
-    args = parser.parse_args()
-    pool = sources()
-    cases = [make_case(c, i, pool) for c in args.categories for i in range(args.per_category)]
-    methods = {"autoreg": run_autoreg} if args.no_baselines else METHODS
-    print(f"{len(cases)} cases from {len(pool)} sources: {', '.join(sorted(pool))}")
-    rows = evaluate(cases, methods)
-    report(rows)
-    if args.calibrate:
-        calibrate(rows["autoreg"])
+    args = parser.parse_args(argv)
+    if args.report:
+        print(report(read_rows(args.report)))
+        return
+    specs = case_specs(args.split, args.categories, args.per_category)
+    methods = ("autoreg",) if args.no_baselines else tuple(METHODS)
+    print(f"running {len(specs)} cases of split {args.split} with {', '.join(methods)} on {args.workers} workers",
+          file=sys.stderr)
+    started = time.perf_counter()
+    rows = run(specs, methods, workers=args.workers, out=args.out)
+    wall = time.perf_counter() - started
+    print(report(rows))
+    print(f"wall time {wall:.0f} s for {len(specs)} cases ({args.workers} workers)")
 
 
 if __name__ == "__main__":
