@@ -43,6 +43,8 @@ MODELS: dict[str, tuple[str, ...]] = {
 
 
 COARSE_TOL_PX = 0.05  # stop a coarse pyramid level once updates move its grid by less than this (level px)
+SWAP_BELOW = 0.9  # the fixed image is the grid only when the moving one is clearly finer (not at ~1 by rounding)
+SLOPE_STEP_PX = 0.05  # finite-difference step of the measured slope (grid px): above bilinear kinks' scale
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -192,12 +194,14 @@ class _Reference:
     factor: int
 
 
-def _footprint_reference(image: np.ndarray, valid: np.ndarray, footprint: float, *,
-                         min_footprint_valid: float) -> _Reference:
+def _footprint_reference(image: np.ndarray, valid: np.ndarray, footprint: float, *, min_footprint_valid: float,
+                         min_sigma: float) -> tuple[_Reference, float]:
     """Average ``image`` over a footprint ``footprint`` reference px wide (a gaussian of the box's variance).
 
     The image is first block-averaged by an integer factor (about a quarter of the footprint), which costs
-    little accuracy and makes the filter and the samples cheap; NaN-aware (normalised convolution).
+    little accuracy and makes the filter and the samples cheap; NaN-aware (normalised convolution). When the
+    footprint's sigma is under ``min_sigma`` reduced px, the reference is smoothed up to it and the extra
+    sigma (reference px) is returned, for the grid image to receive the same.
     """
     import cv2
 
@@ -205,19 +209,27 @@ def _footprint_reference(image: np.ndarray, valid: np.ndarray, footprint: float,
     mean, frac = _block_mean_ref(np.where(valid, image, 0).astype(np.float32), valid.astype(np.float32), factor)
     variance = footprint**2 / 12 - (factor**2 - 1) / 12  # box of side `footprint` minus the block mean's own
     sigma = np.sqrt(max(variance, 0.0)) / factor
-    if sigma > 0.05:
-        ksize = 2 * int(np.ceil(3.5 * sigma)) + 1
-        blur = lambda a: cv2.GaussianBlur(a, (ksize, ksize), sigma, borderType=cv2.BORDER_CONSTANT)  # noqa: E731
-        weight = blur(frac).astype(np.float64)
-        value = blur(frac * mean).astype(np.float64) / np.maximum(weight, 1e-12)
-    else:
-        weight, value = frac.astype(np.float64), mean.astype(np.float64)
+    extra = np.sqrt(max(min_sigma**2 - sigma**2, 0.0))
+    value, weight = _normalised_blur(mean, frac, max(sigma, min_sigma))
     ok = weight >= min_footprint_valid
-    ok = cv2.erode(ok.astype(np.uint8), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    value = np.where(ok > 0, value, 0.0)
+    value = np.where(ok, value, 0.0)
     gy, gx = np.gradient(value)
+    # a central difference needs both neighbours: the gradient is valid one pixel inside the valid area
+    ok = cv2.erode(ok.astype(np.uint8), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
     stack = np.stack([value, gx / factor, gy / factor, ok.astype(float)], axis=-1)
-    return _Reference(stack=stack, factor=factor)
+    return _Reference(stack=stack, factor=factor), float(extra * factor)
+
+
+def _normalised_blur(mean: np.ndarray, frac: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian average of the valid data (``frac`` = valid weight per pixel) and the valid weight around."""
+    import cv2
+
+    if sigma <= 0.05:
+        return mean.astype(np.float64), frac.astype(np.float64)
+    ksize = 2 * int(np.ceil(3.5 * sigma)) + 1
+    blur = lambda a: cv2.GaussianBlur(a, (ksize, ksize), sigma, borderType=cv2.BORDER_CONSTANT)  # noqa: E731
+    weight = blur(frac.astype(np.float32)).astype(np.float64)
+    return blur((frac * mean).astype(np.float32)).astype(np.float64) / np.maximum(weight, 1e-12), weight
 
 
 def _block_mean_ref(filled: np.ndarray, valid: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
@@ -266,18 +278,17 @@ def _block_mean_grid(image: np.ndarray, valid: np.ndarray, factor: int) -> tuple
 
 
 def _robust_weights(residual: np.ndarray, loss: str, tuning: float,
-                    scale: float | None = None) -> tuple[np.ndarray, float]:
-    """IRLS weights and the robust scale (``scale``, or 1.4826 × MAD of ``residual``)."""
+                    scale: float | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """IRLS weights ψ(r)/r, curvatures ψ'(r) and the robust scale (``scale``, or 1.4826 × MAD)."""
     if scale is None:
         scale = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
-    if not scale > 0:
-        return np.ones_like(residual), 0.0
+    ones = np.ones_like(residual)
+    if not scale > 0 or loss == "l2":
+        return ones, ones, max(scale, 0.0)
     z = np.abs(residual) / (tuning * scale)
     if loss == "huber":
-        return np.minimum(1.0, 1.0 / np.maximum(z, 1e-12)), scale
-    if loss == "tukey":
-        return np.where(z < 1, (1 - z**2) ** 2, 0.0), scale
-    return np.ones_like(residual), scale
+        return np.minimum(1.0, 1.0 / np.maximum(z, 1e-12)), (z < 1).astype(float), scale
+    return np.where(z < 1, (1 - z**2) ** 2, 0.0), np.where(z < 1, (1 - z**2) * (1 - 5 * z**2), 0.0), scale
 
 
 def _photometric_design(values: np.ndarray, xn: np.ndarray, plane: bool) -> np.ndarray:
@@ -333,7 +344,8 @@ class _State:
 
     ok: np.ndarray  # (n,) used pixels
     residual: np.ndarray
-    weights: np.ndarray
+    weights: np.ndarray  # IRLS weights ψ(r)/r
+    slope_weights: np.ndarray  # ψ'(r): the robust loss's curvature, for the covariance
     jacobian: np.ndarray  # (n_ok, k + n_photometric)
     sampled: np.ndarray  # reference values at the used pixels
     coef: np.ndarray  # photometric coefficients
@@ -356,11 +368,12 @@ def _evaluate(level: _Level, matrix: np.ndarray, opts: _Options, subset: np.ndar
     ref, target, xn = sampled[ok], level.values[ok], level.xn[ok]
     design = _photometric_design(ref[:, 0], xn, opts.plane)
     coef = _wls(design, target, np.ones(len(target)))
-    weights, scale = _robust_weights(target - design @ coef, opts.loss, opts.tuning, scale)
+    weights, _, scale = _robust_weights(target - design @ coef, opts.loss, opts.tuning, scale)
     coef = _wls(design, target, weights)  # once more with the robust weights
     residual = target - design @ coef
+    slope_weights = _robust_weights(residual, opts.loss, opts.tuning, scale)[1]
     geometric = coef[0] * _geometric_jacobian(opts.model, a, u[ok], w[ok], ref[:, 1:3], xn)
-    return _State(ok=ok, residual=residual, weights=weights, jacobian=np.column_stack([geometric, design]),
+    return _State(ok=ok, residual=residual, weights=weights, slope_weights=slope_weights, jacobian=np.column_stack([geometric, design]),
                   sampled=ref[:, 0], coef=coef, scale=scale)
 
 
@@ -400,29 +413,58 @@ def _gauss_newton(level: _Level, matrix: np.ndarray, opts: _Options, tol_px: flo
     return matrix, opts.max_iterations, False
 
 
-def _covariance(state: _State, k: int, cluster: np.ndarray | None) -> np.ndarray:
-    """Geometric block of the parameter covariance: σ²·(JᵀWJ)⁻¹, or a sandwich over pixel blocks.
+def _slope_jacobian(level: _Level, matrix: np.ndarray, state: _State, opts: _Options,
+                    step_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """Central differences of the prediction in each geometric parameter (step ``step_px`` level px).
 
-    With ``cluster`` the "meat" sums the weighted scores block by block, so residuals that are correlated
-    between neighbouring pixels (interpolation, footprint mismatch, correlated noise) are not counted as
-    independent evidence.
+    Returns the Jacobian with these columns in place of the analytic ones, and the pixels (of ``state``'s)
+    that stayed valid at every step.
     """
-    jac, w, r = state.jacobian, state.weights, state.residual
+    k = len(MODELS[opts.model])
+    h = step_px / level.half_px
+    back = np.linalg.inv(level.to_level0)
+    xn = level.xn[state.ok]
+    columns, keep = [], np.ones(len(xn), bool)
+    for e in np.eye(k):
+        pair = []
+        for sign in (1, -1):
+            moved = matrix @ level.to_level0 @ _delta(opts.model, sign * h * e) @ back
+            sampled, ok = _sample(level.ref, _warp(moved @ level.to_level0, xn)[0])
+            pair.append(sampled[:, 0])
+            keep &= ok
+        columns.append(state.coef[0] * (pair[0] - pair[1]) / (2 * h))
+    jac = state.jacobian.copy()
+    jac[:, :k] = np.column_stack(columns)
+    return jac, keep
+
+
+def _covariance(state: _State, slope: np.ndarray, keep: np.ndarray, k: int,
+                cluster: np.ndarray | None) -> np.ndarray:
+    """Geometric block of the parameter covariance, a sandwich ``B⁻¹ M B⁻ᵀ``.
+
+    ``B = JᵀΨ'·S`` is the slope of the estimating equations (Ψ' the robust loss's curvature), with ``S`` the measured slope of the prediction
+    (``slope``; it differs from the analytic ``J`` when the reference is noisy: its gradient then carries
+    noise the bilinear samples do not follow, and using ``JᵀWJ`` alone under-predicts the error 2-4×).
+    ``M`` is σ²·JᵀWJ (σ² from the weighted residuals) without ``cluster``, or, with it, the weighted scores
+    summed block by block, so residuals correlated between neighbouring pixels (smoothing, interpolation,
+    footprint mismatch) are not counted as independent evidence.
+    """
+    jac, w, r, slope = state.jacobian[keep], state.weights[keep], state.residual[keep], slope[keep]
     n, p = jac.shape
+    jw = jac * w[:, None]
     try:
-        h_inv = np.linalg.inv((jac * w[:, None]).T @ jac)
+        b_inv = np.linalg.inv((jac * state.slope_weights[keep][:, None]).T @ slope)
     except np.linalg.LinAlgError as err:
         raise EstimationError("The refinement's Hessian is singular; no covariance.") from err
     if cluster is None:
-        sigma2 = float(np.sum(w * r**2)) / max(n - p, 1)
-        return (sigma2 * h_inv)[:k, :k]
-    scores = jac * (w * r)[:, None]
-    ids, inverse = np.unique(cluster, return_inverse=True)
-    summed = np.zeros((len(ids), p))
-    np.add.at(summed, inverse, scores)
-    g = len(ids)
-    correction = g / max(g - 1, 1) * (n - 1) / max(n - p, 1)
-    return (correction * h_inv @ (summed.T @ summed) @ h_inv)[:k, :k]
+        meat = float(np.sum(w * r**2)) / max(n - p, 1) * (jw.T @ jac)
+    else:
+        ids, inverse = np.unique(cluster[keep], return_inverse=True)
+        summed = np.zeros((len(ids), p))
+        np.add.at(summed, inverse, jac * (w * r)[:, None])
+        g = len(ids)
+        meat = g / max(g - 1, 1) * (n - 1) / max(n - p, 1) * (summed.T @ summed)
+    return (b_inv @ meat @ b_inv.T)[:k, :k]
 
 
 # --------------------------------------------------------------------------------------------- set-up
@@ -475,7 +517,7 @@ def _setup(fixed: np.ndarray, moving: np.ndarray, moving_to_fixed: np.ndarray, m
     centre = np.array([(moving.shape[1] - 1) / 2, (moving.shape[0] - 1) / 2])
     scale = float(np.sqrt(abs(np.linalg.det(matrix[:2, :2] / matrix[2, 2]))))
     matrix = _project_model(matrix, model, scale if prior_scale is None else float(prior_scale), centre)
-    if scale >= 1.0:  # the moving image is the coarser (or as fine): its pixels are the residuals
+    if scale >= SWAP_BELOW:  # the moving image is the coarser (or as fine): its pixels are the residuals
         margin = 2 * scale + max_shift_fraction * min(moving.shape) * scale
         rows, cols, ref_crop = _crop_box(matrix, moving.shape, fixed.shape, margin)
         return _Setup("moving", moving_img, moving_valid, fixed_img[rows, cols], fixed_valid[rows, cols],
@@ -493,12 +535,23 @@ def _level_count(shape: tuple[int, int], max_levels: int, min_level_px: int) -> 
 
 
 def _build_levels(setup: _Setup, n_levels: int, *, footprint_scale: float, min_footprint_valid: float,
-                  cluster_px: int, checker_px: int) -> list[_Level]:
-    """Pyramid of the grid image (coarsest first), each with its footprint-averaged reference."""
+                  cluster_px: int, checker_px: int, min_sigma: float) -> list[_Level]:
+    """Pyramid of the grid image (coarsest first), each with its footprint-averaged reference.
+
+    Where the footprint is narrower than ``min_sigma`` reference px (same resolution), both images get the
+    same extra Gaussian, so that bilinear samples of the noisy reference do not favour particular sub-pixel
+    positions (their noise variance would otherwise depend on the fractional position: a bias).
+    """
     levels = []
     for index in reversed(range(n_levels)):
         factor = 2**index
+        footprint = setup.footprint * factor
+        ref, extra = _footprint_reference(setup.ref, setup.ref_valid, footprint * footprint_scale,
+                                          min_footprint_valid=min_footprint_valid, min_sigma=min_sigma)
         image, valid = _block_mean_grid(setup.grid, setup.grid_valid, factor)
+        if extra > 0:
+            image, weight = _normalised_blur(image, valid.astype(float), extra / footprint)
+            valid = valid & (weight >= min_footprint_valid)
         rows, cols = np.nonzero(valid)
         xy = np.column_stack([cols, rows]).astype(float)
         norm = _normaliser(image.shape)
@@ -506,8 +559,6 @@ def _build_levels(setup: _Setup, n_levels: int, *, footprint_scale: float, min_f
         to_level0 = to_level0 @ np.linalg.inv(norm)
         top_left = xy * factor
         cells = (top_left // checker_px).astype(int)
-        ref = _footprint_reference(setup.ref, setup.ref_valid, setup.footprint * factor * footprint_scale,
-                                   min_footprint_valid=min_footprint_valid)
         levels.append(_Level(values=image[rows, cols], xn=_apply(norm, xy), to_level0=to_level0,
                              half_px=1 / norm[0, 0], fit_mask=(cells.sum(axis=1) % 2 == 0),
                              cluster=(top_left[:, 1] // cluster_px) * 1_000_003 + top_left[:, 0] // cluster_px,
@@ -603,9 +654,10 @@ def refine_matrix(
     min_valid_pixels: int = 50,
     max_shift_fraction: float = 0.25,
     covariance: str = "clustered",
-    cluster_px: int = 4,
+    cluster_px: int = 8,
     holdout: bool = True,
     holdout_px: int = 4,
+    min_smoothing_px: float = 1.0,
 ) -> Refinement:
     """Refine a global moving → fixed matrix to sub-pixel accuracy by intensity, on the coarser grid.
 
@@ -654,13 +706,19 @@ def refine_matrix(
         neighbouring pixels are correlated (interpolation, footprint mismatch); the i.i.d. form then
         under-predicts the error (see ``tests/test_refine.py`` for the calibration).
     cluster_px : int
-        Block size (grid px) of the clustered covariance (4: longer than the residuals' correlation length
-        after footprint averaging, short enough to leave many blocks on a 24 px map).
+        Block size (grid px) of the clustered covariance (8: a few times the residuals' correlation length
+        after smoothing; reduced to a sixth of the grid's smaller side so a small map keeps ≥ 36 blocks).
     holdout : bool
         Also fit on one half of a checkerboard of ``holdout_px`` blocks and score the other half before and
         after (doubles the cost). Default True: the caller keeps the refinement only when it helps.
     holdout_px : int
         Checkerboard block size in grid px (4, rounded up to the coarsest pyramid level's block).
+    min_smoothing_px : float
+        Minimum Gaussian sigma of the sampled reference, in its (block-reduced) pixels; where the footprint
+        is narrower (same resolution), both images are smoothed by the same extra amount. 1.0: bilinear
+        samples of a noisy, sharp reference are otherwise biased towards particular sub-pixel positions
+        (the error was 3-7× the prediction at 10-30 % noise without it); smoothing both images alike cannot
+        shift the result.
 
     Returns
     -------
@@ -694,7 +752,9 @@ def refine_matrix(
     n_levels = _level_count(setup.grid.shape, max_levels, min_level_px)
     checker = -(-max(holdout_px, 1) // 2 ** (n_levels - 1)) * 2 ** (n_levels - 1)
     halves = _build_levels(setup, n_levels, footprint_scale=footprint_scale,
-                           min_footprint_valid=min_footprint_valid, cluster_px=cluster_px, checker_px=checker)
+                           min_footprint_valid=min_footprint_valid, checker_px=checker,
+                           cluster_px=max(2, min(cluster_px, min(setup.grid.shape) // 6)),
+                           min_sigma=min_smoothing_px)
     levels = _with_mask(halves, half=False)
     max_shift = max_shift_fraction * min(setup.grid.shape)
     matrix, iterations, converged = _solve(levels, setup.matrix, opts, max_shift)
@@ -707,7 +767,8 @@ def refine_matrix(
             after = float("nan")
     state = _evaluate(levels[-1], matrix, opts, levels[-1].fit_mask)
     k = len(MODELS[model])
-    cov = _covariance(state, k, levels[-1].cluster[state.ok] if covariance == "clustered" else None)
+    slope, keep = _slope_jacobian(levels[-1], matrix, state, opts, SLOPE_STEP_PX)
+    cov = _covariance(state, slope, keep, k, levels[-1].cluster[state.ok] if covariance == "clustered" else None)
     result = _to_moving_to_fixed(setup, matrix)
     result.flags.writeable = False
     cov.flags.writeable = False
