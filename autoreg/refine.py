@@ -44,7 +44,7 @@ MODELS: dict[str, tuple[str, ...]] = {
 
 COARSE_TOL_PX = 0.05  # stop a coarse pyramid level once updates move its grid by less than this (level px)
 SWAP_BELOW = 0.9  # the fixed image is the grid only when the moving one is clearly finer (not at ~1 by rounding)
-SLOPE_STEP_PX = 0.05  # finite-difference step of the measured slope (grid px): above bilinear kinks' scale
+SLOPE_STEP_PX = 0.05  # finite-difference step (grid px) of the estimating equations' measured slope
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -433,51 +433,66 @@ def _gauss_newton(level: _Level, matrix: np.ndarray, opts: _Options, tol_px: flo
     return matrix, opts.max_iterations, False
 
 
-def _slope_jacobian(level: _Level, matrix: np.ndarray, state: _State, opts: _Options,
-                    step_px: float) -> tuple[np.ndarray, np.ndarray]:
-    """Central differences of the prediction in each geometric parameter (step ``step_px`` level px).
+def _pixel_scores(level: _Level, matrix: np.ndarray, state: _State, opts: _Options) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel scores ``J_i ψ(r_i)`` at ``matrix`` on ``state``'s pixels, photometry and robust scale held."""
+    a = matrix @ level.to_level0
+    xn = level.xn[state.ok]
+    u, w = _warp(a, xn)
+    sampled, ok = _sample(level.ref, u)
+    design = _photometric_design(sampled[:, 0], xn, opts.plane)
+    residual = level.values[state.ok] - design @ state.coef
+    weights = _robust_weights(residual, opts.loss, opts.tuning, state.scale or None)[0]
+    geometric = state.coef[0] * _geometric_jacobian(opts.model, a, u, w, sampled[:, 1:3], xn)
+    return np.column_stack([geometric, design]) * (weights * residual)[:, None], ok
 
-    Returns the Jacobian with these columns in place of the analytic ones, and the pixels (of ``state``'s)
-    that stayed valid at every step.
+
+def _score_slope(level: _Level, matrix: np.ndarray, state: _State, opts: _Options,
+                 step_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """The slope ``B`` of the estimating equations Σ J_i ψ(r_i) = 0, and the pixels valid at every step.
+
+    Geometric columns by central differences (step ``step_px`` level px), so ``B`` includes the term the
+    Gauss–Newton Hessian drops: where the reference is noisy, its gradient's noise raises ``JᵀJ`` but not the
+    restoring force, and ``JᵀWJ`` alone under-predicts the error (errors in variables). Photometric columns
+    are exact (the prediction is linear in them).
     """
     k = len(MODELS[opts.model])
     h = step_px / level.half_px
     back = np.linalg.inv(level.to_level0)
-    xn = level.xn[state.ok]
-    columns, keep = [], np.ones(len(xn), bool)
+    keep = np.ones(int(state.ok.sum()), bool)
+    columns = []
     for e in np.eye(k):
         pair = []
         for sign in (1, -1):
             moved = matrix @ level.to_level0 @ _delta(opts.model, sign * h * e) @ back
-            sampled, ok = _sample(level.ref, _warp(moved @ level.to_level0, xn)[0])
-            pair.append(sampled[:, 0])
+            scores, ok = _pixel_scores(level, moved, state, opts)
+            pair.append(scores)
             keep &= ok
-        columns.append(state.coef[0] * (pair[0] - pair[1]) / (2 * h))
-    jac = state.jacobian.copy()
-    jac[:, :k] = np.column_stack(columns)
-    return jac, keep
+        columns.append((pair[1] - pair[0]) / (2 * h))
+    b = np.zeros((state.jacobian.shape[1],) * 2)
+    for j, column in enumerate(columns):
+        b[:, j] = column[keep].sum(axis=0)
+    jac, weights = state.jacobian[keep], state.slope_weights[keep]
+    b[:, k:] = (jac * weights[:, None]).T @ jac[:, k:]
+    return b, keep
 
 
 def _covariance(state: _State, slope: np.ndarray, keep: np.ndarray, k: int,
                 cluster: np.ndarray | None) -> np.ndarray:
     """Geometric block of the parameter covariance, a sandwich ``B⁻¹ M B⁻ᵀ``.
 
-    ``B = JᵀΨ'·S`` is the slope of the estimating equations (Ψ' the robust loss's curvature), with ``S`` the measured slope of the prediction
-    (``slope``; it differs from the analytic ``J`` when the reference is noisy: its gradient then carries
-    noise the bilinear samples do not follow, and using ``JᵀWJ`` alone under-predicts the error 2-4×).
-    ``M`` is σ²·JᵀWJ (σ² from the weighted residuals) without ``cluster``, or, with it, the weighted scores
-    summed block by block, so residuals correlated between neighbouring pixels (smoothing, interpolation,
-    footprint mismatch) are not counted as independent evidence.
+    ``B`` is the measured slope of the estimating equations (:func:`_score_slope`). ``M`` is σ²·JᵀWJ (σ²
+    from the weighted residuals) without ``cluster``, or, with it, the scores summed block by block, so
+    residuals correlated between neighbouring pixels (smoothing, interpolation, footprint mismatch) are not
+    counted as independent evidence.
     """
-    jac, w, r, slope = state.jacobian[keep], state.weights[keep], state.residual[keep], slope[keep]
+    jac, w, r = state.jacobian[keep], state.weights[keep], state.residual[keep]
     n, p = jac.shape
-    jw = jac * w[:, None]
     try:
-        b_inv = np.linalg.inv((jac * state.slope_weights[keep][:, None]).T @ slope)
+        b_inv = np.linalg.inv(slope)
     except np.linalg.LinAlgError as err:
         raise EstimationError("The refinement's Hessian is singular; no covariance.") from err
     if cluster is None:
-        meat = float(np.sum(w * r**2)) / max(n - p, 1) * (jw.T @ jac)
+        meat = float(np.sum(w * r**2)) / max(n - p, 1) * ((jac * w[:, None]).T @ jac)
     else:
         ids, inverse = np.unique(cluster[keep], return_inverse=True)
         summed = np.zeros((len(ids), p))
@@ -788,7 +803,7 @@ def refine_matrix(
             after = float("nan")
     state = _evaluate(levels[-1], matrix, opts, levels[-1].fit_mask)
     k = len(MODELS[model])
-    slope, keep = _slope_jacobian(levels[-1], matrix, state, opts, SLOPE_STEP_PX)
+    slope, keep = _score_slope(levels[-1], matrix, state, opts, SLOPE_STEP_PX)
     cov = _covariance(state, slope, keep, k, levels[-1].cluster[state.ok] if covariance == "clustered" else None)
     result = _to_moving_to_fixed(setup, matrix)
     result.flags.writeable = False
