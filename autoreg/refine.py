@@ -43,7 +43,9 @@ MODELS: dict[str, tuple[str, ...]] = {
 
 
 COARSE_TOL_PX = 0.05  # stop a coarse pyramid level once updates move its grid by less than this (level px)
-SWAP_BELOW = 0.9  # the fixed image is the grid only when the moving one is clearly finer (not at ~1 by rounding)
+SWAP_BELOW = (
+    0.9  # the fixed image is the grid only when the moving one is clearly finer (not at ~1 by rounding)
+)
 SLOPE_STEP_PX = 0.05  # finite-difference step (grid px) of the estimating equations' measured slope
 
 
@@ -155,8 +157,9 @@ def _warp(a: np.ndarray, xn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return h[:, :2] / h[:, 2:], h[:, 2]
 
 
-def _geometric_jacobian(model: str, a: np.ndarray, u: np.ndarray, w: np.ndarray, grad: np.ndarray,
-                        xn: np.ndarray) -> np.ndarray:
+def _geometric_jacobian(
+    model: str, a: np.ndarray, u: np.ndarray, w: np.ndarray, grad: np.ndarray, xn: np.ndarray
+) -> np.ndarray:
     """d(reference at ``a · D(p) x̃``)/dp at p = 0, shape (n, k), from the reference gradient ``grad`` (n, 2).
 
     The gradient is first carried back to the homogeneous point ``v = D(p) x̃`` (q = ∇R · ∂u/∂h · a); each
@@ -194,8 +197,9 @@ class _Reference:
     factor: int
 
 
-def _footprint_reference(image: np.ndarray, valid: np.ndarray, footprint: float, *, min_footprint_valid: float,
-                         min_sigma: float) -> tuple[_Reference, float]:
+def _footprint_reference(
+    image: np.ndarray, valid: np.ndarray, footprint: float, *, min_footprint_valid: float, min_sigma: float
+) -> tuple[_Reference, float]:
     """Average ``image`` over a footprint ``footprint`` reference px wide (a gaussian of the box's variance).
 
     The image is first block-averaged by an integer factor (about a quarter of the footprint), which costs
@@ -206,7 +210,9 @@ def _footprint_reference(image: np.ndarray, valid: np.ndarray, footprint: float,
     import cv2
 
     factor = max(1, int(footprint // 4))
-    mean, frac = _block_mean_ref(np.where(valid, image, 0).astype(np.float32), valid.astype(np.float32), factor)
+    mean, frac = _block_mean_ref(
+        np.where(valid, image, 0).astype(np.float32), valid.astype(np.float32), factor
+    )
     variance = footprint**2 / 12 - (factor**2 - 1) / 12  # box of side `footprint` minus the block mean's own
     sigma = np.sqrt(max(variance, 0.0)) / factor
     extra = np.sqrt(max(min_sigma**2 - sigma**2, 0.0))
@@ -214,7 +220,9 @@ def _footprint_reference(image: np.ndarray, valid: np.ndarray, footprint: float,
     ok = weight >= min_footprint_valid
     value = np.where(ok, value, 0.0)
     # a cubic sample needs a 4×4 support: erode by one pixel, then a cell with four valid corners is enough
-    ok = cv2.erode(ok.astype(np.uint8), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    ok = cv2.erode(
+        ok.astype(np.uint8), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0
+    )
     channels = tuple(np.ascontiguousarray(c, dtype=np.float64) for c in (value, ok))
     return _Reference(channels=channels, factor=factor), float(extra * factor)
 
@@ -226,9 +234,13 @@ def _normalised_blur(mean: np.ndarray, frac: np.ndarray, sigma: float) -> tuple[
     if sigma <= 0.05:
         return mean.astype(np.float64), frac.astype(np.float64)
     ksize = 2 * int(np.ceil(3.5 * sigma)) + 1
-    blur = lambda a: cv2.GaussianBlur(a, (ksize, ksize), sigma, borderType=cv2.BORDER_CONSTANT)  # noqa: E731
-    weight = blur(frac.astype(np.float32)).astype(np.float64)
-    return blur((frac * mean).astype(np.float32)).astype(np.float64) / np.maximum(weight, 1e-12), weight
+
+    def blur(a: np.ndarray) -> np.ndarray:
+        out = cv2.GaussianBlur(a.astype(np.float32), (ksize, ksize), sigma, borderType=cv2.BORDER_CONSTANT)
+        return out.astype(np.float64)
+
+    weight = blur(frac)
+    return blur(frac * mean) / np.maximum(weight, 1e-12), weight
 
 
 def _block_mean_ref(filled: np.ndarray, valid: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
@@ -249,7 +261,12 @@ def _keys_weights(t: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Keys cubic-convolution weights (a = -0.5) of the taps at -1, 0, 1, 2 and their derivatives."""
     t2, t3 = t * t, t * t * t
     weights = [(-t3 + 2 * t2 - t) / 2, (3 * t3 - 5 * t2 + 2) / 2, (-3 * t3 + 4 * t2 + t) / 2, (t3 - t2) / 2]
-    slopes = [(-3 * t2 + 4 * t - 1) / 2, (9 * t2 - 10 * t) / 2, (-9 * t2 + 8 * t + 1) / 2, (3 * t2 - 2 * t) / 2]
+    slopes = [
+        (-3 * t2 + 4 * t - 1) / 2,
+        (9 * t2 - 10 * t) / 2,
+        (-9 * t2 + 8 * t + 1) / 2,
+        (3 * t2 - 2 * t) / 2,
+    ]
     return weights, slopes
 
 
@@ -279,7 +296,9 @@ def _sample(ref: _Reference, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out[:, 1] += wy[i] * sum(w * v for w, v in zip(sx, row))
         out[:, 2] += sy[i] * along
     # the valid channel is eroded by one pixel: its four cell corners valid means the 4×4 support is
-    ok = inside & (valid.take(base) * valid.take(base + 1) * valid.take(base + cols) * valid.take(base + cols + 1) > 0)
+    ok = inside & (
+        valid.take(base) * valid.take(base + 1) * valid.take(base + cols) * valid.take(base + cols + 1) > 0
+    )
     out[:, 1:] /= f
     return out, ok
 
@@ -289,16 +308,19 @@ def _block_mean_grid(image: np.ndarray, valid: np.ndarray, factor: int) -> tuple
     if factor == 1:
         return image, valid
     rows, cols = image.shape[0] // factor, image.shape[1] // factor
-    crop = lambda a: a[: rows * factor, : cols * factor].reshape(rows, factor, cols, factor)  # noqa: E731
-    mean = crop(np.where(valid, image, 0.0)).mean(axis=(1, 3))
-    return mean, crop(valid).all(axis=(1, 3))
+
+    def blocks(a: np.ndarray) -> np.ndarray:
+        return a[: rows * factor, : cols * factor].reshape(rows, factor, cols, factor)
+
+    return blocks(np.where(valid, image, 0.0)).mean(axis=(1, 3)), blocks(valid).all(axis=(1, 3))
 
 
 # --------------------------------------------------------------------------------------------- statistics
 
 
-def _robust_weights(residual: np.ndarray, loss: str, tuning: float,
-                    scale: float | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+def _robust_weights(
+    residual: np.ndarray, loss: str, tuning: float, scale: float | None = None
+) -> tuple[np.ndarray, np.ndarray, float]:
     """IRLS weights ψ(r)/r, curvatures ψ'(r) and the robust scale (``scale``, or 1.4826 × MAD)."""
     if scale is None:
         scale = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
@@ -372,8 +394,9 @@ class _State:
     scale: float
 
 
-def _evaluate(level: _Level, matrix: np.ndarray, opts: _Options, subset: np.ndarray,
-              scale: float | None = None) -> _State:
+def _evaluate(
+    level: _Level, matrix: np.ndarray, opts: _Options, subset: np.ndarray, scale: float | None = None
+) -> _State:
     """Sample, fit the photometry in closed form, robust weights and the joint Jacobian.
 
     ``scale`` fixes the robust scale (default: the MAD of these residuals).
@@ -393,8 +416,16 @@ def _evaluate(level: _Level, matrix: np.ndarray, opts: _Options, subset: np.ndar
     residual = target - design @ coef
     slope_weights = _robust_weights(residual, opts.loss, opts.tuning, scale)[1]
     geometric = coef[0] * _geometric_jacobian(opts.model, a, u[ok], w[ok], ref[:, 1:3], xn)
-    return _State(ok=ok, residual=residual, weights=weights, slope_weights=slope_weights, jacobian=np.column_stack([geometric, design]),
-                  sampled=ref[:, 0], coef=coef, scale=scale)
+    return _State(
+        ok=ok,
+        residual=residual,
+        weights=weights,
+        slope_weights=slope_weights,
+        jacobian=np.column_stack([geometric, design]),
+        sampled=ref[:, 0],
+        coef=coef,
+        scale=scale,
+    )
 
 
 def _step(state: _State) -> np.ndarray:
@@ -402,13 +433,17 @@ def _step(state: _State) -> np.ndarray:
     try:
         delta = np.linalg.solve(jw.T @ state.jacobian, jw.T @ state.residual)
     except np.linalg.LinAlgError as err:
-        raise EstimationError("The refinement's normal equations are singular (featureless overlap?).") from err
+        raise EstimationError(
+            "The refinement's normal equations are singular (featureless overlap?)."
+        ) from err
     if not np.all(np.isfinite(delta)):
         raise EstimationError("The refinement produced a non-finite update.")
     return delta
 
 
-def _gauss_newton(level: _Level, matrix: np.ndarray, opts: _Options, tol_px: float) -> tuple[np.ndarray, int, bool]:
+def _gauss_newton(
+    level: _Level, matrix: np.ndarray, opts: _Options, tol_px: float
+) -> tuple[np.ndarray, int, bool]:
     """Iterate on one level; returns the grid → reference matrix, the iterations and whether it converged.
 
     Convergence is linear rather than quadratic (the gradient images are smoother than the bilinear
@@ -433,8 +468,10 @@ def _gauss_newton(level: _Level, matrix: np.ndarray, opts: _Options, tol_px: flo
     return matrix, opts.max_iterations, False
 
 
-def _pixel_scores(level: _Level, matrix: np.ndarray, state: _State, opts: _Options) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel scores ``J_i ψ(r_i)`` at ``matrix`` on ``state``'s pixels, photometry and robust scale held."""
+def _pixel_scores(
+    level: _Level, matrix: np.ndarray, state: _State, opts: _Options
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel scores ``J_i ψ(r_i)`` at ``matrix`` on ``state``'s pixels (photometry, robust scale held)."""
     a = matrix @ level.to_level0
     xn = level.xn[state.ok]
     u, w = _warp(a, xn)
@@ -446,8 +483,9 @@ def _pixel_scores(level: _Level, matrix: np.ndarray, state: _State, opts: _Optio
     return np.column_stack([geometric, design]) * (weights * residual)[:, None], ok
 
 
-def _score_slope(level: _Level, matrix: np.ndarray, state: _State, opts: _Options,
-                 step_px: float) -> tuple[np.ndarray, np.ndarray]:
+def _score_slope(
+    level: _Level, matrix: np.ndarray, state: _State, opts: _Options, step_px: float
+) -> tuple[np.ndarray, np.ndarray]:
     """The slope ``B`` of the estimating equations Σ J_i ψ(r_i) = 0, and the pixels valid at every step.
 
     Geometric columns by central differences (step ``step_px`` level px), so ``B`` includes the term the
@@ -476,8 +514,9 @@ def _score_slope(level: _Level, matrix: np.ndarray, state: _State, opts: _Option
     return b, keep
 
 
-def _covariance(state: _State, slope: np.ndarray, keep: np.ndarray, k: int,
-                cluster: np.ndarray | None) -> np.ndarray:
+def _covariance(
+    state: _State, slope: np.ndarray, keep: np.ndarray, k: int, cluster: np.ndarray | None
+) -> np.ndarray:
     """Geometric block of the parameter covariance, a sandwich ``B⁻¹ M B⁻ᵀ``.
 
     ``B`` is the measured slope of the estimating equations (:func:`_score_slope`). ``M`` is σ²·JᵀWJ (σ²
@@ -523,13 +562,16 @@ class _Setup:
 def _as_image(image: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
     array = np.asarray(image, dtype=np.float64)
     if array.ndim != 2 or min(array.shape) < 2:
-        raise EstimationError(f"The {name} image must be 2-D with at least 2 pixels per side, not {array.shape}.")
+        raise EstimationError(
+            f"The {name} image must be 2-D with at least 2 pixels per side, not {array.shape}."
+        )
     valid = np.isfinite(array)
     return np.where(valid, array, 0.0), valid
 
 
-def _crop_box(matrix: np.ndarray, source_shape: tuple[int, int], target_shape: tuple[int, int],
-              margin: float) -> tuple[slice, slice, np.ndarray]:
+def _crop_box(
+    matrix: np.ndarray, source_shape: tuple[int, int], target_shape: tuple[int, int], margin: float
+) -> tuple[slice, slice, np.ndarray]:
     """Bounding box, in the target image, of the source image mapped by ``matrix``, plus ``margin`` px."""
     rows, cols = source_shape
     corners = _apply(matrix, np.array([[0, 0], [cols - 1, 0], [cols - 1, rows - 1], [0, rows - 1]], float))
@@ -542,8 +584,14 @@ def _crop_box(matrix: np.ndarray, source_shape: tuple[int, int], target_shape: t
     return slice(lo[1], hi[1]), slice(lo[0], hi[0]), _translation(float(lo[0]), float(lo[1]))
 
 
-def _setup(fixed: np.ndarray, moving: np.ndarray, moving_to_fixed: np.ndarray, model: str,
-           prior_scale: float | None, max_shift_fraction: float) -> _Setup:
+def _setup(
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    moving_to_fixed: np.ndarray,
+    model: str,
+    prior_scale: float | None,
+    max_shift_fraction: float,
+) -> _Setup:
     fixed_img, fixed_valid = _as_image(fixed, "fixed")
     moving_img, moving_valid = _as_image(moving, "moving")
     matrix = np.asarray(moving_to_fixed, float)
@@ -555,11 +603,29 @@ def _setup(fixed: np.ndarray, moving: np.ndarray, moving_to_fixed: np.ndarray, m
     if scale >= SWAP_BELOW:  # the moving image is the coarser (or as fine): its pixels are the residuals
         margin = 2 * scale + max_shift_fraction * min(moving.shape) * scale
         rows, cols, ref_crop = _crop_box(matrix, moving.shape, fixed.shape, margin)
-        return _Setup("moving", moving_img, moving_valid, fixed_img[rows, cols], fixed_valid[rows, cols],
-                      np.eye(3), ref_crop, np.linalg.inv(ref_crop) @ matrix, scale)
+        return _Setup(
+            "moving",
+            moving_img,
+            moving_valid,
+            fixed_img[rows, cols],
+            fixed_valid[rows, cols],
+            np.eye(3),
+            ref_crop,
+            np.linalg.inv(ref_crop) @ matrix,
+            scale,
+        )
     rows, cols, grid_crop = _crop_box(matrix, moving.shape, fixed.shape, 0.0)
-    return _Setup("fixed", fixed_img[rows, cols], fixed_valid[rows, cols], moving_img, moving_valid,
-                  grid_crop, np.eye(3), np.linalg.inv(matrix) @ grid_crop, 1 / scale)
+    return _Setup(
+        "fixed",
+        fixed_img[rows, cols],
+        fixed_valid[rows, cols],
+        moving_img,
+        moving_valid,
+        grid_crop,
+        np.eye(3),
+        np.linalg.inv(matrix) @ grid_crop,
+        1 / scale,
+    )
 
 
 def _level_count(shape: tuple[int, int], max_levels: int, min_level_px: int) -> int:
@@ -569,8 +635,16 @@ def _level_count(shape: tuple[int, int], max_levels: int, min_level_px: int) -> 
     return n
 
 
-def _build_levels(setup: _Setup, n_levels: int, *, footprint_scale: float, min_footprint_valid: float,
-                  cluster_px: int, checker_px: int, min_sigma: float) -> list[_Level]:
+def _build_levels(
+    setup: _Setup,
+    n_levels: int,
+    *,
+    footprint_scale: float,
+    min_footprint_valid: float,
+    cluster_px: int,
+    checker_px: int,
+    min_sigma: float,
+) -> list[_Level]:
     """Pyramid of the grid image (coarsest first), each with its footprint-averaged reference.
 
     Where the footprint is narrower than ``min_sigma`` reference px (same resolution), both images get the
@@ -581,8 +655,13 @@ def _build_levels(setup: _Setup, n_levels: int, *, footprint_scale: float, min_f
     for index in reversed(range(n_levels)):
         factor = 2**index
         footprint = setup.footprint * factor
-        ref, extra = _footprint_reference(setup.ref, setup.ref_valid, footprint * footprint_scale,
-                                          min_footprint_valid=min_footprint_valid, min_sigma=min_sigma)
+        ref, extra = _footprint_reference(
+            setup.ref,
+            setup.ref_valid,
+            footprint * footprint_scale,
+            min_footprint_valid=min_footprint_valid,
+            min_sigma=min_sigma,
+        )
         image, valid = _block_mean_grid(setup.grid, setup.grid_valid, factor)
         if extra > 0:
             image, weight = _normalised_blur(image, valid.astype(float), extra / footprint)
@@ -594,10 +673,17 @@ def _build_levels(setup: _Setup, n_levels: int, *, footprint_scale: float, min_f
         to_level0 = to_level0 @ np.linalg.inv(norm)
         top_left = xy * factor
         cells = (top_left // checker_px).astype(int)
-        levels.append(_Level(values=image[rows, cols], xn=_apply(norm, xy), to_level0=to_level0,
-                             half_px=1 / norm[0, 0], fit_mask=(cells.sum(axis=1) % 2 == 0),
-                             cluster=(top_left[:, 1] // cluster_px) * 1_000_003 + top_left[:, 0] // cluster_px,
-                             ref=ref))
+        levels.append(
+            _Level(
+                values=image[rows, cols],
+                xn=_apply(norm, xy),
+                to_level0=to_level0,
+                half_px=1 / norm[0, 0],
+                fit_mask=(cells.sum(axis=1) % 2 == 0),
+                cluster=(top_left[:, 1] // cluster_px) * 1_000_003 + top_left[:, 0] // cluster_px,
+                ref=ref,
+            )
+        )
     return levels
 
 
@@ -608,8 +694,9 @@ def _with_mask(levels: list[_Level], half: bool) -> list[_Level]:
     return levels if half else [replace(lv, fit_mask=np.ones_like(lv.fit_mask)) for lv in levels]
 
 
-def _solve(levels: list[_Level], matrix: np.ndarray, opts: _Options,
-           max_shift_px: float) -> tuple[np.ndarray, int, bool]:
+def _solve(
+    levels: list[_Level], matrix: np.ndarray, opts: _Options, max_shift_px: float
+) -> tuple[np.ndarray, int, bool]:
     """Coarse to fine; raises when the grid wanders further than ``max_shift_px`` grid px."""
     total, converged = 0, False
     start = matrix
@@ -622,8 +709,9 @@ def _solve(levels: list[_Level], matrix: np.ndarray, opts: _Options,
         total += iterations
         shift = np.linalg.norm(_apply(matrix, corners) - _apply(start, corners), axis=1).mean() / footprint
         if not shift <= max_shift_px:
-            raise EstimationError(f"The refinement diverged: the grid moved {shift:.1f} px "
-                                  f"(limit {max_shift_px:.1f}).")
+            raise EstimationError(
+                f"The refinement diverged: the grid moved {shift:.1f} px (limit {max_shift_px:.1f})."
+            )
     return matrix, total, converged
 
 
@@ -636,8 +724,16 @@ def _to_moving_to_fixed(setup: _Setup, matrix: np.ndarray) -> np.ndarray:
     return out / out[2, 2]
 
 
-def _predicted_error(setup: _Setup, level: _Level, matrix: np.ndarray, model: str, covariance: np.ndarray,
-                     moving_shape: tuple[int, int], *, step: float = 1e-6) -> float:
+def _predicted_error(
+    setup: _Setup,
+    level: _Level,
+    matrix: np.ndarray,
+    model: str,
+    covariance: np.ndarray,
+    moving_shape: tuple[int, int],
+    *,
+    step: float = 1e-6,
+) -> float:
     """RMS displacement (fixed px) of a 5×5 grid over the moving image implied by ``covariance``."""
     rows, cols = moving_shape
     gy, gx = np.mgrid[0 : rows - 1 : 5j, 0 : cols - 1 : 5j]
@@ -661,8 +757,11 @@ def _holdout_score(level: _Level, matrix: np.ndarray, opts: _Options) -> float:
     train, test = ok & level.fit_mask, ok & ~level.fit_mask
     if train.sum() < opts.min_valid_pixels or test.sum() < opts.min_valid_pixels:
         return float("nan")
-    coef = _wls(_photometric_design(sampled[train, 0], level.xn[train], opts.plane), level.values[train],
-                np.ones(int(train.sum())))
+    coef = _wls(
+        _photometric_design(sampled[train, 0], level.xn[train], opts.plane),
+        level.values[train],
+        np.ones(int(train.sum())),
+    )
     prediction = _photometric_design(sampled[test, 0], level.xn[test], opts.plane) @ coef
     return _pearson(prediction, level.values[test])
 
@@ -781,16 +880,28 @@ def refine_matrix(
         raise EstimationError(f"Unknown model {model!r}; expected one of {', '.join(MODELS)}.")
     if loss not in ("huber", "tukey", "l2") or covariance not in ("clustered", "iid"):
         raise EstimationError(f"Unknown loss {loss!r} or covariance {covariance!r}.")
-    opts = _Options(model=model, loss=loss, tuning=tuning or (4.685 if loss == "tukey" else 1.345), plane=plane,
-                    max_iterations=max_iterations, tol_px=tol_px, min_valid_pixels=min_valid_pixels)
+    opts = _Options(
+        model=model,
+        loss=loss,
+        tuning=tuning or (4.685 if loss == "tukey" else 1.345),
+        plane=plane,
+        max_iterations=max_iterations,
+        tol_px=tol_px,
+        min_valid_pixels=min_valid_pixels,
+    )
     moving_shape = np.shape(moving)
     setup = _setup(fixed, moving, moving_to_fixed, model, prior_scale, max_shift_fraction)
     n_levels = _level_count(setup.grid.shape, max_levels, min_level_px)
     checker = -(-max(holdout_px, 1) // 2 ** (n_levels - 1)) * 2 ** (n_levels - 1)
-    halves = _build_levels(setup, n_levels, footprint_scale=footprint_scale,
-                           min_footprint_valid=min_footprint_valid, checker_px=checker,
-                           cluster_px=max(2, min(cluster_px, min(setup.grid.shape) // 6)),
-                           min_sigma=min_smoothing_px)
+    halves = _build_levels(
+        setup,
+        n_levels,
+        footprint_scale=footprint_scale,
+        min_footprint_valid=min_footprint_valid,
+        checker_px=checker,
+        cluster_px=max(2, min(cluster_px, min(setup.grid.shape) // 6)),
+        min_sigma=min_smoothing_px,
+    )
     levels = _with_mask(halves, half=False)
     max_shift = max_shift_fraction * min(setup.grid.shape)
     matrix, iterations, converged = _solve(levels, setup.matrix, opts, max_shift)
@@ -804,13 +915,24 @@ def refine_matrix(
     state = _evaluate(levels[-1], matrix, opts, levels[-1].fit_mask)
     k = len(MODELS[model])
     slope, keep = _score_slope(levels[-1], matrix, state, opts, SLOPE_STEP_PX)
-    cov = _covariance(state, slope, keep, k, levels[-1].cluster[state.ok] if covariance == "clustered" else None)
+    cov = _covariance(
+        state, slope, keep, k, levels[-1].cluster[state.ok] if covariance == "clustered" else None
+    )
     result = _to_moving_to_fixed(setup, matrix)
     result.flags.writeable = False
     cov.flags.writeable = False
     return Refinement(
-        moving_to_fixed=result, model=model, iterations=iterations, converged=converged,
-        correlation=_pearson(state.sampled, levels[-1].values[state.ok]), gain=float(state.coef[0]),
-        covariance=cov, predicted_error_px=_predicted_error(setup, levels[-1], matrix, model, cov, moving_shape),
-        holdout_before=before, holdout_after=after, n_valid=int(state.ok.sum()), grid=setup.grid_name,
-        sigma=state.scale)
+        moving_to_fixed=result,
+        model=model,
+        iterations=iterations,
+        converged=converged,
+        correlation=_pearson(state.sampled, levels[-1].values[state.ok]),
+        gain=float(state.coef[0]),
+        covariance=cov,
+        predicted_error_px=_predicted_error(setup, levels[-1], matrix, model, cov, moving_shape),
+        holdout_before=before,
+        holdout_after=after,
+        n_valid=int(state.ok.sum()),
+        grid=setup.grid_name,
+        sigma=state.scale,
+    )

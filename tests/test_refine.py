@@ -23,18 +23,23 @@ def grid_error(estimate: np.ndarray, truth: np.ndarray, shape_rc: tuple[int, int
     return float(np.mean(np.linalg.norm(_apply(estimate, grid) - _apply(truth, grid), axis=1)))
 
 
-def _rotation_about(angle_deg: float, centre: np.ndarray, shift: np.ndarray, linear: np.ndarray | None = None):
+def _rotation_about(
+    angle_deg: float, centre: np.ndarray, shift: np.ndarray, linear: np.ndarray | None = None
+):
     a = np.deg2rad(angle_deg)
-    lin = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) @ (np.eye(2) if linear is None else linear)
+    lin = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) @ (
+        np.eye(2) if linear is None else linear
+    )
     out = np.eye(3)
     out[:2, :2] = lin
     out[:2, 2] = centre + shift - lin @ centre
     return out
 
 
-def _perturb(matrix: np.ndarray, rng: np.random.Generator, centre: np.ndarray, shift_px: float,
-             angle_deg: float) -> np.ndarray:
-    """``matrix`` moved by ``shift_px`` in a random direction and rotated by ±``angle_deg`` about ``centre``."""
+def _perturb(
+    matrix: np.ndarray, rng: np.random.Generator, centre: np.ndarray, shift_px: float, angle_deg: float
+) -> np.ndarray:
+    """``matrix`` moved ``shift_px`` in a random direction and turned by ±``angle_deg`` about ``centre``."""
     direction = rng.uniform(0, 2 * np.pi)
     shift = shift_px * np.array([np.cos(direction), np.sin(direction)])
     return _rotation_about(angle_deg * rng.choice([-1, 1]), centre, shift) @ matrix
@@ -47,8 +52,9 @@ def same_resolution_pair(seed: int, *, size: int = 256, model: str = "rigid", no
     c = np.full(2, (size - 1) / 2)
     linear = None
     if model in ("affine", "projective"):
-        linear = np.array([[1 + rng.uniform(-0.04, 0.04), rng.uniform(-0.03, 0.03)],
-                           [0.0, 1 + rng.uniform(-0.04, 0.04)]])
+        linear = np.array(
+            [[1 + rng.uniform(-0.04, 0.04), rng.uniform(-0.03, 0.03)], [0.0, 1 + rng.uniform(-0.04, 0.04)]]
+        )
     truth = _rotation_about(rng.uniform(-8, 8), c, rng.uniform(-6, 6, 2), linear)
     if model == "projective":
         truth[2, :2] = rng.uniform(-3e-4, 3e-4, 2)
@@ -64,8 +70,17 @@ def same_resolution_pair(seed: int, *, size: int = 256, model: str = "rigid", no
     return fixed, moving, truth, start
 
 
-def map_pair(seed: int, *, ratio: float = 8, n: int = 32, noise: float = 0.05, model: str = "rigid",
-             start_px: float = 0.5, contrast: float = 1.0, angle_deg: float | None = None):
+def map_pair(
+    seed: int,
+    *,
+    ratio: float = 8,
+    n: int = 32,
+    noise: float = 0.05,
+    model: str = "rigid",
+    start_px: float = 0.5,
+    contrast: float = 1.0,
+    angle_deg: float | None = None,
+):
     """A fine scan and an ``n``×``n`` map whose pixels are area averages of the scene over their footprint.
 
     Returns fixed, moving, truth (moving → fixed), a start ``start_px`` moving px off.
@@ -76,8 +91,9 @@ def map_pair(seed: int, *, ratio: float = 8, n: int = 32, noise: float = 0.05, m
     cm, cf = np.full(2, (n - 1) / 2), np.full(2, (size - 1) / 2) + rng.uniform(-ratio, ratio, 2)
     linear = ratio * np.eye(2)
     if model in ("affine", "projective"):
-        linear = linear @ np.array([[1 + rng.uniform(-0.03, 0.03), rng.uniform(-0.02, 0.02)],
-                                    [0.0, 1 + rng.uniform(-0.03, 0.03)]])
+        linear = linear @ np.array(
+            [[1 + rng.uniform(-0.03, 0.03), rng.uniform(-0.02, 0.02)], [0.0, 1 + rng.uniform(-0.03, 0.03)]]
+        )
     angle = rng.uniform(-180, 180) if angle_deg is None else angle_deg
     truth = _rotation_about(angle, np.zeros(2), np.zeros(2), linear)
     truth[:2, 2] = cf - truth[:2, :2] @ cm
@@ -91,7 +107,9 @@ def map_pair(seed: int, *, ratio: float = 8, n: int = 32, noise: float = 0.05, m
     y, x = np.mgrid[:n, :n].astype(float)
     points = np.stack([x[..., None, None] + sx, y[..., None, None] + sy], -1).reshape(-1, 2)
     fxy = _apply(truth, points)
-    values = ndi.map_coordinates(scene, [fxy[:, 1], fxy[:, 0]], order=1, mode="nearest").reshape(n, n, -1).mean(-1)
+    values = (
+        ndi.map_coordinates(scene, [fxy[:, 1], fxy[:, 0]], order=1, mode="nearest").reshape(n, n, -1).mean(-1)
+    )
     moving = contrast * values + rng.normal(0, noise * values.std(), values.shape)
     fixed = scene + rng.normal(0, 0.01 * scene.std(), scene.shape)
     start = _perturb(truth, rng, cf, start_px * ratio, np.degrees(start_px / (n / 2)) * rng.uniform(0, 1))
@@ -103,7 +121,10 @@ def map_pair(seed: int, *, ratio: float = 8, n: int = 32, noise: float = 0.05, m
 
 def test_translation_of_an_analytic_image_is_recovered():
     y, x = np.mgrid[:96, :96].astype(float)
-    field = lambda x, y: np.sin(x / 5.0) + np.cos(y / 7.0) + np.sin((x + y) / 11.0)  # noqa: E731
+
+    def field(x, y):
+        return np.sin(x / 5.0) + np.cos(y / 7.0) + np.sin((x + y) / 11.0)
+
     start = np.array([[1.0, 0, 1.0], [0, 1.0, 0.0], [0, 0, 1.0]])
     result = refine_matrix(field(x, y), field(x + 1.3, y - 0.6), start, "translation", holdout=False)
     np.testing.assert_allclose(result.moving_to_fixed[:2, 2], [1.3, -0.6], atol=0.01)
@@ -129,8 +150,10 @@ def test_projective_same_resolution():
     assert result.covariance.shape == (len(MODELS["projective"]),) * 2
 
 
-@pytest.mark.parametrize(("ratio", "n", "model"), [(8, 32, "rigid"), (16, 24, "similarity"), (12, 40, "affine"),
-                                                   (8, 40, "projective")])
+@pytest.mark.parametrize(
+    ("ratio", "n", "model"),
+    [(8, 32, "rigid"), (16, 24, "similarity"), (12, 40, "affine"), (8, 40, "projective")],
+)
 def test_maps_across_resolutions_end_within_a_fraction_of_a_map_pixel(ratio, n, model):
     fixed, moving, truth, start = map_pair(3, ratio=ratio, n=n, model=model)
     result = refine_matrix(fixed, moving, start, model, prior_scale=ratio)
@@ -151,7 +174,7 @@ def test_translation_and_rigid_hold_the_prior_scale(model):
 
 def test_predicted_error_covers_the_true_error_in_most_seeds():
     """Calibration: over 20 seeds of 24–40 px maps at ratios 8–12 and 3–20 % noise, the true error is
-    within 2× ``predicted_error_px`` in at least 80 % (an expected ~90-95 %; 80 % leaves room for 20 draws)."""
+    within 2× ``predicted_error_px`` in at least 80 % (~95 % expected; 80 % leaves room for 20 draws)."""
     covered, errors = [], []
     for seed in range(100, 120):
         ratio, n, noise = (8, 12)[seed % 2], (24, 32, 40)[seed % 3], (0.03, 0.1, 0.2)[seed % 3]
@@ -202,7 +225,7 @@ def test_finer_moving_image_swaps_roles():
 
 
 def test_too_few_valid_pixels_raise():
-    fixed, moving, truth, start = map_pair(9, ratio=8, n=24)
+    fixed, moving, _, start = map_pair(9, ratio=8, n=24)
     moving[:, :] = np.nan
     moving[:5, :5] = 1.0
     with pytest.raises(EstimationError, match="Too few valid pixels"):
@@ -217,17 +240,26 @@ def test_a_featureless_fixed_image_raises():
 
 
 def test_a_start_outside_the_fixed_image_raises():
-    fixed, moving, truth, start = map_pair(10, ratio=8, n=24)
+    fixed, moving, _, _ = map_pair(10, ratio=8, n=24)
     far = np.array([[8.0, 0, 1e5], [0, 8.0, 1e5], [0, 0, 1]])
     with pytest.raises(EstimationError, match="outside the fixed image"):
         refine_matrix(fixed, moving, far, "rigid")
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [({"model": "piecewise"}, "Unknown model"),
-                                               ({"loss": "cauchy"}, "Unknown loss"),
-                                               ({"moving_to_fixed": np.zeros((3, 3))}, "invertible")])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"model": "piecewise"}, "Unknown model"),
+        ({"loss": "cauchy"}, "Unknown loss"),
+        ({"moving_to_fixed": np.zeros((3, 3))}, "invertible"),
+    ],
+)
 def test_bad_arguments_raise(kwargs, match):
-    args = {"fixed": np.zeros((64, 64)), "moving": np.zeros((64, 64)), "moving_to_fixed": np.eye(3),
-            "model": "rigid"}
+    args = {
+        "fixed": np.zeros((64, 64)),
+        "moving": np.zeros((64, 64)),
+        "moving_to_fixed": np.eye(3),
+        "model": "rigid",
+    }
     with pytest.raises(EstimationError, match=match):
         refine_matrix(**{**args, **kwargs})

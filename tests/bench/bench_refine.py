@@ -8,11 +8,12 @@ Run: ``.venv/bin/python tests/bench/bench_refine.py [--repeats N]``. Not collect
      0.5 map px off — against one ``cv2.findTransformECC`` of the map with the topography reduced to the map's
      pixel size (what a user of ECC would do);
    * a 256² same-resolution rigid pair started 2-3 px and 1-2° off — against one ``cv2.findTransformECC``
-     (MOTION_EUCLIDEAN, 3-level-free, the same start) on the same pair.
+     (MOTION_EUCLIDEAN, single level, the same start) on the same pair.
 2. **Agreement with StackReg on real data**: the PFM scan ``shared/data/SingFreqPFM_0003.h5`` (4 channels,
    128²). Each pair is a 96² crop of channel ``a`` (fixed) and a 96² crop of channel ``b`` resampled (cubic)
-   through a known rigid transform (shift ±3 px, rotation ±3°) plus 5 % noise, so the truth is exact; ``a == b``
-   for every channel, and channel 0 against 3 (the only related pair: inverted contrast, r = -0.48). ECC and ``refine_matrix`` start from the identity; StackReg (RIGID_BODY) finds its own.
+   through a known rigid transform (shift ±3 px, rotation ±3°) plus 5 % noise, so the truth is exact;
+   ``a == b`` for every channel, and channel 0 against 3 (the only related pair: inverted contrast,
+   r = -0.48). ECC and ``refine_matrix`` start from the identity; StackReg (RIGID_BODY) finds its own.
    Reports the mean 5×5-grid distance |refine − StackReg|, |ECC − StackReg| and each method's error against
    the truth (px). Goal: refine agrees with StackReg at least as closely as ECC does.
 """
@@ -30,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _timing import timed  # noqa: E402
+from _timing import timed
 
-from autoreg.refine import refine_matrix  # noqa: E402
+from autoreg.refine import refine_matrix
 
 PFM = ROOT.parent.parent / "shared" / "data" / "SingFreqPFM_0003.h5"
 
@@ -56,13 +57,18 @@ def rigid(angle_deg: float, shift: np.ndarray, centre: np.ndarray) -> np.ndarray
     return out
 
 
-def ecc(fixed: np.ndarray, moving: np.ndarray, start: np.ndarray, motion: str = "MOTION_EUCLIDEAN") -> np.ndarray:
+def ecc(
+    fixed: np.ndarray, moving: np.ndarray, start: np.ndarray, motion: str = "MOTION_EUCLIDEAN"
+) -> np.ndarray:
     """One ``cv2.findTransformECC`` (moving → fixed in, moving → fixed out)."""
     import cv2
 
     warp = np.linalg.inv(start)[:2].astype(np.float32)  # ECC's warp maps template (fixed) px to input px
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 200, 1e-6)
-    norm = lambda a: ((a - a.mean()) / a.std()).astype(np.float32)  # noqa: E731
+
+    def norm(a: np.ndarray) -> np.ndarray:
+        return ((a - a.mean()) / a.std()).astype(np.float32)
+
     _, warp = cv2.findTransformECC(norm(fixed), norm(moving), warp, getattr(cv2, motion), criteria, None, 1)
     return np.linalg.inv(np.vstack([warp, [0, 0, 1]]).astype(float))
 
@@ -80,10 +86,11 @@ def bench_cost(repeats: int) -> None:
     fixed, moving, truth = pair.fixed, pair.moving, pair.moving_to_fixed
     start = rigid(0.3, np.array([8.0, -9.0]), np.array([511.5, 511.5])) @ truth  # ~0.5 map px off
     scale = float(np.sqrt(abs(np.linalg.det(truth[:2, :2]))))
-    size = int(round(1024 / scale))
+    size = round(1024 / scale)
     factor = 1024 / size  # fixed px per reduced px (INTER_AREA to `size`)
-    reduced_to_map = np.diag([1 / factor, 1 / factor, 1.0]) @ np.array([[1, 0, -(factor - 1) / 2],
-                                                                          [0, 1, -(factor - 1) / 2], [0, 0, 1.0]])
+    reduced_to_map = np.diag([1 / factor, 1 / factor, 1.0]) @ np.array(
+        [[1, 0, -(factor - 1) / 2], [0, 1, -(factor - 1) / 2], [0, 0, 1.0]]
+    )
 
     def ecc_map():
         small = cv2.resize(fixed, (size, size), interpolation=cv2.INTER_AREA)
@@ -96,17 +103,18 @@ def bench_cost(repeats: int) -> None:
     for _ in range(repeats):
         timings["map refine"].append(timed(lambda: refine_matrix(fixed, moving, start, "affine"), 1))
         timings["map refine (no hold-out)"].append(
-            timed(lambda: refine_matrix(fixed, moving, start, "affine", holdout=False), 1))
+            timed(lambda: refine_matrix(fixed, moving, start, "affine", holdout=False), 1)
+        )
         timings["map ECC"].append(timed(ecc_map, 1))
     result = refine_matrix(fixed, moving, start, "affine")
-    print(f"ECC on the reduced topography: error {grid_distance(ecc_map(), truth, moving.shape) / scale:.3f} map px")
-    print(f"40×40 map on 1024² (affine; the map's creep is not affine): start error "
-          f"{grid_distance(start, truth, moving.shape) / scale:.3f} map px, refined "
-          f"{grid_distance(result.moving_to_fixed, truth, moving.shape) / scale:.3f} map px, predicted "
-          f"{result.predicted_error_px / scale:.3f}, hold-out r {result.holdout_before:.3f} → {result.holdout_after:.3f}")
-    base = statistics.median(timings["map ECC"])
-    for name, values in timings.items():
-        print(f"  {name:28s} {1000 * statistics.median(values):8.1f} ms  ({statistics.median(values) / base:.1f}× ECC)")
+    error = {name: grid_distance(m, truth, moving.shape) / scale
+             for name, m in (("start", start), ("refine", result.moving_to_fixed), ("ECC", ecc_map()))}
+    print(f"40×40 map on 1024² (affine; the map's creep is not affine), error in map px: start "
+          f"{error['start']:.3f}, refine {error['refine']:.3f} "
+          f"(predicted {result.predicted_error_px / scale:.3f}), "
+          f"ECC on the reduced topography {error['ECC']:.3f}; hold-out r {result.holdout_before:.3f} → "
+          f"{result.holdout_after:.3f}")
+    report(timings, "map ECC")
 
     rng = np.random.default_rng(0)
     scene = ndi.gaussian_filter(make_scene((256, 256), seed=3, feature_px=1.5).height, 1.0)
@@ -122,14 +130,23 @@ def bench_cost(repeats: int) -> None:
     for _ in range(repeats):
         timings["256² refine"].append(timed(lambda: refine_matrix(fixed, moving, start, "rigid"), 1))
         timings["256² refine (no hold-out)"].append(
-            timed(lambda: refine_matrix(fixed, moving, start, "rigid", holdout=False), 1))
+            timed(lambda: refine_matrix(fixed, moving, start, "rigid", holdout=False), 1)
+        )
         timings["256² ECC"].append(timed(lambda: ecc(fixed, moving, start), 1))
     ours = refine_matrix(fixed, moving, start, "rigid").moving_to_fixed
-    print(f"256² same resolution (rigid): start {grid_distance(start, truth, (256, 256)):.2f} px; error refine "
-          f"{grid_distance(ours, truth, (256, 256)):.4f} px, ECC {grid_distance(ecc(fixed, moving, start), truth, (256, 256)):.4f} px")
-    base = statistics.median(timings["256² ECC"])
+    error = {name: grid_distance(m, truth, (256, 256))
+             for name, m in (("start", start), ("refine", ours), ("ECC", ecc(fixed, moving, start)))}
+    print(f"256² same resolution (rigid), error in px: start {error['start']:.2f}, "
+          f"refine {error['refine']:.4f}, ECC {error['ECC']:.4f}")
+    report(timings, "256² ECC")
+
+
+def report(timings: dict[str, list[float]], baseline: str) -> None:
+    """Median wall times and their ratio to the baseline's."""
+    base = statistics.median(timings[baseline])
     for name, values in timings.items():
-        print(f"  {name:28s} {1000 * statistics.median(values):8.1f} ms  ({statistics.median(values) / base:.1f}× ECC)")
+        median = statistics.median(values)
+        print(f"  {name:28s} {1000 * median:8.1f} ms  ({median / base:.1f}× {baseline})")
 
 
 # ------------------------------------------------------------------------------------------------ 2. StackReg
@@ -138,7 +155,10 @@ def bench_cost(repeats: int) -> None:
 def pfm_channels() -> list[np.ndarray]:
     from autoreg.io import load_image
 
-    return [np.asarray(load_image(f"{PFM}::/Measurement_000/Channel_00{k}/Raw_Data").data, float) for k in range(4)]
+    return [
+        np.asarray(load_image(f"{PFM}::/Measurement_000/Channel_00{k}/Raw_Data").data, float)
+        for k in range(4)
+    ]
 
 
 def crop_pair(fixed_src: np.ndarray, moving_src: np.ndarray, truth: np.ndarray, size: int = 96):
@@ -148,7 +168,9 @@ def crop_pair(fixed_src: np.ndarray, moving_src: np.ndarray, truth: np.ndarray, 
     offset = (fixed_src.shape[0] - size) / 2
     y, x = np.mgrid[:size, :size].astype(float)
     xy = apply(truth, np.column_stack([x.ravel(), y.ravel()])) + offset
-    moving = ndi.map_coordinates(moving_src, [xy[:, 1], xy[:, 0]], order=3, mode="nearest").reshape(size, size)
+    moving = ndi.map_coordinates(moving_src, [xy[:, 1], xy[:, 0]], order=3, mode="nearest").reshape(
+        size, size
+    )
     fixed = fixed_src[int(offset) : int(offset) + size, int(offset) : int(offset) + size]
     return fixed, moving
 
@@ -177,26 +199,46 @@ def bench_stackreg(n_pairs: int) -> None:
         except Exception:  # noqa: BLE001
             ours = np.full((3, 3), np.nan)
         shape = moving.shape
-        rows.append((a, b, grid_distance(ours, stackreg, shape), grid_distance(by_ecc, stackreg, shape),
-                     grid_distance(ours, truth, shape), grid_distance(by_ecc, truth, shape),
-                     grid_distance(stackreg, truth, shape)))
+        rows.append(
+            (
+                a,
+                b,
+                grid_distance(ours, stackreg, shape),
+                grid_distance(by_ecc, stackreg, shape),
+                grid_distance(ours, truth, shape),
+                grid_distance(by_ecc, truth, shape),
+                grid_distance(stackreg, truth, shape),
+            )
+        )
     table = np.array(rows, float)
-    print(f"\nStackReg agreement on the real PFM scan: {len(rows)} pairs of 96² crops (same channel and "
-          "cross-channel), known rigid truth (±3 px, ±3°), mean 5×5-grid distance in px")
+    print(
+        f"\nStackReg agreement on the real PFM scan: {len(rows)} pairs of 96² crops (same channel and "
+        "cross-channel), known rigid truth (±3 px, ±3°), mean 5×5-grid distance in px"
+    )
     print("   a b  |ref-SR|  |ECC-SR|  ref err   ECC err   SR err")
     for r in rows:
         print(f"   {r[0]} {r[1]}  {r[2]:8.4f}  {r[3]:8.4f}  {r[4]:8.4f}  {r[5]:8.4f}  {r[6]:8.4f}")
-    for label, subset in (("same channel", table[:, 0] == table[:, 1]), ("channel 0 ↔ 3", table[:, 0] != table[:, 1])):
+    for label, subset in (
+        ("same channel", table[:, 0] == table[:, 1]),
+        ("channel 0 ↔ 3", table[:, 0] != table[:, 1]),
+    ):
         print(f" {label} ({int(subset.sum())} pairs):")
-        for name, col in (("|refine − StackReg|", 2), ("|ECC − StackReg|", 3), ("refine error", 4),
-                          ("ECC error", 5), ("StackReg error", 6)):
+        for name, col in (
+            ("|refine − StackReg|", 2),
+            ("|ECC − StackReg|", 3),
+            ("refine error", 4),
+            ("ECC error", 5),
+            ("StackReg error", 6),
+        ):
             values = table[subset, col]
             failed = int(np.isnan(values).sum())
             if failed == len(values):
                 print(f"  {name:22s} all {failed} failed")
                 continue
-            print(f"  {name:22s} median {np.nanmedian(values):.4f}  mean {np.nanmean(values):.4f}  "
-                  f"max {np.nanmax(values):.4f}  (failures {failed})")
+            print(
+                f"  {name:22s} median {np.nanmedian(values):.4f}  mean {np.nanmean(values):.4f}  "
+                f"max {np.nanmax(values):.4f}  (failures {failed})"
+            )
 
 
 def main() -> None:
