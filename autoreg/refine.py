@@ -834,10 +834,13 @@ def refine_matrix(
         The refinement diverged if the grid image moves by more than this fraction (0.25) of its smaller side
         from the start: a local refinement should not travel that far.
     covariance : {"clustered", "iid"}
-        ``"iid"``: σ²·(JᵀWJ)⁻¹ with σ² from the weighted residuals. ``"clustered"`` (default): a sandwich
-        estimator that sums the scores over ``cluster_px`` × ``cluster_px`` blocks, because residuals of
-        neighbouring pixels are correlated (interpolation, footprint mismatch); the i.i.d. form then
-        under-predicts the error (see ``tests/test_refine.py`` for the calibration).
+        Both are sandwiches ``B⁻¹ M B⁻ᵀ`` around the measured slope ``B`` of the estimating equations (the
+        Gauss–Newton Hessian ``JᵀWJ`` plus the term it drops, which matters when the reference is noisy).
+        ``"iid"``: ``M = σ²·JᵀWJ`` with σ² from the weighted residuals. ``"clustered"`` (default): ``M``
+        sums the scores over ``cluster_px`` × ``cluster_px`` blocks, because residuals of neighbouring
+        pixels are correlated (the common smoothing, interpolation, footprint mismatch): on same-resolution
+        pairs the i.i.d. form covered the true error (within 2×) in 13-33 % of seeds, the clustered one in
+        80-100 %; on maps both did (93 %).
     cluster_px : int
         Block size (grid px) of the clustered covariance (8: a few times the residuals' correlation length
         after smoothing; reduced to a sixth of the grid's smaller side so a small map keeps ≥ 36 blocks).
