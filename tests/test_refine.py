@@ -263,3 +263,19 @@ def test_bad_arguments_raise(kwargs, match):
     }
     with pytest.raises(EstimationError, match=match):
         refine_matrix(**{**args, **kwargs})
+
+
+def test_wandering_beyond_the_shift_limit_raises():
+    fixed, moving, _, start = same_resolution_pair(11, size=128)
+    with pytest.raises(EstimationError, match="diverged"):
+        refine_matrix(fixed, moving, start, "rigid", max_shift_fraction=0.005, holdout=False)
+
+
+@pytest.mark.parametrize("covariance", ["iid", "clustered"])
+@pytest.mark.parametrize("loss", ["huber", "tukey", "l2"])
+def test_every_loss_and_covariance_gives_a_finite_prediction(loss, covariance):
+    fixed, moving, truth, start = map_pair(12, ratio=8, n=24)
+    result = refine_matrix(fixed, moving, start, "similarity", loss=loss, covariance=covariance, holdout=False)
+    assert np.isfinite(result.predicted_error_px) and result.predicted_error_px > 0
+    assert np.all(np.linalg.eigvalsh((result.covariance + result.covariance.T) / 2) > 0)
+    assert grid_error(result.moving_to_fixed, truth, moving.shape) / 8 <= 0.15
