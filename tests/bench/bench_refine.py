@@ -3,7 +3,8 @@
 Run: ``.venv/bin/python tests/bench/bench_refine.py [--repeats N]``. Not collected by pytest. Needs
 ``pystackreg`` (``pip install pystackreg``; not a dependency of autoreg) for part 2.
 
-1. **Cost** (median of ``--repeats``; baselines measured in the same run, interleaved):
+1. **Cost** (median wall and CPU time of ``--repeats``; baselines measured in the same run, interleaved; CPU
+   time is the figure to trust on a shared machine):
    * a 40×40 map on a 1024² topography (the bundled demo pair, ``make_stm_sts_pair``), affine, started
      0.5 map px off — against one ``cv2.findTransformECC`` of the map with the topography reduced to the map's
      pixel size (what a user of ECC would do);
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -99,13 +101,14 @@ def bench_cost(repeats: int) -> None:
         except cv2.error:
             return np.full((3, 3), np.nan)
 
-    timings = {"map refine": [], "map refine (no hold-out)": [], "map ECC": []}
-    for _ in range(repeats):
-        timings["map refine"].append(timed(lambda: refine_matrix(fixed, moving, start, "affine"), 1))
-        timings["map refine (no hold-out)"].append(
-            timed(lambda: refine_matrix(fixed, moving, start, "affine", holdout=False), 1)
-        )
-        timings["map ECC"].append(timed(ecc_map, 1))
+    timings = measure(
+        {
+            "map refine": lambda: refine_matrix(fixed, moving, start, "affine"),
+            "map refine (no hold-out)": lambda: refine_matrix(fixed, moving, start, "affine", holdout=False),
+            "map ECC": ecc_map,
+        },
+        repeats,
+    )
     result = refine_matrix(fixed, moving, start, "affine")
     error = {name: grid_distance(m, truth, moving.shape) / scale
              for name, m in (("start", start), ("refine", result.moving_to_fixed), ("ECC", ecc_map()))}
@@ -126,13 +129,14 @@ def bench_cost(repeats: int) -> None:
     fixed = scene + rng.normal(0, 0.02 * scene.std(), scene.shape)
     moving = moving + rng.normal(0, 0.02 * scene.std(), scene.shape)
     start = rigid(1.5, np.array([2.0, 1.5]), c) @ truth
-    timings = {"256² refine": [], "256² refine (no hold-out)": [], "256² ECC": []}
-    for _ in range(repeats):
-        timings["256² refine"].append(timed(lambda: refine_matrix(fixed, moving, start, "rigid"), 1))
-        timings["256² refine (no hold-out)"].append(
-            timed(lambda: refine_matrix(fixed, moving, start, "rigid", holdout=False), 1)
-        )
-        timings["256² ECC"].append(timed(lambda: ecc(fixed, moving, start), 1))
+    timings = measure(
+        {
+            "256² refine": lambda: refine_matrix(fixed, moving, start, "rigid"),
+            "256² refine (no hold-out)": lambda: refine_matrix(fixed, moving, start, "rigid", holdout=False),
+            "256² ECC": lambda: ecc(fixed, moving, start),
+        },
+        repeats,
+    )
     ours = refine_matrix(fixed, moving, start, "rigid").moving_to_fixed
     error = {name: grid_distance(m, truth, (256, 256))
              for name, m in (("start", start), ("refine", ours), ("ECC", ecc(fixed, moving, start)))}
@@ -141,12 +145,33 @@ def bench_cost(repeats: int) -> None:
     report(timings, "256² ECC")
 
 
+def measure(calls: dict, repeats: int) -> dict[str, list[float]]:
+    """Wall (``name``) and CPU (``name cpu``) seconds of every call, interleaved, ``repeats`` times."""
+    timings: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            timings.setdefault(name, []).append(timed(fn, 1))
+            timings.setdefault(name + " cpu", []).append(cpu_timed(fn))
+    return timings
+
+
+def cpu_timed(fn) -> float:
+    """CPU seconds of one call (robust to other processes sharing the cores, unlike wall time)."""
+    started = time.process_time()
+    fn()
+    return time.process_time() - started
+
+
 def report(timings: dict[str, list[float]], baseline: str) -> None:
-    """Median wall times and their ratio to the baseline's."""
+    """Median wall and CPU times and their ratio to the baseline's."""
     base = statistics.median(timings[baseline])
+    base_cpu = statistics.median(timings[baseline + " cpu"])
     for name, values in timings.items():
-        median = statistics.median(values)
-        print(f"  {name:28s} {1000 * median:8.1f} ms  ({median / base:.1f}× {baseline})")
+        if name.endswith(" cpu"):
+            continue
+        median, cpu = statistics.median(values), statistics.median(timings[name + " cpu"])
+        print(f"  {name:28s} wall {1000 * median:8.1f} ms ({median / base:5.1f}×)   "
+              f"CPU {1000 * cpu:8.1f} ms ({cpu / base_cpu:5.1f}× {baseline})")
 
 
 # ------------------------------------------------------------------------------------------------ 2. StackReg
