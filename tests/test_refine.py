@@ -275,7 +275,9 @@ def test_wandering_beyond_the_shift_limit_raises():
 @pytest.mark.parametrize("loss", ["huber", "tukey", "l2"])
 def test_every_loss_and_covariance_gives_a_finite_prediction(loss, covariance):
     fixed, moving, truth, start = map_pair(12, ratio=8, n=24)
-    result = refine_matrix(fixed, moving, start, "similarity", loss=loss, covariance=covariance, holdout=False)
+    result = refine_matrix(
+        fixed, moving, start, "similarity", loss=loss, covariance=covariance, holdout=False
+    )
     assert np.isfinite(result.predicted_error_px) and result.predicted_error_px > 0
     assert np.all(np.linalg.eigvalsh((result.covariance + result.covariance.T) / 2) > 0)
     assert grid_error(result.moving_to_fixed, truth, moving.shape) / 8 <= 0.15

@@ -110,13 +110,17 @@ def bench_cost(repeats: int) -> None:
         repeats,
     )
     result = refine_matrix(fixed, moving, start, "affine")
-    error = {name: grid_distance(m, truth, moving.shape) / scale
-             for name, m in (("start", start), ("refine", result.moving_to_fixed), ("ECC", ecc_map()))}
-    print(f"40×40 map on 1024² (affine; the map's creep is not affine), error in map px: start "
-          f"{error['start']:.3f}, refine {error['refine']:.3f} "
-          f"(predicted {result.predicted_error_px / scale:.3f}), "
-          f"ECC on the reduced topography {error['ECC']:.3f}; hold-out r {result.holdout_before:.3f} → "
-          f"{result.holdout_after:.3f}")
+    error = {
+        name: grid_distance(m, truth, moving.shape) / scale
+        for name, m in (("start", start), ("refine", result.moving_to_fixed), ("ECC", ecc_map()))
+    }
+    print(
+        f"40×40 map on 1024² (affine; the map's creep is not affine), error in map px: start "
+        f"{error['start']:.3f}, refine {error['refine']:.3f} "
+        f"(predicted {result.predicted_error_px / scale:.3f}), "
+        f"ECC on the reduced topography {error['ECC']:.3f}; hold-out r {result.holdout_before:.3f} → "
+        f"{result.holdout_after:.3f}"
+    )
     report(timings, "map ECC")
 
     rng = np.random.default_rng(0)
@@ -138,10 +142,14 @@ def bench_cost(repeats: int) -> None:
         repeats,
     )
     ours = refine_matrix(fixed, moving, start, "rigid").moving_to_fixed
-    error = {name: grid_distance(m, truth, (256, 256))
-             for name, m in (("start", start), ("refine", ours), ("ECC", ecc(fixed, moving, start)))}
-    print(f"256² same resolution (rigid), error in px: start {error['start']:.2f}, "
-          f"refine {error['refine']:.4f}, ECC {error['ECC']:.4f}")
+    error = {
+        name: grid_distance(m, truth, (256, 256))
+        for name, m in (("start", start), ("refine", ours), ("ECC", ecc(fixed, moving, start)))
+    }
+    print(
+        f"256² same resolution (rigid), error in px: start {error['start']:.2f}, "
+        f"refine {error['refine']:.4f}, ECC {error['ECC']:.4f}"
+    )
     report(timings, "256² ECC")
 
 
@@ -170,8 +178,10 @@ def report(timings: dict[str, list[float]], baseline: str) -> None:
         if name.endswith(" cpu"):
             continue
         median, cpu = statistics.median(values), statistics.median(timings[name + " cpu"])
-        print(f"  {name:28s} wall {1000 * median:8.1f} ms ({median / base:5.1f}×)   "
-              f"CPU {1000 * cpu:8.1f} ms ({cpu / base_cpu:5.1f}× {baseline})")
+        print(
+            f"  {name:28s} wall {1000 * median:8.1f} ms ({median / base:5.1f}×)   "
+            f"CPU {1000 * cpu:8.1f} ms ({cpu / base_cpu:5.1f}× {baseline})"
+        )
 
 
 # ------------------------------------------------------------------------------------------------ 2. StackReg
