@@ -281,3 +281,19 @@ def test_every_loss_and_covariance_gives_a_finite_prediction(loss, covariance):
     assert np.isfinite(result.predicted_error_px) and result.predicted_error_px > 0
     assert np.all(np.linalg.eigvalsh((result.covariance + result.covariance.T) / 2) > 0)
     assert grid_error(result.moving_to_fixed, truth, moving.shape) / 8 <= 0.15
+
+
+def test_a_model_too_simple_for_the_data_widens_the_prediction():
+    """A rigid fit of a map whose truth is affine (3 % stretch, shear): the misfit enters the prediction."""
+    fixed, moving, truth, start = map_pair(15, ratio=8, n=40, model="affine", noise=0.02)
+    scale = float(np.sqrt(abs(np.linalg.det(truth[:2, :2]))))
+    rigid = refine_matrix(fixed, moving, start, "rigid", prior_scale=scale, holdout=False)
+    unchecked = refine_matrix(
+        fixed, moving, start, "rigid", prior_scale=scale, holdout=False, misfit_check=False
+    )
+    error = grid_error(rigid.moving_to_fixed, truth, moving.shape)
+    assert rigid.misfit_px > 0 and unchecked.misfit_px == 0
+    assert error > 2 * unchecked.predicted_error_px  # the noise-only prediction misses the misfit...
+    assert error <= 2 * rigid.predicted_error_px  # ...the checked one covers it
+    affine = refine_matrix(fixed, moving, start, "affine", holdout=False)
+    assert affine.misfit_px < rigid.misfit_px
