@@ -118,7 +118,7 @@ def bench_cost(repeats: int) -> None:
         return float(np.mean(np.linalg.norm(apply(matrix, grid) - true_xy, axis=1))) / scale
 
     print(
-        f"40×40 map on 1024² (affine fit; the truth adds a creep), error in map px against the true positions: "
+        f"40×40 map on 1024² (affine fit; the truth adds a creep), map px from the true positions: "
         f"start {map_error(start):.3f}, refine {map_error(result.moving_to_fixed):.3f} "
         f"(predicted {result.predicted_error_px / scale:.3f}), ECC on the reduced topography "
         f"{map_error(ecc_map()):.3f}; hold-out r {result.holdout_before:.3f} → {result.holdout_after:.3f}"
