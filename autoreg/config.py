@@ -112,6 +112,31 @@ class RegistrationConfig:
         Smallest overlap (fraction of the smaller image) that masked phase correlation accepts for a shift.
     auto_tie_px2 : float
         Held-out squared errors (fixed px²) that differ by less than this are a tie in ``auto`` (round-off only).
+    cpcorr_half_width : int
+        Half width, in coarse pixels, of the patch that refines a control point (11×11 for 5): MATLAB's cpcorr
+        uses 11×11 too; smaller patches hold too little structure on a 40×40 map, larger ones leave the local
+        linear approximation of the transform and the map itself.
+    cpcorr_radius : int
+        Search radius, in coarse pixels, of that refinement. Clicks on a coarse map are off by 1–3 pixels; 4
+        leaves room for the parabola's neighbours (MATLAB's cpcorr also moves a point at most 4 pixels).
+    cpcorr_min_correlation : float
+        A refinement whose peak correlation (plane-removed patches) is below this keeps the click: a weaker peak
+        on a flat terrace or in noise is as likely a wrong place as the right one. 0.5 is MATLAB cpcorr's
+        threshold; on the synthetic STM/STS pairs correct peaks lie at 0.8–0.99 and wrong ones mostly below 0.5.
+    cpcorr_min_patch_fine_px : float
+        ... and the patch spans at least this many fine pixels: at low resolution ratios 11 coarse pixels hold one
+        smooth edge or blob, which fixes no position; 64 px holds 2-D structure on SPM-like terrain.
+    cpcorr_min_isotropy : float
+        The correlation peak's flattest curvature must be at least this fraction of its steepest, else the click
+        is kept: a ridge (a straight step edge) fixes the point across the edge only. On synthetic pairs at
+        ratios 1–32 every peak at or above 0.2 was within 0.5 coarse px of the truth; below it, up to 2 px off.
+    loo_outlier_factor : float
+        A control point whose leave-one-out residual exceeds this multiple of the median of the others' is named
+        as an outlier: with good points the LOO residuals are alike (a 3× gap is rare by chance for
+        Rayleigh-like residuals, under 1 % for one point among ten), a misclick stands far out.
+    loo_outlier_min_coarse_px : float
+        ... and exceeds this many coarse pixels (converted to fixed px): below one coarse pixel a residual is
+        within click precision, and exact synthetic points would otherwise be named for round-off.
     """
 
     working_size: int = 256
@@ -158,6 +183,13 @@ class RegistrationConfig:
     intensity_scale_range: tuple[float, float] = (0.5, 2.0)
     intensity_overlap_ratio: float = 0.2
     auto_tie_px2: float = 1e-9
+    cpcorr_half_width: int = 5
+    cpcorr_radius: int = 4
+    cpcorr_min_correlation: float = 0.5
+    cpcorr_min_patch_fine_px: float = 64.0
+    cpcorr_min_isotropy: float = 0.2
+    loo_outlier_factor: float = 3.0
+    loo_outlier_min_coarse_px: float = 1.0
 
     def with_(self, **changes: object) -> RegistrationConfig:
         """Return a copy with some fields changed.
