@@ -129,7 +129,7 @@ def area_template(fine: np.ndarray, anchor_xy: np.ndarray, jacobian: np.ndarray,
         Rows = coarse y offsets, columns = coarse x offsets; NaN where the footprint leaves the finer image.
     """
     scale = float(np.sqrt(abs(np.linalg.det(jacobian))))
-    k = int(np.clip(np.ceil(scale), 1, 32))  # sub-samples per axis: about one per fine pixel
+    k = int(np.clip(np.ceil(scale - 1e-6), 1, 32))  # sub-samples per axis: about one per fine pixel
     sub = (np.arange(k) + 0.5) / k - 0.5
     offsets = np.arange(-half, half + 1, dtype=float)
     gy, gx, sy, sx = np.meshgrid(offsets, offsets, sub, sub, indexing="ij")
