@@ -11,7 +11,7 @@ from .estimate import fit_pair
 from .geometry import is_collinear
 from .models import min_points
 
-__all__ = ["validate_points", "fit_points"]
+__all__ = ["validate_points", "fit_points", "loo_residuals", "name_outliers"]
 
 
 def _outside(xy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -77,3 +77,108 @@ def fit_points(fixed_xy: np.ndarray, moving_xy: np.ndarray, model: str, config: 
     matches = Matches(fixed_xy=fixed_xy, moving_xy=moving_xy)
     return Fit(model=model, moving_to_fixed=forward, fixed_to_moving=backward, inliers=np.ones(len(fixed_xy), bool),
                source="points", matches=matches, why="control points")
+
+
+def loo_residuals(fixed_xy: np.ndarray, moving_xy: np.ndarray, model: str, *, polynomial_order: int = 2,
+                  prior_scale: float = 1.0) -> np.ndarray:
+    """Leave-one-out residual of every pair, in fixed px: fit ``model`` on the others, map the left-out moving point.
+
+    Parameters
+    ----------
+    fixed_xy, moving_xy : array_like of shape (N, 2)
+    model : str
+        A model name (not ``"auto"``).
+    polynomial_order : int
+    prior_scale : float
+        Expected fixed px per moving px (used by translation and rigid fits across resolutions).
+
+    Returns
+    -------
+    ndarray of shape (N,)
+        Distance between each fixed point and where the others' fit puts its moving partner; NaN where the
+        others are too few to fit the model or their fit is degenerate.
+
+    Examples
+    --------
+    >>> moving = np.array([[0, 0], [10, 0], [0, 10], [10, 10], [5, 5]], float)
+    >>> fixed = 2 * moving + 3
+    >>> fixed[4] += (4, 0)
+    >>> np.round(loo_residuals(fixed, moving, "translation", prior_scale=2.0), 3).tolist()
+    [1.0, 1.0, 1.0, 1.0, 4.0]
+    """
+    from .errors import AutoregError
+
+    fixed_xy = np.asarray(fixed_xy, float).reshape(-1, 2)
+    moving_xy = np.asarray(moving_xy, float).reshape(-1, 2)
+    n = len(fixed_xy)
+    out = np.full(n, np.nan)
+    if n - 1 < min_points(model, polynomial_order=polynomial_order):
+        return out
+    for i in range(n):
+        keep = np.arange(n) != i
+        try:
+            forward, _ = fit_pair(model, moving_xy[keep], fixed_xy[keep], polynomial_order=polynomial_order,
+                                  prior_scale=prior_scale)
+        except AutoregError:
+            continue
+        predicted = np.asarray(forward(moving_xy[i:i + 1]), float)[0]
+        out[i] = float(np.hypot(*(predicted - fixed_xy[i])))
+    return out
+
+
+def _beyond(residuals: np.ndarray, factor: float, floor_px: float) -> int | None:
+    """Index of the largest residual when it exceeds ``factor`` × the median of the others and ``floor_px``."""
+    finite = np.flatnonzero(np.isfinite(residuals))
+    if finite.size < 3:
+        return None
+    worst = int(finite[np.argmax(residuals[finite])])
+    others = residuals[finite[finite != worst]]
+    return worst if residuals[worst] > max(floor_px, factor * float(np.median(others))) else None
+
+
+def name_outliers(fixed_xy: np.ndarray, moving_xy: np.ndarray, model: str, *, factor: float, floor_px: float,
+                  polynomial_order: int = 2, prior_scale: float = 1.0) -> np.ndarray:
+    """Indices of the pairs whose leave-one-out residual is far beyond the others'.
+
+    The pair with the largest LOO residual is named when that residual exceeds ``factor`` times the median of the
+    other pairs' and ``floor_px``; it is then set aside (a misclick inflates its neighbours' residuals too) and
+    the LOO residuals of the rest are recomputed, until no pair stands out.
+
+    Parameters
+    ----------
+    fixed_xy, moving_xy : array_like of shape (N, 2)
+    model : str
+        A model name (not ``"auto"``).
+    factor : float
+        ``RegistrationConfig.loo_outlier_factor``.
+    floor_px : float
+        Residuals below this (fixed px) are within click precision (``RegistrationConfig.loo_outlier_min_coarse_px``
+        coarse pixels).
+    polynomial_order : int
+    prior_scale : float
+
+    Returns
+    -------
+    ndarray of int
+        Indices into the pairs, in the order they were named (worst first).
+
+    Examples
+    --------
+    >>> moving = np.array([[0, 0], [10, 0], [0, 10], [10, 10], [5, 5], [2, 7]], float)
+    >>> fixed = moving + 3
+    >>> fixed[4] += (6, 0)
+    >>> name_outliers(fixed, moving, "translation", factor=3.0, floor_px=1.0).tolist()
+    [4]
+    """
+    fixed_xy = np.asarray(fixed_xy, float).reshape(-1, 2)
+    moving_xy = np.asarray(moving_xy, float).reshape(-1, 2)
+    remaining = np.arange(len(fixed_xy))
+    named: list[int] = []
+    while True:
+        residuals = loo_residuals(fixed_xy[remaining], moving_xy[remaining], model,
+                                  polynomial_order=polynomial_order, prior_scale=prior_scale)
+        worst = _beyond(residuals, factor, floor_px)
+        if worst is None:
+            return np.array(named, dtype=int)
+        named.append(int(remaining[worst]))
+        remaining = np.delete(remaining, worst)
