@@ -131,9 +131,10 @@ class RegistrationConfig:
         is kept: a ridge (a straight step edge) fixes the point across the edge only. On synthetic pairs at
         ratios 1–32 every peak at or above 0.2 was within 0.5 coarse px of the truth; below it, up to 2 px off.
     loo_outlier_factor : float
-        A control point whose leave-one-out residual exceeds this multiple of the median of the others' is named
-        as an outlier: with good points the LOO residuals are alike (a 3× gap is rare by chance for
-        Rayleigh-like residuals, under 1 % for one point among ten), a misclick stands far out.
+        A control point whose leave-one-out residual (weighed by sqrt(1 - leverage)) exceeds this multiple of the
+        median of the others' is named as an outlier: with good points the LOO residuals are alike, a misclick
+        stands far out. With the floor below, 3 named no good point in 200 synthetic sets of ten (click noise an
+        eighth of a map pixel) and found a 3-map-pixel misclick in all 200.
     loo_outlier_min_coarse_px : float
         ... and exceeds this many coarse pixels (converted to fixed px): below one coarse pixel a residual is
         within click precision, and exact synthetic points would otherwise be named for round-off.

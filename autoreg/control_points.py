@@ -11,7 +11,7 @@ from .estimate import fit_pair
 from .geometry import is_collinear
 from .models import min_points
 
-__all__ = ["validate_points", "fit_points", "loo_residuals", "name_outliers"]
+__all__ = ["validate_points", "fit_points", "loo_residuals", "leverage", "name_outliers"]
 
 
 def _outside(xy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -126,6 +126,25 @@ def loo_residuals(fixed_xy: np.ndarray, moving_xy: np.ndarray, model: str, *, po
     return out
 
 
+def leverage(moving_xy: np.ndarray, model: str, *, polynomial_order: int = 2) -> np.ndarray:
+    """Hat-matrix diagonal of each point in the least-squares design of ``model`` (affine for the others).
+
+    A point far from the rest (high leverage, near 1) is predicted by extrapolation when left out, so its LOO
+    residual is large even when it is right: ``loo · sqrt(1 - h)`` puts every pair on one footing.
+    """
+    xy = np.asarray(moving_xy, float).reshape(-1, 2)
+    xy = (xy - xy.mean(axis=0)) / max(float(np.abs(xy - xy.mean(axis=0)).max()), 1e-12)
+    x, y = xy[:, 0], xy[:, 1]
+    if model == "translation":
+        design = np.ones((len(xy), 1))
+    elif model == "polynomial":
+        design = np.column_stack([x ** (i - j) * y**j for i in range(polynomial_order + 1) for j in range(i + 1)])
+    else:
+        design = np.column_stack([np.ones_like(x), x, y])
+    inverse = np.linalg.pinv(design.T @ design)
+    return np.clip(np.einsum("ij,jk,ik->i", design, inverse, design), 0.0, 1.0)
+
+
 def _beyond(residuals: np.ndarray, factor: float, floor_px: float) -> int | None:
     """Index of the largest residual when it exceeds ``factor`` × the median of the others and ``floor_px``."""
     finite = np.flatnonzero(np.isfinite(residuals))
@@ -140,9 +159,10 @@ def name_outliers(fixed_xy: np.ndarray, moving_xy: np.ndarray, model: str, *, fa
                   polynomial_order: int = 2, prior_scale: float = 1.0) -> np.ndarray:
     """Indices of the pairs whose leave-one-out residual is far beyond the others'.
 
-    The pair with the largest LOO residual is named when that residual exceeds ``factor`` times the median of the
-    other pairs' and ``floor_px``; it is then set aside (a misclick inflates its neighbours' residuals too) and
-    the LOO residuals of the rest are recomputed, until no pair stands out.
+    Each LOO residual is weighed by ``sqrt(1 - leverage)`` (a point far from the rest is predicted by
+    extrapolation). The pair with the largest weighed residual is named when it exceeds ``factor`` times the
+    median of the other pairs' and its raw residual exceeds ``floor_px``; it is then set aside (a misclick
+    inflates its neighbours' residuals too) and the rest are recomputed, until no pair stands out.
 
     Parameters
     ----------
@@ -177,8 +197,9 @@ def name_outliers(fixed_xy: np.ndarray, moving_xy: np.ndarray, model: str, *, fa
     while True:
         residuals = loo_residuals(fixed_xy[remaining], moving_xy[remaining], model,
                                   polynomial_order=polynomial_order, prior_scale=prior_scale)
-        worst = _beyond(residuals, factor, floor_px)
-        if worst is None:
+        weighed = residuals * np.sqrt(1.0 - leverage(moving_xy[remaining], model, polynomial_order=polynomial_order))
+        worst = _beyond(weighed, factor, 0.0)
+        if worst is None or not residuals[worst] > floor_px:
             return np.array(named, dtype=int)
         named.append(int(remaining[worst]))
         remaining = np.delete(remaining, worst)
