@@ -151,11 +151,6 @@ def _jsonable_pairs(pairs: tuple[Pair, ...]) -> list[dict[str, Any]]:
     return [p.to_dict() for p in pairs]
 
 
-def _default_map(scale: float) -> Any:
-    """moving px → fixed px for the same field of view (only its local linear part is used, by cpcorr)."""
-    return lambda xy: np.asarray(xy, float) * scale
-
-
 class Session:
     """State of one picking session, with undo/redo and autosave on every change.
 
@@ -357,7 +352,10 @@ class Session:
             return pair
         if not refine:
             return dataclasses.replace(pair, correlation=None, refined=False, note="kept")
-        transform = fit[1] if fit is not None else _default_map(self.expected_scale)
+        if fit is None or (fit[0] == "translation" and self.model != "translation"):
+            # cpcorr needs the local rotation and scale: two pairs (a similarity) give them, one does not
+            return dataclasses.replace(pair, correlation=None, refined=False, note="unrefined: place two pairs first")
+        transform = fit[1]
         result = refine_point(np.asarray(self.fixed.data), np.asarray(self.moving.data), pair.fixed_xy,
                               pair.moving_xy, transform, config=self.config)
         corr = None if not math.isfinite(result.correlation) else round(result.correlation, 4)
