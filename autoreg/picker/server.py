@@ -262,6 +262,19 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A threading HTTP server that does not print a traceback when a browser drops a connection."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):  # a reload or a closed tab cancels its requests
+            return
+        super().handle_error(request, client_address)
+
+
 class PickServer:
     """Bind 127.0.0.1:``port`` (0: any free port) and serve a :class:`PickApp` built for the bound port.
 
@@ -273,11 +286,10 @@ class PickServer:
 
     def __init__(self, make_app: Callable[[int], PickApp], port: int = 0) -> None:
         try:
-            self.httpd = ThreadingHTTPServer((HOST, port), _Handler, bind_and_activate=True)
+            self.httpd = _QuietServer((HOST, port), _Handler, bind_and_activate=True)
         except OSError as err:
             raise InputError(f"Cannot listen on {HOST}:{port} ({err.strerror or err}); choose another --port "
                              "(0 picks a free one).") from None
-        self.httpd.daemon_threads = True
         self.port = int(self.httpd.server_address[1])
         self.app = make_app(self.port)
         self.httpd.RequestHandlerClass = type("Handler", (_Handler,), {"app": self.app})
