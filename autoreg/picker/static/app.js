@@ -57,7 +57,7 @@
     const m = leader === "moving" ? state.sync_matrix : invert(state.sync_matrix);
     const [x, y] = centreOf(leader);
     const [ox, oy] = apply(m, x, y);
-    centreOn(other, ox, oy, views[leader].s * linearScale(m));
+    centreOn(other, ox, oy, views[leader].s / linearScale(m));  // one moving px spans scale fixed px
   }
   function fit() {
     for (const side of SIDES) {
@@ -172,6 +172,7 @@
       tr.appendChild(td);
       tr.onclick = () => select(p.id, true);
       body.appendChild(tr);
+      if (p.id === selected) tr.scrollIntoView({ block: "nearest" });
     }
   }
   function select(id, centre) {
