@@ -11,7 +11,7 @@ from .estimate import fit_pair
 from .geometry import is_collinear
 from .models import min_points
 
-__all__ = ["validate_points", "fit_points", "loo_residuals", "leverage", "name_outliers"]
+__all__ = ["fit_points", "leverage", "loo_residuals", "name_outliers", "validate_points"]
 
 
 def _outside(xy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

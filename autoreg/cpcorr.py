@@ -28,7 +28,7 @@ import numpy as np
 
 from .config import RegistrationConfig
 
-__all__ = ["Refinement", "refine_point", "local_jacobian"]
+__all__ = ["Refinement", "local_jacobian", "refine_point"]
 
 
 @dataclass(frozen=True, slots=True)

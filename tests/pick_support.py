@@ -10,7 +10,7 @@ from autoreg.datatypes import Image
 from autoreg.synthetic import make_pair
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def small_pair():
     """A 512² fixed scan and a 32² map of it (16× coarser), with the exact moving → fixed matrix."""
     return make_pair(seed=3, fixed_shape=(512, 512), moving_shape=(32, 32))

@@ -7,10 +7,10 @@ import urllib.request
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
+from pick_support import good_points, images
 
 import autoreg
 from autoreg.errors import InputError
-from pick_support import good_points, images
 
 
 def _finish(url):
@@ -23,7 +23,7 @@ def _finish(url):
 
 
 def test_pick_is_the_function_even_after_the_command_line_is_imported():
-    import autoreg.cli  # noqa: F401  (imports autoreg.picker.command)
+    import autoreg.cli
 
     assert callable(autoreg.pick) and autoreg.pick.__module__ == "autoreg.picker.api"
 

@@ -11,11 +11,11 @@ import urllib.request
 
 import numpy as np
 import pytest
+from pick_support import small_pair
 from typer.testing import CliRunner
 
 from autoreg.cli import app
 from autoreg.io import load_points
-from pick_support import small_pair
 
 runner = CliRunner()
 

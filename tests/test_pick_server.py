@@ -7,12 +7,12 @@ import urllib.request
 from importlib import resources
 
 import pytest
+from pick_support import good_points, images
 
 from autoreg.errors import InputError
 from autoreg.io import load_points
 from autoreg.picker.server import PickApp, PickServer
 from autoreg.picker.session import Session, seeds_from_points
-from pick_support import good_points, images
 
 PORT = 8123
 

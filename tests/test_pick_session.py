@@ -5,12 +5,20 @@ import json
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
+from pick_support import good_points, images, to_fixed, to_moving
 
 from autoreg.errors import InputError
 from autoreg.io import load_points
-from autoreg.picker.session import (ACCEPTED, SUGGESTED, Pair, Session, autosave_path, read_autosave,
-                                    seeds_from_points, seeds_from_result)
-from pick_support import good_points, images, to_fixed, to_moving
+from autoreg.picker.session import (
+    ACCEPTED,
+    SUGGESTED,
+    Pair,
+    Session,
+    autosave_path,
+    read_autosave,
+    seeds_from_points,
+    seeds_from_result,
+)
 
 
 def _session(tmp_path=None, **kw):

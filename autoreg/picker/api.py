@@ -10,12 +10,13 @@ import getpass
 import os
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["pick", "start", "PickHandle", "instructions"]
+__all__ = ["PickHandle", "instructions", "pick", "start"]
 
 
 class PickHandle:

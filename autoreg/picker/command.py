@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 import threading
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -24,8 +23,8 @@ def pick_command(
     moving: str = typer.Argument(..., help="Moving image, same formats."),
     out: Path = typer.Option(..., "--out", "-o", help="Points CSV to write (fixed_x,fixed_y,moving_x,moving_y); "
                              "the session is autosaved next to it (OUT.pick.json) and resumed from there."),
-    points: Optional[Path] = typer.Option(None, "--points", help="Start from these points instead of the "
-                                          "automatic attempt's suggestions."),
+    points: Path | None = typer.Option(None, "--points", help="Start from these points instead of the "
+                                       "automatic attempt's suggestions."),
     model: str = typer.Option("auto", "--model", "-m", help="auto | " + " | ".join(MODELS)),
     port: int = typer.Option(0, "--port", min=0, max=65535, help="Port on 127.0.0.1 (0: any free port)."),
     no_browser: bool = typer.Option(False, "--no-browser", help="Print the URL only; do not open a browser."),

@@ -15,17 +15,18 @@ import hmac
 import json
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import InputError
 
-__all__ = ["PickApp", "PickServer", "Response", "render_png", "HOST"]
+__all__ = ["HOST", "PickApp", "PickServer", "Response", "render_png"]
 
 HOST = "127.0.0.1"
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript; charset=utf-8"),
@@ -182,7 +183,7 @@ class PickApp:
                 if result is None:
                     return _json(HTTPStatus.NOT_FOUND, {"error": "no transform yet to warp with"})
                 key, revision = "warped", session.revision
-                make = lambda: render_png(result.warped, footprint=result.footprint)  # noqa: E731
+                make = lambda: render_png(result.warped, footprint=result.footprint)
             else:
                 return _json(HTTPStatus.NOT_FOUND, {"error": f"no image {name}"})
             cached = self._png_cache.get(key)
@@ -252,13 +253,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(response.body)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         self._serve("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._serve("POST")
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet: the terminal shows our lines
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 

@@ -25,8 +25,16 @@ from ..config import RegistrationConfig
 from ..datatypes import Image, RegistrationResult, jsonable
 from ..errors import AutoregError, InputError
 
-__all__ = ["Pair", "Session", "SUGGESTED", "ACCEPTED", "autosave_path", "read_autosave", "seeds_from_result",
-           "seeds_from_points"]
+__all__ = [
+    "ACCEPTED",
+    "SUGGESTED",
+    "Pair",
+    "Session",
+    "autosave_path",
+    "read_autosave",
+    "seeds_from_points",
+    "seeds_from_result",
+]
 
 SUGGESTED, ACCEPTED = "suggested", "accepted"
 SIDES = ("fixed", "moving")
@@ -473,7 +481,7 @@ class Session:
             "revision": self.revision,
             "pairs": pairs,
             "judged": analysis["judged"],
-            "n_accepted": int(len(self.points()[0])),
+            "n_accepted": len(self.points()[0]),
             "model_requested": self.model,
             "min_points": need,
             "can_undo": bool(self._undo),
