@@ -132,3 +132,12 @@ def test_ctrl_c_exits_130_with_nothing_half_written_and_the_session_kept(pair_fi
         state = _get_state(url)
         assert [p["id"] for p in state["pairs"]] == [p["id"] for p in saved["pairs"]] and state["can_undo"]
     assert "resuming" in stderr[0]
+
+
+def test_pick_help_is_light():
+    code = ("import sys; from typer.testing import CliRunner; from autoreg.cli import app; "
+            "r = CliRunner().invoke(app, ['pick', '--help']); assert r.exit_code == 0, r.output; "
+            "assert '--no-browser' in r.output; "
+            "print(sorted(m for m in ('numpy', 'cv2', 'scipy', 'skimage', 'h5py') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
