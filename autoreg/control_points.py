@@ -203,3 +203,33 @@ def name_outliers(fixed_xy: np.ndarray, moving_xy: np.ndarray, model: str, *, fa
             return np.array(named, dtype=int)
         named.append(int(remaining[worst]))
         remaining = np.delete(remaining, worst)
+
+
+def check_points(fixed_xy: np.ndarray, moving_xy: np.ndarray, model: str, config: RegistrationConfig, *,
+                 prior_scale: float = 1.0) -> dict[str, list]:
+    """The cross-check of control points for a result's JSON: every pair's LOO residual and the outliers named.
+
+    Parameters
+    ----------
+    fixed_xy, moving_xy : array_like of shape (N, 2)
+    model : str
+        The fitted model (not ``"auto"``).
+    config : RegistrationConfig
+        ``loo_outlier_factor``, ``loo_outlier_min_coarse_px`` and ``polynomial_order``.
+    prior_scale : float
+        Expected fixed px per moving px; one coarse pixel is ``max(1, prior_scale)`` fixed px.
+
+    Returns
+    -------
+    dict
+        ``loo_px``: list of float (fixed px; NaN where too few others), ``outliers``: list of 0-based indices
+        (worst first), ``outlier_messages``: one sentence per outlier (1-based, as people count points).
+    """
+    kw = {"polynomial_order": config.polynomial_order, "prior_scale": prior_scale}
+    loo = loo_residuals(fixed_xy, moving_xy, model, **kw)
+    floor = config.loo_outlier_min_coarse_px * max(1.0, prior_scale)
+    named = name_outliers(fixed_xy, moving_xy, model, factor=config.loo_outlier_factor, floor_px=floor, **kw)
+    typical = float(np.nanmedian(loo)) if np.isfinite(loo).any() else float("nan")
+    messages = [f"control point {i + 1}: leave-one-out residual {loo[i]:.3g} px, the others' median {typical:.3g} px"
+                for i in named]
+    return {"loo_px": [float(v) for v in loo], "outliers": [int(i) for i in named], "outlier_messages": messages}

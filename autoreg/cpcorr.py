@@ -229,6 +229,7 @@ def refine_point(
     moving_to_fixed: Any,
     *,
     config: RegistrationConfig | None = None,
+    polarity: int = 1,
 ) -> Refinement:
     """Refine the coarser image's point of one control-point pair by local correlation through the transform.
 
@@ -242,7 +243,11 @@ def refine_point(
         The current transform, moving px → fixed px (e.g. ``Fit.to_fixed``); only its local linear part at the
         pair matters, so a rough fit from a few points is enough.
     config : RegistrationConfig, optional
-        ``cpcorr_half_width``, ``cpcorr_radius`` and ``cpcorr_min_correlation``.
+        ``cpcorr_half_width``, ``cpcorr_min_patch_fine_px``, ``cpcorr_radius``, ``cpcorr_min_correlation`` and
+        ``cpcorr_min_isotropy``.
+    polarity : {1, -1}
+        -1 when the moving image's contrast is inverted relative to the fixed one's (the sign of the registered
+        pair's Pearson correlation): the template is negated, so the peak is still a maximum.
 
     Returns
     -------
@@ -272,7 +277,7 @@ def refine_point(
     scale = float(np.sqrt(abs(np.linalg.det(j))))  # fine px per coarse px
     half = max(cfg.cpcorr_half_width, int(np.ceil(cfg.cpcorr_min_patch_fine_px / (2 * scale))))
     radius = cfg.cpcorr_radius
-    template = area_template(fine, anchor, j, half)
+    template = area_template(fine, anchor, j, half) * (-1.0 if polarity < 0 else 1.0)
     surface = correlation_surface(coarse, click, template, radius)
 
     def result(point: np.ndarray, corr: float, moved: bool, note: str) -> Refinement:
@@ -294,3 +299,18 @@ def refine_point(
         return result(click, peak, False, "ambiguous_peak")
     refined = click + np.array([j_ - radius, i - radius]) + offset
     return result(refined, peak, True, "refined")
+
+
+def refine_points(fixed: np.ndarray, moving: np.ndarray, fixed_xy: Any, moving_xy: Any, moving_to_fixed: Any, *,
+                  config: RegistrationConfig | None = None, polarity: int = 1) -> list[Refinement]:
+    """:func:`refine_point` for every pair of ``(N, 2)`` arrays (e.g. the points of ``register --points``).
+
+    Examples
+    --------
+    >>> refine_points(np.zeros((16, 16)), np.zeros((16, 16)), [[3.0, 3.0]], [[3.0, 3.0]], np.eye(3))[0].moved
+    False
+    """
+    fixed_xy = np.asarray(fixed_xy, float).reshape(-1, 2)
+    moving_xy = np.asarray(moving_xy, float).reshape(-1, 2)
+    return [refine_point(fixed, moving, f, m, moving_to_fixed, config=config, polarity=polarity)
+            for f, m in zip(fixed_xy, moving_xy)]

@@ -5,7 +5,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from autoreg.config import RegistrationConfig
-from autoreg.control_points import loo_residuals, name_outliers
+from autoreg.control_points import check_points, loo_residuals, name_outliers
 
 MATRIX = np.array([[25.0, -1.5, 40.0], [1.2, 24.0, 60.0], [0.0, 0.0, 1.0]])
 
@@ -53,3 +53,11 @@ def test_naming_needs_others_to_compare_with_and_respects_the_floor():
     fixed[2] += (30.0, 0.0)
     assert name_outliers(fixed, moving, "affine", factor=3, floor_px=0).tolist() == [2]
     assert name_outliers(fixed, moving, "affine", factor=3, floor_px=60).tolist() == []
+
+
+def test_check_points_reports_residuals_and_names_the_misclick():
+    fixed, moving = _pairs(10, 5, noise=2.0)
+    fixed[7] += (120.0, 0.0)
+    report = check_points(fixed, moving, "affine", RegistrationConfig(), prior_scale=25.0)
+    assert len(report["loo_px"]) == 10 and report["outliers"] == [7]
+    assert report["outlier_messages"][0].startswith("control point 8: leave-one-out residual")

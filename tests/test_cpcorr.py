@@ -5,7 +5,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from autoreg.config import RegistrationConfig
-from autoreg.cpcorr import area_template, local_jacobian, peak_shape, refine_point
+from autoreg.cpcorr import area_template, local_jacobian, peak_shape, refine_point, refine_points
 from autoreg.synthetic import make_pair, make_stm_sts_pair, true_moving_to_fixed
 
 
@@ -119,3 +119,16 @@ def test_local_jacobian_and_peak_shape():
 def test_rejects_a_transform_that_is_neither_a_matrix_nor_callable():
     with pytest.raises(ValueError, match="3x3 matrix or a callable"):
         refine_point(np.zeros((8, 8)), np.zeros((8, 8)), (1, 1), (1, 1), np.eye(2))
+
+
+def test_inverted_contrast_needs_the_polarity():
+    pair = make_pair(seed=4, fixed_shape=(512, 512), moving_shape=(32, 32), contrast="inverted")
+    moving_true = _grid(6, 25, 3)
+    fixed_true = (np.column_stack([moving_true, np.ones(len(moving_true))]) @ pair.moving_to_fixed.T)[:, :2]
+    clicks = _clicks(moving_true, 6)
+    plain = refine_points(pair.fixed, pair.moving, fixed_true, clicks, pair.moving_to_fixed)
+    assert not any(r.moved for r in plain)  # an inverted patch never correlates: the clicks are kept
+    out = refine_points(pair.fixed, pair.moving, fixed_true, clicks, pair.moving_to_fixed, polarity=-1)
+    assert all(r.moved for r in out), [r.note for r in out]
+    errors = np.hypot(*(np.array([r.moving_xy for r in out]) - moving_true).T)
+    assert errors.max() <= 0.5, errors

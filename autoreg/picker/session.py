@@ -365,11 +365,19 @@ class Session:
             return dataclasses.replace(pair, correlation=None, refined=False, note="unrefined: place two pairs first")
         transform = fit[1]
         result = refine_point(np.asarray(self.fixed.data), np.asarray(self.moving.data), pair.fixed_xy,
-                              pair.moving_xy, transform, config=self.config)
+                              pair.moving_xy, transform, config=self.config, polarity=self._polarity())
         corr = None if not math.isfinite(result.correlation) else round(result.correlation, 4)
         return dataclasses.replace(pair, fixed_xy=result.fixed_xy, moving_xy=result.moving_xy, correlation=corr,
                                    refined=result.moved,
                                    note=f"predicted; {result.note}" if note == "predicted" else result.note)
+
+    def _polarity(self) -> int:
+        """-1 when the registered pair correlates negatively (inverted contrast), else 1: for cpcorr."""
+        judged = self._analysis[2] if self._analysis is not None else None
+        for result in (judged, self.automatic):
+            if result is not None and result.fit is not None and math.isfinite(result.scores.pearson):
+                return -1 if result.scores.pearson < 0 else 1
+        return 1
 
     # --------------------------------------------------------------------------------------------- analysis
 
