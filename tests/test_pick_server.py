@@ -11,8 +11,9 @@ from pick_support import good_points, images
 
 from autoreg.errors import InputError
 from autoreg.io import load_points
+from autoreg.picker.pairs import seeds_from_points
 from autoreg.picker.server import PickApp, PickServer
-from autoreg.picker.session import Session, seeds_from_points
+from autoreg.picker.session import Session
 
 PORT = 8123
 

@@ -9,16 +9,16 @@ from pick_support import good_points, images, to_fixed, to_moving
 
 from autoreg.errors import InputError
 from autoreg.io import load_points
-from autoreg.picker.session import (
+from autoreg.picker.pairs import (
     ACCEPTED,
     SUGGESTED,
     Pair,
-    Session,
     autosave_path,
     read_autosave,
     seeds_from_points,
     seeds_from_result,
 )
+from autoreg.picker.session import Session
 
 
 def _session(tmp_path=None, **kw):

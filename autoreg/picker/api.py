@@ -93,8 +93,9 @@ def start(fixed: Any, moving: Any, *, out: str | os.PathLike[str] | None = None,
     from ..config import RegistrationConfig
     from ..io import load_image
     from ..vocabulary import MODELS
+    from .pairs import autosave_path, read_autosave, seeds_from_points, seeds_from_result
     from .server import PickApp, PickServer
-    from .session import Session, autosave_path, read_autosave, seeds_from_points, seeds_from_result
+    from .session import Session
 
     cfg = config or RegistrationConfig()
     if model != "auto" and model not in MODELS:
