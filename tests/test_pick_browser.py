@@ -172,7 +172,7 @@ def test_a_planted_bad_pair_is_flagged_and_the_verdict_flips_when_deleted(page, 
     assert len(state["pairs"]) == 15
 
 
-def test_keys_delete_undo_redo_and_the_help_panel(page, serve):
+def test_keys_delete_undo_redo_drag_and_the_help_panel(page, serve):
     handle = serve()
     state = _open(page, handle.url)
     before = [p["id"] for p in state["pairs"]]
@@ -184,6 +184,24 @@ def test_keys_delete_undo_redo_and_the_help_panel(page, serve):
     assert [p["id"] for p in state["pairs"]] == before
     state = _after(page, state["revision"], lambda: page.keyboard.press("Control+y"))
     assert len(state["pairs"]) == len(before) - 1
+    target = state["pairs"][0]
+    x0, y0 = page.evaluate("([s, x, y]) => window.autoreg.clientXY(s, x, y)", ["moving", *target["moving_xy"]])
+    scale = page.evaluate("window.autoreg.views.moving.s")  # screen px per moving px
+
+    def shift_drag():
+        page.keyboard.down("Shift")
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        page.mouse.move(x0 + 10, y0 + 5, steps=5)
+        page.mouse.move(x0 + 20, y0 + 10, steps=5)
+        page.mouse.up()
+        page.keyboard.up("Shift")
+
+    state = _after(page, state["revision"], shift_drag)  # Shift: move without refinement
+    moved = next(p for p in state["pairs"] if p["id"] == target["id"])
+    assert moved["status"] == "accepted" and moved["note"] == "kept"
+    expected = np.array(target["moving_xy"]) + np.array([20, 10]) / scale
+    assert np.hypot(*(np.array(moved["moving_xy"]) - expected)) < 1.5 / scale  # mouse events land on whole px
     page.keyboard.press("?")
     assert page.locator("#help").is_visible() and "undo" in page.locator("#help").inner_text()
     page.keyboard.press("Escape")
