@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .config import RegistrationConfig
@@ -79,6 +81,21 @@ def fit_points(fixed_xy: np.ndarray, moving_xy: np.ndarray, model: str, config: 
                source="points", matches=matches, why="control points")
 
 
+def map_points(transform: Any, xy: np.ndarray, model: str) -> np.ndarray:
+    """``transform(xy)`` as float (N, 2), NaN where it maps nothing (outside a piecewise-affine mesh, whose
+    scikit-image transform returns -1 there).
+
+    Examples
+    --------
+    >>> map_points(lambda xy: xy + 1, np.array([[0.0, 0.0]]), "translation").tolist()
+    [[1.0, 1.0]]
+    """
+    out = np.array(transform(np.asarray(xy, float).reshape(-1, 2)), dtype=np.float64).reshape(-1, 2)
+    if model == "piecewise-affine":
+        out[np.all(out == -1, axis=1)] = np.nan
+    return out
+
+
 def loo_residuals(fixed_xy: np.ndarray, moving_xy: np.ndarray, model: str, *, polynomial_order: int = 2,
                   prior_scale: float = 1.0) -> np.ndarray:
     """Leave-one-out residual of every pair, in fixed px: fit ``model`` on the others, map the left-out moving point.
@@ -121,8 +138,8 @@ def loo_residuals(fixed_xy: np.ndarray, moving_xy: np.ndarray, model: str, *, po
                                   prior_scale=prior_scale)
         except AutoregError:
             continue
-        predicted = np.asarray(forward(moving_xy[i:i + 1]), float)[0]
-        out[i] = float(np.hypot(*(predicted - fixed_xy[i])))
+        predicted = map_points(forward, moving_xy[i:i + 1], model)[0]
+        out[i] = float(np.hypot(*(predicted - fixed_xy[i])))  # NaN outside a mesh
     return out
 
 

@@ -188,3 +188,13 @@ def test_seeds_from_the_automatic_attempt_are_spread_suggestions():
     failed = autoreg.register(np.random.default_rng(0).normal(size=(64, 64)), moving)
     if failed.verdict.level == "failed":
         assert seeds_from_result(failed) == []
+
+
+@pytest.mark.parametrize("model", ["polynomial", "piecewise-affine"])
+def test_non_global_models_predict_everywhere_and_name_no_exact_point(model):
+    session = _session(model=model, seeds=seeds_from_points(*good_points(10)))
+    corner = session.add(moving_xy=(1.0, 30.0))  # outside the points' mesh: an affine guess predicts it
+    assert corner.complete and corner.note.startswith("predicted")
+    state = session.state()
+    assert state["judged"]["model"] == model
+    assert not any(p["outlier"] for p in state["pairs"]), [(p["id"], p["loo_px"]) for p in state["pairs"]]

@@ -210,6 +210,16 @@ class Session:
             fit = (auto.model, auto.to_fixed, auto.to_moving)
         return fit
 
+    @staticmethod
+    def _predict(fit: tuple[str, Any, Any], side: str, pair: Pair) -> np.ndarray:
+        """The missing ``side`` of ``pair`` through ``fit``; NaN where the fit maps nothing."""
+        from ..control_points import map_points
+
+        name, forward, backward = fit
+        if side == "fixed":
+            return map_points(forward, np.array([pair.moving_xy], float), name)[0]
+        return map_points(backward, np.array([pair.fixed_xy], float), name)[0]
+
     def _settle(self, pair: Pair, *, refine: bool, moved_side: str | None = None) -> Pair:
         """Predict a missing side, then refine the coarser image's point by cpcorr."""
         from ..cpcorr import refine_point
@@ -217,17 +227,16 @@ class Session:
         fit = self.current_fit(exclude=pair.id)
         note = pair.note
         if not pair.complete and fit is not None:
-            _, forward, backward = fit
-            if pair.fixed_xy is None:
-                predicted = np.asarray(forward(np.array([pair.moving_xy], float)), float)[0]
-                side = "fixed"
-            else:
-                predicted = np.asarray(backward(np.array([pair.fixed_xy], float)), float)[0]
-                side = "moving"
-            rows, cols = (self.fixed if side == "fixed" else self.moving).shape
-            x, y = float(np.clip(predicted[0], -0.5, cols - 0.5)), float(np.clip(predicted[1], -0.5, rows - 0.5))
+            side = "fixed" if pair.fixed_xy is None else "moving"
+            predicted = self._predict(fit, side, pair)
+            if not np.all(np.isfinite(predicted)) and fit[0] != "affine":  # outside a mesh: a global guess
+                others = [p for p in self.pairs if p.id != pair.id and p.complete]
+                affine = self._fit(others, "affine")
+                predicted = self._predict(affine, side, pair) if affine is not None else predicted
             if np.all(np.isfinite(predicted)):
-                pair = dataclasses.replace(pair, **{f"{side}_xy": (x, y)})
+                rows, cols = (self.fixed if side == "fixed" else self.moving).shape
+                xy = (float(np.clip(predicted[0], -0.5, cols - 0.5)), float(np.clip(predicted[1], -0.5, rows - 0.5)))
+                pair = dataclasses.replace(pair, **{f"{side}_xy": xy})
                 note = "predicted"
         if not pair.complete:
             return pair
@@ -283,7 +292,7 @@ class Session:
 
     def _residuals(self, judged_model: str | None) -> tuple[dict[int, float], set[int]]:
         """LOO residual (fixed px) of every complete pair, and the ids named as outliers."""
-        from ..control_points import loo_residuals, name_outliers
+        from ..control_points import loo_residuals, map_points, name_outliers
 
         cfg = self.config
         floor = cfg.loo_outlier_min_coarse_px * self._coarse_px()
@@ -306,10 +315,10 @@ class Session:
         for p in complete:
             if p.id in residuals:
                 continue
-            predicted = np.asarray(fit[1](np.array([p.moving_xy], float)), float)[0]
+            predicted = map_points(fit[1], np.array([p.moving_xy], float), model)[0]
             r = float(np.hypot(*(predicted - np.asarray(p.fixed_xy))))
             residuals[p.id] = r
-            if r > max(floor, cfg.loo_outlier_factor * (typical if math.isfinite(typical) else 0.0)):
+            if math.isfinite(r) and r > max(floor, cfg.loo_outlier_factor * (typical if math.isfinite(typical) else 0.0)):
                 named.add(p.id)
         return residuals, named
 
