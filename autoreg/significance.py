@@ -41,6 +41,7 @@ __all__ = [
     "unique_matches",
     "overlap_area",
     "acransac",
+    "runner_up",
 ]
 
 #: model name -> size of a minimal sample (number of matches that determine the model)
@@ -527,3 +528,41 @@ def _refit(matrix: np.ndarray, best: Nfa, moving: np.ndarray, fixed: np.ndarray,
         refit = matrix
     inliers = _residuals(refit, moving_all, fixed_all) <= best.threshold_px
     return AcransacResult(matrix=refit, inliers=inliers, nfa=best, refit_nfa=score(refit), n_iterations=n_iter)
+
+
+def runner_up(fixed_xy: np.ndarray, moving_xy: np.ndarray, model: str, first: AcransacResult, *,
+              seed: int | np.random.Generator, **acransac_kwargs: Any) -> Nfa:
+    """NFA of the best *other* consensus: AC-RANSAC again on the matches that are not inliers of ``first``.
+
+    Significance alone cannot tell a right answer from a wrong one that is just as far from chance: on a
+    periodic lattice the model shifted by one period has its own huge consensus. A second meaningful consensus
+    among the left-over matches means the answer is ambiguous (periodic structure, repeated motifs, or two
+    motions); a good registration leaves only chance behind (``log10_nfa > 0``).
+
+    Parameters
+    ----------
+    fixed_xy, moving_xy : array_like of shape (N, 2)
+        The matches given to :func:`acransac`.
+    model : str
+        The model given to :func:`acransac`.
+    first : AcransacResult
+        The first result; its inliers are set aside.
+    seed : int or numpy.random.Generator
+        Seed of the second search.
+    **acransac_kwargs
+        Passed to :func:`acransac` (``fixed_area``, ``max_iters``, ...).
+
+    Returns
+    -------
+    Nfa
+        Of the second consensus; ``log10_nfa`` is ``inf`` when too few matches remain and positive when
+        nothing meaningful remains.
+    """
+    rest = ~np.asarray(first.inliers, bool)
+    fixed = np.asarray(fixed_xy, float).reshape(-1, 2)[rest]
+    moving = np.asarray(moving_xy, float).reshape(-1, 2)[rest]
+    kwargs = dict(acransac_kwargs, max_log10_nfa=np.inf)
+    try:
+        return acransac(fixed, moving, model, seed=seed, **kwargs).nfa
+    except InsufficientLandmarksError:
+        return Nfa(np.inf, 0, np.nan, int(rest.sum()), MIN_SAMPLES.get(model, 0), np.empty(0))

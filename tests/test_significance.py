@@ -10,6 +10,7 @@ from autoreg.significance import (
     consensus_nfa,
     nfa_curve,
     overlap_area,
+    runner_up,
     unique_matches,
 )
 
@@ -153,6 +154,16 @@ def test_lattice_with_defects_prefers_the_right_shift(seed):
     assert right.log10_nfa < wrong.log10_nfa - 5
     out = acransac(fixed, moving, "translation", seed=seed, fixed_area=AREA)
     np.testing.assert_allclose(out.matrix[:2, 2], shift, atol=0.3)
+
+
+def test_runner_up_flags_the_lattice_ambiguity_but_not_a_clean_match():
+    fixed, moving, shift, _ = _lattice_matches(0.15, 0)
+    first = acransac(fixed, moving, "translation", seed=0, fixed_area=AREA)
+    second = runner_up(fixed, moving, "translation", first, seed=1, fixed_area=AREA)
+    assert second.log10_nfa < -50  # the shifted lattice is a second, distinct consensus
+    fixed, moving = _planted(40, 60, SIMILARITY, 0.5, seed=2)
+    first = acransac(fixed, moving, "similarity", seed=0, fixed_area=AREA)
+    assert runner_up(fixed, moving, "similarity", first, seed=1, fixed_area=AREA).log10_nfa > 0
 
 
 # ---------------------------------------------------------------------------------------------- duplicates and edges
