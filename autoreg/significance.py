@@ -511,10 +511,13 @@ def _search(moving: np.ndarray, fixed: np.ndarray, model: str, score: Callable[[
                 if nfa.log10_nfa < best.log10_nfa:
                     best_matrix, best, better = matrix, nfa, True
                     best_order = np.argsort(_residuals(matrix, moving, fixed), kind="stable")
-        focus = (better and best.log10_nfa < 0) or (it == budget and best_matrix is not None)
-        if reserve and focus and best.n_inliers > n_sample:
+        # focus the sampling on the inliers of the best model: whenever it improves and is meaningful, and once
+        # (with the reserved draws) at the end of the budget even if nothing meaningful was found
+        focus = (better and best.log10_nfa < 0) or (it == budget and reserve > 0 and best_matrix is not None)
+        if focus and best.n_inliers > n_sample:
             pool = best_order[:best.n_inliers]
-            budget, reserve = it + reserve, 0
+            if reserve:
+                budget, reserve = it + reserve, 0
     return best_matrix, best, it
 
 

@@ -30,35 +30,37 @@ def _apply(matrix, xy):
     return h[:, :2] / h[:, 2:]
 
 
-def _truth(model, xy):
-    out = _apply(TRUTH[model], xy)
-    if model == "polynomial":  # a real quadratic bend, 1 px at the corners
-        u = (xy - SIZE / 2) / (SIZE / 2)
-        out = out + np.column_stack([u[:, 0] ** 2 - u[:, 1] ** 2, u[:, 0] * u[:, 1]])
-    return out
+def _bend(xy, amplitude):
+    """A quadratic distortion of ``amplitude`` px at the corners."""
+    u = (xy - SIZE / 2) / (SIZE / 2)
+    return amplitude * np.column_stack([u[:, 0] ** 2 - u[:, 1] ** 2, u[:, 0] * u[:, 1]])
 
 
-def _sample(model, n, sigma, seed, clustered=False):
+def _truth(model, xy, misfit=0.0):
+    return _apply(TRUTH[model], xy) + _bend(xy, (model == "polynomial") + misfit)
+
+
+def _sample(model, n, sigma, seed, clustered=False, misfit=0.0):
     rng = np.random.default_rng(seed)
     if clustered:
         moving = rng.uniform(0.1 * SIZE, 0.9 * SIZE, 2) + rng.uniform(-0.1 * SIZE, 0.1 * SIZE, (n, 2))
     else:
         moving = rng.uniform(0, SIZE, (n, 2))
-    return moving, _truth(model, moving) + rng.normal(0, sigma, (n, 2))
+    return moving, _truth(model, moving, misfit) + rng.normal(0, sigma, (n, 2))
 
 
-def _true_error(model, moving, fixed):
+def _true_error(model, moving, fixed, misfit=0.0):
     fitter = _model(model, moving, 1.0)
     theta = fitter.fit(moving, fixed)
-    return float(np.mean(np.linalg.norm(fitter.apply(theta, GRID) - _truth(model, GRID), axis=1)))
+    return float(np.mean(np.linalg.norm(fitter.apply(theta, GRID) - _truth(model, GRID, misfit), axis=1)))
 
 
-def _calibration(model, n, method, seeds, clustered=False):
+def _calibration(model, n, method, seeds, clustered=False, misfit=0.0, **kwargs):
     ratios = []
     for seed in seeds:
-        moving, fixed = _sample(model, n, 0.5, seed, clustered)
-        predicted = fit_uncertainty(model, moving, fixed, GRID, method=method, seed=seed, n_boot=100)
-        ratios.append(_true_error(model, moving, fixed) / predicted)
+        moving, fixed = _sample(model, n, 0.5, seed, clustered, misfit)
+        predicted = fit_uncertainty(model, moving, fixed, GRID, method=method, seed=seed, n_boot=100, **kwargs)
+        ratios.append(_true_error(model, moving, fixed, misfit) / predicted)
     return np.array(ratios)
 
 
@@ -76,6 +78,17 @@ def test_leave_one_out_is_calibrated_on_clustered_points(model):
     ratios = _calibration(model, 20, "loo", range(2000, 2060), clustered=True)
     assert np.mean(ratios <= 2.0) >= 0.9
     assert np.median(ratios) >= 0.3
+
+
+@pytest.mark.parametrize("model", ["similarity", "affine", "projective"])
+def test_an_unmodelled_bend_is_predicted_by_the_lack_of_fit_term(model):
+    ratios = _calibration(model, 60, "loo", range(3000, 3030), misfit=1.0)
+    assert np.mean(ratios <= 2.0) >= 0.9
+    assert np.median(ratios) >= 0.3
+    # the spread alone does not see the bias: it predicts half the error or less
+    blind = _calibration(model, 60, "loo", range(3000, 3030), misfit=1.0, lack_of_fit=False)
+    assert np.median(blind) > 1.5 * np.median(ratios)
+    assert np.median(blind) > 1.6
 
 
 @pytest.mark.parametrize("method", ["bootstrap", "analytic"])
