@@ -393,7 +393,7 @@ def _degenerate_sample(moving_xy: np.ndarray, fixed_xy: np.ndarray, n_sample: in
     return False
 
 
-# --------------------------------------------------------------------------------------------------- AC-RANSAC
+# ------------------------------------------------------------------------------------------------- AC-RANSAC
 def acransac(fixed_xy: np.ndarray, moving_xy: np.ndarray, model: str, *, seed: int | np.random.Generator,
              max_iters: int = 1000, fixed_area: float, moving_size_xy: tuple[float, float] | None = None,
              fixed_size_xy: tuple[float, float] | None = None, n_models: int = 1, max_log10_nfa: float = 0.0,

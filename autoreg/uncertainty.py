@@ -189,7 +189,7 @@ def _richer(model: str, moving: np.ndarray) -> Any:
     return _model("polynomial", moving, 1.0, order=3 if model == "polynomial" else 2)
 
 
-# --------------------------------------------------------------------------------------------------- covariances
+# ----------------------------------------------------------------------------------------------- covariances
 def mean_error_of_covariance(cov: np.ndarray) -> np.ndarray:
     """Expected length of a zero-mean 2-D Gaussian error with covariance ``cov``.
 
@@ -308,7 +308,7 @@ def _lack_of_fit2(model: str, moving: np.ndarray, fixed: np.ndarray, grid: np.nd
     return max(0.0, float(np.mean(d2) - np.mean(extra)))
 
 
-# --------------------------------------------------------------------------------------------------- truncation
+# ------------------------------------------------------------------------------------------------ truncation
 def truncation_factor(residuals_px: np.ndarray, truncation_px: float, *, n_params: int = 0) -> float:
     """How much to scale an error estimate made from inliers selected by ``residual < truncation_px``.
 

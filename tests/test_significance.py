@@ -72,7 +72,7 @@ def test_random_models_on_random_matches_have_positive_log_nfa():
     assert np.mean(np.array(values) > 0) >= 0.95
 
 
-# ---------------------------------------------------------------------------------------------- true consensus
+# -------------------------------------------------------------------------------------------- true consensus
 @pytest.mark.parametrize("n_inliers", [8, 10, 20])
 def test_small_true_consensus_among_200_random_matches_is_meaningful(n_inliers):
     fixed, moving = _planted(n_inliers, 200 - n_inliers, SIMILARITY, 0.5, seed=n_inliers)
@@ -123,7 +123,7 @@ def test_rigid_and_translation_hold_the_prior_scale():
     assert np.abs(_apply(out.matrix, GRID / 2) - _apply(matrix, GRID / 2)).max() < 0.5
 
 
-# ---------------------------------------------------------------------------------------------- periodic lattice
+# ------------------------------------------------------------------------------------------ periodic lattice
 def _lattice_matches(vacancy_fraction, seed, period=16.0):
     """A square lattice seen twice (shifted by ``TRUE``); every site matches its true partner and its right
     neighbour (one period along x), as a descriptor cannot tell them apart. Vacancies are missing sites."""
@@ -166,7 +166,7 @@ def test_runner_up_flags_the_lattice_ambiguity_but_not_a_clean_match():
     assert runner_up(fixed, moving, "similarity", first, seed=1, fixed_area=AREA).log10_nfa > 0
 
 
-# ---------------------------------------------------------------------------------------------- duplicates and edges
+# -------------------------------------------------------------------------------------- duplicates and edges
 def test_duplicates_do_not_create_significance():
     fixed, moving = _random_matches(40, 11)
     rng = np.random.default_rng(1)
