@@ -380,8 +380,11 @@ def fit_uncertainty(model: str, moving_xy: np.ndarray, fixed_xy: np.ndarray, gri
     grid_xy : array_like of shape (G, 2)
         Moving points where the error is predicted, e.g. ``moving_grid(moving_size_xy)`` (5 x 5 grid).
     method : {"loo", "bootstrap", "analytic"}, optional
-        Estimator (module docstring). Default ``"loo"``: calibrated in the study of ``tests/test_uncertainty.py``
-        down to small point counts, robust to model misfit, deterministic, and no costlier than the bootstrap.
+        Estimator (module docstring). Default ``"loo"``: in the calibration study (all six models, 6-200
+        points, spread or clustered, with and without a 1 px unmodelled bend, inliers selected at 2 px) it kept
+        the true error within 2x the prediction in 88-100 % of trials wherever the error is identifiable, is
+        deterministic, and errs on the safe side near the minimal point count (where the bootstrap fails:
+        resamples with repeated points are degenerate) and where the analytic formula under-covers.
     n_boot : int, optional
         Bootstrap resamples. Default 200: the spread is estimated to ~5 % (relative error ``1/sqrt(2 n_boot)``).
     seed : int or numpy.random.Generator, optional
@@ -389,8 +392,10 @@ def fit_uncertainty(model: str, moving_xy: np.ndarray, fixed_xy: np.ndarray, gri
     prior_scale : float, optional
         Scale (moving px -> fixed px) held by translation and rigid. Default 1.
     truncation_px : float, optional
-        The residual threshold that selected these inliers (fixed px). When given, the estimate is scaled by
-        :func:`truncation_factor` (inliers selected by a threshold look less noisy than they are). Default None.
+        The residual threshold that selected these inliers (fixed px). When given, the spread is scaled by
+        :func:`truncation_factor` (inliers selected by a threshold look less noisy than they are). Pass the
+        pipeline's inlier threshold: with noise of half the threshold (sigma = 1 px at 2 px), coverage rose
+        from 84-86 % to 90-94 % in the study; at sigma <= threshold / 4 it changes nothing. Default None.
     lack_of_fit : bool, optional
         Add the model's squared bias, estimated against a richer model that nests it (order-2 polynomial; order
         3 for the polynomial): ``mean |T - T+|^2 - mean (tr V+ - tr V)`` over the grid, floored at 0. Default
