@@ -48,7 +48,7 @@ __all__ = [
 MIN_SAMPLES: dict[str, int] = {"translation": 1, "rigid": 2, "similarity": 2, "affine": 3, "projective": 4}
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)
 class Nfa:
     """The number of false alarms of the most meaningful consensus of one model.
 
@@ -76,13 +76,16 @@ class Nfa:
     n_sample: int
     log10_nfa_curve: np.ndarray = field(repr=False)
 
+    def __post_init__(self) -> None:
+        self.log10_nfa_curve.setflags(write=False)
+
     @property
     def meaningful(self) -> bool:
         """True when the NFA is at most 1."""
         return bool(self.log10_nfa <= 0.0)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)
 class AcransacResult:
     """The outcome of :func:`acransac`.
 
@@ -105,6 +108,10 @@ class AcransacResult:
     nfa: Nfa
     refit_nfa: Nfa
     n_iterations: int
+
+    def __post_init__(self) -> None:
+        self.matrix.setflags(write=False)
+        self.inliers.setflags(write=False)
 
 
 def _log10_binom(n: int | np.ndarray, k: int | np.ndarray) -> np.ndarray:
