@@ -87,6 +87,8 @@ class SearchResult:
         ``best / second_score`` on the sweep (both at the sweep's sampling, so they compare fairly).
     peak_gap : float
         ``best − second_score`` on the sweep.
+    gap_z_score : float
+        ``peak_gap`` in standard deviations of the sweep's NCC distribution.
     angle_deg : float
         Rotation of the moving image in the fixed frame (degrees, in [0, 360)).
     scale : float
@@ -111,6 +113,7 @@ class SearchResult:
     second_score: float
     peak_ratio: float
     peak_gap: float
+    gap_z_score: float
     angle_deg: float
     scale: float
     inverted: bool
@@ -382,6 +385,16 @@ def _band(lo: int, hi: int, n_shifts: int, a: int) -> np.ndarray:
     return ((p + v >= lo) & (p + v < hi)).astype(np.float32)
 
 
+def _unique_masks(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct masks of a stack and, for each mask, the index of its distinct copy."""
+    keys: dict[bytes, int] = {}
+    inverse = np.empty(len(masks), np.intp)
+    for i, mask in enumerate(masks):
+        inverse[i] = keys.setdefault(np.packbits(mask > 0).tobytes(), len(keys))
+    first = np.unique(inverse, return_index=True)[1]
+    return masks[first], inverse
+
+
 def _masked_ncc(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, min_overlap: float,
                 min_contrast: float) -> tuple[np.ndarray, np.ndarray]:
     """Padfield's masked NCC of every rotated moving image at every translation of ``spec``.
@@ -413,15 +426,17 @@ def _masked_ncc(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, min_
     def back(product: np.ndarray) -> np.ndarray:
         return fft.irfft2(product, s=shape)[..., :n_vy, :n_vx]
 
-    moving = np.concatenate([masks[:, None], values, values * values], axis=1)  # (A, 5, a, a): m, g, g²
+    unique, inverse = _unique_masks(masks)  # rotations by 90°/180° often give the very same mask
+    moving = np.concatenate([values, values * values], axis=1)  # (A, 4, a, a): g, g² per channel
     if spec.full_rectangle:
         boxed = _box_sums(spec, moving)
+        count = np.rint(_box_sums(spec, unique))[inverse]
     else:
         boxed = back(spec.fm * np.conj(fft.rfft2(moving, s=shape)))
-    spectra = np.conj(fft.rfft2(moving[:, :3], s=shape))  # m, g_intensity, g_gradient
-    fixed_terms = back(np.stack([spec.f1, spec.f2], axis=1)[None] * spectra[:, :1, None])  # (A, 2, 2, Vy, Vx)
-    sum_fg = back(spec.f1[None] * spectra[:, 1:])  # (A, 2, Vy, Vx)
-    count = np.rint(boxed[:, 0])
+        count = np.rint(back(spec.fm * np.conj(fft.rfft2(unique, s=shape))))[inverse]
+    mask_spectra = np.conj(fft.rfft2(unique, s=shape))[:, None, None]
+    fixed_terms = back(np.stack([spec.f1, spec.f2], axis=1)[None] * mask_spectra)[inverse]  # (A, 2, 2, Vy, Vx)
+    sum_fg = back(spec.f1[None] * np.conj(fft.rfft2(values, s=shape)))  # (A, 2, Vy, Vx)
     area = masks.sum(axis=(1, 2))[:, None, None]
     overlap = count / np.maximum(area, 1.0)
     inv_n = 1.0 / np.maximum(count, 1.0)
@@ -430,7 +445,7 @@ def _masked_ncc(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, min_
     ncc = np.empty((masks.shape[0], 2, n_vy, n_vx), np.float32)
     for ch in range(2):
         sum_f, sum_ff = fixed_terms[:, ch, 0], fixed_terms[:, ch, 1]
-        sum_g, sum_gg = boxed[:, 1 + ch], boxed[:, 3 + ch]
+        sum_g, sum_gg = boxed[:, ch], boxed[:, 2 + ch]
         mean_f = sum_f * inv_n
         var_f = sum_ff - sum_f * mean_f
         var_g = sum_gg - sum_g * sum_g * inv_n
@@ -536,12 +551,25 @@ def _parabolic(minus: float, centre: float, plus: float) -> float:
     return float(np.clip(0.5 * (minus - plus) / curvature, -0.5, 0.5))
 
 
-def _subpixel_centre(maps: _Maps, a: int, ch: int, vy: int, vx: int) -> tuple[float, float]:
-    ranked = maps.ranked[a, ch]
+def _vertex(minus: float, centre: float, plus: float) -> tuple[float, float]:
+    """Offset (within ±0.5) and value of the vertex of the parabola through three equally spaced samples."""
+    d = _parabolic(minus, centre, plus)
+    return d, centre + (0.25 * (plus - minus) * d if d else 0.0)
+
+
+def _interpolated_peak(ranked: np.ndarray) -> tuple[float, int, int, float, float]:
+    """Peak of a 2-D map: ``(value, row, col, d_row, d_col)`` with parabolic sub-pixel offsets and value.
+
+    The sub-pixel value matters when comparing maps (angles, scales): the sampled maximum is lower when the true
+    peak falls between samples, which would bias the angle towards whatever puts the peak on a sample.
+    """
+    vy, vx = np.unravel_index(int(np.argmax(ranked)), ranked.shape)
+    vy, vx = int(vy), int(vx)
+    centre = float(ranked[vy, vx])
     rows, cols = ranked.shape
-    dy = _parabolic(ranked[vy - 1, vx], ranked[vy, vx], ranked[vy + 1, vx]) if 0 < vy < rows - 1 else 0.0
-    dx = _parabolic(ranked[vy, vx - 1], ranked[vy, vx], ranked[vy, vx + 1]) if 0 < vx < cols - 1 else 0.0
-    return (vx + dx + maps.centre_offset_xy[0], vy + dy + maps.centre_offset_xy[1])
+    dy, value_y = _vertex(ranked[vy - 1, vx], centre, ranked[vy + 1, vx]) if 0 < vy < rows - 1 else (0.0, centre)
+    dx, value_x = _vertex(ranked[vy, vx - 1], centre, ranked[vy, vx + 1]) if 0 < vx < cols - 1 else (0.0, centre)
+    return value_y + value_x - centre, vy, vx, dy, dx
 
 
 # ------------------------------------------------------------------------------------------------- search
@@ -569,7 +597,7 @@ class _Sweep:
 
 def _angle_count(rim: float, step_px: float) -> int:
     """Angles over 360° so that consecutive angles move the rim by at most ``step_px``."""
-    return max(8, math.ceil(2 * math.pi * rim / step_px))
+    return 4 * max(2, math.ceil(2 * math.pi * rim / step_px / 4))
 
 
 def _scale_samples(scale: float, scale_range: float, rim: float, step_px: float) -> np.ndarray:
@@ -616,7 +644,8 @@ def _sweep(level: _Level, scale: float, scale_range: float, opts: _Options) -> _
     """Every angle (and scale) at every translation; the best separated poses and the NCC statistics."""
     rim = _rim_radius(level, scale)
     n_angles = _angle_count(rim, opts.angle_step_px)
-    angles = np.arange(n_angles) * (2 * math.pi / n_angles)
+    quarter = n_angles // 4  # batch θ, θ+90°, θ+180°, θ+270° together: they often share one mask
+    angles = (np.arange(quarter)[:, None] + quarter * np.arange(4)[None, :]).ravel() * (2 * math.pi / n_angles)
     scales = _scale_samples(scale, scale_range, rim, opts.angle_step_px)
     side = min(level.moving_mask.shape) * scale * min(level.fixed_k) / max(level.moving_k)
     exclusion = max(2.0, opts.exclusion_fraction * side)
@@ -650,17 +679,18 @@ def _sweep(level: _Level, scale: float, scale_range: float, opts: _Options) -> _
     return _Sweep(kept, tuple(mean_std), n_angles, rim, exclusion)
 
 
-def _significance(sweep: _Sweep, ch: int) -> tuple[float, float, float, float]:
-    """(best, second separated, z-score, ratio) of one channel; NaN where undefined."""
+def _significance(sweep: _Sweep, ch: int) -> tuple[float, float, float, float, float]:
+    """(best, second separated, z-score, ratio, gap z-score) of one channel; NaN where undefined."""
     poses = sweep.poses[ch]
     if not poses:
-        return (math.nan,) * 4
+        return (math.nan,) * 5
     best = poses[0].value
     second = poses[1].value if len(poses) > 1 else math.nan
     mean, std = sweep.mean_std[ch]
     z = (best - mean) / std if std > 0 else math.nan
     ratio = best / second if second > 0 else math.inf
-    return best, second, z, ratio
+    gap_z = (best - second) / std if std > 0 else math.nan
+    return best, second, z, ratio, gap_z
 
 
 def _refine_samples(level: _Level, pose: _Pose, angles: np.ndarray, scales: np.ndarray, vary_angle: bool,
@@ -670,14 +700,15 @@ def _refine_samples(level: _Level, pose: _Pose, angles: np.ndarray, scales: np.n
 
     origin = _window_origin(level, pose.centre_xy, float(scales.max()), radius)
     maps = _evaluate(level, angles, scales, origin, radius, opts)
-    ranked = maps.ranked[:, pose.channel]
-    peaks = ranked.reshape(len(angles), -1).max(axis=1)
-    j = int(np.argmax(peaks))
-    if peaks[j] <= _INVALID:
+    peaks = [_interpolated_peak(maps.ranked[j, pose.channel]) for j in range(len(angles))]
+    values = np.array([peak[0] for peak in peaks])
+    j = int(np.argmax(values))
+    value, vy, vx, dy, dx = peaks[j]
+    if maps.ranked[j, pose.channel, vy, vx] <= _INVALID:
         return pose
-    vy, vx = np.unravel_index(int(np.argmax(ranked[j])), ranked[j].shape)
-    best = maps.pose((j, pose.channel, int(vy), int(vx)), _subpixel_centre(maps, j, pose.channel, int(vy), int(vx)))
-    d = _parabolic(peaks[j - 1], peaks[j], peaks[j + 1]) if 0 < j < len(peaks) - 1 else 0.0
+    centre = (vx + dx + maps.centre_offset_xy[0], vy + dy + maps.centre_offset_xy[1])
+    best = replace(maps.pose((j, pose.channel, vy, vx), centre), value=float(value))
+    d = _parabolic(values[j - 1], values[j], values[j + 1]) if 0 < j < len(values) - 1 else 0.0
     if vary_angle:
         return replace(best, angle=float(angles[j] + d * (angles[1] - angles[0])))
     return replace(best, scale=float(scales[j] * (scales[1] / scales[0]) ** d))
@@ -793,7 +824,7 @@ def search_similarity(
     sweep = _sweep(level, scale, scale_range, opts)
     figures = [_significance(sweep, ch) for ch in range(2)]
     ch = int(np.nanargmax([f[2] if np.isfinite(f[2]) else -np.inf for f in figures]))
-    best, second, z, ratio = figures[ch]
+    best, second, z, ratio, gap_z = figures[ch]
     scale_step = 1 + opts.angle_step_px / (4 * sweep.rim) if scale_range > 1 else None
     refined = [_refine_pose(level, p, math.pi / (2 * sweep.n_angles), scale_step, 3, 2, opts)
                for p in sweep.poses[ch][: opts.n_refine]]
@@ -810,7 +841,7 @@ def search_similarity(
     return SearchResult(
         moving_to_fixed=_pose_matrix(level, pose.angle, pose.scale, np.array(pose.centre_xy)),
         score=pose.value, z_score=z, second_score=second, peak_ratio=ratio, peak_gap=best - second,
-        angle_deg=math.degrees(pose.angle) % 360.0, scale=pose.scale, inverted=bool(pose.intensity_ncc < 0),
+        gap_z_score=gap_z,        angle_deg=math.degrees(pose.angle) % 360.0, scale=pose.scale, inverted=bool(pose.intensity_ncc < 0),
         channel=CHANNELS[ch], overlap_fraction=pose.overlap, working_pixel=pixels[0], n_angles=sweep.n_angles,
         candidates=candidates)
 
