@@ -197,6 +197,9 @@ def _channels(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarr
     gradient, so the shared mask is the gradient's (equal to ``mask`` when nothing is missing).
     """
     levelled = _remove_plane(image, mask)
+    magnitude = float(np.abs(image[mask]).max())
+    if float(levelled[mask].std()) <= 1e-6 * magnitude:
+        raise EstimationError("An image is flat once a plane is removed; there is nothing to correlate.")
     with_nan = np.where(mask, levelled, np.nan)
     gy, gx = np.gradient(with_nan)
     gradient = np.hypot(gx, gy)
@@ -232,7 +235,7 @@ def _level_pixels(fixed_shape: tuple[int, int], moving_shape: tuple[int, int], s
     """Working pixel sizes (fixed px), coarsest first, ending at the moving pixel size ``scale``."""
     coarse = max(scale, scale * max(moving_shape) / sweep_px, max(fixed_shape) / max_fixed_px)
     pixels = [coarse]
-    while pixels[-1] > 1.5 * scale:
+    while pixels[-1] > 1.001 * scale:
         pixels.append(max(scale, pixels[-1] / 4.0))
         if pixels[-1] < 1.5 * scale:
             pixels[-1] = scale
@@ -267,6 +270,16 @@ def _rim_radius(level: _Level, scale: float) -> float:
     return 0.5 * math.hypot(rows - 1, cols - 1) * scale * min(level.fixed_k) / max(level.moving_k)
 
 
+def _canvas_centre(level: _Level, canvas: int) -> np.ndarray:
+    """Where the moving image's centre sits on the canvas: the middle, with the centre's own half-pixel phase.
+
+    Keeping the phase means that at 0° and unit scale the moving pixels land on canvas pixels, unblurred by
+    the interpolation; otherwise every sample would be a two-pixel average and the peak biased by half a pixel.
+    """
+    rows, cols = level.moving_mask.shape
+    return (canvas - 1) // 2 + np.array([(cols - 1) / 2 % 1, (rows - 1) / 2 % 1])
+
+
 def _warp_stack(level: _Level, linears: list[np.ndarray], canvas: int) -> tuple[np.ndarray, np.ndarray]:
     """Rotate/scale the moving channels and mask onto a ``canvas``² grid, centre on centre.
 
@@ -278,7 +291,7 @@ def _warp_stack(level: _Level, linears: list[np.ndarray], canvas: int) -> tuple[
     rows, cols = level.moving_mask.shape
     source = np.dstack([level.moving[0], level.moving[1], level.moving_mask.astype(np.float32)])
     centre_m = np.array([(cols - 1) / 2, (rows - 1) / 2])
-    centre_c = np.full(2, (canvas - 1) / 2)
+    centre_c = _canvas_centre(level, canvas)
     values = np.empty((len(linears), 2, canvas, canvas), np.float32)
     masks = np.empty((len(linears), canvas, canvas), np.float32)
     for i, lin in enumerate(linears):
@@ -525,20 +538,20 @@ def _evaluate(level: _Level, angles: np.ndarray, scales: np.ndarray, origin_xy: 
     canvas = _canvas_size(level, float(np.max(scales)))
     spec = _fixed_spectra(level, canvas, origin_xy, (2 * radius + 1, 2 * radius + 1))
     values, masks = _warp_stack(level, _linears(level, angles, scales), canvas)
-    return _maps(spec, values, masks, angles, scales, canvas, opts)
+    return _maps(spec, values, masks, angles, scales, _canvas_centre(level, canvas), opts)
 
 
 def _maps(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, angles: np.ndarray, scales: np.ndarray,
-          canvas: int, opts: _Options) -> _Maps:
+          centre: np.ndarray, opts: _Options) -> _Maps:
+    """NCC maps; ``centre`` is the moving centre's canvas position (map index + origin + centre = pose)."""
     ncc, overlap = _masked_ncc(spec, values, masks, opts.min_overlap, opts.min_contrast)
-    half = (canvas - 1) / 2
-    offset = (spec.origin_xy[0] + half, spec.origin_xy[1] + half)
+    offset = (spec.origin_xy[0] + float(centre[0]), spec.origin_xy[1] + float(centre[1]))
     return _Maps(ncc, _ranked(ncc), overlap, np.asarray(angles, float), np.asarray(scales, float), offset)
 
 
 def _window_origin(level: _Level, centre_xy: tuple[float, float], scale: float, radius: int) -> tuple[int, int]:
-    half = (_canvas_size(level, scale) - 1) / 2
-    return (round(centre_xy[0] - half) - radius, round(centre_xy[1] - half) - radius)
+    centre = _canvas_centre(level, _canvas_size(level, scale))
+    return (round(centre_xy[0] - centre[0]) - radius, round(centre_xy[1] - centre[1]) - radius)
 
 
 def _parabolic(minus: float, centre: float, plus: float) -> float:
@@ -650,6 +663,7 @@ def _sweep(level: _Level, scale: float, scale_range: float, opts: _Options) -> _
     side = min(level.moving_mask.shape) * scale * min(level.fixed_k) / max(level.moving_k)
     exclusion = max(2.0, opts.exclusion_fraction * side)
     canvas = _canvas_size(level, float(scales.max()))
+    centre = _canvas_centre(level, canvas)
     stacks = [_warp_stack(level, _linears(level, angles, np.full(n_angles, s)), canvas) for s in scales]
     rows, cols = level.fixed_mask.shape
     spans = np.array([[*_feasible_origins(m, cols, opts.min_overlap, 1),
@@ -663,7 +677,7 @@ def _sweep(level: _Level, scale: float, scale_range: float, opts: _Options) -> _
     for s, (values, masks) in zip(scales, stacks):
         for start in range(0, n_angles, opts.chunk):
             part = slice(start, start + opts.chunk)
-            maps = _maps(spec, values[part], masks[part], angles[part], np.full(n_angles, s)[part], canvas, opts)
+            maps = _maps(spec, values[part], masks[part], angles[part], np.full(n_angles, s)[part], centre, opts)
             for ch in range(2):
                 valid = maps.ranked[:, ch][maps.ranked[:, ch] > _INVALID].astype(np.float64)
                 moments[ch] += (valid.size, valid.sum(), np.square(valid).sum())
@@ -837,6 +851,8 @@ def search_similarity(
         radius = math.ceil(level.pixel / pixel) + 1
         pose = _refine_pose(finer, pose, opts.angle_step_px / (2 * rim), step, 2, radius, opts)
         level = finer
+    if len(pixels) > 1:  # the final angle peak is sharp at full resolution: a second, finer pass
+        pose = _refine_pose(level, pose, opts.angle_step_px / (8 * rim), None, 2, 2, opts)
     candidates = tuple(_candidate(coarse, p) for p in sweep.poses[ch][: opts.n_candidates])
     return SearchResult(
         moving_to_fixed=_pose_matrix(level, pose.angle, pose.scale, np.array(pose.centre_xy)),

@@ -214,7 +214,7 @@ def test_integer_translation_at_the_same_resolution_is_exact():
     fixed = (scene[:128, :128] + rng.normal(0, 0.01, (128, 128))).astype(np.float32)
     moving = (scene[17:81, 29:93] + rng.normal(0, 0.01, (64, 64))).astype(np.float32)  # x + 29, y + 17
     result = search_similarity(fixed, moving, scale=1.0)
-    np.testing.assert_allclose(result.moving_to_fixed, [[1, 0, 29], [0, 1, 17], [0, 0, 1]], atol=0.1)
+    np.testing.assert_allclose(result.moving_to_fixed, [[1, 0, 29], [0, 1, 17], [0, 0, 1]], atol=0.25)
 
 
 def test_unrelated_pairs_have_low_significance():
