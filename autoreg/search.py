@@ -409,7 +409,7 @@ def _unique_masks(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _masked_ncc(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, min_overlap: float,
-                min_contrast: float) -> tuple[np.ndarray, np.ndarray]:
+                min_contrast: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Padfield's masked NCC of every rotated moving image at every translation of ``spec``.
 
     Parameters
@@ -426,8 +426,11 @@ def _masked_ncc(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, min_
 
     Returns
     -------
-    ncc : ndarray of shape (A, 2, Vy, Vx)
-        NCC per channel; NaN where the overlap or the contrast is too small.
+    intensity : ndarray of shape (A, Vy, Vx)
+        Signed NCC of the intensity channel; NaN where the overlap or the contrast is too small.
+    ranked : ndarray of shape (A, 2, Vy, Vx)
+        |NCC| of intensity (both polarities) and NCC of gradient magnitude (no polarity); ``_INVALID`` where
+        undefined.
     overlap : ndarray of shape (A, Vy, Vx)
         Overlap as a fraction of each moving image's valid area.
     """
@@ -455,7 +458,7 @@ def _masked_ncc(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, min_
     inv_n = 1.0 / np.maximum(count, 1.0)
     floor = min_contrast * count
     enough = (overlap >= min_overlap) & (count >= 4)
-    ncc = np.empty((masks.shape[0], 2, n_vy, n_vx), np.float32)
+    ranked = np.empty((masks.shape[0], 2, n_vy, n_vx), np.float32)
     for ch in range(2):
         sum_f, sum_ff = fixed_terms[:, ch, 0], fixed_terms[:, ch, 1]
         sum_g, sum_gg = boxed[:, ch], boxed[:, 2 + ch]
@@ -463,13 +466,17 @@ def _masked_ncc(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, min_
         var_f = sum_ff - sum_f * mean_f
         var_g = sum_gg - sum_g * sum_g * inv_n
         cov = sum_fg[:, ch] - sum_g * mean_f
-        ok = enough & (var_f > floor) & (var_g > floor)
+        ok = (var_f > floor) & (var_g > floor) & enough
         den = var_f * var_g
         np.sqrt(den, out=den, where=ok)
         np.divide(cov, den, out=cov, where=ok)
-        cov[~ok] = np.nan
-        ncc[:, ch] = cov
-    return ncc, overlap
+        if ch == 0:
+            intensity = np.where(ok, cov, np.nan)
+            np.abs(cov, out=cov)
+        cov[~ok] = _INVALID
+        ranked[:, ch] = cov
+    return intensity, ranked, overlap
+
 
 
 # ------------------------------------------------------------------------------------------------ poses
@@ -486,14 +493,6 @@ class _Pose:
     centre_xy: tuple[float, float]
     intensity_ncc: float  # signed; NaN when undefined
     overlap: float
-
-
-def _ranked(ncc: np.ndarray) -> np.ndarray:
-    """|NCC| on intensity (both polarities), NCC on gradient magnitude; ``_INVALID`` where undefined."""
-    ranked = np.empty_like(ncc)
-    np.abs(ncc[:, 0], out=ranked[:, 0])
-    ranked[:, 1] = ncc[:, 1]
-    return np.nan_to_num(ranked, nan=_INVALID)
 
 
 def _same_pose(a: _Pose, b: _Pose, exclusion: float, rim: float) -> bool:
@@ -517,7 +516,7 @@ def _suppress(poses: list[_Pose], exclusion: float, rim: float, keep: int) -> li
 class _Maps:
     """NCC maps of a batch of (angle, scale) samples over a translation range."""
 
-    ncc: np.ndarray  # (A, 2, Vy, Vx)
+    intensity: np.ndarray  # (A, Vy, Vx) signed intensity NCC
     ranked: np.ndarray  # (A, 2, Vy, Vx)
     overlap: np.ndarray  # (A, Vy, Vx)
     angles: np.ndarray
@@ -529,7 +528,7 @@ class _Maps:
         if centre_xy is None:
             centre_xy = (vx + self.centre_offset_xy[0], vy + self.centre_offset_xy[1])
         return _Pose(float(self.ranked[index]), ch, float(self.angles[a]), float(self.scales[a]), centre_xy,
-                     float(self.ncc[a, 0, vy, vx]), float(self.overlap[a, vy, vx]))
+                     float(self.intensity[a, vy, vx]), float(self.overlap[a, vy, vx]))
 
 
 def _evaluate(level: _Level, angles: np.ndarray, scales: np.ndarray, origin_xy: tuple[int, int],
@@ -544,9 +543,9 @@ def _evaluate(level: _Level, angles: np.ndarray, scales: np.ndarray, origin_xy: 
 def _maps(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, angles: np.ndarray, scales: np.ndarray,
           centre: np.ndarray, opts: _Options) -> _Maps:
     """NCC maps; ``centre`` is the moving centre's canvas position (map index + origin + centre = pose)."""
-    ncc, overlap = _masked_ncc(spec, values, masks, opts.min_overlap, opts.min_contrast)
+    intensity, ranked, overlap = _masked_ncc(spec, values, masks, opts.min_overlap, opts.min_contrast)
     offset = (spec.origin_xy[0] + float(centre[0]), spec.origin_xy[1] + float(centre[1]))
-    return _Maps(ncc, _ranked(ncc), overlap, np.asarray(angles, float), np.asarray(scales, float), offset)
+    return _Maps(intensity, ranked, overlap, np.asarray(angles, float), np.asarray(scales, float), offset)
 
 
 def _window_origin(level: _Level, centre_xy: tuple[float, float], scale: float, radius: int) -> tuple[int, int]:
@@ -621,19 +620,27 @@ def _scale_samples(scale: float, scale_range: float, rim: float, step_px: float)
     return scale * scale_range ** np.linspace(-1.0, 1.0, n)
 
 
-def _batch_peaks(maps: _Maps, ch: int, keep: int, exclusion: float, rim: float) -> list[_Pose]:
-    """The ``keep`` best mutually separated poses of one channel of a batch."""
-    work = maps.ranked[:, ch].copy()
+def _batch_peaks(maps: _Maps, ch: int, exclusion: float) -> list[_Pose]:
+    """Per angle, the best translation and the best one outside its exclusion window (vectorised).
+
+    Non-maximum suppression across angles happens later (:func:`_suppress`); two peaks per angle are enough for
+    the separated second-best peak unless three distinct peaks share one angle.
+    """
+    ranked = maps.ranked[:, ch]
+    n, rows, cols = ranked.shape
+    flat = ranked.reshape(n, -1)
+    first = flat.argmax(axis=1)
+    fy, fx = np.divmod(first, cols)
     e = int(math.floor(exclusion))
+    near = (np.abs(np.arange(rows)[None, :, None] - fy[:, None, None]) <= e) & (
+        np.abs(np.arange(cols)[None, None, :] - fx[:, None, None]) <= e)
+    second = np.where(near, _INVALID, ranked).reshape(n, -1).argmax(axis=1)
     out = []
-    for _ in range(keep):
-        a, vy, vx = np.unravel_index(int(np.argmax(work)), work.shape)
-        if work[a, vy, vx] <= _INVALID:
-            break
-        out.append(maps.pose((int(a), ch, int(vy), int(vx))))
-        turn = np.abs((maps.angles - maps.angles[a] + math.pi) % (2 * math.pi) - math.pi)
-        near = np.nonzero(rim * turn <= exclusion)[0]
-        work[near, max(0, vy - e) : vy + e + 1, max(0, vx - e) : vx + e + 1] = _INVALID
+    for a in range(n):
+        for index in (first[a], second[a]):
+            vy, vx = divmod(int(index), cols)
+            if ranked[a, vy, vx] > _INVALID:
+                out.append(maps.pose((a, ch, vy, vx)))
     return out
 
 
@@ -679,9 +686,12 @@ def _sweep(level: _Level, scale: float, scale_range: float, opts: _Options) -> _
             part = slice(start, start + opts.chunk)
             maps = _maps(spec, values[part], masks[part], angles[part], np.full(n_angles, s)[part], centre, opts)
             for ch in range(2):
-                valid = maps.ranked[:, ch][maps.ranked[:, ch] > _INVALID].astype(np.float64)
-                moments[ch] += (valid.size, valid.sum(), np.square(valid).sum())
-                poses[ch] += _batch_peaks(maps, ch, keep, exclusion, rim)
+                ranked = maps.ranked[:, ch]
+                valid = ranked > _INVALID
+                inside = np.where(valid, ranked, 0.0)
+                moments[ch] += (np.count_nonzero(valid), inside.sum(dtype=np.float64),
+                                np.square(inside).sum(dtype=np.float64))
+                poses[ch] += _batch_peaks(maps, ch, exclusion)
     if moments[:, 0].sum() == 0:
         raise EstimationError(f"No translation overlaps the fixed image by {opts.min_overlap:.0%} of the moving "
                               "image with contrast on both sides; nothing to compare.")
