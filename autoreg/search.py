@@ -446,28 +446,29 @@ def _masked_ncc(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, min_
     moving = np.concatenate([values, values * values], axis=1)  # (A, 4, a, a): g, g² per channel
     if spec.full_rectangle:
         boxed = _box_sums(spec, moving)
-        count = np.rint(_box_sums(spec, unique))[inverse]
+        count = np.rint(_box_sums(spec, unique))
     else:
         boxed = back(spec.fm * np.conj(fft.rfft2(moving, s=shape)))
-        count = np.rint(back(spec.fm * np.conj(fft.rfft2(unique, s=shape))))[inverse]
+        count = np.rint(back(spec.fm * np.conj(fft.rfft2(unique, s=shape))))
     mask_spectra = np.conj(fft.rfft2(unique, s=shape))[:, None, None]
-    fixed_terms = back(np.stack([spec.f1, spec.f2], axis=1)[None] * mask_spectra)[inverse]  # (A, 2, 2, Vy, Vx)
+    fixed_terms = back(np.stack([spec.f1, spec.f2], axis=1)[None] * mask_spectra)  # (U, 2, 2, Vy, Vx)
     sum_fg = back(spec.f1[None] * np.conj(fft.rfft2(values, s=shape)))  # (A, 2, Vy, Vx)
-    area = masks.sum(axis=(1, 2))[:, None, None]
-    overlap = count / np.maximum(area, 1.0)
+    # everything that depends on the mask only is computed once per distinct mask, then expanded
+    overlap = count / np.maximum(unique.sum(axis=(1, 2))[:, None, None], 1.0)
     inv_n = 1.0 / np.maximum(count, 1.0)
     floor = min_contrast * count
     enough = (overlap >= min_overlap) & (count >= 4)
+    mean_f = fixed_terms[:, :, 0] * inv_n[:, None]
+    var_f = fixed_terms[:, :, 1] - fixed_terms[:, :, 0] * mean_f
+    fixed_ok = (var_f > floor[:, None]) & enough[:, None]
+    inv_n, floor, mean_f, var_f, fixed_ok = (x[inverse] for x in (inv_n, floor, mean_f, var_f, fixed_ok))
     ranked = np.empty((masks.shape[0], 2, n_vy, n_vx), np.float32)
     for ch in range(2):
-        sum_f, sum_ff = fixed_terms[:, ch, 0], fixed_terms[:, ch, 1]
         sum_g, sum_gg = boxed[:, ch], boxed[:, 2 + ch]
-        mean_f = sum_f * inv_n
-        var_f = sum_ff - sum_f * mean_f
         var_g = sum_gg - sum_g * sum_g * inv_n
-        cov = sum_fg[:, ch] - sum_g * mean_f
-        ok = (var_f > floor) & (var_g > floor) & enough
-        den = var_f * var_g
+        cov = sum_fg[:, ch] - sum_g * mean_f[:, ch]
+        ok = (var_g > floor) & fixed_ok[:, ch]
+        den = var_f[:, ch] * var_g
         np.sqrt(den, out=den, where=ok)
         np.divide(cov, den, out=cov, where=ok)
         if ch == 0:
@@ -475,6 +476,7 @@ def _masked_ncc(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, min_
             np.abs(cov, out=cov)
         cov[~ok] = _INVALID
         ranked[:, ch] = cov
+    overlap = overlap[inverse]
     return intensity, ranked, overlap
 
 
