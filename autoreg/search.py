@@ -130,7 +130,8 @@ class SearchResult:
 def _check_image(image: np.ndarray, name: str) -> np.ndarray:
     data = np.asarray(image)
     if data.ndim != 2 or min(data.shape) < 4:
-        raise InputError(f"The {name} image must be 2-D with at least 4 pixels a side; got shape {data.shape}.")
+        raise InputError(f"The {name} image must be 2-D with at least 4 pixels a side; "
+                         f"got shape {data.shape}.")
     if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
         raise InputError(f"The {name} image must hold real numbers; got dtype {data.dtype}.")
     data = data.astype(np.float32)
@@ -159,7 +160,8 @@ def _reduce(image: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray, t
             reduced = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
             mask = np.ones(reduced.shape, bool)
         else:
-            total = cv2.resize(np.where(finite, image, 0).astype(np.float32), size, interpolation=cv2.INTER_AREA)
+            filled = np.where(finite, image, 0).astype(np.float32)
+            total = cv2.resize(filled, size, interpolation=cv2.INTER_AREA)
             weight = cv2.resize(finite.astype(np.float32), size, interpolation=cv2.INTER_AREA)
             mask = weight >= 0.5
             reduced = np.where(mask, total / np.maximum(weight, 1e-6), np.nan).astype(np.float32)
@@ -246,14 +248,15 @@ def _level_pixels(fixed_shape: tuple[int, int], moving_shape: tuple[int, int], s
 
 
 def _linear(level: _Level, angle: float, scale: float) -> np.ndarray:
-    """2×2 map from reduced-moving px to working px: ``diag(k_fixed) · scale · R(angle) · diag(1/k_moving)``."""
+    """2×2 map from reduced-moving px to working px: ``diag(k_fixed) · scale · R · diag(1/k_moving)``."""
     return _linears(level, np.array([angle]), np.array([scale]))[0]
 
 
 def _linears(level: _Level, angles: np.ndarray, scales: np.ndarray) -> np.ndarray:
     """:func:`_linear` for arrays of angles and scales: shape ``(A, 2, 2)``."""
     c, s = np.cos(angles), np.sin(angles)
-    rot = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2) * np.asarray(scales, float)[:, None, None]
+    rot = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
+    rot = rot * np.asarray(scales, float)[:, None, None]
     return np.asarray(level.fixed_k)[:, None] * rot / np.asarray(level.moving_k)[None, :]
 
 
@@ -274,7 +277,8 @@ def _canvas_centre(level: _Level, canvas: int) -> np.ndarray:
     """Where the moving image's centre sits on the canvas: the middle, with the centre's own half-pixel phase.
 
     Keeping the phase means that at 0° and unit scale the moving pixels land on canvas pixels, unblurred by
-    the interpolation; otherwise every sample would be a two-pixel average and the peak biased by half a pixel.
+    the interpolation; otherwise every sample would be a two-pixel average and the peak biased by half a
+    pixel.
     """
     rows, cols = level.moving_mask.shape
     return (canvas - 1) // 2 + np.array([(cols - 1) / 2 % 1, (rows - 1) / 2 % 1])
@@ -316,7 +320,8 @@ def _pose_matrix(level: _Level, angle: float, scale: float, centre_xy: np.ndarra
     reduced_to_working = np.eye(3)
     reduced_to_working[:2, :2] = lin
     reduced_to_working[:2, 2] = np.asarray(centre_xy, float) - lin @ centre_m
-    return np.linalg.inv(_centre_scaling(level.fixed_k)) @ reduced_to_working @ _centre_scaling(level.moving_k)
+    working_to_fixed = np.linalg.inv(_centre_scaling(level.fixed_k))
+    return working_to_fixed @ reduced_to_working @ _centre_scaling(level.moving_k)
 
 
 def _centre_scaling(k_xy: tuple[float, float]) -> np.ndarray:
@@ -550,7 +555,8 @@ def _maps(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, angles: np
     return _Maps(intensity, ranked, overlap, np.asarray(angles, float), np.asarray(scales, float), offset)
 
 
-def _window_origin(level: _Level, centre_xy: tuple[float, float], scale: float, radius: int) -> tuple[int, int]:
+def _window_origin(level: _Level, centre_xy: tuple[float, float], scale: float,
+                   radius: int) -> tuple[int, int]:
     centre = _canvas_centre(level, _canvas_size(level, scale))
     return (round(centre_xy[0] - centre[0]) - radius, round(centre_xy[1] - centre[1]) - radius)
 
@@ -574,15 +580,19 @@ def _vertex(minus: float, centre: float, plus: float) -> tuple[float, float]:
 def _interpolated_peak(ranked: np.ndarray) -> tuple[float, int, int, float, float]:
     """Peak of a 2-D map: ``(value, row, col, d_row, d_col)`` with parabolic sub-pixel offsets and value.
 
-    The sub-pixel value matters when comparing maps (angles, scales): the sampled maximum is lower when the true
-    peak falls between samples, which would bias the angle towards whatever puts the peak on a sample.
+    The sub-pixel value matters when comparing maps (angles, scales): the sampled maximum is lower when the
+    true peak falls between samples, which would bias the angle towards whatever puts the peak on a sample.
     """
     vy, vx = np.unravel_index(int(np.argmax(ranked)), ranked.shape)
     vy, vx = int(vy), int(vx)
     centre = float(ranked[vy, vx])
     rows, cols = ranked.shape
-    dy, value_y = _vertex(ranked[vy - 1, vx], centre, ranked[vy + 1, vx]) if 0 < vy < rows - 1 else (0.0, centre)
-    dx, value_x = _vertex(ranked[vy, vx - 1], centre, ranked[vy, vx + 1]) if 0 < vx < cols - 1 else (0.0, centre)
+    dy, value_y = (0.0, centre)
+    dx, value_x = (0.0, centre)
+    if 0 < vy < rows - 1:
+        dy, value_y = _vertex(ranked[vy - 1, vx], centre, ranked[vy + 1, vx])
+    if 0 < vx < cols - 1:
+        dx, value_x = _vertex(ranked[vy, vx - 1], centre, ranked[vy, vx + 1])
     return value_y + value_x - centre, vy, vx, dy, dx
 
 
@@ -625,8 +635,8 @@ def _scale_samples(scale: float, scale_range: float, rim: float, step_px: float)
 def _batch_peaks(maps: _Maps, ch: int, exclusion: float) -> list[_Pose]:
     """Per angle, the best translation and the best one outside its exclusion window (vectorised).
 
-    Non-maximum suppression across angles happens later (:func:`_suppress`); two peaks per angle are enough for
-    the separated second-best peak unless three distinct peaks share one angle.
+    Non-maximum suppression across angles happens later (:func:`_suppress`); two peaks per angle are enough
+    for the separated second-best peak unless three distinct peaks share one angle.
     """
     ranked = maps.ranked[:, ch]
     n, rows, cols = ranked.shape
@@ -667,7 +677,8 @@ def _sweep(level: _Level, scale: float, scale_range: float, opts: _Options) -> _
     rim = _rim_radius(level, scale)
     n_angles = _angle_count(rim, opts.angle_step_px)
     quarter = n_angles // 4  # batch θ, θ+90°, θ+180°, θ+270° together: they often share one mask
-    angles = (np.arange(quarter)[:, None] + quarter * np.arange(4)[None, :]).ravel() * (2 * math.pi / n_angles)
+    order = (np.arange(quarter)[:, None] + quarter * np.arange(4)[None, :]).ravel()
+    angles = order * (2 * math.pi / n_angles)
     scales = _scale_samples(scale, scale_range, rim, opts.angle_step_px)
     side = min(level.moving_mask.shape) * scale * min(level.fixed_k) / max(level.moving_k)
     exclusion = max(2.0, opts.exclusion_fraction * side)
@@ -686,7 +697,8 @@ def _sweep(level: _Level, scale: float, scale_range: float, opts: _Options) -> _
     for s, (values, masks) in zip(scales, stacks):
         for start in range(0, n_angles, opts.chunk):
             part = slice(start, start + opts.chunk)
-            maps = _maps(spec, values[part], masks[part], angles[part], np.full(n_angles, s)[part], centre, opts)
+            maps = _maps(spec, values[part], masks[part], angles[part], np.full(n_angles, s)[part], centre,
+                         opts)
             for ch in range(2):
                 ranked = maps.ranked[:, ch]
                 valid = ranked > _INVALID
@@ -695,8 +707,8 @@ def _sweep(level: _Level, scale: float, scale_range: float, opts: _Options) -> _
                                 np.square(inside).sum(dtype=np.float64))
                 poses[ch] += _batch_peaks(maps, ch, exclusion)
     if moments[:, 0].sum() == 0:
-        raise EstimationError(f"No translation overlaps the fixed image by {opts.min_overlap:.0%} of the moving "
-                              "image with contrast on both sides; nothing to compare.")
+        raise EstimationError(f"No translation overlaps the fixed image by {opts.min_overlap:.0%} of the "
+                              "moving image with contrast on both sides; nothing to compare.")
     mean_std = []
     for count, total, squares in moments:
         mean = total / max(count, 1)
@@ -794,8 +806,8 @@ def search_similarity(
         1.0 for the same resolution).
     scale_range : float, default 1.0
         1.0 when the scale is known exactly (pixel sizes in the metadata). ``r > 1`` also sweeps the scale
-        geometrically over ``[scale / r, scale · r]`` (e.g. 1.15 when the scale comes from the image-size ratio);
-        each scale costs one more rotation sweep.
+        geometrically over ``[scale / r, scale · r]`` (e.g. 1.15 when the scale comes from the image-size
+        ratio); each scale costs one more rotation sweep.
     min_overlap : float, default 0.3
         Minimum fraction of the moving image's valid area that must lie on valid fixed pixels. Small
         overlaps give high NCC by chance; 30 % still admits a map that extends well beyond the fixed image.
@@ -839,12 +851,13 @@ def search_similarity(
     -----
     The NCC is Padfield's masked NCC (IEEE TIP 2012) computed with FFTs over all translations at once, batched
     over angles. The significance figures come from the sweep's own sampling (best and second-best separated
-    poses, and the distribution of every valid NCC sample in the winning channel), so they compare across pairs;
-    ``score`` is the refined NCC. The channel with the larger z-score wins.
+    poses, and the distribution of every valid NCC sample in the winning channel), so they compare across
+    pairs; ``score`` is the refined NCC. The channel with the larger z-score wins.
     """
     fixed_data, moving_data = _check_image(fixed, "fixed"), _check_image(moving, "moving")
     _check_options(scale, scale_range, min_overlap, angle_step_px, sweep_px, max_fixed_px)
-    opts = _Options(min_overlap, min_contrast, angle_step_px, exclusion_fraction, n_candidates, max(1, n_refine))
+    opts = _Options(min_overlap, min_contrast, angle_step_px, exclusion_fraction, n_candidates,
+                    max(1, n_refine))
     pixels = _level_pixels(fixed_data.shape, moving_data.shape, scale, sweep_px, max_fixed_px)
     coarse = level = _make_level(fixed_data, moving_data, pixels[0], scale)
     sweep = _sweep(level, scale, scale_range, opts)
@@ -869,7 +882,8 @@ def search_similarity(
     return SearchResult(
         moving_to_fixed=_pose_matrix(level, pose.angle, pose.scale, np.array(pose.centre_xy)),
         score=pose.value, z_score=z, second_score=second, peak_ratio=ratio, peak_gap=best - second,
-        gap_z_score=gap_z,        angle_deg=math.degrees(pose.angle) % 360.0, scale=pose.scale, inverted=bool(pose.intensity_ncc < 0),
+        gap_z_score=gap_z, angle_deg=math.degrees(pose.angle) % 360.0, scale=pose.scale,
+        inverted=bool(pose.intensity_ncc < 0),
         channel=CHANNELS[ch], overlap_fraction=pose.overlap, working_pixel=pixels[0], n_angles=sweep.n_angles,
         candidates=candidates)
 
@@ -877,7 +891,8 @@ def search_similarity(
 def _check_options(scale: float, scale_range: float, min_overlap: float, angle_step_px: float, sweep_px: int,
                    max_fixed_px: int) -> None:
     if not (math.isfinite(scale) and scale > 0):
-        raise InputError(f"The scale must be a positive number of fixed pixels per moving pixel; got {scale}.")
+        raise InputError(f"The scale must be a positive number of fixed pixels per moving pixel; "
+                         f"got {scale}.")
     if not (math.isfinite(scale_range) and 1.0 <= scale_range <= 4.0):
         raise InputError(f"The scale range must be between 1 and 4; got {scale_range}.")
     if not 0 < min_overlap <= 1:

@@ -1,9 +1,9 @@
 """Tests of :mod:`autoreg.search` on synthetic pairs with exact ground truth.
 
-A pair is a fixed STM-like scan (``autoreg.synthetic.make_scene`` terrain + plane tilt + scan-line offsets + noise)
-and a coarser moving map whose every pixel is the **area average** of the clean terrain over that pixel's
-footprint (rotated, scaled, translated), plus its own tilt, line offsets and noise. The terrain extends beyond
-the fixed scan, so a map may hang over its edge. :func:`make_search_pair` is shared with
+A pair is a fixed STM-like scan (``autoreg.synthetic.make_scene`` terrain + plane tilt + scan-line offsets
++ noise) and a coarser moving map whose every pixel is the **area average** of the clean terrain over that
+pixel's footprint (rotated, scaled, translated), plus its own tilt, line offsets and noise. The terrain extends
+beyond the fixed scan, so a map may hang over its edge. :func:`make_search_pair` is shared with
 ``tests/bench/bench_search.py``.
 """
 
@@ -31,7 +31,8 @@ class SearchPair:
     angle_deg: float
 
 
-def _similarity(angle_deg: float, ratio: float, centre_fixed: np.ndarray, centre_moving: np.ndarray) -> np.ndarray:
+def _similarity(angle_deg: float, ratio: float, centre_fixed: np.ndarray,
+                centre_moving: np.ndarray) -> np.ndarray:
     a = math.radians(angle_deg)
     matrix = np.eye(3)
     matrix[:2, :2] = ratio * np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
@@ -58,17 +59,20 @@ def _area_average(height: np.ndarray, matrix: np.ndarray, moving_shape: tuple[in
 
 
 def _terrain(size: int, seed: int, feature_px: float) -> np.ndarray:
-    """``make_scene`` terrain, drawn at 1/f resolution and upsampled when its features are large (f = 2·feature):
-    the generator's filters cost grows with size × feature, and nothing finer than ~f px matters at these ratios.
+    """``make_scene`` terrain, drawn at 1/f resolution and upsampled when its features are large
+    (f = 2·feature): the generator's filters cost grows with size × feature, and nothing finer than ~f px
+    matters at these ratios.
     """
     import cv2
 
     f = max(1, int(feature_px / 0.5))
     small = make_scene((-(-size // f),) * 2, seed=seed, feature_px=feature_px / f).height.astype(np.float32)
-    return cv2.resize(small, (small.shape[1] * f, small.shape[0] * f), interpolation=cv2.INTER_LINEAR)[:size, :size]
+    big = cv2.resize(small, (small.shape[1] * f, small.shape[0] * f), interpolation=cv2.INTER_LINEAR)
+    return big[:size, :size]
 
 
-def _scan(image: np.ndarray, rng: np.random.Generator, *, noise: float, lines: float, tilt: float) -> np.ndarray:
+def _scan(image: np.ndarray, rng: np.random.Generator, *, noise: float, lines: float,
+          tilt: float) -> np.ndarray:
     """Add a plane tilt, scan-line offsets and white noise (each relative to the image's std)."""
     rows, cols = image.shape
     sd = float(image.std())
@@ -105,8 +109,8 @@ def make_search_pair(seed: int, *, fixed_px: int = 512, ratio: float = 16.0, mov
         False draws the map from an unrelated terrain (a null pair); ``moving_to_fixed`` is then the pose it
         was drawn at, meaningless for the fixed scan.
     feature_px : float, optional
-        Terrain feature size (``make_scene``'s ``feature_px``); default ``clip(ratio / 12, 0.5, 2)``, content that
-        a map at this ratio resolves.
+        Terrain feature size (``make_scene``'s ``feature_px``); default ``clip(ratio / 12, 0.5, 2)``, content
+        that a map at this ratio resolves.
     """
     rng = np.random.default_rng(seed)
     angle = float(rng.uniform(0, 360)) if angle_deg is None else float(angle_deg)

@@ -3,13 +3,13 @@
 Run: ``.venv/bin/python tests/bench/bench_search.py [--repeats N] [--significance N] [--workers K]``.
 Not collected by pytest. Everything runs on one core (BLAS, OpenCV and scipy.fft limited to one thread).
 
-Timing (medians of ``--repeats`` calls, interleaved with the baselines, on the same data, generation excluded):
+Timing (medians of ``--repeats`` calls, next to the baselines, on the same data, generation excluded):
 
 * ``search``: the 40×40 map against a 1024² scan at a known scale of 25.6 (the seed's case; budget 150 ms), a
   64 px map at ratio 16, a 32 px map at ratio 4 on 512², and a same-resolution 256² pair (200² moving);
 * ``matchTemplate``: the baseline, one ``cv2.matchTemplate`` (TM_CCOEFF_NORMED) translation sweep of the
-  unrotated map over the fixed scan area-reduced to the map's pixel size and zero-padded so partial overlaps are
-  scored (one angle, no masks, one channel); the ratio says how many such sweeps one search costs;
+  unrotated map over the fixed scan area-reduced to the map's pixel size and zero-padded so partial overlaps
+  are scored (one angle, no masks, one channel); the ratio says how many such sweeps one search costs;
 * ``matchTemplate × angles``: that baseline repeated over the search's angles (rotating the map with
   ``cv2.warpAffine``): the naive way to sweep rotation.
 
@@ -17,8 +17,8 @@ Wall time and process CPU time are both printed: on a shared machine wall time i
 
 Significance (``--significance N``): N true pairs and N unrelated (null) pairs drawn from a mix of maps 24–64
 px, ratios 4–32, any rotation, half of them inverted, a quarter hanging 30 % over the edge; seeds 10 000+
-(the tests use seeds below 100). Prints quantiles of z-score, best/second ratio and gap, and the false-positive
-and true-positive rates of candidate thresholds (with 95 % Clopper–Pearson intervals).
+(the tests use seeds below 100). Prints quantiles of z-score, best/second ratio and gap, and the
+false-positive and true-positive rates of candidate thresholds (with 95 % Clopper–Pearson intervals).
 """
 
 from __future__ import annotations
@@ -70,7 +70,9 @@ def template_sweep(fixed: np.ndarray, moving: np.ndarray, scale: float, n_angles
     best = -1.0
     for k in range(n_angles):
         rot = cv2.getRotationMatrix2D(((cols - 1) / 2, (rows - 1) / 2), 360.0 * k / n_angles, 1.0)
-        template = cv2.warpAffine(moving.astype(np.float32), rot, (cols, rows)) if k else moving.astype(np.float32)
+        template = moving.astype(np.float32)
+        if k:
+            template = cv2.warpAffine(template, rot, (cols, rows))
         best = max(best, float(cv2.matchTemplate(padded, template, cv2.TM_CCOEFF_NORMED).max()))
     return best
 
@@ -91,7 +93,8 @@ def run_timing(repeats: int) -> None:
         result = search_similarity(pair.fixed, pair.moving, scale=pair.ratio)  # warm-up (imports, caches)
         search = timed(lambda: search_similarity(pair.fixed, pair.moving, scale=pair.ratio), repeats)
         base = timed(lambda: template_sweep(pair.fixed, pair.moving, pair.ratio), repeats)
-        sweep = timed(lambda: template_sweep(pair.fixed, pair.moving, pair.ratio, result.n_angles), max(1, repeats // 3))
+        sweep = timed(lambda: template_sweep(pair.fixed, pair.moving, pair.ratio, result.n_angles),
+                      max(1, repeats // 3))
         error = error_px(result, pair) / pair.ratio
         print(f"{name:45s} {search[0] * 1e3:9.1f} / {search[1] * 1e3:7.1f} {base[0] * 1e3:19.2f} "
               f"{search[0] / base[0]:6.0f} {sweep[0] * 1e3:13.1f} {error:9.3f}")
@@ -129,7 +132,8 @@ def run_significance(n: int) -> None:
             pair = make_search_pair(seed, related=related, **config)
             r = search_similarity(pair.fixed, pair.moving, scale=pair.ratio)
             error = error_px(r, pair) / pair.ratio if related else math.nan
-            rows[kind].append((r.z_score, r.peak_ratio, r.peak_gap, r.score, error, r.channel == "gradient", r.gap_z_score))
+            rows[kind].append((r.z_score, r.peak_ratio, r.peak_gap, r.score, error, r.channel == "gradient",
+                               r.gap_z_score))
         if (i + 1) % 25 == 0:
             print(f"  {i + 1}/{n} pairs ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     true, null = np.array(rows["true"], float), np.array(rows["null"], float)
@@ -144,8 +148,8 @@ def run_significance(n: int) -> None:
             print(f"{name:10s} {kind:5s} " + " ".join(f"{np.quantile(data[:, col], q):6.2f}" for q in qs))
     print("\nthresholds: false-positive rate on null pairs [95 % CI]; ok rate on solved true pairs; "
           "unsolved true pairs that pass")
-    grid = {0: (5.0, 6.0, 6.5, 7.0, 7.5, 8.0), 1: (1.1, 1.15, 1.2, 1.25, 1.3, 1.4), 2: (0.05, 0.08, 0.1, 0.12, 0.15),
-            6: (0.5, 0.75, 1.0, 1.5, 2.0)}
+    grid = {0: (5.0, 6.0, 6.5, 7.0, 7.5, 8.0), 1: (1.1, 1.15, 1.2, 1.25, 1.3, 1.4),
+            2: (0.05, 0.08, 0.1, 0.12, 0.15), 6: (0.5, 0.75, 1.0, 1.5, 2.0)}
     names = {0: "z_score", 1: "ratio", 2: "gap", 6: "gap_z"}
     for col, values in grid.items():
         for value in values:
