@@ -860,25 +860,14 @@ def search_similarity(
     opts = _Options(min_overlap, min_contrast, angle_step_px, exclusion_fraction, n_candidates,
                     max(1, n_refine))
     pixels = _level_pixels(fixed_data.shape, moving_data.shape, scale, sweep_px, max_fixed_px)
-    coarse = level = _make_level(fixed_data, moving_data, pixels[0], scale)
-    sweep = _sweep(level, scale, scale_range, opts)
+    coarse = _make_level(fixed_data, moving_data, pixels[0], scale)
+    sweep = _sweep(coarse, scale, scale_range, opts)
     figures = [_significance(sweep, ch) for ch in range(2)]
-    ch = int(np.nanargmax([f[2] if np.isfinite(f[2]) else -np.inf for f in figures]))
+    ch = int(np.argmax([f[2] if np.isfinite(f[2]) else -np.inf for f in figures]))  # larger z-score wins
     best, second, z, ratio, gap_z = figures[ch]
-    scale_step = 1 + opts.angle_step_px / (2 * sweep.rim) if scale_range > 1 else None
-    refined = [_refine_pose(level, p, math.pi / (2 * sweep.n_angles), scale_step, 3, 2, opts)
-               for p in sweep.poses[ch][: opts.n_refine]]
-    pose = max(refined, key=lambda p: p.value)
-    for pixel in pixels[1:]:
-        finer = _make_level(fixed_data, moving_data, pixel, scale)
-        pose = _to_level(pose, level, finer)
-        rim = _rim_radius(finer, pose.scale)
-        step = 1 + opts.angle_step_px / (2 * rim) if scale_range > 1 else None
-        radius = math.ceil(level.pixel / pixel) + 1
-        pose = _refine_pose(finer, pose, opts.angle_step_px / (2 * rim), step, 2, radius, opts)
-        level = finer
-    if len(pixels) > 1:  # the final angle peak is sharp at full resolution: a second, finer pass
-        pose = _refine_pose(level, pose, opts.angle_step_px / (8 * rim), None, 2, 2, opts)
+    if not sweep.poses[ch]:
+        raise EstimationError("No pose of the sweep has a defined NCC; the images have no usable contrast.")
+    level, pose = _refine_best(coarse, sweep, ch, fixed_data, moving_data, pixels, scale, scale_range > 1, opts)
     candidates = tuple(_candidate(coarse, p) for p in sweep.poses[ch][: opts.n_candidates])
     return SearchResult(
         moving_to_fixed=_pose_matrix(level, pose.angle, pose.scale, np.array(pose.centre_xy)),
@@ -887,6 +876,27 @@ def search_similarity(
         inverted=bool(pose.intensity_ncc < 0),
         channel=CHANNELS[ch], overlap_fraction=pose.overlap, working_pixel=pixels[0], n_angles=sweep.n_angles,
         candidates=candidates)
+
+
+def _refine_best(coarse: _Level, sweep: _Sweep, ch: int, fixed: np.ndarray, moving: np.ndarray,
+                 pixels: list[float], scale: float, ranged: bool, opts: _Options) -> tuple[_Level, _Pose]:
+    """Refine the sweep's best poses at the sweep's level, then the winner at each finer level."""
+    scale_step = 1 + opts.angle_step_px / (2 * sweep.rim) if ranged else None
+    refined = [_refine_pose(coarse, p, math.pi / (2 * sweep.n_angles), scale_step, 3, 2, opts)
+               for p in sweep.poses[ch][: opts.n_refine]]
+    level, pose = coarse, max(refined, key=lambda p: p.value)
+    for pixel in pixels[1:]:
+        finer = _make_level(fixed, moving, pixel, scale)
+        pose = _to_level(pose, level, finer)
+        rim = _rim_radius(finer, pose.scale)
+        step = 1 + opts.angle_step_px / (2 * rim) if ranged else None
+        radius = math.ceil(level.pixel / pixel) + 1
+        pose = _refine_pose(finer, pose, opts.angle_step_px / (2 * rim), step, 2, radius, opts)
+        level = finer
+    if len(pixels) > 1:  # the angle peak is sharp at full resolution: a second, finer pass
+        rim = _rim_radius(level, pose.scale)
+        pose = _refine_pose(level, pose, opts.angle_step_px / (8 * rim), None, 2, 2, opts)
+    return level, pose
 
 
 def _check_options(scale: float, scale_range: float, min_overlap: float, angle_step_px: float, sweep_px: int,
