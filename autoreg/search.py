@@ -578,22 +578,40 @@ def _vertex(minus: float, centre: float, plus: float) -> tuple[float, float]:
 
 
 def _interpolated_peak(ranked: np.ndarray) -> tuple[float, int, int, float, float]:
-    """Peak of a 2-D map: ``(value, row, col, d_row, d_col)`` with parabolic sub-pixel offsets and value.
+    """Peak of a 2-D map: ``(value, row, col, d_row, d_col)`` with sub-pixel offsets and value.
 
-    The sub-pixel value matters when comparing maps (angles, scales): the sampled maximum is lower when the
-    true peak falls between samples, which would bias the angle towards whatever puts the peak on a sample.
+    A quadratic surface is fitted to the 3×3 samples around the maximum (least squares); its vertex gives the
+    offsets (within ±0.5) and the value. The sub-pixel value matters when comparing maps (angles, scales): the
+    sampled maximum is lower when the true peak falls between samples, which would bias the angle towards
+    whatever puts the peak on a sample.
     """
     vy, vx = np.unravel_index(int(np.argmax(ranked)), ranked.shape)
     vy, vx = int(vy), int(vx)
     centre = float(ranked[vy, vx])
     rows, cols = ranked.shape
-    dy, value_y = (0.0, centre)
-    dx, value_x = (0.0, centre)
-    if 0 < vy < rows - 1:
-        dy, value_y = _vertex(ranked[vy - 1, vx], centre, ranked[vy + 1, vx])
-    if 0 < vx < cols - 1:
-        dx, value_x = _vertex(ranked[vy, vx - 1], centre, ranked[vy, vx + 1])
-    return value_y + value_x - centre, vy, vx, dy, dx
+    if not (0 < vy < rows - 1 and 0 < vx < cols - 1):
+        return centre, vy, vx, 0.0, 0.0
+    patch = ranked[vy - 1 : vy + 2, vx - 1 : vx + 2].astype(np.float64)
+    if (patch <= _INVALID).any():
+        return centre, vy, vx, 0.0, 0.0
+    coef = _QUADRATIC_FIT @ patch.ravel()  # c + a·x + b·y + d·x² + e·y² + f·x·y
+    c, ax, by, dxx, eyy, fxy = coef
+    hessian = np.array([[2 * dxx, fxy], [fxy, 2 * eyy]])
+    if np.linalg.det(hessian) <= 0 or dxx >= 0:
+        return centre, vy, vx, 0.0, 0.0
+    dx, dy = np.clip(np.linalg.solve(hessian, [-ax, -by]), -0.5, 0.5)
+    value = c + ax * dx + by * dy + dxx * dx * dx + eyy * dy * dy + fxy * dx * dy
+    return float(max(value, centre)), vy, vx, float(dy), float(dx)
+
+
+def _quadratic_fit_matrix() -> np.ndarray:
+    y, x = np.mgrid[-1:2, -1:2]
+    x, y = x.ravel().astype(float), y.ravel().astype(float)
+    design = np.column_stack([np.ones(9), x, y, x * x, y * y, x * y])
+    return np.linalg.pinv(design)
+
+
+_QUADRATIC_FIT = _quadratic_fit_matrix()
 
 
 # ------------------------------------------------------------------------------------------------- search
