@@ -6,7 +6,7 @@ Not collected by pytest. Everything runs on one core (BLAS, OpenCV and scipy.fft
 Timing (medians of ``--repeats`` calls, next to the baselines, on the same data, generation excluded):
 
 * ``search``: the 40×40 map against a 1024² scan at a known scale of 25.6 (the seed's case; budget 150 ms), a
-  64 px map at ratio 16, a 32 px map at ratio 4 on 512², and a same-resolution 256² pair (200² moving);
+  64 px map at ratio 16, a 32 px map at ratio 4 on 512², and a same-resolution 256² pair rotated by 30°;
 * ``matchTemplate``: the baseline, one ``cv2.matchTemplate`` (TM_CCOEFF_NORMED) translation sweep of the
   unrotated map over the fixed scan area-reduced to the map's pixel size and zero-padded so partial overlaps
   are scored (one angle, no masks, one channel); the ratio says how many such sweeps one search costs;
@@ -81,7 +81,8 @@ TIMING_CASES = {
     "map 40 / 1024², ratio 25.6 (budget 150 ms)": dict(seed=11, ratio=25.6, moving_px=40, fixed_px=1024),
     "map 64 / 1024², ratio 16": dict(seed=12, ratio=16.0, moving_px=64, fixed_px=1024),
     "map 32 / 512², ratio 4": dict(seed=13, ratio=4.0, moving_px=32, fixed_px=512),
-    "same resolution 200² / 256²": dict(seed=14, ratio=1.0, moving_px=200, fixed_px=256, feature_px=0.5),
+    "same resolution 256² / 256², 30° (rotated)": dict(seed=14, ratio=1.0, moving_px=256, fixed_px=256,
+                                                      feature_px=0.5, angle_deg=30.0),
 }
 
 
