@@ -123,7 +123,7 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def run_significance(n: int) -> None:
+def run_significance(n: int, save: str | None = None) -> None:
     rows = {"true": [], "null": []}
     started = time.perf_counter()
     for i in range(n):
@@ -140,7 +140,8 @@ def run_significance(n: int) -> None:
     true, null = np.array(rows["true"], float), np.array(rows["null"], float)
     solved = true[:, 4] <= 0.5
     print(f"\ntrue pairs solved (mean 5×5-grid error <= half a moving pixel): {solved.sum()}/{n}; "
-          f"median error {np.median(true[:, 4]):.3f} moving px; gradient channel won "
+          f"error quantiles 50/90/99/max {np.quantile(true[:, 4], [0.5, 0.9, 0.99, 1.0]).round(3)} moving px; "
+          f"gradient channel won "
           f"{true[:, 5].mean():.0%} (true), {null[:, 5].mean():.0%} (null)")
     qs = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
     print(f"\n{'figure':10s} {'set':5s} " + " ".join(f"q{q:<5g}" for q in qs))
@@ -160,6 +161,16 @@ def run_significance(n: int) -> None:
             wrong = int(((true[:, col] > value) & ~solved).sum())
             print(f"  {names[col]:8s} > {value:5.2f}: FPR {fp}/{n} = {fp / n:.3f} [{lo:.3f}, {hi:.3f}]; "
                   f"TPR {tp:.3f}; unsolved passing {wrong}")
+    for gap, ratio in ((0.08, 1.15), (0.1, 1.2), (0.12, 1.25)):
+        passes_null = (null[:, 2] > gap) & (null[:, 1] > ratio)
+        passes_true = (true[:, 2] > gap) & (true[:, 1] > ratio)
+        fp = int(passes_null.sum())
+        lo, hi = clopper_pearson(fp, n)
+        print(f"  gap > {gap:.2f} and ratio > {ratio:.2f}: FPR {fp}/{n} = {fp / n:.3f} [{lo:.3f}, {hi:.3f}]; "
+              f"TPR {passes_true[solved].mean():.3f}; unsolved passing {int((passes_true & ~solved).sum())}")
+    if save:
+        np.savez(save, true=true, null=null, columns=np.array(["z", "ratio", "gap", "score", "error_mpx",
+                                                                "gradient", "gap_z"]))
 
 
 def main() -> None:
@@ -167,12 +178,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--significance", type=int, default=0, help="pairs of each kind (0: timing only)")
     parser.add_argument("--no-timing", action="store_true")
+    parser.add_argument("--save", help="write the per-pair figures of --significance to this .npz")
     args = parser.parse_args()
     one_core()
     if not args.no_timing:
         run_timing(args.repeats)
     if args.significance:
-        run_significance(args.significance)
+        run_significance(args.significance, args.save)
 
 
 if __name__ == "__main__":
