@@ -142,7 +142,9 @@ def error_px(result: SearchResult, pair: SearchPair) -> float:
     return grid_error(apply(result.moving_to_fixed), apply(pair.moving_to_fixed), pair.moving.shape)
 
 
-Z_OK = 6.0  # a z-score threshold for "ok"; see bench_search.py --significance for its false-positive rate
+# Thresholds for "ok", from bench_search.py --significance (200 null and 200 true pairs, seeds 10 000+): no null
+# pair passed both (false-positive rate under 1.8 %, 95 % CI) and every solved true pair did.
+GAP_OK, RATIO_OK = 0.1, 1.2
 
 
 def _half_moving_pixel(pair: SearchPair) -> float:
@@ -175,7 +177,7 @@ def test_recovers_the_pose_within_half_a_moving_pixel(case, seed):
     assert error <= _half_moving_pixel(pair), (case, seed, error, result.angle_deg, pair.angle_deg)
     assert result.inverted is inverted
     assert result.scale == pytest.approx(ratio)
-    assert result.z_score > Z_OK, result
+    assert result.peak_gap > GAP_OK and result.peak_ratio > RATIO_OK, result
     turn = (result.angle_deg - pair.angle_deg + 180) % 360 - 180
     assert abs(turn) < 1.5
 
@@ -222,9 +224,10 @@ def test_integer_translation_at_the_same_resolution_is_exact():
 
 
 def test_unrelated_pairs_have_low_significance():
-    z_null = [search_similarity(p.fixed, p.moving, scale=p.ratio).z_score
-              for p in (make_search_pair(s, ratio=12.8, moving_px=40, related=False) for s in range(20, 26))]
-    assert max(z_null) < Z_OK, z_null
+    results = [search_similarity(p.fixed, p.moving, scale=p.ratio)
+               for p in (make_search_pair(s, ratio=12.8, moving_px=40, related=False) for s in range(20, 26))]
+    assert all(r.peak_gap <= GAP_OK or r.peak_ratio <= RATIO_OK for r in results), results
+    assert max(r.peak_ratio for r in results) < 1.25
 
 
 def test_candidates_are_separated_and_sorted():
