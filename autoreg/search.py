@@ -15,9 +15,12 @@ rotation and translation — are few enough to search exhaustively:
 3. Two channels, intensity and gradient magnitude. On intensity both contrast polarities count (the NCC of
    the inverted image is −NCC, so |NCC| is ranked and the sign recorded); gradient magnitude has no polarity.
 4. The peak's significance compares the best pose with the best *separated* pose (a different translation or
-   a clearly different angle): a z-score against the sweep's NCC distribution and the best/second ratio.
-5. The best few poses are refined with a finer angle step, sub-pixel (parabolic) translation and sub-degree
-   angle; when the sweep ran on coarsened images, the pose is refined again at the moving image's own pixel
+   a clearly different angle): the gap and the ratio best/second, and z-scores against the sweep's NCC
+   distribution. On 200 unrelated and 200 true synthetic pairs (``tests/bench/bench_search.py
+   --significance``) the gap and ratio separate them; the z-score of the maximum does not (it grows with the
+   size of the search). Suggested rule for "ok": ``peak_gap > 0.1 and peak_ratio > 1.2``.
+5. The best few poses are refined with a finer angle step, sub-pixel translation (quadratic fit on the 3×3
+   neighbourhood of the peak) and sub-degree angle (parabola through the interpolated peaks); when the sweep ran on coarsened images, the pose is refined again at the moving image's own pixel
    size, in a small window.
 
 Coordinates are (x, y) = (column, row) with pixel centres at integers. The returned ``moving_to_fixed`` maps
@@ -80,13 +83,16 @@ class SearchResult:
         NCC of the refined pose in the winning channel (|NCC| on intensity; sign in ``inverted``).
     z_score : float
         Sweep maximum against the sweep's NCC distribution of the winning channel: ``(best − mean) / std``.
+        Chooses the channel; a weak test on its own (null pairs reach 7–8 because the maximum of many
+        samples grows with their number).
     second_score : float
         Best NCC of the sweep at a pose separated from the best (another translation, or a clearly
         different angle), same channel.
     peak_ratio : float
         ``best / second_score`` on the sweep (both at the sweep's sampling, so they compare fairly).
     peak_gap : float
-        ``best − second_score`` on the sweep.
+        ``best − second_score`` on the sweep. With ``peak_ratio``, the figure to threshold: ``peak_gap > 0.1
+        and peak_ratio > 1.2`` rejected every unrelated pair of the benchmark and kept every solved true pair.
     gap_z_score : float
         ``peak_gap`` in standard deviations of the sweep's NCC distribution.
     angle_deg : float
