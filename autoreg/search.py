@@ -633,7 +633,7 @@ class _Options:
     exclusion_fraction: float
     n_candidates: int
     n_refine: int
-    chunk: int = 64  # angles per batch: bounds memory (a few MB per map) without losing batching
+    chunk: int = 32  # angles per batch (a multiple of 4): small batches stay in cache (faster than 64 or 176)
 
 
 @dataclass(frozen=True, slots=True)
