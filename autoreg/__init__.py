@@ -26,6 +26,7 @@ _LAZY = {
     "Verdict": "datatypes",
     "MODELS": "vocabulary",
     "load_image": "io",
+    "pick": "picker",
 }
 
 __all__ = [

@@ -16,6 +16,7 @@ import typer
 
 from ._version import __version__
 from .errors import InputError
+from .picker.command import pick_command
 from .vocabulary import EXIT_BAD_INPUT, EXIT_CODES, EXIT_INTERRUPTED, MODELS
 
 __all__ = ["app", "main", "EXIT_CODES"]
@@ -325,6 +326,9 @@ def demo(
         raise _fail(str(err)) from None
     _print_table(outcome.table, stderr=False)
     raise typer.Exit(EXIT_CODES[outcome.level])
+
+
+app.command(name="pick")(pick_command)
 
 
 def main() -> None:
