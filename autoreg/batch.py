@@ -53,8 +53,20 @@ class BatchItem:
     report: str | None = None
 
 
+def _match_path(name: str, pattern: str) -> bool:
+    """Shell-style match of an HDF5 path, one level per ``/`` as in a file glob (``*`` never crosses a ``/``).
+
+    Examples
+    --------
+    >>> _match_path("M/C/Image", "/M/C/*"), _match_path("M/C/Image-Registration_000/Registered_Image", "/M/C/*")
+    (True, False)
+    """
+    names, patterns = name.strip("/").split("/"), pattern.strip("/").split("/")
+    return len(names) == len(patterns) and all(fnmatch.fnmatchcase(n, p) for n, p in zip(names, patterns))
+
+
 def _expand_hdf5(path: str, pattern: str) -> list[str]:
-    """Every 2-D image dataset of an HDF5 file whose path matches ``pattern`` (shell-style)."""
+    """Every 2-D image dataset of an HDF5 file whose path matches ``pattern`` (shell-style, level by level)."""
     import h5py
 
     from .usid import ANCILLARIES, open_hdf5
@@ -63,7 +75,7 @@ def _expand_hdf5(path: str, pattern: str) -> list[str]:
     with open_hdf5(Path(path)) as f:
         def visit(name: str, obj: Any) -> None:
             ancillary = name.rsplit("/", 1)[-1] in ANCILLARIES
-            if isinstance(obj, h5py.Dataset) and not ancillary and fnmatch.fnmatch("/" + name, pattern) and obj.ndim == 2:
+            if isinstance(obj, h5py.Dataset) and not ancillary and _match_path(name, pattern) and obj.ndim == 2:
                 is_usid = "Position_Indices" in obj.attrs
                 if (is_usid and obj.shape[1] == 1) or (not is_usid and min(obj.shape) > 1):
                     found.append(f"{path}::/{name}")
