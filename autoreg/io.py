@@ -9,7 +9,7 @@ TIFF, PNG, JPEG, BMP, NPY
     ``0.299 R + 0.587 G + 0.114 B``; fully transparent pixels become NaN.
 
 Every input is opened read-only and closed before the function returns. Shapes are checked (2-D after
-squeezing singleton axes, at least 8 x 8, ``max_pixels``) *before* the pixels are read wherever the format
+squeezing singleton axes, at least 8×8 px, ``max_pixels``) *before* the pixels are read wherever the format
 tells the shape first: HDF5, TIFF, NPY (memory-mapped), PNG and JPEG headers.
 
 Pixel values
@@ -147,7 +147,7 @@ def _as_float(array: np.ndarray, name: str, dtype: Any = None) -> np.ndarray:
 def _stack_message(squeezed: tuple[int, ...], shape: tuple[int, ...], name: str, hint: str) -> str:
     a, b, c = squeezed
     n, rows, cols = (c, a, b) if c <= 4 < min(a, b) else (a, b, c)  # channels last, or images first
-    return f"Input {name} is a stack of {n} images of {cols} x {rows} px (shape {shape}); {hint}"
+    return f"Input {name} is a stack of {n} images of {cols}×{rows} px (shape {shape}); {hint}"
 
 
 def _image_shape(shape: tuple[int, ...], name: str, hint: str, max_pixels: int | None) -> tuple[int, int]:
@@ -160,8 +160,8 @@ def _image_shape(shape: tuple[int, ...], name: str, hint: str, max_pixels: int |
     squeezed = tuple(s for s in shape if s != 1)
     if len(shape) == 2 and min(shape) < MIN_SIDE or len(squeezed) == 2 and min(squeezed) < MIN_SIDE:
         rows, cols = shape if len(shape) == 2 else squeezed
-        raise InputError(f"Input {name} is only {cols} x {rows} px; autoreg needs at least {MIN_SIDE} x "
-                         f"{MIN_SIDE}.")
+        raise InputError(f"Input {name} is only {cols}×{rows} px; autoreg needs at least {MIN_SIDE}×"
+                         f"{MIN_SIDE} px.")
     if len(squeezed) == 3:
         raise InputError(_stack_message(squeezed, shape, name, hint))
     if len(squeezed) != 2:
@@ -169,7 +169,7 @@ def _image_shape(shape: tuple[int, ...], name: str, hint: str, max_pixels: int |
         raise InputError(f"Input {name} has shape {shape}; autoreg needs a 2-D image{advice}")
     rows, cols = squeezed
     if max_pixels is not None and rows * cols > max_pixels:
-        raise InputError(f"Input {name} has {rows * cols:,} pixels ({cols} x {rows}), over the budget of "
+        raise InputError(f"Input {name} has {rows * cols:,} pixels ({cols}×{rows} px), over the budget of "
                          f"{max_pixels:,}; crop or bin it first, or raise max_pixels.")
     return rows, cols
 
@@ -209,7 +209,7 @@ def _read_usid(dset: Any, anc: dict[str, Any], label: str, max_pixels: int | Non
     if n_spec == 0:
         raise InputError(f"Input {label} holds no values (0 spectroscopic steps per position).")
     if n_spec != 1 and not cube:
-        raise InputError(f"Input {label} is a spectroscopic cube ({grid.n_x} x {grid.n_y} positions x "
+        raise InputError(f"Input {label} is a spectroscopic cube ({grid.n_x}×{grid.n_y} positions × "
                          f"{n_spec} steps); register a 2-D channel of the same scan and pass this cube along "
                          "(--cube).")
     meta = {**usid.calibration(grid, anc["Position_Values"], anc["Position_Indices"]),
@@ -433,7 +433,7 @@ def load_image(source: Any, *, name: str | None = None, max_pixels: int | None =
     ------
     InputError
         Missing, unreadable, corrupt or unsupported input; bad dataset path or a group; a stack, cube or other
-        non-2-D shape; smaller than 8 x 8; over ``max_pixels``; complex or non-numeric; no finite pixel.
+        non-2-D shape; smaller than 8×8 px; over ``max_pixels``; complex or non-numeric; no finite pixel.
 
     Examples
     --------
@@ -462,7 +462,7 @@ def load_cube(spec: str | os.PathLike[str], *,
     Parameters
     ----------
     spec : str or path
-        ``FILE.h5::/path/to/dataset`` of a USID main dataset (e.g. STS: 40 x 40 positions x 256 bias steps).
+        ``FILE.h5::/path/to/dataset`` of a USID main dataset (e.g. STS: 40×40 positions × 256 bias steps).
     max_pixels : int, optional
         Refuse more positions than this, before reading.
 

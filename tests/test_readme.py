@@ -72,3 +72,14 @@ def test_shell_examples_run_in_order(tmp_path):
     spectra = np.loadtxt(tmp_path / "spectra_under_features.csv", delimiter=",", skiprows=1)
     assert spectra.shape == (2, 4) and np.all((spectra[:, 2:] > -1) & (spectra[:, 2:] < 41))
     assert tifffile.imread(tmp_path / "aligned_stack.tif").shape == (3, 160, 160)
+
+
+def test_the_readme_describes_auto_as_the_code_does_and_writes_sizes_one_way():
+    from autoreg.config import RegistrationConfig
+
+    sentence = README[README.index('`model="auto"` compares'):]
+    sentence = sentence[: sentence.index("`RegistrationConfig.auto_models`")]
+    named = re.findall(r"[a-z-]+", sentence.split("compares", 1)[1])
+    assert [m for m in named if m not in ("and", "the")] == list(RegistrationConfig().auto_models)
+    assert "15 %" not in README
+    assert not re.search(r"\b\d+ ?x ?\d+\b", README), re.search(r"\b\d+ ?x ?\d+\b", README)
