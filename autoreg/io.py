@@ -455,14 +455,14 @@ def load_image(source: Any, *, name: str | None = None, max_pixels: int | None =
     raise InputError(f"Cannot read an image from a {type(source).__name__}; give a path, a spec or an array.")
 
 
-def load_cube(spec: str | os.PathLike[str], *,
-              max_pixels: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+def load_cube(spec: Any, *, max_pixels: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Read a USID main dataset with a spectroscopic dimension as an array ``(rows, cols, bands)``.
 
     Parameters
     ----------
-    spec : str or path
-        ``FILE.h5::/path/to/dataset`` of a USID main dataset (e.g. STS: 40×40 positions × 256 bias steps).
+    spec : str, path, h5py.Dataset or pyUSID.USIDataset
+        ``FILE.h5::/path/to/dataset`` of a USID main dataset (e.g. STS: 40×40 positions × 256 bias steps), or
+        that dataset open.
     max_pixels : int, optional
         Refuse more positions than this, before reading.
 
@@ -482,6 +482,12 @@ def load_cube(spec: str | os.PathLike[str], *,
         Not ``FILE.h5::/dataset``; not a USID main dataset; not a 2-D position grid; over ``max_pixels``;
         complex or non-numeric; or any reading error of :func:`load_image`.
     """
+    if _h5py_dataset(spec):
+        if not spec.id.valid:  # type: ignore[union-attr]
+            raise InputError("The h5py dataset is closed (its file was closed); open the file again.")
+        label = f"{spec.file.filename}::{spec.name}"  # type: ignore[union-attr]
+        data, meta = _read_hdf5_dataset(spec, label, max_pixels, cube=True)
+        return _as_float(data, label, np.float32), meta
     path, dataset = parse_spec(spec)
     if dataset is None:
         raise InputError(f"A cube is read from a USID dataset: {path}::/path/to/dataset.")

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 import autoreg
+import autoreg.io
 from autoreg.cli import app
 from autoreg.geometry import apply_matrix
 from helpers import rigid_matrix, sample_moving, smooth_field
@@ -102,3 +103,16 @@ def test_repr_is_one_short_line_and_html_shows_verdict_and_figure():
     assert text.startswith("<RegistrationResult ok: affine from features, ") and "128×128 px onto fixed 160×160 px" in text
     html = result._repr_html_()
     assert ">ok</b>" in html and "data:image/png;base64," in html and len(html) < 400_000
+
+
+def test_a_usid_cube_rides_along_from_open_datasets():
+    from dataclasses import replace
+
+    import pyUSID
+
+    with h5py.File(FIXTURE, "r") as f:
+        cube, meta = autoreg.io.load_cube(pyUSID.USIDataset(f["/Measurement_001/Channel_000/STS"]))
+        moving = replace(autoreg.load_image(f[ZMAP]), cube=cube)
+        result = autoreg.register(f[TOPO], moving, model="affine", cube_step=16)
+    assert cube.shape == (40, 40, 256) and meta["spectral"]["labels"] == ["Bias"]
+    assert result.warped_cube.shape == (64, 64, 256)
