@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,8 +184,8 @@ def _write_cube_h5(path: Path, cube: np.ndarray, meta: dict[str, Any], size: Any
     return path
 
 
-def apply_saved(transform: str | os.PathLike[str], targets: list[str] | str = (), *,  # type: ignore[assignment]
-                out: str | Path | None = None, out_dir: str | Path | None = None, cubes: list[str] = (),  # type: ignore[assignment]
+def apply_saved(transform: str | os.PathLike[str], targets: Sequence[str] | str = (), *,
+                out: str | Path | None = None, out_dir: str | Path | None = None, cubes: Sequence[str] = (),
                 overwrite: bool = False, force: bool = False, allow_low_confidence: bool = False,
                 inverse: bool = False, cube_step: float = 1.0) -> list[Path]:
     """Apply the transform saved in ``transform`` to every target; write one output per target.
@@ -194,7 +195,7 @@ def apply_saved(transform: str | os.PathLike[str], targets: list[str] | str = ()
     transform : str or path
         A result JSON (``register --json``, ``to_dict()``, a batch item) or a results group
         ``FILE.h5::/.../<Moving>-Registration_NNN``.
-    targets : list of str
+    targets : str or sequence of str
         Images on the moving grid (any input format; with ``inverse``, on the fixed grid), or CSVs of points with
         columns ``x,y`` (moving points; with ``inverse``, fixed points).
     out : str or Path, optional
@@ -203,7 +204,7 @@ def apply_saved(transform: str | os.PathLike[str], targets: list[str] | str = ()
         ``.npy``/``.h5`` for a cube.
     out_dir : str or Path, optional
         A directory for any number of targets: ``<name>.tif``, ``<name>.csv``, ``<name>.npy``.
-    cubes : list of str
+    cubes : sequence of str
         Spectral cubes ``FILE.h5::/cube`` (USID) on the moving grid, resampled every ``cube_step`` fixed pixels.
     overwrite : bool
         Replace existing outputs.

@@ -335,7 +335,9 @@ class RegistrationResult:
             return None
         from .transform_codec import encode_transform
 
-        return encode_transform(self.fit.model, self.fit.moving_to_fixed, self.fit.fixed_to_moving)
+        fit = self.fit
+        pairs = (fit.matches.moving_xy[fit.inliers], fit.matches.fixed_xy[fit.inliers]) if len(fit.matches) else None
+        return encode_transform(fit.model, fit.moving_to_fixed, fit.fixed_to_moving, pairs)
 
     def __repr__(self) -> str:
         s = self.scores

@@ -23,8 +23,11 @@ from .models import is_global
 __all__ = ["encode_map", "decode_map", "encode_transform", "decode_transform"]
 
 
-def encode_map(model: str, transform: Any) -> dict[str, Any]:
+def encode_map(model: str, transform: Any, pairs: tuple[Any, Any] | None = None) -> dict[str, Any]:
     """One direction of a transform of ``model`` as a JSON-able dict (see the module notes).
+
+    ``pairs`` (source and destination points, (N, 2) each) stand in for a piecewise-affine transform that does not
+    expose its mesh: re-estimating from the pairs it was fitted on rebuilds it.
 
     Raises
     ------
@@ -37,10 +40,14 @@ def encode_map(model: str, transform: Any) -> dict[str, Any]:
         return {"kind": "polynomial", "params": np.asarray(transform.params, float).tolist()}
     tesselation = getattr(transform, "_tesselation", None)
     inverse = getattr(transform, "_inverse_tesselation", None)
-    if tesselation is None or inverse is None:
+    if tesselation is not None and inverse is not None:
+        src, dst = tesselation.points, inverse.points
+    elif pairs is not None and len(pairs[0]) >= 3:
+        src, dst = pairs
+    else:
         raise ValueError(f"cannot encode a {type(transform).__name__} as a {model} map")
-    return {"kind": "piecewise-affine", "src_xy": np.asarray(tesselation.points, float).tolist(),
-            "dst_xy": np.asarray(inverse.points, float).tolist()}
+    return {"kind": "piecewise-affine", "src_xy": np.asarray(src, float).tolist(),
+            "dst_xy": np.asarray(dst, float).tolist()}
 
 
 def decode_map(record: dict[str, Any], where: str = "the saved transform") -> Any:
@@ -78,8 +85,11 @@ def decode_map(record: dict[str, Any], where: str = "the saved transform") -> An
     raise InputError(f"{where} has a map of unknown kind {kind!r}.")
 
 
-def encode_transform(model: str, moving_to_fixed: Any, fixed_to_moving: Any) -> dict[str, Any]:
+def encode_transform(model: str, moving_to_fixed: Any, fixed_to_moving: Any,
+                     pairs: tuple[Any, Any] | None = None) -> dict[str, Any]:
     """Both directions of a fit: ``{"model", "moving_to_fixed", "fixed_to_moving"}``.
+
+    ``pairs`` are the (moving_xy, fixed_xy) points the fit was estimated on (see :func:`encode_map`).
 
     Examples
     --------
@@ -88,8 +98,9 @@ def encode_transform(model: str, moving_to_fixed: Any, fixed_to_moving: Any) -> 
     >>> encode_transform("affine", tf, tf.inverse)["moving_to_fixed"]["matrix"][0]
     [1.0, 0.0, 2.0]
     """
-    return {"model": model, "moving_to_fixed": encode_map(model, moving_to_fixed),
-            "fixed_to_moving": encode_map(model, fixed_to_moving)}
+    backward_pairs = None if pairs is None else (pairs[1], pairs[0])
+    return {"model": model, "moving_to_fixed": encode_map(model, moving_to_fixed, pairs),
+            "fixed_to_moving": encode_map(model, fixed_to_moving, backward_pairs)}
 
 
 def decode_transform(record: dict[str, Any], where: str = "the saved transform") -> tuple[str, Any, Any]:

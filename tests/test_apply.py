@@ -198,3 +198,19 @@ def test_apply_usage_errors_write_nothing(images, results, tmp_path):
         assert done.exit_code == 2 and message in done.stderr, (name, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1, name
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_mesh_without_its_tesselation_is_saved_from_its_control_pairs():
+    from autoreg.saved import saved_from_dict
+    from autoreg.transform_codec import encode_transform
+
+    fixed_xy, moving_xy = _points()
+    from skimage.transform import PiecewiseAffineTransform
+
+    forward = PiecewiseAffineTransform.from_estimate(moving_xy, fixed_xy)
+    backward = PiecewiseAffineTransform.from_estimate(fixed_xy, moving_xy)
+    opaque = type("Opaque", (), {"__call__": lambda self, xy: forward(xy)})()
+    record = encode_transform("piecewise-affine", opaque, backward, (moving_xy, fixed_xy))
+    saved = saved_from_dict({"verdict": "ok", "model": "piecewise-affine", "transform": record})
+    np.testing.assert_allclose(saved.fit.to_fixed(moving_xy), fixed_xy, atol=1e-9)
+    np.testing.assert_allclose(saved.fit.to_moving(fixed_xy), moving_xy, atol=1e-9)
