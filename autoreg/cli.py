@@ -269,7 +269,7 @@ BATCH_MODELS = ("auto", *MODELS)
 
 @app.command()
 def batch(
-    scans: list[str] = typer.Argument(..., metavar="SCANS...",
+    scans: list[str] = typer.Argument(..., metavar="SCANS",
                                       help="Moving scans: paths, globs, or FILE.h5::/pattern/* (quote globs)."),
     reference: Optional[str] = typer.Option(None, "--reference", "-r", metavar="FIXED",
                                             help="Fixed image for --against reference."),
@@ -396,7 +396,7 @@ def apply(
     transform: str = typer.Argument(..., metavar="TRANSFORM",
                                     help="A saved transform: a result JSON (register --json, a batch item, the "
                                     "demo's auto.json) or FILE.h5::/...-Registration_NNN."),
-    targets: Optional[list[str]] = typer.Argument(None, metavar="TARGET...",
+    targets: Optional[list[str]] = typer.Argument(None, metavar="TARGET",
                                                   help="Images on the moving grid (any input format; globs and "
                                                   "FILE.h5::/pattern/* expand), or CSVs of points with columns x,y."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="PATH",
