@@ -1,6 +1,7 @@
 """The README's examples run as written: its Python blocks in the repository, its shell blocks in a scratch folder.
 
-Shell blocks that install the package, run the test suite or the benchmarks are not examples of use and are skipped.
+Shell blocks that install the package, run the test suite or the benchmarks are not examples of use and are skipped;
+so is the interactive ``autoreg pick`` block (it waits for a person: tests/test_pick_browser.py drives it).
 The batch example's `new_scans/` and `reference.tif` stand for the reader's files: synthetic ones are made here.
 """
 
@@ -18,7 +19,7 @@ import tifffile
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
 BLOCKS = re.findall(r"^```(python|bash)\n(.*?)^```", README, flags=re.S | re.M)
-NOT_EXAMPLES = ("pip install", "pytest", "tests/bench")
+NOT_EXAMPLES = ("pip install", "pytest", "tests/bench", "autoreg pick")
 
 
 def _blocks(language):
