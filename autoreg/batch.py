@@ -1,10 +1,14 @@
 """Batch registration: many moving scans against one reference, the first scan, or each predecessor.
 
 Work runs on local processes (``concurrent.futures``) or on an existing Dask distributed cluster; no scheduler
-is written here. Each item's result is written atomically as ``<NNN>_<name>.json`` in the output directory —
-its presence marks the item complete, so a re-run skips it (``force`` redoes it). One bad item never stops the
-batch: its row says ``error`` with the message. Every item uses the same seed, so the matrices do not depend on
-the number of workers.
+is written here. Each item's result is written atomically as ``<NNNN>_<name>.json`` in the output directory with
+its *resume key*: a hash of both inputs' identity (resolved path, size, modification time and a SHA-256 of what
+is read: the file, or the HDF5 dataset with its position ancillaries), the model, the seed and every other
+option, the whole :class:`~autoreg.config.RegistrationConfig` and the autoreg version. A re-run skips an item
+only when its JSON holds the same key, is not an ``error`` row, and the side outputs asked for (warped image,
+report) exist; anything else is recomputed (``force`` redoes everything). One bad item never stops the batch:
+its row says ``error`` with the message. Every item uses the same seed, so the matrices do not depend on the
+number of workers.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import csv
 import fnmatch
 import glob
+import hashlib
 import io as stdio
 import json
 import os
@@ -19,7 +24,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +32,11 @@ from .vocabulary import EXIT_CODES
 from .errors import InputError
 
 __all__ = ["BatchItem", "expand_inputs", "plan", "register_item", "run_batch", "summary_row", "SUMMARY_FIELDS",
-           "worst_exit_code", "default_workers"]
+           "worst_exit_code", "default_workers", "input_identity", "resume_key"]
 
 SUMMARY_FIELDS = ("index", "moving", "fixed", "verdict", "reasons", "model", "source", "matrix", "n_inliers",
                   "rmse_px", "pearson", "pearson_before", "overlap_fraction", "uncertainty_px", "seconds", "peak_rss_mib",
-                  "output")
+                  "output", "warped", "report", "resumed")
 _EXIT = {**EXIT_CODES, "error": EXIT_CODES["failed"]}
 
 
@@ -43,10 +48,25 @@ class BatchItem:
     moving: str
     fixed: str
     output: str
+    key: str = ""
+    warped: str | None = None
+    report: str | None = None
+
+
+def _match_path(name: str, pattern: str) -> bool:
+    """Shell-style match of an HDF5 path, one level per ``/`` as in a file glob (``*`` never crosses a ``/``).
+
+    Examples
+    --------
+    >>> _match_path("M/C/Image", "/M/C/*"), _match_path("M/C/Image-Registration_000/Registered_Image", "/M/C/*")
+    (True, False)
+    """
+    names, patterns = name.strip("/").split("/"), pattern.strip("/").split("/")
+    return len(names) == len(patterns) and all(fnmatch.fnmatchcase(n, p) for n, p in zip(names, patterns))
 
 
 def _expand_hdf5(path: str, pattern: str) -> list[str]:
-    """Every 2-D image dataset of an HDF5 file whose path matches ``pattern`` (shell-style)."""
+    """Every 2-D image dataset of an HDF5 file whose path matches ``pattern`` (shell-style, level by level)."""
     import h5py
 
     from .usid import ANCILLARIES, open_hdf5
@@ -55,7 +75,7 @@ def _expand_hdf5(path: str, pattern: str) -> list[str]:
     with open_hdf5(Path(path)) as f:
         def visit(name: str, obj: Any) -> None:
             ancillary = name.rsplit("/", 1)[-1] in ANCILLARIES
-            if isinstance(obj, h5py.Dataset) and not ancillary and fnmatch.fnmatch("/" + name, pattern) and obj.ndim == 2:
+            if isinstance(obj, h5py.Dataset) and not ancillary and _match_path(name, pattern) and obj.ndim == 2:
                 is_usid = "Position_Indices" in obj.attrs
                 if (is_usid and obj.shape[1] == 1) or (not is_usid and min(obj.shape) > 1):
                     found.append(f"{path}::/{name}")
@@ -128,20 +148,123 @@ def plan(movings: list[str], *, reference: str | None, against: str, out_dir: Pa
             for i, (m, f) in enumerate(pairs)]
 
 
+_HASH_CHUNK = 1 << 22
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _hash_dataset(path: Path, dataset: str) -> str:
+    """SHA-256 of what registration reads from an HDF5 dataset: its values, shape and dtype, and for a USID main
+    dataset its position indices and values (the grid and the calibration)."""
+    import h5py
+    import numpy as np
+
+    from .usid import get_dataset, open_hdf5
+
+    digest = hashlib.sha256()
+    with open_hdf5(path) as f:
+        dset = get_dataset(f, path, dataset)
+        parts = [dset]
+        for key in ("Position_Indices", "Position_Values"):
+            ref = dset.attrs.get(key)
+            if isinstance(ref, h5py.Reference) and ref:
+                parts.append(f[ref])
+        for part in parts:
+            digest.update(f"{part.shape}{part.dtype}".encode())
+            if part.shape:
+                digest.update(np.ascontiguousarray(part[()]).tobytes())
+    return digest.hexdigest()
+
+
+def input_identity(spec: str) -> dict[str, Any]:
+    """What identifies an input for resuming: resolved path, size, modification time, and a SHA-256 of what is
+    read (the whole file; for ``FILE.h5::/dataset`` the dataset and its position ancillaries).
+
+    Never raises: an input that cannot be read is identified by its error, so its item is run (and errs).
+    """
+    path_text, _, dataset = spec.partition("::")
+    path = Path(path_text)
+    try:
+        stat = path.stat()
+        content = _hash_dataset(path, dataset) if dataset else _hash_file(path)
+    except (OSError, InputError, KeyError, ValueError, TypeError) as err:
+        return {"spec": spec, "unreadable": f"{type(err).__name__}: {err}"}
+    return {"spec": spec, "path": str(path.resolve()), "dataset": dataset or None, "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns, "sha256": content}
+
+
+def resume_key(moving: dict[str, Any], fixed: dict[str, Any], options: dict[str, Any]) -> str:
+    """SHA-256 of both inputs' identities, every option, the whole configuration and the autoreg version."""
+    from ._version import __version__
+    from .config import RegistrationConfig
+
+    config = options.get("config") or RegistrationConfig()
+    result_options = {k: v for k, v in options.items() if k not in ("config", "single_thread", "warped_dir",
+                                                                    "report_dir")}
+    record = {"moving": moving, "fixed": fixed, "options": result_options, "config": asdict(config),
+              "autoreg": __version__}
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def with_keys(items: list[BatchItem], options: dict[str, Any]) -> list[BatchItem]:
+    """The items with their resume keys (each input hashed once) and their side-output paths."""
+    identities: dict[str, dict[str, Any]] = {}
+
+    def identity(spec: str) -> dict[str, Any]:
+        if spec not in identities:
+            identities[spec] = input_identity(spec)
+        return identities[spec]
+
+    out = []
+    for item in items:
+        stem = Path(item.output).stem
+        warped = str(Path(options["warped_dir"]) / f"{stem}.tif") if options.get("warped_dir") else None
+        report = str(Path(options["report_dir"]) / f"{stem}.png") if options.get("report_dir") else None
+        out.append(replace(item, key=resume_key(identity(item.moving), identity(item.fixed), options), warped=warped,
+                           report=report))
+    return out
+
+
+def _side_outputs(item: BatchItem, result: Any, fixed: Any, moving: Any) -> dict[str, Any]:
+    """Write the item's warped image and report when asked; return their paths for the row."""
+    from .io import write_image
+    from .report import save_report_png
+
+    written: dict[str, Any] = {"warped": None, "report": None}
+    if item.warped and result.verdict.level != "failed" and result.warped is not None:
+        fixed_cal = result.fixed_calibration
+        written["warped"] = str(write_image(item.warped, result.warped, pixel_size_xy=fixed_cal.pixel_size_xy,
+                                            units=fixed_cal.units))
+    if item.report:
+        written["report"] = str(save_report_png(result, fixed.data, moving.data, item.report))
+    return written
+
+
 def register_item(item: BatchItem, options: dict[str, Any]) -> dict[str, Any]:
-    """Register one item and write its JSON atomically; never raises (errors become an ``error`` row)."""
+    """Register one item and write its JSON (and side outputs) atomically; never raises (errors become an
+    ``error`` row)."""
     import cv2
 
-    from .io import write_json
+    from .io import load_image, write_json
     from .pipeline import register
 
     if options.get("single_thread", False):
         cv2.setNumThreads(1)
     started = time.perf_counter()
     try:
-        result = register(item.fixed, item.moving, model=options.get("model", "auto"), rng=options.get("seed", 0),
-                          cube_step=None)
+        config = options.get("config")
+        fixed = load_image(item.fixed, max_pixels=config.max_pixels if config else None)
+        moving = load_image(item.moving, max_pixels=config.max_pixels if config else None)
+        result = register(fixed, moving, model=options.get("model", "auto"), rng=options.get("seed", 0),
+                          config=config, cube_step=None)
         payload = result.to_dict()
+        payload.update(_side_outputs(item, result, fixed, moving))
     except InputError as err:
         payload = {"verdict": "error", "reasons": [f"input_error: {err}"], "model": None, "matrix": None}
     except Exception as err:  # noqa: BLE001 - one bad item must never stop the batch; the row says what it was
@@ -149,7 +272,7 @@ def register_item(item: BatchItem, options: dict[str, Any]) -> dict[str, Any]:
                    "model": None, "matrix": None}
     import resource
 
-    payload.update(moving=item.moving, fixed=item.fixed, index=item.index,
+    payload.update(moving=item.moving, fixed=item.fixed, index=item.index, resume_key=item.key,
                    seconds=round(time.perf_counter() - started, 4),
                    peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
     write_json(item.output, payload)
@@ -159,7 +282,8 @@ def register_item(item: BatchItem, options: dict[str, Any]) -> dict[str, Any]:
 def summary_row(item: BatchItem, payload: dict[str, Any]) -> dict[str, Any]:
     """One row of the summary table (CSV and JSON lines)."""
     row = {key: payload.get(key) for key in SUMMARY_FIELDS}
-    row.update(index=item.index, moving=item.moving, fixed=item.fixed, output=item.output)
+    row.update(index=item.index, moving=item.moving, fixed=item.fixed, output=item.output,
+               resumed=bool(payload.get("resumed", False)))
     return row
 
 
@@ -169,12 +293,19 @@ def worst_exit_code(rows: Iterable[dict[str, Any]]) -> int:
 
 
 def _load_done(item: BatchItem) -> dict[str, Any] | None:
+    """The stored payload when it is this item's current result, complete; None when it must be (re)computed."""
     try:
         payload = json.loads(Path(item.output).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if payload.get("moving") != item.moving or payload.get("fixed") != item.fixed:
-        return None  # a different pair wrote this name: redo
+    if not isinstance(payload, dict) or not item.key or payload.get("resume_key") != item.key:
+        return None  # other inputs, options, configuration or version: recompute
+    if payload.get("verdict") not in ("ok", "low_confidence", "failed"):
+        return None  # an error row is retried
+    if item.warped and payload["verdict"] != "failed" and not (payload.get("warped") and Path(item.warped).exists()):
+        return None
+    if item.report and not Path(item.report).exists():
+        return None
     return payload
 
 
@@ -241,7 +372,9 @@ def run_batch(items: list[BatchItem], *, out_dir: Path, workers: int = 1, schedu
     force : bool
         Redo items whose outputs exist.
     options : dict
-        ``model`` and ``seed`` for every item.
+        ``model``, ``seed`` and ``config`` (a :class:`~autoreg.config.RegistrationConfig`) for every item;
+        ``warped_dir`` and ``report_dir`` to write each item's warped image (TIFF with the fixed pixel size) and
+        report there.
     progress : callable, optional
         Called with (done, total, payload) as items finish.
     pool : bool
@@ -249,6 +382,10 @@ def run_batch(items: list[BatchItem], *, out_dir: Path, workers: int = 1, schedu
     """
     options = dict(options or {})
     out_dir.mkdir(parents=True, exist_ok=True)
+    for key in ("warped_dir", "report_dir"):
+        if options.get(key):
+            Path(options[key]).mkdir(parents=True, exist_ok=True)
+    items = with_keys(items, options)
     payloads: dict[int, dict[str, Any]] = {}
     todo = []
     for item in items:

@@ -22,16 +22,41 @@ from .vocabulary import EXIT_BAD_INPUT, EXIT_CODES, EXIT_INTERRUPTED, MODELS
 __all__ = ["app", "main", "EXIT_CODES"]
 
 MODEL_CHOICES = ("auto", *MODELS, "all")
-IMAGE_OUTPUTS = {".tif", ".tiff", ".npy", ".h5", ".hdf5"}
+IMAGE_OUTPUTS = {".tif", ".tiff", ".npy", ".png", ".h5", ".hdf5"}
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# Plain help (click's formatter): flags render as flags, not "<bool>", and text wraps instead of being cut.
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Hands-off registration of scientific images, with a verdict you can trust.")
+
+#: What each pipeline stage is, for the log (stage names come from :func:`autoreg.pipeline.register`).
+_STAGES = {
+    "features": "trying ORB features",
+    "features-gradient": "trying ORB features on the gradient magnitude",
+    "features-sift": "trying SIFT features",
+    "intensity": "trying intensity registration (phase correlation, then ECC)",
+    "points": "fitting your control points",
+    "cube": "warping the cube onto the fixed grid",
+    "done": "registration finished",
+}
 
 
 def _console() -> Any:
+    """Logs and progress for people, on stderr; log lines carry the time, not the source line that logged."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, log_path=False)
+
+
+def _stage_message(stage: str) -> str:
+    return _STAGES.get(stage, stage)
+
+
+def merge_reasons(reasons: list[str]) -> list[str]:
+    """Each reason once, in order, with how often it was given: ``"few_inliers: 5 < 15 (×3)"``."""
+    counts: dict[str, int] = {}
+    for reason in reasons:
+        counts[reason] = counts.get(reason, 0) + 1
+    return [f"{r} (×{n})" if n > 1 else r for r, n in counts.items()]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -88,29 +113,41 @@ def _check_outputs(outputs: list[tuple[Optional[Path], set[str]]], inputs: list[
 
 @app.command()
 def register(
-    fixed: str = typer.Argument(..., help="Fixed image: FILE.h5::/dataset, TIFF, PNG, JPEG or NPY."),
-    moving: str = typer.Argument(..., help="Moving image, same formats."),
-    model: str = typer.Option("auto", "--model", "-m", help="auto | " + " | ".join(MODEL_CHOICES[1:]) +
-                              " (all: print every model's table, return auto's result)"),
-    points: Optional[Path] = typer.Option(None, "--points", help="Control points CSV: fixed_x,fixed_y,moving_x,moving_y."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Warped moving image on the fixed grid (.tif or .npy)."),
-    report: Optional[Path] = typer.Option(None, "--report", help="PNG report: images, overlay, checkerboard, matches."),
-    as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout."),
-    seed: int = typer.Option(0, "--seed", help="Seed of every random choice."),
+    fixed: str = typer.Argument(..., metavar="FIXED",
+                                help="Fixed image: FILE.h5::/dataset (USID main or plain 2-D), TIFF, PNG, JPEG or NPY."),
+    moving: str = typer.Argument(..., metavar="MOVING", help="Moving image, same formats."),
+    model: str = typer.Option("auto", "--model", "-m", metavar="MODEL",
+                              help="auto | " + " | ".join(MODEL_CHOICES[1:]) + " (all: print every model's table, "
+                              "return auto's result)."),
+    points: Optional[Path] = typer.Option(None, "--points", metavar="CSV",
+                                          help="Control points CSV with the header fixed_x,fixed_y,moving_x,moving_y "
+                                          "(pixels), used when the automatic result is not ok."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="PATH",
+                                       help="The warped moving image on the fixed grid: .tif (float32, with the "
+                                       "fixed pixel size), .npy, .png (an 8-bit preview, not the data), or .h5 (a "
+                                       "USID results file: warped image and cube, matrices, inliers, verdict, "
+                                       "provenance)."),
+    report: Optional[Path] = typer.Option(None, "--report", metavar="PNG",
+                                          help="PNG report: images, overlay, checkerboard, matches or difference."),
+    as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout (the table goes "
+                                 "nowhere; logs stay on stderr)."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Seed of every random choice."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
-    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=64,
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=64, metavar="N",
                                              help="Refuse inputs with more pixels than this (default 64 million)."),
-    cube: Optional[str] = typer.Option(None, "--cube", help="A USID cube (FILE.h5::/dataset) on the moving grid to "
-                                       "warp along, e.g. the STS spectra."),
-    cube_step: float = typer.Option(1.0, "--cube-step", min=0.01, help="Warp the cube onto the fixed area every "
-                                    "STEP fixed pixels (1 = the fixed grid)."),
+    cube: Optional[str] = typer.Option(None, "--cube", metavar="FILE.h5::/CUBE",
+                                       help="A USID cube on the moving grid to warp along, e.g. the STS spectra."),
+    cube_step: float = typer.Option(1.0, "--cube-step", min=0.01, metavar="STEP",
+                                    help="Warp the cube onto the fixed area every STEP fixed pixels (1 = the fixed "
+                                    "grid)."),
     in_place: bool = typer.Option(False, "--in-place", help="Append a <Moving>-Registration_NNN group next to the "
                                   "moving USID dataset (existing datasets are never touched)."),
 ) -> None:
     """Register MOVING onto FIXED hands-off; fall back to --points when the automatic result is not ok.
 
-    --out takes .tif/.npy (the warped moving image) or .h5 (a USID results file with the warped cube, matrices,
-    inliers, scores, verdict and provenance).
+    Prints a summary table on stdout (or one JSON object with --json). Exit code 0 ok, 3 low_confidence (outputs
+    written, flagged), 4 failed (nothing warped written), 2 bad input (one line on stderr, nothing written).
+    Sizes are written W×H px (columns × rows).
     """
     try:
         _register(fixed, moving, model, points, out, report, as_json, seed, overwrite, max_pixels, cube, cube_step,
@@ -146,8 +183,8 @@ def _register(fixed: str, moving: str, model: str, points: Optional[Path], out: 
 
             cube_data, cube_meta = load_cube(cube, max_pixels=config.max_pixels)
             if cube_data.shape[:2] != moving_img.shape:
-                raise InputError(f"The cube's {cube_data.shape[1]} x {cube_data.shape[0]} positions do not match the "
-                                 f"moving image's {moving_img.shape[1]} x {moving_img.shape[0]} pixels.")
+                raise InputError(f"The cube's {cube_data.shape[1]}×{cube_data.shape[0]} positions do not match the "
+                                 f"moving image's {moving_img.shape[1]}×{moving_img.shape[0]} px.")
             moving_img = replace(moving_img, cube=cube_data)
         compared = None
         if model == "all":  # the tutorial's table for this pair; the auto result is the one written and returned
@@ -157,16 +194,16 @@ def _register(fixed: str, moving: str, model: str, points: Optional[Path], out: 
                                              points=points, seed=seed)
             _print_table(table, stderr=as_json)
         result = run(fixed_img, moving_img, model="auto" if model == "all" else model, points=points, rng=seed,
-                     config=config, cube_step=cube_step, progress=lambda stage: console.log(f"[dim]{stage}[/dim]"))
+                     config=config, cube_step=cube_step, progress=lambda stage: console.log(_stage_message(stage)))
         written = _write_results(result, fixed_img, moving_img, out, in_place, cube_meta,
                                  {"model": model, "seed": seed, "cube_step": cube_step, "points": str(points or "")})
     except InputError as err:
         raise _fail(str(err)) from None
-    _write_outputs(result, fixed_img.data, moving_img.data, out, report, console)
+    _write_outputs(result, fixed_img, moving_img, out, report, console)
     payload = result.to_dict()
     if written:
         payload["results_group"] = written
-        console.log(f"wrote {written}")
+        console.log(f"wrote the results group {written}")
     if compared is not None:
         payload["compare"] = [{"model": name, "chosen": r.model, "verdict": r.verdict.level,
                                "pearson": r.to_dict()["pearson"], "n_inliers": r.scores.n_inliers,
@@ -175,7 +212,7 @@ def _register(fixed: str, moving: str, model: str, points: Optional[Path], out: 
     if as_json:
         sys.stdout.write(json.dumps(payload) + "\n")
     else:
-        _print_summary(payload, console)
+        _print_summary(payload)
     raise typer.Exit(EXIT_CODES[result.verdict.level])
 
 
@@ -203,14 +240,19 @@ def _write_outputs(result: Any, fixed: Any, moving: Any, out: Optional[Path], re
 
     if (out is not None and out.suffix.lower() not in {".h5", ".hdf5"} and result.verdict.level != "failed"
             and result.warped is not None):
-        write_image(out, result.warped)
-        console.log(f"wrote {out}")
+        write_image(out, result.warped, pixel_size_xy=fixed.pixel_size_xy, units=fixed.units)
+        kind = "an 8-bit preview of the warped moving image" if out.suffix.lower() == ".png" else "the warped image"
+        console.log(f"wrote {kind} to {out}")
+    elif out is not None and result.verdict.level == "failed":
+        console.log(f"did not write {out}: the registration failed")
     if report is not None:
-        save_report_png(result, fixed, moving, report)
-        console.log(f"wrote {report}")
+        save_report_png(result, fixed.data, moving.data, report)
+        console.log(f"wrote the report {report}")
 
 
-def _print_summary(payload: dict[str, Any], console: Any) -> None:
+def _print_summary(payload: dict[str, Any]) -> None:
+    """The human summary of ``register``, on stdout."""
+    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"autoreg: {payload['verdict']}", show_header=False)
@@ -218,37 +260,83 @@ def _print_summary(payload: dict[str, Any], console: Any) -> None:
                 "overlap_fraction", "seconds"):
         value = payload.get(key)
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
-    table.add_row("reasons", "; ".join(payload["reasons"]) or "-")
+    table.add_row("reasons", "\n".join(merge_reasons(payload["reasons"])) or "-")
     table.add_row("matrix", json.dumps(payload["matrix"]))
-    console.print(table)
+    Console(highlight=False).print(table)
+
+
+BATCH_MODELS = ("auto", *MODELS)
 
 
 @app.command()
 def batch(
-    scans: list[str] = typer.Argument(..., help="Moving scans: paths, globs, or FILE.h5::/pattern/* (quote globs)."),
-    reference: Optional[str] = typer.Option(None, "--reference", "-r", help="Fixed image for --against reference."),
-    against: str = typer.Option("", "--against",
+    scans: list[str] = typer.Argument(..., metavar="SCANS",
+                                      help="Moving scans: paths, globs, or FILE.h5::/pattern/* (quote globs)."),
+    reference: Optional[str] = typer.Option(None, "--reference", "-r", metavar="FIXED",
+                                            help="Fixed image for --against reference."),
+    against: str = typer.Option("", "--against", metavar="MODE",
                                 help="reference (default with --reference) | first | predecessor (drift series)."),
-    model: str = typer.Option("auto", "--model", "-m", help="auto | " + " | ".join(MODEL_CHOICES[1:])),
-    out_dir: Path = typer.Option(Path("autoreg-batch"), "--out-dir", help="Per-item JSON and the summary tables."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Local worker processes (default: cores)."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of a running Dask scheduler."),
-    force: bool = typer.Option(False, "--force", help="Redo items whose outputs already exist."),
-    seed: int = typer.Option(0, "--seed", help="Seed of every random choice (same for every item)."),
+    model: str = typer.Option("auto", "--model", "-m", metavar="MODEL", help=" | ".join(BATCH_MODELS) + "."),
+    out_dir: Path = typer.Option(Path("autoreg-batch"), "--out-dir", metavar="DIR",
+                                 help="Per-item result JSON (each a reusable transform) and the summary tables."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, metavar="N",
+                                          help="Local worker processes (default: the cores)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", metavar="ADDRESS",
+                                            help="Address of a running Dask scheduler."),
+    force: bool = typer.Option(False, "--force", help="Redo every item, even those already done with the same "
+                               "inputs, options and autoreg version."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Seed of every random choice (same for every item)."),
+    write_warped: Optional[Path] = typer.Option(None, "--write-warped", metavar="DIR",
+                                                help="Write each aligned scan (TIFF on the fixed grid, with its "
+                                                "pixel size) into DIR."),
+    stack: Optional[Path] = typer.Option(None, "--stack", metavar="OUT",
+                                         help="Write the aligned stack (.tif ImageJ stack or .h5 USID), frame k = "
+                                         "scan k; a drift series is chained back to the first scan."),
+    report_dir: Optional[Path] = typer.Option(None, "--report-dir", metavar="DIR",
+                                              help="Write a PNG report per item into DIR."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --stack file."),
 ) -> None:
-    """Register many scans hands-off; write summary.csv and summary.jsonl; exit with the worst verdict's code."""
+    """Register many scans hands-off; write summary.csv and summary.jsonl; exit with the worst verdict's code.
+
+    A re-run skips items already done with the same inputs (path, size, time and content), options, configuration
+    and autoreg version, and says how many on stderr; error rows are retried. stdout gets one JSON line per item.
+    """
     from .batch import default_workers, expand_inputs, plan, run_batch, worst_exit_code
 
     try:
-        if model not in MODEL_CHOICES:
-            raise InputError(f"Unknown model {model!r}; choose one of: {', '.join(MODEL_CHOICES)}.")
-        if out_dir.exists() and not out_dir.is_dir():
-            raise InputError(f"Output directory {out_dir} is not a directory.")
+        if model not in BATCH_MODELS:
+            hint = (" (--model all compares models on one pair: autoreg register FIXED MOVING --model all)"
+                    if model == "all" else "")
+            raise InputError(f"Unknown batch model {model!r}; choose one of: {', '.join(BATCH_MODELS)}{hint}.")
+        for folder, flag in ((out_dir, "--out-dir"), (write_warped, "--write-warped"), (report_dir, "--report-dir")):
+            if folder is not None and folder.exists() and not folder.is_dir():
+                raise InputError(f"{flag} {folder} is not a directory.")
         mode = against or ("reference" if reference is not None else "first")
         items = plan(expand_inputs(scans), reference=reference, against=mode, out_dir=out_dir)
+        if stack is not None:
+            from .io import check_output_path
+            from .stack import STACK_SUFFIXES
+
+            check_output_path(stack, inputs=[i.moving for i in items] + [i.fixed for i in items],
+                              overwrite=overwrite, suffixes=STACK_SUFFIXES)
+        from .config import RegistrationConfig
+
+        options = {"model": model, "seed": seed, "config": RegistrationConfig(),
+                   "warped_dir": str(write_warped) if write_warped else None,
+                   "report_dir": str(report_dir) if report_dir else None}
         with _progress_bar(len(items)) as advance:
             rows = run_batch(items, out_dir=out_dir, workers=workers or default_workers(), scheduler=scheduler,
-                             force=force, options={"model": model, "seed": seed}, progress=advance)
+                             force=force, options=options, progress=advance)
+        skipped = sum(1 for r in rows if r.get("resumed"))
+        if skipped:
+            sys.stderr.write(f"skipped {skipped} already done (same inputs, options, configuration and autoreg "
+                             "version; --force redoes them)\n")
+        if stack is not None:
+            from .stack import write_stack
+
+            console = _console()
+            write_stack(items, mode, stack, log=console.log)
+            console.log(f"wrote the aligned stack {stack}")
     except InputError as err:
         raise _fail(str(err)) from None
     except KeyboardInterrupt:
@@ -259,21 +347,29 @@ def batch(
     raise typer.Exit(worst_exit_code(rows))
 
 
+def progress_description(counts: dict[str, int]) -> str:
+    """``"ok 3 · low_confidence 1 · failed 0 · error 1"``: what the progress bar shows, counts per verdict."""
+    return " · ".join(f"{level} {counts.get(level, 0)}" for level in ("ok", "low_confidence", "failed", "error"))
+
+
 class _progress_bar:  # noqa: N801 - used as a context manager, named like one
-    """A rich progress bar on stderr; yields the callback the batch calls as items finish."""
+    """A rich progress bar on stderr with counts per verdict; yields the callback the batch calls."""
 
     def __init__(self, total: int) -> None:
         from rich.progress import Progress
 
         self.total = total
+        self.counts: dict[str, int] = {}
         self.bar = Progress(console=_console(), transient=False)
 
     def __enter__(self) -> Any:
         self.bar.start()
-        task = self.bar.add_task("registering", total=self.total)
+        task = self.bar.add_task(progress_description(self.counts), total=self.total)
 
         def advance(done: int, total: int, payload: dict[str, Any]) -> None:
-            self.bar.update(task, completed=done, description=f"{payload.get('verdict', '?'):>14}")
+            verdict = str(payload.get("verdict", "error"))
+            self.counts[verdict] = self.counts.get(verdict, 0) + 1
+            self.bar.update(task, completed=done, description=progress_description(self.counts))
 
         return advance
 
@@ -282,8 +378,9 @@ class _progress_bar:  # noqa: N801 - used as a context manager, named like one
 
 
 @app.command()
-def inspect(path: Path = typer.Argument(..., help="An HDF5 file.")) -> None:
-    """List USID main datasets (shape, quantity, units) and registration groups with their verdicts."""
+def inspect(path: Path = typer.Argument(..., metavar="FILE.h5", help="An HDF5 file.")) -> None:
+    """List groups, USID main datasets (grid, steps, quantity, units), plain 2-D datasets that register reads
+    (W×H px), and registration groups with their verdicts."""
     from .results_h5 import describe_file
 
     try:
@@ -297,26 +394,63 @@ def inspect(path: Path = typer.Argument(..., help="An HDF5 file.")) -> None:
 
 @app.command()
 def apply(
-    transform: str = typer.Argument(..., help="A saved transform: result JSON, or FILE.h5::/...-Registration_NNN."),
-    target: str = typer.Argument(..., help="An image on the moving grid (any input format), or a CSV of moving "
-                                 "points with columns x,y."),
-    out: Path = typer.Option(..., "--out", "-o", help="Warped image (.tif/.npy) or mapped points (.csv)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    transform: str = typer.Argument(..., metavar="TRANSFORM",
+                                    help="A saved transform: a result JSON (register --json, a batch item, the "
+                                    "demo's auto.json) or FILE.h5::/...-Registration_NNN."),
+    targets: Optional[list[str]] = typer.Argument(None, metavar="TARGET",
+                                                  help="Images on the moving grid (any input format; globs and "
+                                                  "FILE.h5::/pattern/* expand), or CSVs of points with columns x,y."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="PATH",
+                                       help="The output of a single target: .tif/.npy/.png (image; .png is an 8-bit "
+                                       "preview), .csv (points), .npy/.h5 (cube)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", metavar="DIR",
+                                           help="Outputs of any number of targets: DIR/<name>.tif, .csv or .npy."),
+    cube: Optional[list[str]] = typer.Option(None, "--cube", metavar="FILE.h5::/CUBE",
+                                             help="A USID spectral cube on the moving grid to warp (repeatable)."),
+    cube_step: float = typer.Option(1.0, "--cube-step", min=0.01, metavar="STEP",
+                                    help="Warp cubes onto the fixed area every STEP fixed pixels."),
+    inverse: bool = typer.Option(False, "--inverse", help="Map the other way: fixed points to moving points "
+                                 "(x,y,moving_x,moving_y), fixed-grid images onto the moving grid."),
+    force: bool = typer.Option(False, "--force", help="Apply to targets whose shape or physical extent differs "
+                               "from the registered image's."),
+    allow_low_confidence: bool = typer.Option(False, "--allow-low-confidence",
+                                              help="Apply a low_confidence transform (a failed one never applies)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
 ) -> None:
-    """Re-apply a saved transform to another image of the moving grid, or to a list of moving points."""
+    """Re-apply a saved transform to images of the moving grid, spectral cubes, or lists of points.
+
+    Every target is checked before anything is written: a failed transform never applies, a low_confidence one
+    only with --allow-low-confidence, and a target whose W×H px (or physical extent) differs from the registered
+    image's is refused unless --force. Points CSVs get x,y,fixed_x,fixed_y.
+    """
     from .apply import apply_saved
 
+    console = _console()
     try:
-        apply_saved(transform, target, out, overwrite=overwrite)
+        expanded: list[str] = []
+        if targets:
+            from .batch import expand_inputs
+
+            expanded = expand_inputs(targets)
+        written = apply_saved(transform, expanded, out=out, out_dir=out_dir, cubes=list(cube or []),
+                              overwrite=overwrite, force=force, allow_low_confidence=allow_low_confidence,
+                              inverse=inverse, cube_step=cube_step)
     except InputError as err:
         raise _fail(str(err)) from None
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    for path in written:
+        console.log(f"wrote {path}")
 
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("autoreg-demo"), "--out", help="Directory for the report, JSON and warped cube."),
+    out: Path = typer.Option(Path("autoreg-demo"), "--out", metavar="DIR",
+                             help="Directory for the report, JSON and warped cube."),
 ) -> None:
-    """Register the bundled 40×40 STS map onto the 1024² STM topography with every model; compare to the truth."""
+    """Register the bundled 40×40 px STS map onto the 1024×1024 px STM topography with every model; compare to
+    the known truth."""
     from .demo import run_demo
 
     console = _console()

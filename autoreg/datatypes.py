@@ -329,6 +329,37 @@ class RegistrationResult:
                 "pixel_size_fixed_xy": fixed.pixel_size_xy, "pixel_size_moving_xy": moving.pixel_size_xy,
                 "units_fixed": fixed.units, "units_moving": moving.units}
 
+    def _transform_record(self) -> dict[str, Any] | None:
+        """Both directions of the transform, complete for every model (see :mod:`autoreg.transform_codec`)."""
+        if self.fit is None or self.verdict.level == "failed":
+            return None
+        from .transform_codec import encode_transform
+
+        fit = self.fit
+        pairs = (fit.matches.moving_xy[fit.inliers], fit.matches.fixed_xy[fit.inliers]) if len(fit.matches) else None
+        return encode_transform(fit.model, fit.moving_to_fixed, fit.fixed_to_moving, pairs)
+
+    def __repr__(self) -> str:
+        s = self.scores
+        (fr, fc), (mr, mc) = self.fixed_shape, self.moving_shape
+        return (f"<RegistrationResult {self.verdict.level}: {self.model or '-'} from {self.source or '-'}, "
+                f"{s.n_inliers} inliers, rmse {s.rmse_px:.3g} px, Pearson {s.pearson:.3g}; "
+                f"moving {mc}×{mr} px onto fixed {fc}×{fr} px>")
+
+    def _repr_html_(self) -> str:
+        """The verdict, its reasons and the report figure, for notebooks."""
+        import base64
+        import html
+
+        from .report import render_png
+
+        colour = {"ok": "#1a7f37", "low_confidence": "#9a6700", "failed": "#cf222e"}[self.verdict.level]
+        reasons = "".join(f"<li>{html.escape(r)}</li>" for r in dict.fromkeys(self.verdict.reasons))
+        figure = base64.b64encode(render_png(self)).decode("ascii")
+        return (f"<div><b style='color:{colour}'>{html.escape(self.verdict.level)}</b> "
+                f"{html.escape(repr(self)[1:-1])}<ul>{reasons}</ul>"
+                f"<img src='data:image/png;base64,{figure}' style='max-width:100%'/></div>")
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of the CLI contract (``--json``), plus more keys.
 
@@ -339,7 +370,7 @@ class RegistrationResult:
             "model": self.model,
             "matrix": self.matrix,
             "verdict": self.verdict.level,
-            "reasons": list(self.verdict.reasons),
+            "reasons": list(dict.fromkeys(self.verdict.reasons)),  # each once; every attempt's own are in attempts
             "source": self.source,
             "n_matches": s.n_matches,
             "n_inliers": s.n_inliers,
@@ -364,6 +395,7 @@ class RegistrationResult:
             "moving_shape": list(self.moving_shape),
             "autoreg_version": __version__,
             **self._physical(),
+            "transform": self._transform_record(),
         }
         for key, value in self.extra.items():
             out.setdefault(key, value)

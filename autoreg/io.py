@@ -9,7 +9,7 @@ TIFF, PNG, JPEG, BMP, NPY
     ``0.299 R + 0.587 G + 0.114 B``; fully transparent pixels become NaN.
 
 Every input is opened read-only and closed before the function returns. Shapes are checked (2-D after
-squeezing singleton axes, at least 8 x 8, ``max_pixels``) *before* the pixels are read wherever the format
+squeezing singleton axes, at least 8×8 px, ``max_pixels``) *before* the pixels are read wherever the format
 tells the shape first: HDF5, TIFF, NPY (memory-mapped), PNG and JPEG headers.
 
 Pixel values
@@ -53,6 +53,7 @@ __all__ = [
     "load_points",
     "write_coordinate_table",
     "parse_spec",
+    "preview_8bit",
     "write_image",
     "write_json",
 ]
@@ -146,7 +147,7 @@ def _as_float(array: np.ndarray, name: str, dtype: Any = None) -> np.ndarray:
 def _stack_message(squeezed: tuple[int, ...], shape: tuple[int, ...], name: str, hint: str) -> str:
     a, b, c = squeezed
     n, rows, cols = (c, a, b) if c <= 4 < min(a, b) else (a, b, c)  # channels last, or images first
-    return f"Input {name} is a stack of {n} images of {cols} x {rows} px (shape {shape}); {hint}"
+    return f"Input {name} is a stack of {n} images of {cols}×{rows} px (shape {shape}); {hint}"
 
 
 def _image_shape(shape: tuple[int, ...], name: str, hint: str, max_pixels: int | None) -> tuple[int, int]:
@@ -159,8 +160,8 @@ def _image_shape(shape: tuple[int, ...], name: str, hint: str, max_pixels: int |
     squeezed = tuple(s for s in shape if s != 1)
     if len(shape) == 2 and min(shape) < MIN_SIDE or len(squeezed) == 2 and min(squeezed) < MIN_SIDE:
         rows, cols = shape if len(shape) == 2 else squeezed
-        raise InputError(f"Input {name} is only {cols} x {rows} px; autoreg needs at least {MIN_SIDE} x "
-                         f"{MIN_SIDE}.")
+        raise InputError(f"Input {name} is only {cols}×{rows} px; autoreg needs at least {MIN_SIDE}×"
+                         f"{MIN_SIDE} px.")
     if len(squeezed) == 3:
         raise InputError(_stack_message(squeezed, shape, name, hint))
     if len(squeezed) != 2:
@@ -168,7 +169,7 @@ def _image_shape(shape: tuple[int, ...], name: str, hint: str, max_pixels: int |
         raise InputError(f"Input {name} has shape {shape}; autoreg needs a 2-D image{advice}")
     rows, cols = squeezed
     if max_pixels is not None and rows * cols > max_pixels:
-        raise InputError(f"Input {name} has {rows * cols:,} pixels ({cols} x {rows}), over the budget of "
+        raise InputError(f"Input {name} has {rows * cols:,} pixels ({cols}×{rows} px), over the budget of "
                          f"{max_pixels:,}; crop or bin it first, or raise max_pixels.")
     return rows, cols
 
@@ -208,7 +209,7 @@ def _read_usid(dset: Any, anc: dict[str, Any], label: str, max_pixels: int | Non
     if n_spec == 0:
         raise InputError(f"Input {label} holds no values (0 spectroscopic steps per position).")
     if n_spec != 1 and not cube:
-        raise InputError(f"Input {label} is a spectroscopic cube ({grid.n_x} x {grid.n_y} positions x "
+        raise InputError(f"Input {label} is a spectroscopic cube ({grid.n_x}×{grid.n_y} positions × "
                          f"{n_spec} steps); register a 2-D channel of the same scan and pass this cube along "
                          "(--cube).")
     meta = {**usid.calibration(grid, anc["Position_Values"], anc["Position_Indices"]),
@@ -222,22 +223,46 @@ def _read_hdf5(path: Path, dataset: str, label: str, max_pixels: int | None,
                *, cube: bool) -> tuple[np.ndarray, dict[str, Any]]:
     """Pixels and metadata of one dataset: USID (reshaped, calibrated) or plain (as stored)."""
     with usid.open_hdf5(path) as f:
-        dset = usid.get_dataset(f, path, dataset)
-        try:
-            anc = usid.ancillaries(dset)
-            if anc is not None:
-                return _read_usid(dset, anc, label, max_pixels, cube=cube)
-        except InputError:
-            raise
-        except (KeyError, ValueError, OSError, TypeError, IndexError) as err:
-            raise InputError(f"{dataset} in {path} has unreadable USID ancillary datasets: {err}.") from err
-        if cube:
-            raise InputError(f"{dataset} in {path} is not a USID main dataset with a spectroscopic "
-                             "dimension; a cube is read from one.")
-        if dset.shape is None:
-            raise InputError(f"{dataset} in {path} holds no data (an empty dataset).")
-        _image_shape(dset.shape, label, _HINT_HDF5, max_pixels)
-        return usid.read_dataset(dset), {"value_units": usid.value_units(dset)}
+        return _read_hdf5_dataset(usid.get_dataset(f, path, dataset), label, max_pixels, cube=cube)
+
+
+def _read_hdf5_dataset(dset: Any, label: str, max_pixels: int | None,
+                       *, cube: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    """Pixels and metadata of an open ``h5py.Dataset``: USID (reshaped, calibrated) or plain (as stored)."""
+    where = f"{dset.name} in {dset.file.filename}"
+    try:
+        anc = usid.ancillaries(dset)
+        if anc is not None:
+            return _read_usid(dset, anc, label, max_pixels, cube=cube)
+    except InputError:
+        raise
+    except (KeyError, ValueError, OSError, TypeError, IndexError) as err:
+        raise InputError(f"{where} has unreadable USID ancillary datasets: {err}.") from err
+    if cube:
+        raise InputError(f"{where} is not a USID main dataset with a spectroscopic dimension; a cube is read "
+                         "from one.")
+    if dset.shape is None:
+        raise InputError(f"{where} holds no data (an empty dataset).")
+    _image_shape(dset.shape, label, _HINT_HDF5, max_pixels)
+    return usid.read_dataset(dset), {"value_units": usid.value_units(dset)}
+
+
+def _h5py_dataset(source: Any) -> bool:
+    """True for an open ``h5py.Dataset`` (pyUSID's ``USIDataset`` is one), without importing h5py."""
+    import sys
+
+    h5py = sys.modules.get("h5py")
+    return h5py is not None and isinstance(source, h5py.Dataset)
+
+
+def _load_h5py_dataset(dset: Any, name: str | None, max_pixels: int | None) -> Image:
+    """An image from an open ``h5py.Dataset`` or pyUSID ``USIDataset``, with its USID grid and positions."""
+    if not dset.id.valid:
+        raise InputError("The h5py dataset is closed (its file was closed); open the file again.")
+    label = name or f"{dset.file.filename}::{dset.name}"
+    data, meta = _read_hdf5_dataset(dset, label, max_pixels, cube=False)
+    meta.pop("spectral", None)
+    return _finish_image(data, label, _HINT_HDF5, max_pixels, **meta)
 
 
 # ------------------------------------------------------------------------------------ TIFF, PNG/JPEG, NPY
@@ -252,7 +277,22 @@ def _tiff_colour_axis(series: Any) -> int | None:
     return axis if is_photo and axis >= 0 and series.shape[axis] in (3, 4) else None
 
 
-def _read_tiff(path: Path, label: str, max_pixels: int | None) -> np.ndarray:
+def _tiff_calibration(tif: Any) -> dict[str, Any]:
+    """Pixel size and unit of an ImageJ TIFF with a length unit (as :func:`write_image` writes); {} otherwise."""
+    from .units import unit_factor
+
+    unit = str((tif.imagej_metadata or {}).get("unit", "")).strip()
+    unit = {"micron": "µm", "angstrom": "Å"}.get(unit, unit)
+    page = tif.pages[0]
+    if unit_factor(unit) is None or "XResolution" not in page.tags or "YResolution" not in page.tags:
+        return {}
+    (xn, xd), (yn, yd) = page.tags["XResolution"].value, page.tags["YResolution"].value
+    if not (xn and yn and xd and yd):
+        return {}
+    return {"pixel_size_xy": (xd / xn, yd / yn), "units": unit, "origin": (0.0, 0.0)}
+
+
+def _read_tiff(path: Path, label: str, max_pixels: int | None) -> tuple[np.ndarray, dict[str, Any]]:
     import tifffile
 
     try:
@@ -262,6 +302,7 @@ def _read_tiff(path: Path, label: str, max_pixels: int | None) -> np.ndarray:
             shape = tuple(s for i, s in enumerate(series.shape) if i != colour)
             _image_shape(shape, label, _HINT_TIFF, max_pixels)
             data = series.asarray()
+            meta = _tiff_calibration(tif)
     except InputError:
         raise
     except (tifffile.TiffFileError, ValueError, IndexError, KeyError, TypeError, OSError, EOFError,
@@ -269,9 +310,9 @@ def _read_tiff(path: Path, label: str, max_pixels: int | None) -> np.ndarray:
         raise InputError(f"Cannot read TIFF {path} (corrupt, truncated, not a TIFF, or an unsupported "
                          f"compression): {err}.") from err
     if colour is None:
-        return data
+        return data, meta
     data = np.moveaxis(data, colour, -1)
-    return _luminance(data[..., :3], data[..., 3] if data.shape[-1] == 4 else None)
+    return _luminance(data[..., :3], data[..., 3] if data.shape[-1] == 4 else None), meta
 
 
 def _raster_header_shape(path: Path) -> tuple[int, int] | None:
@@ -356,7 +397,8 @@ def _load_file(path: Path, dataset: str | None, label: str, max_pixels: int | No
         return _finish_image(data, label, _HINT_HDF5, max_pixels, **meta)
     _require_file(path)
     if suffix in _TIFF_SUFFIXES:
-        return _finish_image(_read_tiff(path, label, max_pixels), label, _HINT_TIFF, max_pixels)
+        data, meta = _read_tiff(path, label, max_pixels)
+        return _finish_image(data, label, _HINT_TIFF, max_pixels, **meta)
     if suffix in _RASTER_SUFFIXES:
         return _finish_image(_read_raster(path, label, max_pixels), label, "", max_pixels)
     if suffix == ".npy":
@@ -370,9 +412,11 @@ def load_image(source: Any, *, name: str | None = None, max_pixels: int | None =
 
     Parameters
     ----------
-    source : str, path, array_like or Image
+    source : str, path, h5py.Dataset, pyUSID.USIDataset, array_like or Image
         ``FILE.h5::/path/to/dataset`` (USID main dataset or plain 2-D dataset), a TIFF, PNG, JPEG, BMP or NPY
-        path, an array, or an :class:`~autoreg.datatypes.Image` (returned as is).
+        path, an open ``h5py.Dataset`` or pyUSID ``USIDataset`` (a USID main dataset is read with its position
+        grid and physical positions, like a spec), an array, or an :class:`~autoreg.datatypes.Image` (returned
+        as is).
     name : str, optional
         Name used in messages and stored in ``Image.name``; defaults to the spec (``"array"`` for arrays).
     max_pixels : int, optional
@@ -389,7 +433,7 @@ def load_image(source: Any, *, name: str | None = None, max_pixels: int | None =
     ------
     InputError
         Missing, unreadable, corrupt or unsupported input; bad dataset path or a group; a stack, cube or other
-        non-2-D shape; smaller than 8 x 8; over ``max_pixels``; complex or non-numeric; no finite pixel.
+        non-2-D shape; smaller than 8×8 px; over ``max_pixels``; complex or non-numeric; no finite pixel.
 
     Examples
     --------
@@ -401,6 +445,8 @@ def load_image(source: Any, *, name: str | None = None, max_pixels: int | None =
     if isinstance(source, (str, os.PathLike)):
         path, dataset = parse_spec(source)
         return _load_file(path, dataset, name or os.fspath(source), max_pixels)
+    if _h5py_dataset(source):
+        return _load_h5py_dataset(source, name, max_pixels)
     if isinstance(source, np.ndarray) or hasattr(source, "__array__"):
         label = name or "array"
         array = np.asarray(source)
@@ -409,14 +455,14 @@ def load_image(source: Any, *, name: str | None = None, max_pixels: int | None =
     raise InputError(f"Cannot read an image from a {type(source).__name__}; give a path, a spec or an array.")
 
 
-def load_cube(spec: str | os.PathLike[str], *,
-              max_pixels: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+def load_cube(spec: Any, *, max_pixels: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Read a USID main dataset with a spectroscopic dimension as an array ``(rows, cols, bands)``.
 
     Parameters
     ----------
-    spec : str or path
-        ``FILE.h5::/path/to/dataset`` of a USID main dataset (e.g. STS: 40 x 40 positions x 256 bias steps).
+    spec : str, path, h5py.Dataset or pyUSID.USIDataset
+        ``FILE.h5::/path/to/dataset`` of a USID main dataset (e.g. STS: 40×40 positions × 256 bias steps), or
+        that dataset open.
     max_pixels : int, optional
         Refuse more positions than this, before reading.
 
@@ -436,6 +482,12 @@ def load_cube(spec: str | os.PathLike[str], *,
         Not ``FILE.h5::/dataset``; not a USID main dataset; not a 2-D position grid; over ``max_pixels``;
         complex or non-numeric; or any reading error of :func:`load_image`.
     """
+    if _h5py_dataset(spec):
+        if not spec.id.valid:  # type: ignore[union-attr]
+            raise InputError("The h5py dataset is closed (its file was closed); open the file again.")
+        label = f"{spec.file.filename}::{spec.name}"  # type: ignore[union-attr]
+        data, meta = _read_hdf5_dataset(spec, label, max_pixels, cube=True)
+        return _as_float(data, label, np.float32), meta
     path, dataset = parse_spec(spec)
     if dataset is None:
         raise InputError(f"A cube is read from a USID dataset: {path}::/path/to/dataset.")
@@ -503,8 +555,37 @@ def load_coordinate_table(path: str | os.PathLike[str], columns: tuple[str, ...]
     return np.array(values, np.float64)
 
 
-def load_points(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Read control points from a CSV with the header ``fixed_x,fixed_y,moving_x,moving_y`` (any order).
+def _points_table(points: Any) -> np.ndarray:
+    """An (N, 4) table ``fixed_x, fixed_y, moving_x, moving_y`` from a path, an array or a pandas DataFrame."""
+    if isinstance(points, (str, os.PathLike)):
+        return load_coordinate_table(points, POINTS_HEADER)
+    columns = getattr(points, "columns", None)
+    if columns is not None and hasattr(points, "to_numpy"):  # a pandas DataFrame, without importing pandas
+        names = {str(c).strip().lower(): c for c in columns}
+        missing = [c for c in POINTS_HEADER if c not in names]
+        if missing:
+            raise InputError(f"The points DataFrame lacks the column(s) {', '.join(missing)}; it needs "
+                             f"{', '.join(POINTS_HEADER)}.")
+        try:
+            return np.column_stack([np.asarray(points[names[c]].to_numpy(), np.float64) for c in POINTS_HEADER])
+        except (TypeError, ValueError) as err:
+            raise InputError(f"The points DataFrame holds values that are not numbers: {err}.") from err
+    if isinstance(points, np.ndarray) or isinstance(points, (list, tuple)) and points:
+        try:
+            table = np.asarray(points, np.float64)
+        except (TypeError, ValueError) as err:
+            raise InputError(f"Control points must be numbers: {err}.") from err
+        if table.ndim != 2 or table.shape[1] != 4:
+            raise InputError(f"A points array must have shape (N, 4) with columns {', '.join(POINTS_HEADER)}; got "
+                             f"shape {table.shape}.")
+        return table
+    raise InputError(f"Cannot read control points from a {type(points).__name__}; give a CSV path, an (N, 4) "
+                     f"array or a DataFrame with columns {', '.join(POINTS_HEADER)}.")
+
+
+def load_points(points: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Read control points: a CSV with the header ``fixed_x,fixed_y,moving_x,moving_y`` (any order), an array
+    of shape (N, 4) in that column order, or a pandas DataFrame with those columns.
 
     Whether the points are enough, spread out and inside the images is checked later, not here.
 
@@ -516,9 +597,15 @@ def load_points(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     Raises
     ------
     InputError
-        See :func:`load_coordinate_table`.
+        Another type, a wrong shape or missing columns, or see :func:`load_coordinate_table`.
+
+    Examples
+    --------
+    >>> fixed_xy, moving_xy = load_points(np.array([[10.0, 20.0, 1.0, 2.0]]))
+    >>> fixed_xy.tolist(), moving_xy.tolist()
+    ([[10.0, 20.0]], [[1.0, 2.0]])
     """
-    table = load_coordinate_table(path, POINTS_HEADER)
+    table = _points_table(points)
     return table[:, 0:2], table[:, 2:4]
 
 
@@ -535,14 +622,47 @@ def write_coordinate_table(path: str | os.PathLike[str], columns: tuple[str, ...
 # ------------------------------------------------------------------------------------------------ writers
 
 
-def write_image(path: str | os.PathLike[str], array: np.ndarray) -> Path:
-    """Write ``array`` as float32 TIFF (``.tif``/``.tiff``) or NPY (``.npy``), atomically.
+def _imagej_unit(units: str) -> str:
+    """ImageJ's ASCII spelling of a length unit (its metadata is ASCII; ImageJ reads ``micron`` as µm)."""
+    unit = units.strip()
+    spelled = {"um": "micron", "µm": "micron", "μm": "micron", "å": "angstrom", "a": "angstrom"}.get(unit.lower(), unit)
+    return spelled if spelled.isascii() else "pixel"
+
+
+def preview_8bit(array: np.ndarray) -> np.ndarray:
+    """An 8-bit view of an image for people: the 1st–99th percentile stretched to 0–255, NaN transparent.
+
+    Returns
+    -------
+    ndarray of uint8, shape (H, W, 2)
+        Gray and alpha (0 where the image is NaN).
+    """
+    data = np.asarray(array, np.float64)
+    finite = np.isfinite(data)
+    gray = np.zeros(data.shape, np.uint8)
+    if finite.any():
+        lo, hi = np.percentile(data[finite], [1, 99])
+        scaled = np.clip((data - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
+        gray[finite] = np.round(scaled[finite] * 255).astype(np.uint8)
+    return np.dstack([gray, np.where(finite, 255, 0).astype(np.uint8)])
+
+
+def write_image(path: str | os.PathLike[str], array: np.ndarray, *,
+                pixel_size_xy: tuple[float, float] | None = None, units: str | None = None) -> Path:
+    """Write ``array`` as float32 TIFF, NPY, or an 8-bit PNG preview, atomically.
 
     Parameters
     ----------
     path : str or path
+        ``.tif``/``.tiff`` (float32, NaN kept; with a pixel size, the TIFF resolution tags and ImageJ's ``unit``
+        carry it, so ImageJ/Fiji and tifffile show physical sizes), ``.npy`` (float32 as is) or ``.png`` (an
+        8-bit gray-and-alpha preview scaled for display, transparent where NaN: not the data).
     array : array_like
-        2-D image (or a stack, written as grayscale pages / as is).
+        2-D image (a stack is written as TIFF pages or as is to NPY; a PNG takes one image).
+    pixel_size_xy : tuple of float, optional
+        Physical size of a pixel along x and y, in ``units``.
+    units : str, optional
+        Length unit of ``pixel_size_xy`` (``"nm"``...).
 
     Returns
     -------
@@ -552,21 +672,38 @@ def write_image(path: str | os.PathLike[str], array: np.ndarray) -> Path:
     Raises
     ------
     InputError
-        Any other extension.
+        Any other extension, or a PNG of something other than one 2-D image.
     """
     target = Path(path)
     suffix = target.suffix.lower()
-    if suffix not in _TIFF_SUFFIXES | {".npy"}:
-        raise InputError(f"Cannot write {target.name}: use a .tif, .tiff or .npy output.")
+    if suffix not in _TIFF_SUFFIXES | {".npy", ".png"}:
+        raise InputError(f"Cannot write {target.name}: use a .tif, .tiff or .npy output (or .png for an 8-bit "
+                         "preview).")
     data = np.asarray(array, np.float32)
+    if suffix == ".png" and data.ndim != 2:
+        raise InputError(f"Cannot write {target.name}: a PNG preview holds one 2-D image; use .tif or .npy for a "
+                         f"{data.ndim}-D array.")
     with atomic_path(target) as tmp:
         if suffix == ".npy":
             with open(tmp, "wb") as fh:
                 np.save(fh, data)
+        elif suffix == ".png":
+            import cv2
+
+            preview = preview_8bit(data)
+            if not cv2.imwrite(str(tmp), np.dstack([preview[..., 0]] * 3 + [preview[..., 1]])):
+                raise InputError(f"Cannot write the PNG preview {target}.")
         else:
             import tifffile
 
-            tifffile.imwrite(tmp, data, photometric="minisblack")
+            if pixel_size_xy is not None and all(np.isfinite(pixel_size_xy)) and 0 not in pixel_size_xy:
+                sx, sy = (abs(float(v)) for v in pixel_size_xy)
+                metadata: dict[str, Any] = {"unit": _imagej_unit(units or "pixel")}
+                if data.ndim == 3:
+                    metadata["axes"] = "ZYX"
+                tifffile.imwrite(tmp, data, imagej=True, resolution=(1.0 / sx, 1.0 / sy), metadata=metadata)
+            else:
+                tifffile.imwrite(tmp, data, photometric="minisblack")
     return target
 
 

@@ -23,8 +23,7 @@ from .errors import InputError
 from .io import parse_spec
 from .units import physical_matrix
 
-__all__ = ["write_results", "list_registrations", "read_registration", "load_transform",
-           "describe_file", "GROUP_SUFFIX"]
+__all__ = ["write_results", "list_registrations", "read_registration", "describe_file", "GROUP_SUFFIX"]
 
 GROUP_SUFFIX = "-Registration_"
 
@@ -194,53 +193,27 @@ def read_registration(spec: str) -> dict[str, Any]:
     return stored
 
 
-def load_transform(spec: str) -> tuple[Any, tuple[int, int]]:
-    """A saved transform as a :class:`~autoreg.datatypes.Fit`, and the fixed grid's shape.
-
-    ``spec`` is a JSON written by ``autoreg register --json`` / ``autoreg demo``, or a results group
-    ``FILE.h5::/.../<Moving>-Registration_NNN``. Global models are rebuilt from their matrix; polynomial and
-    piecewise-affine ones are refitted from the stored inlier pairs (a deterministic least-squares fit).
-
-    Raises
-    ------
-    InputError
-        Unreadable file, a failed result, or a non-global model without stored pairs.
-    """
-    from skimage.transform import ProjectiveTransform
-
-    from .datatypes import Fit, Matches
-    from .estimate import fit_pair
-    from .models import is_global
-
-    if "::" in spec:
-        stored = read_registration(spec)
-    else:
-        try:
-            stored = json.loads(Path(spec).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise InputError(f"Cannot read a saved transform from {spec}: {err}.") from err
-    model = stored.get("model")
-    if stored.get("verdict") == "failed" or model is None:
-        raise InputError(f"{spec} holds a failed registration; there is no transform to apply.")
-    shape = tuple(int(v) for v in stored.get("fixed_shape") or (0, 0))
-    if is_global(model) and stored.get("matrix") is not None:
-        matrix = np.asarray(stored["matrix"], float)
-        forward = ProjectiveTransform(matrix=matrix)
-        backward = ProjectiveTransform(matrix=np.linalg.inv(matrix))
-        pairs = Matches(np.zeros((0, 2)), np.zeros((0, 2)))
-    elif "inliers_moving_xy" in stored:
-        pairs = Matches(fixed_xy=stored["inliers_fixed_xy"], moving_xy=stored["inliers_moving_xy"])
-        forward, backward = fit_pair(model, pairs.moving_xy, pairs.fixed_xy)
-    else:
-        raise InputError(f"{spec} holds a {model} transform without its point pairs; re-apply it from the results "
-                         "group (FILE.h5::/...-Registration_NNN).")
-    fit = Fit(model=model, moving_to_fixed=forward, fixed_to_moving=backward,
-              inliers=np.ones(len(pairs), bool), source=str(stored.get("source") or "points"), matches=pairs)
-    return fit, shape  # type: ignore[return-value]
+def _describe_dataset(f: Any, obj: Any) -> str | None:
+    """``[main: ...]`` for a USID main dataset, ``[image: W×H px ...]`` for a plain dataset ``register`` reads."""
+    if "Position_Indices" in obj.attrs and "quantity" in obj.attrs:
+        positions = f[obj.attrs["Position_Indices"]]
+        sizes = [int(positions[:, k].max()) + 1 for k in range(positions.shape[1])]
+        grid = "×".join(str(n) for n in sizes)
+        return (f"[main: {grid} positions × {obj.shape[1]} steps, {obj.attrs.get('quantity')} "
+                f"({obj.attrs.get('units')})]")
+    if obj.shape is None or obj.dtype.kind not in "biuf":
+        return None
+    squeezed = [int(n) for n in obj.shape if n != 1]
+    if len(squeezed) == 2 and min(squeezed) >= 8:
+        rows, cols = squeezed
+        units = usid.value_units(obj)
+        return f"[image: {cols}×{rows} px, {obj.dtype}{f' ({units})' if units else ''}]"
+    return None
 
 
 def describe_file(path: str | Path) -> list[str]:
-    """Lines describing an HDF5 file: its USID main datasets (shape, quantity, units) and registration groups."""
+    """Lines describing an HDF5 file: its groups, USID main datasets (grid, steps, quantity, units), the plain
+    2-D datasets that ``autoreg register`` reads as images (W×H px), and registration groups with verdicts."""
     import h5py
 
     lines: list[str] = []
@@ -255,12 +228,10 @@ def describe_file(path: str | Path) -> list[str]:
                     lines.append(f"{depth}{leaf}/  [registration: {state}]")
                 else:
                     lines.append(f"{depth}{leaf}/")
-            elif "Position_Indices" in obj.attrs and "quantity" in obj.attrs:
-                positions = f[obj.attrs["Position_Indices"]]
-                sizes = [int(positions[:, k].max()) + 1 for k in range(positions.shape[1])]
-                grid = " x ".join(str(n) for n in sizes)
-                lines.append(f"{depth}{leaf}  [main: {grid} positions x {obj.shape[1]} steps, "
-                             f"{obj.attrs.get('quantity')} ({obj.attrs.get('units')})]")
+            elif leaf not in usid.ANCILLARIES:
+                described = _describe_dataset(f, obj)
+                if described:
+                    lines.append(f"{depth}{leaf}  {described}")
 
         f.visititems(visit)
     return lines

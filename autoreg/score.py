@@ -161,11 +161,11 @@ def grid_uncertainty(fit: Fit, moving_shape: tuple[int, int], *, polynomial_orde
     residual = np.asarray(fit.moving_to_fixed(moving_xy)) - fixed_xy
     variance = float(np.sum(residual**2)) / dof
     grid = _design(fit.model, grid_xy(moving_shape, n) / scale, polynomial_order)
-    try:
-        inverse = np.linalg.inv(design.T @ design)
-    except np.linalg.LinAlgError:
+    singular = np.linalg.svd(design, compute_uv=False)
+    if not singular[-1] > 1e-8 * singular[0]:  # the points do not determine the model (e.g. all on a line)
         return float("nan")
-    leverage = np.einsum("ij,jk,ik->i", grid, inverse, grid)
+    inverse = np.linalg.inv(design.T @ design)
+    leverage = np.maximum(np.einsum("ij,jk,ik->i", grid, inverse, grid), 0.0)  # >= 0 but for round-off
     return float(np.sqrt(np.mean(2 * variance * leverage)))  # x and y each contribute variance * leverage
 
 

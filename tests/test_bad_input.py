@@ -65,8 +65,8 @@ def folder(tmp_path_factory):
 
 # (moving spec, expected exit codes, message expected on stderr for exit 2)
 CASES = {
-    "tiny1": ("tiny1.npy", {2}, "only 1 x 1 px"),
-    "tiny3": ("tiny3.npy", {2}, "only 3 x 3 px"),
+    "tiny1": ("tiny1.npy", {2}, "only 1×1 px"),
+    "tiny3": ("tiny3.npy", {2}, "only 3×3 px"),
     "tiny8": ("tiny8.npy", {3, 4}, None),
     "elongated": ("elongated.npy", {3, 4}, None),
     "stack": ("stack.npy", {2}, "stack of 3 images"),

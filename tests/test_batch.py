@@ -117,3 +117,122 @@ def test_batch_runs_on_a_dask_cluster(scans, tmp_path):
                            against="reference", out_dir=tmp_path / "local"), out_dir=tmp_path / "local",
                       options={"model": "rigid"})
     assert _matrices(rows) == _matrices(local)
+
+
+def _batch(*args):
+    return runner.invoke(app, ["batch", *[str(a) for a in args]])
+
+
+def test_a_changed_model_recomputes_instead_of_serving_the_cached_row(scans, tmp_path):
+    items = plan([str(scans / "scan_1.tif")], reference=str(scans / "ref.tif"), against="reference", out_dir=tmp_path)
+    first = run_batch(items, out_dir=tmp_path, options={"model": "rigid"})
+    again = run_batch(items, out_dir=tmp_path, options={"model": "rigid"})
+    assert first[0]["model"] == "rigid" and again[0]["resumed"] and not first[0]["resumed"]
+    changed = run_batch(items, out_dir=tmp_path, options={"model": "similarity"})
+    assert changed[0]["model"] == "similarity" and not changed[0]["resumed"]
+    reseeded = run_batch(items, out_dir=tmp_path, options={"model": "similarity", "seed": 1})
+    assert not reseeded[0]["resumed"]
+
+
+def test_a_replaced_scan_and_an_error_row_are_recomputed(scans, tmp_path):
+    import os
+    import shutil
+
+    work = tmp_path / "scans"
+    work.mkdir()
+    shutil.copy(scans / "ref.tif", work / "ref.tif")
+    (work / "new.tif").write_bytes(b"a broken scan")
+    items = plan([str(work / "new.tif")], reference=str(work / "ref.tif"), against="reference", out_dir=tmp_path / "o")
+    assert run_batch(items, out_dir=tmp_path / "o", options={"model": "rigid"})[0]["verdict"] == "error"
+    retried = run_batch(items, out_dir=tmp_path / "o", options={"model": "rigid"})
+    assert retried[0]["verdict"] == "error" and not retried[0]["resumed"]  # error rows are retried
+    shutil.copy(scans / "scan_2.tif", work / "new.tif")  # the good scan replaces the broken one
+    assert run_batch(items, out_dir=tmp_path / "o", options={"model": "rigid"})[0]["verdict"] == "ok"
+    # the same size and modification time but other content: the content hash tells
+    stat = (work / "new.tif").stat()
+    data = tifffile.imread(scans / "scan_3.tif")
+    tifffile.imwrite(work / "new.tif", data)
+    assert (work / "new.tif").stat().st_size == stat.st_size
+    os.utime(work / "new.tif", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    redone = run_batch(items, out_dir=tmp_path / "o", options={"model": "rigid"})
+    assert not redone[0]["resumed"]
+    np.testing.assert_allclose(np.array(redone[0]["matrix"])[:2, :2], _rotation(3)[:2, :2], atol=0.005)
+    # a changed reference recomputes too
+    assert run_batch(items, out_dir=tmp_path / "o", options={"model": "rigid"})[0]["resumed"]
+    tifffile.imwrite(work / "ref.tif", tifffile.imread(work / "ref.tif") * 2.0)
+    assert not run_batch(items, out_dir=tmp_path / "o", options={"model": "rigid"})[0]["resumed"]
+
+
+def test_a_changed_configuration_or_version_recomputes(scans, tmp_path, monkeypatch):
+    from autoreg import batch as batch_module
+    from autoreg.config import RegistrationConfig
+
+    items = plan([str(scans / "scan_1.tif")], reference=str(scans / "ref.tif"), against="reference", out_dir=tmp_path)
+    run_batch(items, out_dir=tmp_path, options={"model": "rigid"})
+    tuned = run_batch(items, out_dir=tmp_path, options={"model": "rigid", "config": RegistrationConfig(n_features=900)})
+    assert not tuned[0]["resumed"]
+    assert run_batch(items, out_dir=tmp_path, options={"model": "rigid",
+                                                       "config": RegistrationConfig(n_features=900)})[0]["resumed"]
+    monkeypatch.setattr("autoreg._version.__version__", "999.0")
+    assert batch_module.resume_key({"a": 1}, {"b": 2}, {}) != ""
+    newer = run_batch(items, out_dir=tmp_path, options={"model": "rigid", "config": RegistrationConfig(n_features=900)})
+    assert not newer[0]["resumed"]
+
+
+def test_cli_rerun_says_what_it_skipped_and_counts_verdicts(scans, tmp_path):
+    args = [scans / "scan_[1-2].tif", scans / "scan_9.tif", "--reference", scans / "ref.tif", "--out-dir", tmp_path,
+            "--workers", "1", "--model", "rigid"]
+    first = _batch(*args)
+    assert first.exit_code == 4, first.stderr
+    assert "ok 2 · low_confidence 0 · failed 0 · error 1" in first.stderr
+    assert "skipped" not in first.stderr
+    second = _batch(*args)
+    assert "skipped 2 already done" in second.stderr  # the error row is retried, not skipped
+    assert [json.loads(line)["resumed"] for line in second.stdout.splitlines()] == [True, True, False]
+
+
+def test_batch_model_all_is_a_usage_error_before_any_work(scans, tmp_path):
+    out = tmp_path / "never"
+    done = _batch(scans / "scan_1.tif", "--reference", scans / "ref.tif", "--out-dir", out, "--model", "all")
+    assert done.exit_code == 2 and done.stderr.startswith("error: Unknown batch model 'all'")
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stdout == ""
+    assert not out.exists()
+
+
+def test_write_warped_report_dir_and_an_aligned_stack(scans, tmp_path):
+    warped, reports = tmp_path / "warped", tmp_path / "reports"
+    done = _batch(scans / "scan_[0-3].tif", "--reference", scans / "ref.tif", "--out-dir", tmp_path / "out",
+                  "--workers", "1", "--model", "rigid", "--write-warped", warped, "--report-dir", reports,
+                  "--stack", tmp_path / "stack.tif")
+    assert done.exit_code == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert sorted(p.name for p in warped.iterdir()) == sorted(Path(r["output"]).stem + ".tif" for r in rows)
+    assert sorted(p.suffix for p in reports.iterdir()) == [".png"] * 4
+    stack = tifffile.imread(tmp_path / "stack.tif")
+    assert stack.shape == (4, 160, 160)
+    reference = tifffile.imread(scans / "ref.tif")
+    for k in range(4):
+        np.testing.assert_allclose(stack[k], tifffile.imread(warped / Path(rows[k]["warped"]).name), equal_nan=True)
+        overlap = np.isfinite(stack[k])
+        assert np.corrcoef(stack[k][overlap], reference[overlap])[0, 1] > 0.95
+
+
+def test_a_drift_series_becomes_an_aligned_stack(tmp_path):
+    from autoreg.io import load_cube
+
+    base = make_pair(seed=8, fixed_shape=(176, 176), moving_shape=(176, 176))
+    steps = [np.array([[1, 0, 3.0 * k], [0, 1, -2.0 * k], [0, 0, 1]]) for k in range(4)]
+    for k, matrix in enumerate(steps):  # scan k shows the scene shifted by k drift steps
+        scene = make_pair(seed=8, fixed_shape=(176, 176), moving_shape=(176, 176), matrix=matrix)
+        tifffile.imwrite(tmp_path / f"frame_{k}.tif", scene.moving)
+    done = _batch(tmp_path / "frame_*.tif", "--against", "predecessor", "--out-dir", tmp_path / "out", "--workers",
+                  "1", "--model", "translation", "--stack", tmp_path / "stack.h5")
+    assert done.exit_code == 0, done.stderr
+    stack, meta = load_cube(f"{tmp_path / 'stack.h5'}::/Measurement_000/Channel_000/Aligned_Stack")
+    assert stack.shape == (176, 176, 4) and meta["spectral"]["labels"] == ["Frame"]
+    first = stack[..., 0]
+    for k in range(1, 4):  # every frame chained back onto the first scan
+        overlap = np.isfinite(stack[..., k]) & np.isfinite(first)
+        assert overlap.mean() > 0.7
+        assert np.abs(stack[..., k][overlap] - first[overlap]).mean() < 0.05 * np.std(first[overlap]), k
+    assert base.fixed.shape == (176, 176)

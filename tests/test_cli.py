@@ -185,3 +185,84 @@ def test_model_all_prints_the_table_and_keeps_stdout_one_json_object(pair_files)
     assert "Pearson after" in result.stderr  # the table went to stderr, not into the JSON stream
     human = _run("register", folder / "fixed.tif", folder / "moving.npy", "--model", "all")
     assert "piecewise-affine" in human.stdout
+
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "stm_sts.h5"
+TOPO, ZMAP = "/Measurement_000/Channel_000/STM_Topography", "/Measurement_001/Channel_001/STS_Z_Contrast"
+
+
+@pytest.mark.parametrize("command", ["register", "batch", "apply", "inspect", "demo"])
+def test_help_renders_flags_as_flags_and_is_not_cut_at_80_columns(command):
+    done = subprocess.run([sys.executable, "-m", "autoreg", command, "--help"], capture_output=True, text=True,
+                          env={**__import__("os").environ, "COLUMNS": "80", "TERM": "dumb"})
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert "<bool>" not in text and "…" not in text, text
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    if command == "register":
+        assert "--json " in text and ".h5" in text and ".png" in text and "fixed_x,fixed_y,moving_x,moving_y" in text
+
+
+def test_human_table_goes_to_stdout_and_logs_name_what_happened(pair_files):
+    folder, _ = pair_files
+    result = _run("register", folder / "fixed.tif", folder / "moving.npy", "--model", "affine")
+    assert result.exit_code == 0, result.output
+    assert "rmse_px" in result.stdout and "verdict" in result.stdout
+    assert "trying ORB features" in result.stderr and "registration finished" in result.stderr
+    assert ".py:" not in result.stderr, result.stderr
+
+
+def test_repeated_reasons_are_merged(pair_files, tmp_path):
+    folder, _ = pair_files
+    flat = tmp_path / "flat.npy"
+    np.save(flat, np.ones((100, 100)))
+    as_json = _run("register", folder / "fixed.tif", flat, "--json")
+    assert as_json.exit_code == 4
+    reasons = json.loads(as_json.stdout)["reasons"]
+    assert reasons and len(reasons) == len(set(reasons))
+    human = _run("register", folder / "fixed.tif", flat)
+    assert human.stdout.count("The moving image is flat") == 1, human.stdout
+
+
+def test_out_png_writes_an_8bit_preview_and_other_raster_formats_are_refused(pair_files, tmp_path):
+    import cv2
+
+    folder, _ = pair_files
+    out = tmp_path / "preview.png"
+    result = _run("register", folder / "fixed.tif", folder / "moving.npy", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    image = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert image.dtype == np.uint8 and image.shape == (192, 192, 4)
+    assert (image[..., 3] == 0).any() and (image[..., 3] == 255).mean() > 0.5  # transparent outside the footprint
+    refused = _run("register", folder / "fixed.tif", folder / "moving.npy", "--out", tmp_path / "w.jpg")
+    assert refused.exit_code == 2 and ".png" in refused.stderr and ".tif" in refused.stderr
+
+
+def test_tiff_outputs_carry_the_fixed_pixel_size(tmp_path):
+    out = tmp_path / "warped.tif"
+    result = _run("register", f"{FIXTURE}::{TOPO}", f"{FIXTURE}::{ZMAP}", "--model", "affine", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    with tifffile.TiffFile(out) as tif:
+        assert tif.imagej_metadata["unit"] == "nm"
+        numerator, denominator = tif.pages[0].tags["XResolution"].value
+        assert denominator / numerator == pytest.approx(100 / 1024, rel=1e-6)
+        assert tif.pages[0].shape == (1024, 1024)
+    from autoreg.io import load_image
+
+    assert load_image(out).pixel_size_xy == pytest.approx((100 / 1024, 100 / 1024), rel=1e-6)
+
+
+def test_inspect_lists_plain_2d_datasets_that_register_reads(tmp_path):
+    import h5py
+
+    path = tmp_path / "plain.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("scans/height", data=np.zeros((48, 64), np.float32)).attrs["units"] = "nm"
+        f.create_dataset("scans/line", data=np.zeros(64))
+        f.create_dataset("scans/names", data=np.array([b"a", b"b"]))
+    result = _run("inspect", path)
+    assert result.exit_code == 0, result.stderr
+    assert "height  [image: 64×48 px, float32 (nm)]" in result.stdout
+    assert "line" not in result.stdout and "names" not in result.stdout
+    listing = _run("inspect", FIXTURE)
+    assert "STM_Topography  [main: 1024×1024 positions × 1 steps" in listing.stdout

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 import autoreg
 from autoreg.cli import app
 from autoreg.io import load_cube, load_image
-from autoreg.results_h5 import list_registrations, load_transform, read_registration, write_results
+from autoreg.results_h5 import list_registrations, read_registration, write_results
+from autoreg.saved import load_saved
 from autoreg.fixture import load_truth
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "stm_sts.h5"
@@ -165,7 +166,6 @@ def test_cli_register_writes_results_and_apply_reuses_them(copy, tmp_path):
                                  str(tmp_path / "w.npy")])
     assert warped.exit_code == 0, warped.stderr
     assert np.load(tmp_path / "w.npy").shape == (1024, 1024)
-    fit, shape = load_transform(str(tmp_path / "auto.json"))
-    assert shape == (1024, 1024)
+    assert load_saved(tmp_path / "auto.json").fixed_shape == (1024, 1024)
     bad = runner.invoke(app, ["register", f"{copy}::{TOPO}", str(tmp_path / "w.npy"), "--in-place"])
     assert bad.exit_code == 2 and "--in-place needs" in bad.stderr
