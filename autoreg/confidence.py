@@ -21,6 +21,12 @@ def _failures(s: Scores, cfg: RegistrationConfig, source: str) -> list[str]:
     reasons = []
     if source == "features" and s.n_inliers < cfg.min_inliers:
         reasons.append(f"few_inliers: {s.n_inliers} < {cfg.min_inliers}")
+    if source == "features" and not s.log10_nfa <= cfg.max_log10_nfa:
+        reasons.append(f"no_evidence: the feature consensus could arise by chance (log10 NFA {s.log10_nfa:.2f} > "
+                       f"{cfg.max_log10_nfa:g})")
+    if source == "intensity" and not (s.peak_gap > cfg.min_peak_gap and s.peak_ratio > cfg.min_peak_ratio):
+        reasons.append(f"no_evidence: the correlation peak does not stand out (gap {s.peak_gap:.3f}, ratio "
+                       f"{s.peak_ratio:.2f}; needs > {cfg.min_peak_gap:g} and > {cfg.min_peak_ratio:g})")
     if _bad(s.overlap_fraction) or s.overlap_fraction <= 0:
         reasons.append("no_overlap: the warped moving image does not overlap the fixed image")
     if not _bad(s.scale) and not _bad(s.expected_scale) and s.expected_scale > 0:
@@ -30,6 +36,14 @@ def _failures(s: Scores, cfg: RegistrationConfig, source: str) -> list[str]:
     if _bad(s.scale) or s.scale <= 0:
         reasons.append("degenerate_transform: the transform collapses the image")
     return reasons
+
+
+def _accuracy_doubts(s: Scores, exact_points: bool) -> list[str]:
+    if _bad(s.uncertainty_px):
+        return [] if exact_points else ["accuracy_unknown: no error prediction for this fit"]
+    if s.uncertainty_px > s.tolerance_px:
+        return [f"imprecise: predicted error {s.uncertainty_px:.3g} px > tolerance {s.tolerance_px:.3g} px"]
+    return []
 
 
 def _doubts(s: Scores, cfg: RegistrationConfig, source: str) -> list[str]:
@@ -44,20 +58,16 @@ def _doubts(s: Scores, cfg: RegistrationConfig, source: str) -> list[str]:
                        f"< {cfg.min_inlier_spread}; the map is extrapolated elsewhere")
     if source == "features" and not _bad(s.inlier_ratio) and s.inlier_ratio < cfg.min_inlier_ratio:
         reasons.append(f"low_inlier_ratio: {s.inlier_ratio:.3f} < {cfg.min_inlier_ratio}")
-    limit = cfg.max_rmse_wpx * max(1.0, s.working_pixel_px)
-    if not _bad(s.rmse_px) and s.rmse_px > limit:
-        reasons.append(f"high_residual: rmse {s.rmse_px:.3g} px > {limit:.3g} px")
     if not _bad(s.overlap_fraction) and 0 < s.overlap_fraction < cfg.min_overlap_fraction:
         reasons.append(f"small_overlap: {s.overlap_fraction:.3f} < {cfg.min_overlap_fraction}")
+    # correlation by its magnitude: channels may invert (height vs phase), which the JSON reports separately
     if _bad(s.pearson):
         reasons.append("pearson_undefined: no variation over the overlap")
-    elif s.pearson < (cfg.min_pearson_intensity if source == "intensity" else cfg.min_pearson):
-        limit = cfg.min_pearson_intensity if source == "intensity" else cfg.min_pearson
-        reasons.append(f"low_correlation: pearson {s.pearson:.3f} < {limit}")
-    elif not _bad(s.pearson_before) and s.pearson - s.pearson_before < cfg.min_pearson_gain and s.pearson_before < cfg.no_improvement_below:
-        reasons.append(f"no_improvement: pearson {s.pearson:.3f} vs {s.pearson_before:.3f} before")
-    if source == "intensity" and not (s.ecc_correlation >= cfg.min_ecc_correlation):
-        reasons.append(f"weak_intensity_match: ECC correlation {s.ecc_correlation:.3f} < {cfg.min_ecc_correlation}")
+    elif abs(s.pearson) < cfg.min_pearson:
+        reasons.append(f"low_correlation: |pearson| {abs(s.pearson):.3f} < {cfg.min_pearson}")
+    elif (not _bad(s.pearson_before) and abs(s.pearson) - abs(s.pearson_before) < cfg.min_pearson_gain
+          and abs(s.pearson_before) < cfg.no_improvement_below):
+        reasons.append(f"no_improvement: |pearson| {abs(s.pearson):.3f} vs {abs(s.pearson_before):.3f} before")
     if not _bad(s.shear) and s.shear > cfg.max_shear:
         reasons.append(f"implausible_shear: {s.shear:.3f} > {cfg.max_shear}")
     return reasons
@@ -90,8 +100,8 @@ def judge(scores: Scores, config: RegistrationConfig | None = None, *, source: s
     cfg = config or RegistrationConfig()
     failures = _failures(scores, cfg, source)
     if failures:
-        return Verdict("failed", tuple(failures + _doubts(scores, cfg, source)))
-    doubts = _doubts(scores, cfg, source)
+        return Verdict("failed", tuple(failures + _doubts(scores, cfg, source) + _accuracy_doubts(scores, exact_points)))
+    doubts = _doubts(scores, cfg, source) + _accuracy_doubts(scores, exact_points)
     if exact_points:
         doubts.append("unverifiable_points: exactly as many points as the model needs; residuals cannot check them")
     return Verdict("low_confidence" if doubts else "ok", tuple(doubts))

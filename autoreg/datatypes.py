@@ -167,9 +167,17 @@ class Fit:
     why : str
         Why this model was chosen (for ``model="auto"``), and how it was refined.
     correlation : float
-        ECC correlation of the high-passed working views under the fit (intensity fits), NaN otherwise.
+        Correlation of the intensity match under the fit (the refinement's, or the search peak's), NaN otherwise.
     n_inliers_general : int
         Inliers of an affine consensus on the same matches, for constrained models (-1 when not computed).
+    peak_gap, peak_ratio : float
+        How far the search's best correlation peak stands above the best separated one (difference and ratio);
+        NaN for fits that did not come from the search.
+    inverted : bool
+        The moving image matched with inverted contrast.
+    refinement_error_px : float
+        Predicted mean grid error (fixed px) of the forward-model refinement that produced this fit; NaN when it
+        was not refined.
     """
 
     model: str
@@ -181,6 +189,10 @@ class Fit:
     why: str = ""
     correlation: float = float("nan")
     n_inliers_general: int = -1
+    peak_gap: float = float("nan")
+    peak_ratio: float = float("nan")
+    inverted: bool = False
+    refinement_error_px: float = float("nan")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inliers", _readonly(self.inliers, bool))
@@ -215,7 +227,11 @@ class Fit:
 
 @dataclass(frozen=True, slots=True)
 class Scores:
-    """Quality figures of one registration. NaN where a figure is undefined."""
+    """Quality figures of one registration. NaN where a figure is undefined.
+
+    ``log10_nfa``, ``peak_gap`` and ``peak_ratio`` say whether the match is real; ``predicted_error_px`` (also
+    reported as ``uncertainty_px``) how accurate it is, against ``tolerance_px``.
+    """
 
     n_matches: int = 0
     n_inliers: int = 0
@@ -229,9 +245,14 @@ class Scores:
     expected_scale: float = float("nan")
     shear: float = float("nan")
     working_pixel_px: float = 1.0
-    ecc_correlation: float = float("nan")
+    intensity_correlation: float = float("nan")
     n_inliers_general: int = -1
     uncertainty_px: float = float("nan")
+    log10_nfa: float = float("nan")
+    peak_gap: float = float("nan")
+    peak_ratio: float = float("nan")
+    tolerance_px: float = float("nan")
+    inverted_contrast: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,8 +404,14 @@ class RegistrationResult:
             "scale": s.scale,
             "expected_scale": s.expected_scale,
             "shear": s.shear,
-            "ecc_correlation": s.ecc_correlation,
+            "intensity_correlation": s.intensity_correlation,
             "uncertainty_px": s.uncertainty_px,
+            "predicted_error_px": s.uncertainty_px,
+            "tolerance_px": s.tolerance_px,
+            "log10_nfa": s.log10_nfa,
+            "peak_gap": s.peak_gap,
+            "peak_ratio": s.peak_ratio,
+            "inverted_contrast": s.inverted_contrast,
             "why_model": self.fit.why if self.fit is not None else None,
             "attempts": [
                 {"strategy": a.strategy, "verdict": a.verdict, "reasons": list(a.reasons), "n_inliers": a.n_inliers,

@@ -9,40 +9,20 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .config import RegistrationConfig
-from .control_points import fit_points, validate_points
+from .control_points import validate_points
 from .datatypes import Attempt, Fit, Image, RegistrationResult, Scores, Verdict
 from .errors import AutoregError, EstimationError, InputError, InsufficientLandmarksError
-from .models import GLOBAL_MODELS, MODELS, min_points
+from .strategies import INTENSITY_MODEL, Context, feature_fit, points_fit, refine_fit, search_fit, working_views
+from .vocabulary import GLOBAL_MODELS, MODELS
 
-__all__ = ["register", "Context"]
+__all__ = ["register"]
 
 ProgressCallback = Callable[[str], None]
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Context:
-    """What every strategy needs: the inputs, the scale prior and the settings."""
-
-    fixed: Image
-    moving: Image
-    config: RegistrationConfig
-    seed: int
-    expected_scale: float
-    scale_source: str
-    coarse_pixel_px: float
-    scale_fixed: float
-    scale_moving: float
-
-    @property
-    def working_pixel_px(self) -> float:
-        """Size of one working-view pixel in fixed pixels."""
-        return 1.0 / self.scale_fixed
 
 
 def _seed_of(rng: int | np.random.Generator | None) -> int:
@@ -50,6 +30,8 @@ def _seed_of(rng: int | np.random.Generator | None) -> int:
         return 0
     if isinstance(rng, np.random.Generator):
         return int(rng.integers(0, 2**31 - 1))
+    if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, (int, np.integer)):
+        raise InputError(f"rng must be an integer seed or a numpy Generator, not {type(rng).__name__}.")
     return int(rng)
 
 
@@ -60,13 +42,25 @@ def _load(source: Any, what: str, config: RegistrationConfig) -> Image:
 
 
 def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False) -> tuple[RegistrationResult, Attempt]:
+    """Warp, score and judge one fit."""
     from .confidence import judge
+    from .evidence import feature_log10_nfa, predicted_error_px, tolerance_px
     from .score import score_registration
     from .warp import apply_transform
 
     warped, footprint = apply_transform(ctx.moving.data, fit, ctx.fixed.shape)
     scores = score_registration(fit, np.asarray(ctx.fixed.data), np.asarray(ctx.moving.data), warped, footprint,
                                 expected_scale=ctx.expected_scale, working_pixel_px=ctx.working_pixel_px)
+    overlap_px2 = float(np.count_nonzero(footprint & np.isfinite(ctx.fixed.data)))
+    truncation = ctx.inlier_threshold_px if fit.source == "features" else None
+    scores = dataclasses.replace(
+        scores,
+        log10_nfa=feature_log10_nfa(fit, overlap_px2, ctx.working_pixel_px, ctx.config),
+        uncertainty_px=predicted_error_px(fit, ctx.moving.shape, truncation_px=truncation,
+                                          prior_scale=ctx.expected_scale, config=ctx.config),
+        tolerance_px=tolerance_px(ctx.config, min(ctx.expected_scale, scores.scale) if np.isfinite(scores.scale)
+                                  else ctx.expected_scale),
+    )
     verdict = judge(scores, ctx.config, source=fit.source, exact_points=exact_points)
     result = RegistrationResult(fit=fit, scores=scores, verdict=verdict, warped=warped, footprint=footprint,
                                 model=fit.model, fixed_shape=ctx.fixed.shape,
@@ -74,72 +68,6 @@ def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False) -> tuple[Regi
     attempt = Attempt(strategy=fit.source, verdict=verdict.level, reasons=verdict.reasons, n_inliers=fit.n_inliers,
                       rmse_px=scores.rmse_px, pearson=scores.pearson)
     return result, attempt
-
-
-def _working_views(ctx: Context, *, gradient: bool = False) -> tuple[Any, Any]:
-    from .preprocess import make_working_view
-
-    coarse_wpx = ctx.coarse_pixel_px * ctx.scale_fixed
-    fixed_view = make_working_view(ctx.fixed, ctx.scale_fixed, coarse_pixel_wpx=coarse_wpx, config=ctx.config,
-                                   gradient=gradient)
-    moving_view = make_working_view(ctx.moving, ctx.scale_moving, coarse_pixel_wpx=coarse_wpx, config=ctx.config,
-                                    gradient=gradient)
-    return fixed_view, moving_view
-
-
-def _feature_fit(ctx: Context, model: str, views: tuple[Any, Any], detector: str = "orb") -> Fit:
-    from .estimate import choose_model, estimate_transform, robust_inliers
-    from .landmarks import find_matches
-
-    cfg = ctx.config
-    matches = find_matches(*views, cfg, detector)
-    threshold = cfg.ransac_threshold_px / ctx.scale_fixed
-    why = ""
-    if model == "auto":
-        inliers = robust_inliers(matches, "affine", threshold_px=threshold, config=cfg, seed=ctx.seed)
-        choice = choose_model(matches.moving_xy[inliers], matches.fixed_xy[inliers],
-                              candidates=cfg.auto_models, config=cfg, prior_scale=ctx.expected_scale)
-        model, why = choice.model, choice.why
-    fit = estimate_transform(matches, model, threshold_px=threshold, config=cfg, seed=ctx.seed, why=why,
-                             prior_scale=ctx.expected_scale)
-    if model in ("translation", "rigid", "similarity"):  # how many matches would a more general map explain?
-        try:
-            general = int(robust_inliers(matches, "affine", threshold_px=threshold, config=cfg, seed=ctx.seed).sum())
-        except AutoregError:
-            general = 0
-        fit = dataclasses.replace(fit, n_inliers_general=general)
-    if cfg.refine and ctx.coarse_pixel_px * ctx.scale_fixed <= cfg.refine_max_coarse_wpx:
-        from .intensity import refine_fit
-
-        fit, _ = refine_fit(fit, *views, cfg, prior_scale=ctx.expected_scale)
-    return fit
-
-
-def _intensity_fit(ctx: Context, model: str, views: tuple[Any, Any]) -> Fit:
-    from .intensity import intensity_fit
-
-    return intensity_fit(*views, model, ctx.config, prior_scale=ctx.expected_scale)
-
-
-def _points_fit(ctx: Context, points: tuple[np.ndarray, np.ndarray], model: str) -> tuple[Fit, bool]:
-    from .estimate import choose_model
-
-    fixed_xy, moving_xy = points
-    why = "control points"
-    if model == "auto":
-        candidates = tuple(m for m in ctx.config.auto_models
-                           if len(fixed_xy) >= min_points(m, polynomial_order=ctx.config.polynomial_order))
-        try:
-            choice = choose_model(moving_xy, fixed_xy, candidates=candidates, config=ctx.config,
-                                  prior_scale=ctx.expected_scale)
-            model, why = choice.model, "control points; " + choice.why
-        except AutoregError:
-            model = max((m for m in candidates if m in GLOBAL_MODELS), key=GLOBAL_MODELS.index)
-            why = f"control points; too few to compare models, the most general that they determine: {model}"
-    fit = dataclasses.replace(fit_points(fixed_xy, moving_xy, model, ctx.config, prior_scale=ctx.expected_scale),
-                              why=why)
-    exact = len(fixed_xy) == min_points(model, polynomial_order=ctx.config.polynomial_order)
-    return fit, exact
 
 
 #: What a strategy raises on data it cannot handle (library failures are converted at their call sites); each
@@ -192,6 +120,45 @@ def _check_texture(image: Image, what: str, config: RegistrationConfig) -> None:
         raise InsufficientLandmarksError(f"The {what} image is flat (no variation above rounding level).")
 
 
+def _refined_points(ctx: Context, points: tuple[np.ndarray, np.ndarray], model: str,
+                    automatic: RegistrationResult | None,
+                    refine: bool) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any]]:
+    """The control points — with each one refined by local correlation across the two resolutions when ``refine``
+    (kept where the correlation is weak) — and what the JSON says about them."""
+    from .control_points import check_points, fit_points
+    from .cpcorr import refine_points
+
+    fixed_xy, moving_xy = points
+    rough_model = "similarity" if len(fixed_xy) < 3 else "affine"
+    report: dict[str, Any] = {"refined": 0}
+    if refine:
+        try:
+            rough = fit_points(fixed_xy, moving_xy, rough_model, ctx.config, prior_scale=ctx.expected_scale)
+        except AutoregError:
+            return points, report
+        polarity = -1 if automatic is not None and automatic.scores.pearson < 0 else 1
+        refined = refine_points(np.asarray(ctx.fixed.data), np.asarray(ctx.moving.data), fixed_xy, moving_xy,
+                                rough.matrix, config=ctx.config, polarity=polarity)
+        fixed_xy = np.array([r.fixed_xy for r in refined], float)
+        moving_xy = np.array([r.moving_xy for r in refined], float)
+        report = {"refined": sum(r.moved for r in refined),
+                  "kept": [i + 1 for i, r in enumerate(refined) if not r.moved]}
+    check_model = model if model != "auto" else rough_model
+    try:
+        checked = check_points(fixed_xy, moving_xy, check_model, ctx.config, prior_scale=ctx.expected_scale)
+        report.update(loo_px=checked["loo_px"], outliers=checked["outlier_messages"])
+    except AutoregError:
+        pass
+    return (fixed_xy, moving_xy), report
+
+
+def _disagreement_px(a: Fit, b: Fit, moving_shape: tuple[int, int]) -> float:
+    """Mean distance (fixed px) between two fits over a 5×5 grid spanning the moving image."""
+    from .geometry import mean_grid_distance
+
+    return mean_grid_distance(a.to_fixed, b.to_fixed, moving_shape)
+
+
 def register(
     fixed: Any,
     moving: Any,
@@ -203,6 +170,8 @@ def register(
     cube_step: float | None = 1.0,
     progress: ProgressCallback | None = None,
     automatic: bool = True,
+    scale: float | None = None,
+    pixel_size: tuple[float, float] | None = None,
 ) -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` hands-off, falling back to control points when given.
 
@@ -212,9 +181,10 @@ def register(
         Images, or specs such as ``"scan.h5::/Measurement_000/Channel_000/STM_Topography"``, TIFF, PNG,
         JPEG or NPY paths. An :class:`~autoreg.datatypes.Image` with a ``cube`` has the cube warped too.
     model : str
-        ``"auto"`` or one of :data:`autoreg.models.MODELS`.
+        ``"auto"`` or one of :data:`autoreg.vocabulary.MODELS`.
     points : tuple of (fixed_xy, moving_xy) arrays, or path to a CSV, optional
-        Control points, used when the automatic result is not ``ok``.
+        Control points, used when the automatic result is not ``ok``. Each point is first refined by local
+        correlation across the two resolutions (kept where the correlation is weak).
     config : RegistrationConfig, optional
     rng : int or numpy Generator, optional
         Seed of every random choice; equal seeds give equal results.
@@ -225,6 +195,10 @@ def register(
     automatic : bool
         Try the automatic strategies first (default). False judges the control points alone (with the same
         scores and verdict rules), e.g. while a user places them.
+    scale : float, optional
+        The size of one moving pixel in fixed pixels, when you know it (overrides the metadata).
+    pixel_size : tuple of float, optional
+        ``(fixed, moving)`` pixel sizes in one unit, when you know them: the same as ``scale = moving / fixed``.
 
     Returns
     -------
@@ -234,57 +208,66 @@ def register(
     Raises
     ------
     InputError
-        Unreadable input, unknown model, or invalid control points.
+        Unreadable input, unknown model, invalid control points, or a scale that is not a positive number.
     """
     from .preprocess import expected_scale, working_scales
 
     started = time.perf_counter()
     cfg = config or RegistrationConfig()
+    if not isinstance(cfg, RegistrationConfig):
+        raise InputError(f"config must be a RegistrationConfig, not {type(cfg).__name__}.")
     if model != "auto" and model not in MODELS:
         raise InputError(f"Unknown model {model!r}; choose auto or one of: {', '.join(MODELS)}.")
+    seed = _seed_of(rng)
+    given = _given_scale(scale, pixel_size)
     say = progress or (lambda _msg: None)
     fixed_img, moving_img = _load(fixed, "fixed", cfg), _load(moving, "moving", cfg)
-    ratio, scale_source = expected_scale(fixed_img, moving_img, cfg)
+    ratio, scale_source = (given, "user") if given is not None else expected_scale(fixed_img, moving_img, cfg)
     scale_fixed, scale_moving = working_scales(fixed_img, moving_img, ratio, cfg)
-    ctx = Context(fixed=fixed_img, moving=moving_img, config=cfg, seed=_seed_of(rng), expected_scale=ratio,
-                  scale_source=scale_source, coarse_pixel_px=max(1.0, ratio), scale_fixed=scale_fixed,
-                  scale_moving=scale_moving)
+    ctx = Context(fixed=fixed_img, moving=moving_img, config=cfg, seed=seed, expected_scale=ratio,
+                  scale_source=scale_source, scale_fixed=scale_fixed, scale_moving=scale_moving)
     control = _load_points(points, ctx, model)
     if not automatic and control is None:
         raise InputError("automatic=False judges control points: give points.")
 
     attempts: list[Attempt] = []
     results: list[RegistrationResult] = []
-    views = _working_views(ctx)
-
+    views = working_views(ctx)
     textured: list[bool] = []
 
-    def checked(fit_with: Callable[[Context, str, tuple[Any, Any]], Fit]) -> Callable[[], tuple[Fit, bool]]:
+    def checked(fit_with: Callable[[], Fit]) -> Callable[[], tuple[Fit, bool]]:
         def run() -> tuple[Fit, bool]:
             if not textured:  # checked once, raised again for every automatic strategy
                 _check_texture(fixed_img, "fixed", cfg)
                 _check_texture(moving_img, "moving", cfg)
                 textured.append(True)
-            return fit_with(ctx, model, views), False
+            return fit_with(), False
 
         return run
 
-    def gradient_features(ctx: Context, model: str, _views: tuple[Any, Any]) -> Fit:
-        fit = _feature_fit(ctx, model, _working_views(ctx, gradient=True))
-        return dataclasses.replace(fit, why=(fit.why + "; " if fit.why else "") + "features of the gradient magnitude")
+    def refined(fit: Fit) -> Fit:
+        """Refine a global fit as the model asked for (``auto`` features: the one they chose; the search, which
+        finds a similarity: :data:`INTENSITY_MODEL` unless a global model was asked for)."""
+        if fit.source == "intensity":
+            wanted = model if model in GLOBAL_MODELS else INTENSITY_MODEL
+        else:
+            wanted = fit.model
+        return refine_fit(ctx, fit, wanted, views) if wanted in GLOBAL_MODELS and fit.model in GLOBAL_MODELS else fit
 
-    def sift_features(ctx: Context, model: str, views: tuple[Any, Any]) -> Fit:
-        fit = _feature_fit(ctx, model, views, detector="sift")
-        return dataclasses.replace(fit, why=(fit.why + "; " if fit.why else "") + "SIFT features")
+    def features(detector: str = "orb", gradient: bool = False, note: str = "") -> Fit:
+        fit = feature_fit(ctx, model, working_views(ctx, gradient=True) if gradient else views, detector)
+        fit = dataclasses.replace(fit, why=(fit.why + "; " if fit.why else "") + note) if note else fit
+        return refined(fit)
 
-    strategies: list[tuple[str, Callable[[], tuple[Fit, bool]]]] = [
-        ("features", checked(_feature_fit)),
-        ("features-gradient", checked(gradient_features)),
-        ("features-sift", checked(sift_features)),
-        ("intensity", checked(_intensity_fit)),
-    ] if automatic else []
-    if control is not None:
-        strategies.append(("points", lambda: _points_fit(ctx, control, model)))
+    automatic_strategies = [
+        ("features", checked(lambda: features())),
+        ("features-gradient", checked(lambda: features(gradient=True, note="features of the gradient magnitude"))),
+        ("features-sift", checked(lambda: features(detector="sift", note="SIFT features"))),
+    ]
+    search = ("search", checked(lambda: refined(search_fit(ctx, model, views))))
+    early = ctx.scale_known or ctx.resolution_ratio >= cfg.search_min_ratio
+    automatic_strategies.insert(1 if early else len(automatic_strategies), search)
+    strategies = automatic_strategies if automatic else []
     for name, attempt_fit in strategies:
         if any(r.verdict.level == "ok" for r in results):
             break
@@ -295,19 +278,33 @@ def register(
         except _STAGE_FAILURES as err:
             attempts.append(_failed_attempt(name, err))
             continue
-        attempt = dataclasses.replace(attempt, strategy=name)
         results.append(result)
-        attempts.append(attempt)
+        attempts.append(dataclasses.replace(attempt, strategy=name))
 
-    extra = {"scale_source": scale_source, "working_scale_fixed": scale_fixed, "working_scale_moving": scale_moving,
-             "preprocessing": {"fixed": list(views[0].steps), "moving": list(views[1].steps)}}
+    extra: dict[str, Any] = {"scale_source": scale_source, "working_scale_fixed": scale_fixed,
+                             "working_scale_moving": scale_moving,
+                             "preprocessing": {"fixed": list(views[0].steps), "moving": list(views[1].steps)}}
+    if control is not None and not any(r.verdict.level == "ok" for r in results):
+        say("points")
+        best_automatic = _pick(results) if results else None
+        control, extra["control_points"] = _refined_points(ctx, control, model, best_automatic, refine=automatic)
+        try:
+            fit, exact = points_fit(ctx, control, model)
+            result, attempt = _finish(ctx, fit, exact_points=exact)
+            results.append(result)
+            attempts.append(dataclasses.replace(attempt, strategy="points"))
+            if best_automatic is not None and best_automatic.fit is not None:
+                extra["control_points"]["disagreement_px"] = _disagreement_px(best_automatic.fit, fit,
+                                                                              moving_img.shape)
+        except _STAGE_FAILURES as err:
+            attempts.append(_failed_attempt("points", err))
+
+    common = dict(model=model, attempts=tuple(attempts), fixed_shape=fixed_img.shape, moving_shape=moving_img.shape,
+                  fixed_calibration=fixed_img.calibration, moving_calibration=moving_img.calibration, extra=extra)
     if not results:
         extra["seconds"] = round(time.perf_counter() - started, 4)
         reasons = tuple(r for a in attempts for r in a.reasons) or ("no_strategy: nothing could be tried",)
-        return RegistrationResult(fit=None, scores=Scores(), verdict=Verdict("failed", reasons),
-                                  model=model, attempts=tuple(attempts), fixed_shape=fixed_img.shape,
-                                  moving_shape=moving_img.shape, fixed_calibration=fixed_img.calibration,
-                                  moving_calibration=moving_img.calibration, extra=extra)
+        return RegistrationResult(fit=None, scores=Scores(), verdict=Verdict("failed", reasons), **common)
     best = _pick(results)
     warped_cube = None
     if moving_img.cube is not None and cube_step is not None and best.verdict.level != "failed":
@@ -317,8 +314,25 @@ def register(
         warped_cube, _ = apply_transform_cube(moving_img.cube, best.fit, fixed_img.shape, step=cube_step)
     say("done")
     extra["seconds"] = round(time.perf_counter() - started, 4)
+    common["model"] = best.model
     return RegistrationResult(fit=best.fit, scores=best.scores, verdict=best.verdict, warped=best.warped,
-                              footprint=best.footprint, warped_cube=warped_cube, model=best.model,
-                              attempts=tuple(attempts), fixed_shape=fixed_img.shape,
-                              moving_shape=moving_img.shape, fixed_calibration=fixed_img.calibration,
-                              moving_calibration=moving_img.calibration, extra=extra)
+                              footprint=best.footprint, warped_cube=warped_cube, **common)
+
+
+def _given_scale(scale: float | None, pixel_size: tuple[float, float] | None) -> float | None:
+    """The user's scale (moving px in fixed px), from ``scale`` or ``pixel_size``; InputError if not positive."""
+    if scale is not None and pixel_size is not None:
+        raise InputError("Give scale or pixel_size, not both.")
+    if pixel_size is not None:
+        try:
+            fixed_size, moving_size = (float(v) for v in pixel_size)
+        except (TypeError, ValueError):
+            raise InputError("pixel_size must be two numbers: the fixed and the moving pixel size.") from None
+        if not (fixed_size > 0 and moving_size > 0 and np.isfinite(moving_size / fixed_size)):
+            raise InputError("Pixel sizes must be positive, finite numbers.")
+        return moving_size / fixed_size
+    if scale is not None:
+        if not (isinstance(scale, (int, float, np.number)) and np.isfinite(scale) and scale > 0):
+            raise InputError("scale must be a positive number of fixed pixels per moving pixel.")
+        return float(scale)
+    return None

@@ -21,6 +21,9 @@ __all__ = [
     "valid_mask",
     "fill_invalid",
     "level",
+    "Reduced",
+    "reduced",
+    "rescaled",
     "scan_line_contrast",
     "robust_unit_range",
     "to_uint8",
@@ -29,6 +32,30 @@ __all__ = [
     "make_working_view",
     "resize_matrix",
 ]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Reduced:
+    """A levelled copy of an image at a coarser (or the same) pixel size, for the search and the refinement.
+
+    Attributes
+    ----------
+    data : ndarray of float32, shape (h, w)
+        Levelled values, NaN where there is no data.
+    to_original : ndarray of shape (3, 3)
+        Maps reduced pixel (x, y) to original pixel (x, y).
+    steps : tuple of str
+        What levelling did.
+    """
+
+    data: np.ndarray
+    to_original: np.ndarray
+    steps: tuple[str, ...]
+
+    @property
+    def from_original(self) -> np.ndarray:
+        """Maps original pixel (x, y) to reduced pixel (x, y)."""
+        return np.linalg.inv(self.to_original)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -45,15 +72,21 @@ class WorkingView:
         Where the view holds real data.
     to_original : ndarray of shape (3, 3)
         Maps view pixel (x, y) to original pixel (x, y).
-    steps : tuple of str
-        What levelling did (``"rows: median_difference"``, ``"background: order 1"``...), for the JSON.
+    levelled : Reduced
+        The levelled image before blurring and equalisation, at the smaller of the native and the working grid
+        (the search and the refinement resample it instead of levelling again).
     """
 
     image8: np.ndarray
     unit: np.ndarray
     valid: np.ndarray
     to_original: np.ndarray
-    steps: tuple[str, ...] = ()
+    levelled: Reduced
+
+    @property
+    def steps(self) -> tuple[str, ...]:
+        """What levelling did (``"rows: median_difference"``, ``"background: order 1"``...), for the JSON."""
+        return self.levelled.steps
 
 
 def valid_mask(data: np.ndarray) -> np.ndarray:
@@ -70,15 +103,13 @@ def fill_invalid(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def _offset_roughness(data: np.ndarray) -> float:
-    """RMS step between consecutive per-line offsets that row alignment would remove (NaN-aware)."""
-    from .levelling import align_rows
-
-    removed = data - align_rows(data)
-    finite = np.isfinite(removed)
-    lines = finite.any(axis=1)  # rows with data (nanmedian would warn on the others)
-    offsets = np.nanmedian(removed[lines], axis=1)
-    steps = np.diff(offsets)
-    return float(np.sqrt(np.mean(steps**2))) if steps.size else 0.0
+    """RMS of the median step from each row to the next: the offset increments row alignment removes."""
+    steps = np.diff(data, axis=0)
+    lines = np.isfinite(steps).any(axis=1)  # row pairs with data (nanmedian would warn on the others)
+    if not lines.any():
+        return 0.0
+    increments = np.nanmedian(steps[lines], axis=1)
+    return float(np.sqrt(np.mean(increments**2)))
 
 
 def scan_line_contrast(data: np.ndarray) -> float:
@@ -176,6 +207,47 @@ def resize_matrix(scale_x: float, scale_y: float) -> np.ndarray:
     return np.array([[scale_x, 0.0, 0.5 * scale_x - 0.5], [0.0, scale_y, 0.5 * scale_y - 0.5], [0.0, 0.0, 1.0]])
 
 
+def _resize(data: np.ndarray, valid: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``data`` resized to ``size`` (w, h): area average when shrinking, cubic when growing; the valid mask with it
+    (a resized pixel is valid when its whole support is); and the matrix from resized to original pixels."""
+    import cv2
+
+    h, w = data.shape
+    interp = cv2.INTER_AREA if size[0] * size[1] < h * w else cv2.INTER_CUBIC
+    resized = cv2.resize(fill_invalid(data, valid), size, interpolation=interp)
+    resized_valid = cv2.resize(valid.astype(np.float32), size, interpolation=cv2.INTER_LINEAR) > 0.99
+    return resized, resized_valid, np.linalg.inv(resize_matrix(size[0] / w, size[1] / h))
+
+
+def rescaled(source: Reduced, scale: float) -> Reduced:
+    """``source`` area-averaged by ``scale`` (<= 1) relative to its own grid; no levelling again."""
+    h, w = source.data.shape
+    size = (max(8, int(round(w * min(scale, 1.0)))), max(8, int(round(h * min(scale, 1.0)))))
+    if size == (w, h):
+        return source
+    valid = np.isfinite(source.data)
+    small, small_valid, to_source = _resize(source.data, valid, size)
+    return Reduced(data=np.where(small_valid, small, np.nan).astype(np.float32),
+                   to_original=source.to_original @ to_source, steps=source.steps)
+
+
+def reduced(image: Image, scale: float, config: RegistrationConfig) -> Reduced:
+    """``image`` area-averaged by ``scale`` (<= 1; a map pixel is an area average, so is a reduced pixel), levelled.
+
+    Levelling runs on the reduced grid, where it is cheap; its rows are still the scan's rows.
+    """
+    data = np.asarray(image.data, np.float32)
+    valid = valid_mask(data)
+    h, w = data.shape
+    size = (max(8, int(round(w * min(scale, 1.0)))), max(8, int(round(h * min(scale, 1.0)))))
+    if size == (w, h):
+        levelled, steps = level(data, valid, config)
+        return Reduced(data=levelled, to_original=np.eye(3), steps=steps)
+    small, small_valid, to_original = _resize(data, valid, size)
+    levelled, steps = level(small, small_valid, config)
+    return Reduced(data=levelled, to_original=to_original, steps=steps)
+
+
 def make_working_view(image: Image, scale: float, *, coarse_pixel_wpx: float, config: RegistrationConfig,
                       gradient: bool = False) -> WorkingView:
     """Resize ``image`` by ``scale``, blur it to ``coarse_pixel_wpx`` resolution, flatten, equalise.
@@ -195,20 +267,14 @@ def make_working_view(image: Image, scale: float, *, coarse_pixel_wpx: float, co
     import cv2
 
     data = np.asarray(image.data)
-    valid = valid_mask(data)
     h, w = data.shape
     size = (max(8, int(round(w * scale))), max(8, int(round(h * scale))))
-    upsampled = size[0] * size[1] >= h * w
-    steps: tuple[str, ...] = ()
-    if upsampled:  # level the scan lines where they are lines: at the native resolution, the smaller grid
-        data, steps = level(data, valid, config)
-    filled = fill_invalid(data, valid)
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-    small = cv2.resize(filled, size, interpolation=interp)
-    small_valid = cv2.resize(valid.astype(np.float32), size, interpolation=cv2.INTER_LINEAR) > 0.99
-    if not upsampled:  # an area-reduced scan keeps its rows as rows: level the smaller grid
-        small, steps = level(small, small_valid, config)
-        small = fill_invalid(small, small_valid)
+    # level the scan where it is smaller (rows stay rows when area-reduced), then bring it to the working grid
+    levelled = reduced(image, min(scale, 1.0), config)
+    valid = np.isfinite(levelled.data)
+    small, small_valid, to_levelled = _resize(levelled.data, valid, size)
+    to_original = levelled.to_original @ to_levelled
+    small = fill_invalid(small, small_valid)
     own_pixel_wpx = max(1.0, scale)
     sigma = config.match_blur * float(np.sqrt(max(coarse_pixel_wpx**2 - own_pixel_wpx**2, 0.0)))
     if scale > 1:  # an upsampled coarse image: soften the pixel grid it carries
@@ -222,6 +288,4 @@ def make_working_view(image: Image, scale: float, *, coarse_pixel_wpx: float, co
         small_valid = small_valid & (cv2.erode(small_valid.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
     unit = robust_unit_range(flat, small_valid)
     image8 = to_uint8(unit, clahe_clip=config.clahe_clip)
-    sx, sy = size[0] / w, size[1] / h
-    return WorkingView(image8=image8, unit=unit, valid=small_valid, to_original=np.linalg.inv(resize_matrix(sx, sy)),
-                       steps=steps)
+    return WorkingView(image8=image8, unit=unit, valid=small_valid, to_original=to_original, levelled=levelled)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from .datatypes import Fit, Scores
-from .geometry import grid_xy
 
 __all__ = [
     "masked_pearson",
@@ -16,7 +15,6 @@ __all__ = [
     "scale_and_shear",
     "naive_resize",
     "score_registration",
-    "grid_uncertainty",
 ]
 
 
@@ -132,43 +130,6 @@ def naive_resize(moving: np.ndarray, fixed_shape: tuple[int, int]) -> np.ndarray
     return cv2.resize(filled, (fixed_shape[1], fixed_shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
-def _design(model: str, xy: np.ndarray, order: int) -> np.ndarray:
-    """Least-squares design matrix of one output coordinate: monomials up to ``order`` (polynomial), else affine."""
-    x, y = xy[:, 0], xy[:, 1]
-    if model == "polynomial":
-        return np.column_stack([x ** (i - j) * y**j for i in range(order + 1) for j in range(i + 1)])
-    return np.column_stack([x, y, np.ones_like(x)])
-
-
-def grid_uncertainty(fit: Fit, moving_shape: tuple[int, int], *, polynomial_order: int = 2, n: int = 5) -> float:
-    """Standard error (fixed px) of the mapped position, RMS over an n×n grid spanning the moving image.
-
-    Linear least-squares propagation: the residual variance of the fit's correspondences times
-    ``g' (X'X)^-1 g`` for each grid point ``g``, summed over x and y. The design is the polynomial's for the
-    polynomial model and the affine one otherwise (exact for affine, slightly conservative for translation, rigid
-    and similarity, a first-order approximation for projective). NaN for piecewise-affine (it interpolates its
-    points, leaving no residual to judge by) and when the points leave no redundancy.
-    """
-    if fit.model == "piecewise-affine" or fit.n_inliers == 0:
-        return float("nan")
-    moving_xy = fit.matches.moving_xy[fit.inliers]
-    fixed_xy = fit.matches.fixed_xy[fit.inliers]
-    scale = max(moving_shape)  # condition the monomials
-    design = _design(fit.model, moving_xy / scale, polynomial_order)
-    dof = 2 * (len(moving_xy) - design.shape[1])
-    if dof <= 0:
-        return float("nan")
-    residual = np.asarray(fit.moving_to_fixed(moving_xy)) - fixed_xy
-    variance = float(np.sum(residual**2)) / dof
-    grid = _design(fit.model, grid_xy(moving_shape, n) / scale, polynomial_order)
-    singular = np.linalg.svd(design, compute_uv=False)
-    if not singular[-1] > 1e-8 * singular[0]:  # the points do not determine the model (e.g. all on a line)
-        return float("nan")
-    inverse = np.linalg.inv(design.T @ design)
-    leverage = np.maximum(np.einsum("ij,jk,ik->i", grid, inverse, grid), 0.0)  # >= 0 but for round-off
-    return float(np.sqrt(np.mean(2 * variance * leverage)))  # x and y each contribute variance * leverage
-
-
 def score_registration(
     fit: Fit,
     fixed: np.ndarray,
@@ -203,12 +164,13 @@ def score_registration(
     scale, shear = scale_and_shear(affine_part(fit))
     n_matches = len(fit.matches)
     spread = hull_area(fit.matches.fixed_xy[fit.inliers]) / n_overlap if n_overlap else float("nan")
+    pearson = masked_pearson(fixed[::k, ::k], warped[::k, ::k], overlap[::k, ::k])
     return Scores(
         n_matches=n_matches,
         n_inliers=fit.n_inliers,
         inlier_ratio=fit.n_inliers / n_matches if n_matches else float("nan"),
         rmse_px=inlier_rmse(fit),
-        pearson=masked_pearson(fixed[::k, ::k], warped[::k, ::k], overlap[::k, ::k]),
+        pearson=pearson,
         pearson_before=masked_pearson(fixed[::k, ::k], naive_resize(moving, fixed.shape)[::k, ::k]),
         overlap_fraction=min(1.0, n_overlap / denom) if denom > 0 else 0.0,
         inlier_spread=float(min(spread, 1.0)),
@@ -216,7 +178,9 @@ def score_registration(
         expected_scale=expected_scale,
         shear=shear,
         working_pixel_px=working_pixel_px,
-        ecc_correlation=fit.correlation,
+        intensity_correlation=fit.correlation,
         n_inliers_general=fit.n_inliers_general,
-        uncertainty_px=grid_uncertainty(fit, moving.shape),
+        peak_gap=fit.peak_gap,
+        peak_ratio=fit.peak_ratio,
+        inverted_contrast=bool(pearson < 0 or fit.inverted),
     )

@@ -89,6 +89,28 @@ class _Linear:
     def jacobian(self, theta: np.ndarray, xy: np.ndarray) -> np.ndarray:
         return self.design(xy)
 
+    def loo_thetas(self, moving: np.ndarray, fixed: np.ndarray) -> np.ndarray | None:
+        """Every leave-one-point-out fit at once, shape (n, p); None when a point holds the fit up.
+
+        Deleting point i (its two rows ``A_i``, residuals ``r_i``) from a least-squares fit moves it by
+        ``-H A_i^T (I - A_i H A_i^T)^-1 r_i`` with ``H = (A^T A)^-1``: the same fits as refitting n times, in
+        O(n p^2) instead of n least-squares solves.
+        """
+        design = self.design(moving)  # (n, 2, p)
+        a = design.reshape(-1, self.n_params)
+        theta = self.fit(moving, fixed)
+        if theta is None:
+            return None
+        h = np.linalg.inv(a.T @ a)
+        residual = fixed - self.offset(moving) - design @ theta  # (n, 2)
+        hat = np.einsum("nip,pq,njq->nij", design, h, design)  # A_i H A_i^T, (n, 2, 2)
+        keep = np.eye(2) - hat
+        det = keep[:, 0, 0] * keep[:, 1, 1] - keep[:, 0, 1] * keep[:, 1, 0]
+        if not np.all(det > 1e-9):
+            return None
+        solved = np.linalg.solve(keep, residual[:, :, None])[:, :, 0]  # (n, 2)
+        return theta[None, :] - np.einsum("pq,niq,ni->np", h, design, solved)
+
 
 class _Rigid:
     """Rotation and shift with the scale held at ``prior_scale``: theta = (angle, tx, ty)."""
@@ -225,6 +247,12 @@ def _cov_of(predictions: np.ndarray, centre: np.ndarray, factor: float) -> np.nd
 def _loo(fitter: Any, moving: np.ndarray, fixed: np.ndarray, grid: np.ndarray) -> np.ndarray | None:
     """Jackknife covariance of the grid predictions (None when a point holds the fit up)."""
     n = len(moving)
+    if hasattr(fitter, "loo_thetas"):  # linear models: all the deletions in closed form
+        thetas = fitter.loo_thetas(moving, fixed)
+        if thetas is None:
+            return None
+        p = np.einsum("gip,np->ngi", fitter.design(grid), thetas) + fitter.offset(grid)[None]
+        return _cov_of(p, p.mean(axis=0), (n - 1) / n)
     preds = []
     for i in range(n):
         keep = np.arange(n) != i

@@ -10,7 +10,9 @@ from autoreg.datatypes import Scores
 
 GOOD = Scores(n_matches=400, n_inliers=200, inlier_ratio=0.5, rmse_px=1.0, pearson=0.9, pearson_before=0.2,
               overlap_fraction=0.9, inlier_spread=0.5, scale=1.0, expected_scale=1.0, shear=0.01,
-              working_pixel_px=1.0)
+              working_pixel_px=1.0, log10_nfa=-50.0, uncertainty_px=0.3, tolerance_px=2.0)
+SEARCHED = dataclasses.replace(GOOD, n_matches=0, n_inliers=0, inlier_ratio=float("nan"), log10_nfa=float("nan"),
+                               inlier_spread=float("nan"), peak_gap=0.4, peak_ratio=2.0)
 
 
 def test_good_scores_are_ok():
@@ -28,7 +30,11 @@ def test_good_scores_are_ok():
         ({"overlap_fraction": 0.1}, "low_confidence", "small_overlap"),
         ({"scale": 5.0}, "failed", "implausible_scale"),
         ({"scale": 0.2}, "failed", "implausible_scale"),
-        ({"rmse_px": 3.0}, "low_confidence", "high_residual"),
+        ({"log10_nfa": 0.5}, "failed", "no_evidence"),
+        ({"log10_nfa": -0.5}, "failed", "no_evidence"),
+        ({"log10_nfa": float("nan")}, "failed", "no_evidence"),
+        ({"uncertainty_px": 2.5}, "low_confidence", "imprecise"),
+        ({"uncertainty_px": float("nan")}, "low_confidence", "accuracy_unknown"),
         ({"pearson": 0.1}, "low_confidence", "low_correlation"),
         ({"pearson": float("nan")}, "low_confidence", "pearson_undefined"),
         ({"pearson": 0.5, "pearson_before": 0.6}, "low_confidence", "no_improvement"),
@@ -43,13 +49,27 @@ def test_each_rule_fires_with_its_slug(change, level, slug):
     assert any(r.startswith(slug + ":") for r in verdict.reasons), verdict.reasons
 
 
-def test_residual_limit_scales_with_the_working_pixel():
-    coarse = dataclasses.replace(GOOD, rmse_px=6.0, working_pixel_px=4.0)
+def test_the_tolerance_is_the_one_the_scores_carry():
+    coarse = dataclasses.replace(GOOD, uncertainty_px=6.0, tolerance_px=12.8)  # half a 25.6-px map pixel
     assert judge(coarse).level == "ok"
+    assert judge(dataclasses.replace(coarse, uncertainty_px=13.0)).level == "low_confidence"
+
+
+def test_an_intensity_match_needs_a_peak_that_stands_out():
+    assert judge(SEARCHED, source="intensity").level == "ok"
+    for change in ({"peak_gap": 0.05}, {"peak_ratio": 1.1}, {"peak_gap": float("nan")}):
+        verdict = judge(dataclasses.replace(SEARCHED, **change), source="intensity")
+        assert verdict.level == "failed" and verdict.reasons[0].startswith("no_evidence:"), verdict
+
+
+def test_inverted_contrast_is_judged_by_the_magnitude_of_the_correlation():
+    inverted = dataclasses.replace(GOOD, pearson=-0.85, pearson_before=-0.1, inverted_contrast=True)
+    assert judge(inverted).level == "ok"
+    assert judge(dataclasses.replace(inverted, pearson=-0.1)).level == "low_confidence"
 
 
 def test_points_are_exempt_from_inlier_rules_but_flagged_when_exact():
-    few = dataclasses.replace(GOOD, n_matches=3, n_inliers=3, inlier_ratio=1.0, rmse_px=0.0)
+    few = dataclasses.replace(GOOD, n_matches=3, n_inliers=3, inlier_ratio=1.0, rmse_px=0.0, log10_nfa=float("nan"))
     assert judge(few, source="points").level == "ok"
     exact = judge(few, source="points", exact_points=True)
     assert exact.level == "low_confidence"

@@ -187,3 +187,17 @@ def test_truncation_factor():
     uniform_disc = 2.0 * np.sqrt(np.random.default_rng(1).random(10_000))
     assert truncation_factor(uniform_disc, 2.0) == np.inf
     assert np.isnan(truncation_factor(np.array([0.5]), 2.0, n_params=2))
+
+
+@pytest.mark.parametrize("model", ["translation", "similarity", "affine", "polynomial"])
+def test_closed_form_deletions_equal_explicit_refits(model):
+    """The linear models' leave-one-out fits come from a rank-2 downdate; they must equal n explicit refits."""
+    from autoreg import uncertainty
+
+    rng = np.random.default_rng(3)
+    moving = rng.uniform(0, 100, (40, 2))
+    fixed = moving * 1.1 + 3 + 1e-4 * moving[:, ::-1] ** 2 + rng.normal(0, 0.5, (40, 2))
+    fitter = uncertainty._Linear(model, moving.mean(0), 100.0, 1.1)
+    fast = fitter.loo_thetas(moving, fixed)
+    explicit = np.array([fitter.fit(np.delete(moving, i, 0), np.delete(fixed, i, 0)) for i in range(40)])
+    np.testing.assert_allclose(fast, explicit, rtol=1e-9, atol=1e-9)

@@ -1,0 +1,93 @@
+"""Evidence that a registration is real and that it is accurate, and the tolerance it must meet.
+
+* **Real**: a feature consensus is judged by its number of false alarms under a uniform background
+  (:func:`autoreg.significance.consensus_nfa`; Moisan & Stival 2004, the ORSA / AC-RANSAC line); an intensity match by
+  how far its correlation peak stands above the best separated peak (:mod:`autoreg.search`).
+* **Accurate**: the predicted mean error over a 5×5 grid spanning the moving image, in fixed pixels — from the
+  forward-model refinement (:mod:`autoreg.refine`) when it refined the fit, else from leave-one-out refits of the
+  correspondences (:func:`autoreg.uncertainty.fit_uncertainty`).
+* **Tolerance**: ``max(2 fixed px, half a moving pixel)`` (``RegistrationConfig.tolerance_*``), or the user's.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .config import RegistrationConfig
+from .datatypes import Fit
+from .geometry import grid_xy
+from .vocabulary import GLOBAL_MODELS
+
+__all__ = ["tolerance_px", "feature_log10_nfa", "predicted_error_px"]
+
+
+def tolerance_px(config: RegistrationConfig, moving_pixel_px: float) -> float:
+    """The error an ``ok`` promises not to exceed, in fixed px: the user's, else ``max(2 px, half a moving px)``.
+
+    Parameters
+    ----------
+    moving_pixel_px : float
+        Size of one moving pixel in fixed pixels (the expected scale; NaN or <= 0 counts as 1).
+    """
+    if config.tolerance_px is not None:
+        return float(config.tolerance_px)
+    pixel = moving_pixel_px if math.isfinite(moving_pixel_px) and moving_pixel_px > 0 else 1.0
+    return max(config.tolerance_min_fixed_px, config.tolerance_moving_fraction * pixel)
+
+
+def feature_log10_nfa(fit: Fit, overlap_px2: float, working_pixel_px: float, config: RegistrationConfig) -> float:
+    """log10 of the number of false alarms of a feature fit's consensus among all its matches (NaN if not one).
+
+    The background is uniform over the overlap (``overlap_px2`` fixed px²). Residuals are floored at a quarter of
+    a working pixel (keypoints are not located better) and matches closer than a working pixel in both images count
+    once; ``config.nfa_tests`` hypotheses are counted per sample (models compared × feature strategies).
+    """
+    from .significance import MIN_SAMPLES, consensus_nfa
+
+    if fit.source != "features" or len(fit.matches) == 0 or not overlap_px2 > 0:
+        return float("nan")
+    n_sample = MIN_SAMPLES.get(fit.model, MIN_SAMPLES["affine"])  # non-global fits: judged as their affine core
+    nfa = consensus_nfa(fit.matches.fixed_xy, fit.matches.moving_xy, fit.to_fixed, n_sample=n_sample,
+                        fixed_area=overlap_px2, n_models=config.nfa_tests,
+                        min_error_px=0.25 * working_pixel_px, duplicate_px=working_pixel_px)
+    return float(nfa.log10_nfa)
+
+
+def _loo_rms_error(fit: Fit, polynomial_order: int) -> float:
+    """RMS leave-one-out residual of a fit's pairs, for models the refit-spread estimate does not cover: a
+    piecewise-affine map interpolates its pairs, so its error between them is about what leaving one out shows
+    (conservative: the left-out point is extrapolated from farther)."""
+    from .control_points import loo_residuals
+
+    moving_xy = fit.matches.moving_xy[fit.inliers]
+    fixed_xy = fit.matches.fixed_xy[fit.inliers]
+    if len(moving_xy) < 5:
+        return float("nan")
+    loo = loo_residuals(fixed_xy, moving_xy, fit.model, polynomial_order=polynomial_order)
+    loo = loo[np.isfinite(loo)]
+    return float(np.sqrt(np.mean(loo**2))) if loo.size >= 3 else float("nan")
+
+
+def predicted_error_px(fit: Fit, moving_shape: tuple[int, int], *, truncation_px: float | None,
+                       prior_scale: float, config: RegistrationConfig) -> float:
+    """Predicted mean error (fixed px) of the fit over a 5×5 grid spanning the moving image; NaN when unknown.
+
+    The forward-model refinement's prediction when it refined the fit; else leave-one-out refits of its
+    correspondences (with the bias against a richer model, and corrected for inliers selected by a threshold of
+    ``truncation_px``); NaN for an intensity fit that was not refined.
+    """
+    from .uncertainty import fit_uncertainty
+
+    if math.isfinite(fit.refinement_error_px):
+        return fit.refinement_error_px
+    if fit.n_inliers == 0:
+        return float("nan")
+    if fit.model not in GLOBAL_MODELS and not (fit.model == "polynomial" and config.polynomial_order == 2):
+        return _loo_rms_error(fit, config.polynomial_order)
+    moving_xy = fit.matches.moving_xy[fit.inliers]
+    fixed_xy = fit.matches.fixed_xy[fit.inliers]
+    error = fit_uncertainty(fit.model, moving_xy, fixed_xy, grid_xy(moving_shape), method="loo",
+                            prior_scale=prior_scale, truncation_px=truncation_px)
+    return float(error)

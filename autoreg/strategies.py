@@ -1,0 +1,255 @@
+"""The strategies the pipeline tries, each turning the inputs into a :class:`~autoreg.datatypes.Fit` or raising.
+
+* features: ORB (or SIFT, or ORB on the gradient magnitude) on levelled working views, a seeded robust fit;
+* search: rotation × translation (× scale) by masked correlation when the scale is known or roughly known;
+* points: the user's control points, refined by local correlation across the two resolutions;
+
+and the refinement every global fit gets: a forward-model intensity refinement at the coarser image's resolution,
+kept only when it raises the correlation on held-out pixels. Stages raise
+:class:`~autoreg.errors.InsufficientLandmarksError` or :class:`~autoreg.errors.EstimationError`; the pipeline decides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .config import RegistrationConfig
+from .datatypes import Fit, Image, Matches
+from .errors import AutoregError, EstimationError
+from .geometry import apply_matrix, grid_xy
+from .vocabulary import GLOBAL_MODELS
+
+__all__ = ["Context", "working_views", "feature_fit", "search_fit", "points_fit", "refine_fit", "INTENSITY_MODEL"]
+
+#: The global model intensity strategies fit when ``auto`` or a non-global model was asked for: scans drift,
+#: shear and stretch a little between two acquisitions, which a similarity cannot follow.
+INTENSITY_MODEL = "affine"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Context:
+    """What every strategy needs: the inputs, the scale prior and the settings.
+
+    Attributes
+    ----------
+    expected_scale : float
+        Expected size of one moving pixel in fixed pixels.
+    scale_source : str
+        ``"metadata"``, ``"user"``, ``"field_of_view"`` or ``"same_pixel_size"``.
+    scale_fixed, scale_moving : float
+        Resize factors of the working views (working pixels per original pixel).
+    """
+
+    fixed: Image
+    moving: Image
+    config: RegistrationConfig
+    seed: int
+    expected_scale: float
+    scale_source: str
+    scale_fixed: float
+    scale_moving: float
+
+    @property
+    def working_pixel_px(self) -> float:
+        """Size of one working-view pixel in fixed pixels."""
+        return 1.0 / self.scale_fixed
+
+    @property
+    def scale_known(self) -> bool:
+        """True when the scale comes from the pixel sizes (metadata or the user), not from a guess."""
+        return self.scale_source in ("metadata", "user")
+
+    @property
+    def resolution_ratio(self) -> float:
+        """How many times coarser the coarser image's pixel is (>= 1)."""
+        return max(self.expected_scale, 1.0 / self.expected_scale)
+
+    @property
+    def inlier_threshold_px(self) -> float:
+        """The robust fit's inlier threshold in fixed px."""
+        return self.config.ransac_threshold_px / self.scale_fixed
+
+
+def working_views(ctx: Context, *, gradient: bool = False) -> tuple[Any, Any]:
+    """The fixed and moving working views (levelled, at one pixel scale) for the feature detectors."""
+    from .preprocess import make_working_view
+
+    coarse_wpx = max(1.0, ctx.expected_scale) * ctx.scale_fixed
+    fixed_view = make_working_view(ctx.fixed, ctx.scale_fixed, coarse_pixel_wpx=coarse_wpx, config=ctx.config,
+                                   gradient=gradient)
+    moving_view = make_working_view(ctx.moving, ctx.scale_moving, coarse_pixel_wpx=coarse_wpx, config=ctx.config,
+                                    gradient=gradient)
+    return fixed_view, moving_view
+
+
+def _with_why(fit: Fit, note: str) -> Fit:
+    return dataclasses.replace(fit, why=(fit.why + "; " if fit.why else "") + note)
+
+
+def feature_fit(ctx: Context, model: str, views: tuple[Any, Any], detector: str = "orb") -> Fit:
+    """Match keypoints of the two views and fit ``model`` (``auto``: the simplest adequate one) robustly."""
+    from .estimate import choose_model, estimate_transform, robust_inliers
+    from .landmarks import find_matches
+
+    cfg = ctx.config
+    matches = find_matches(*views, cfg, detector)
+    threshold = ctx.inlier_threshold_px
+    why = ""
+    if model == "auto":
+        inliers = robust_inliers(matches, "affine", threshold_px=threshold, config=cfg, seed=ctx.seed)
+        choice = choose_model(matches.moving_xy[inliers], matches.fixed_xy[inliers],
+                              candidates=cfg.auto_models, config=cfg, prior_scale=ctx.expected_scale)
+        model, why = choice.model, choice.why
+    fit = estimate_transform(matches, model, threshold_px=threshold, config=cfg, seed=ctx.seed, why=why,
+                             prior_scale=ctx.expected_scale)
+    if model in ("translation", "rigid", "similarity"):  # how many matches would a more general map explain?
+        try:
+            general = int(robust_inliers(matches, "affine", threshold_px=threshold, config=cfg, seed=ctx.seed).sum())
+        except AutoregError:
+            general = 0
+        fit = dataclasses.replace(fit, n_inliers_general=general)
+    return fit
+
+
+def _fit_through(model: str, matrix: np.ndarray, moving_shape: tuple[int, int], prior_scale: float) -> tuple[Any, Any]:
+    """``model``'s forward and backward transforms closest to a 3×3 matrix (least squares on a 7×7 grid)."""
+    from .estimate import fit_pair
+
+    moving_xy = grid_xy(moving_shape, 7)
+    return fit_pair(model, moving_xy, apply_matrix(matrix, moving_xy), prior_scale=prior_scale)
+
+
+def _from_views(views: tuple[Any, Any], k_fixed: float, k_moving: float) -> tuple[Any, Any]:
+    """The views' levelled images area-averaged to ``k_fixed`` and ``k_moving`` of the original pixel density."""
+    from .preprocess import rescaled
+
+    out = []
+    for view, k in zip(views, (k_fixed, k_moving)):
+        density = 1.0 / np.sqrt(abs(np.linalg.det(view.levelled.to_original[:2, :2])))  # levelled px per original px
+        out.append(rescaled(view.levelled, k / density))
+    return out[0], out[1]
+
+
+def _search_inputs(ctx: Context, views: tuple[Any, Any]) -> tuple[Any, Any]:
+    """Levelled, area-reduced copies of both images for the search: the finer image at
+    ``search_fixed_px_per_moving`` of its pixels per coarse pixel, same-resolution pairs at ``search_max_side``."""
+    cfg = ctx.config
+    ratio = ctx.expected_scale
+    longest = max(*ctx.fixed.shape, *ctx.moving.shape)
+    k_fixed = k_moving = min(1.0, cfg.search_max_side / longest)
+    if ratio >= 2:  # the map is the coarser image: reduce the fixed one towards its pixel size
+        k_fixed, k_moving = min(1.0, cfg.search_fixed_px_per_moving / ratio), min(1.0, cfg.search_max_side /
+                                                                               max(ctx.moving.shape))
+    elif ratio <= 0.5:
+        k_fixed, k_moving = min(1.0, cfg.search_max_side / max(ctx.fixed.shape)), min(
+            1.0, cfg.search_fixed_px_per_moving * ratio)
+    return _from_views(views, k_fixed, k_moving)
+
+
+def search_fit(ctx: Context, model: str, views: tuple[Any, Any]) -> Fit:
+    """Rotation and translation (and scale, when only roughly known) found exhaustively by masked correlation.
+
+    The search finds a similarity; ``translation`` and ``rigid`` keep the expected scale, every other model is
+    refined from it as :data:`INTENSITY_MODEL` or itself (:func:`refine_fit`).
+    """
+    from .search import search_similarity
+
+    fixed_small, moving_small = _search_inputs(ctx, views)
+    for name, small in (("fixed", fixed_small), ("moving", moving_small)):
+        if np.count_nonzero(np.isfinite(small.data)) < 16:
+            raise EstimationError(f"The {name} image has too few valid pixels to search.")
+    scale = ctx.expected_scale * np.sqrt(abs(np.linalg.det(fixed_small.from_original[:2, :2]))) / np.sqrt(
+        abs(np.linalg.det(moving_small.from_original[:2, :2])))
+    found = search_similarity(fixed_small.data, moving_small.data, scale=float(scale),
+                              scale_range=1.0 if ctx.scale_known or model in ("translation", "rigid")
+                              else ctx.config.search_scale_range, min_overlap=ctx.config.search_min_overlap)
+    matrix = fixed_small.to_original @ found.moving_to_fixed @ moving_small.from_original
+    fitted = model if model in ("translation", "rigid", "similarity") else "similarity"
+    forward, backward = _fit_through(fitted, matrix, ctx.moving.shape, ctx.expected_scale)
+    why = (f"search: rotation {found.angle_deg:.2f} deg, scale {np.sqrt(abs(np.linalg.det(matrix[:2, :2]))):.4g} "
+           f"fixed px per moving px, correlation {found.score:.3f} on "
+           f"the {found.channel} ({'inverted' if found.inverted else 'same'} contrast), peak gap {found.peak_gap:.3f}, "
+           f"ratio {found.peak_ratio:.2f}")
+    if model not in GLOBAL_MODELS and model != "auto":
+        why += f"; {model} requested, intensity registration fits global models: {INTENSITY_MODEL}"
+    return Fit(model=fitted, moving_to_fixed=forward, fixed_to_moving=backward, inliers=np.zeros(0, bool),
+               source="intensity", matches=Matches(np.zeros((0, 2)), np.zeros((0, 2))), why=why,
+               correlation=found.score, peak_gap=found.peak_gap, peak_ratio=found.peak_ratio, inverted=found.inverted)
+
+
+def _refine_inputs(ctx: Context, views: tuple[Any, Any]) -> tuple[Any, Any]:
+    """Levelled copies for the refinement: the coarser image at most ``refine_max_side`` px a side, the finer one
+    at ``refine_fine_per_coarse`` of its pixels per coarse pixel (never finer than the working views have it)."""
+    cfg = ctx.config
+    moving_coarse = ctx.expected_scale >= 1
+    coarse, fine = (ctx.moving, ctx.fixed) if moving_coarse else (ctx.fixed, ctx.moving)
+    k_coarse = min(1.0, cfg.refine_max_side / max(coarse.shape))
+    k_fine = min(1.0, cfg.refine_fine_per_coarse * k_coarse / ctx.resolution_ratio)
+    k_fixed, k_moving = (k_fine, k_coarse) if moving_coarse else (k_coarse, k_fine)
+    return _from_views(views, k_fixed, k_moving)
+
+
+def refine_fit(ctx: Context, fit: Fit, model: str, views: tuple[Any, Any]) -> Fit:
+    """Refine a global fit as ``model`` by intensity where the information is (:func:`autoreg.refine.refine_matrix`).
+
+    The refinement compares the coarser image with the finer one averaged over each coarse pixel's footprint. It
+    is kept only when it raises the correlation on held-out pixels; then the fit carries the refinement's
+    predicted error. Otherwise the fit is returned unchanged, saying why.
+    """
+    from .refine import MODELS as REFINABLE
+    from .refine import refine_matrix
+
+    if not ctx.config.refine or model not in REFINABLE or fit.model not in GLOBAL_MODELS:
+        return fit
+    fixed_small, moving_small = _refine_inputs(ctx, views)
+    start = fixed_small.from_original @ np.asarray(fit.moving_to_fixed.params, float) @ moving_small.to_original
+    small_scale = ctx.expected_scale * np.sqrt(abs(np.linalg.det(fixed_small.from_original[:2, :2])) / abs(
+        np.linalg.det(moving_small.from_original[:2, :2])))
+    try:
+        refined = refine_matrix(fixed_small.data, moving_small.data, start, model,
+                                prior_scale=float(small_scale) if model in ("translation", "rigid") else None)
+    except EstimationError as err:
+        return _with_why(fit, f"not refined ({err})")
+    if not refined.improved:
+        return _with_why(fit, f"not refined (held-out correlation {refined.holdout_before:.3f} -> "
+                              f"{refined.holdout_after:.3f})")
+    matrix = fixed_small.to_original @ refined.moving_to_fixed @ moving_small.from_original
+    forward, backward = _fit_through(model, matrix, ctx.moving.shape, ctx.expected_scale)
+    fixed_px_per_small = 1.0 / np.sqrt(abs(np.linalg.det(fixed_small.from_original[:2, :2])))
+    note = (f"refined by intensity as {model} (held-out correlation {refined.holdout_before:.3f} -> "
+            f"{refined.holdout_after:.3f}, predicted error {refined.predicted_error_px * fixed_px_per_small:.3g} px)")
+    return _with_why(dataclasses.replace(fit, model=model, moving_to_fixed=forward, fixed_to_moving=backward,
+                                         refinement_error_px=float(refined.predicted_error_px * fixed_px_per_small),
+                                         correlation=float(abs(refined.correlation)),
+                                         inverted=bool(refined.gain < 0)), note)
+
+
+def points_fit(ctx: Context, points: tuple[np.ndarray, np.ndarray], model: str) -> tuple[Fit, bool]:
+    """Fit the user's control points (``auto``: the simplest adequate model they determine).
+
+    Returns the fit and whether the points just determine the model (no redundancy to check them with).
+    """
+    from .control_points import fit_points
+    from .estimate import choose_model
+    from .models import min_points
+
+    cfg = ctx.config
+    fixed_xy, moving_xy = points
+    why = "control points"
+    if model == "auto":
+        candidates = tuple(m for m in cfg.auto_models
+                           if len(fixed_xy) >= min_points(m, polynomial_order=cfg.polynomial_order))
+        try:
+            choice = choose_model(moving_xy, fixed_xy, candidates=candidates, config=cfg,
+                                  prior_scale=ctx.expected_scale)
+            model, why = choice.model, "control points; " + choice.why
+        except AutoregError:
+            model = max((m for m in candidates if m in GLOBAL_MODELS), key=GLOBAL_MODELS.index)
+            why = f"control points; too few to compare models, the most general that they determine: {model}"
+    fit = dataclasses.replace(fit_points(fixed_xy, moving_xy, model, cfg, prior_scale=ctx.expected_scale), why=why)
+    exact = len(fixed_xy) == min_points(model, polynomial_order=cfg.polynomial_order)
+    return fit, exact
