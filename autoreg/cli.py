@@ -10,7 +10,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import typer
 
@@ -142,6 +142,18 @@ def register(
                                     "grid)."),
     in_place: bool = typer.Option(False, "--in-place", help="Append a <Moving>-Registration_NNN group next to the "
                                   "moving USID dataset (existing datasets are never touched)."),
+    tolerance_px: Optional[float] = typer.Option(None, "--tolerance-px", metavar="PX",
+                                                 help="The error ok promises not to exceed, in fixed px (default: "
+                                                 "the larger of 2 fixed px and half a moving pixel)."),
+    pixel_size: Optional[tuple[float, float]] = typer.Option(None, "--pixel-size", metavar="FIXED MOVING",
+                                                             help="The two pixel sizes in one unit, when the files "
+                                                             "do not say (the scale is then known)."),
+    scale: Optional[float] = typer.Option(None, "--scale", metavar="S",
+                                          help="Fixed pixels per moving pixel, when you know it (the same as "
+                                          "--pixel-size 1 S)."),
+    save_points: Optional[Path] = typer.Option(None, "--save-points", metavar="CSV",
+                                               help="Write the automatic inlier pairs as a control-point CSV (the "
+                                               "format --points and autoreg pick read)."),
 ) -> None:
     """Register MOVING onto FIXED hands-off; fall back to --points when the automatic result is not ok.
 
@@ -151,26 +163,39 @@ def register(
     """
     try:
         _register(fixed, moving, model, points, out, report, as_json, seed, overwrite, max_pixels, cube, cube_step,
-                  in_place)
+                  in_place, _Prior(tolerance_px=tolerance_px, pixel_size=pixel_size, scale=scale), save_points)
     except KeyboardInterrupt:  # temporaries are removed by the atomic writers on the way out
         sys.stderr.write("interrupted\n")
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
+class _Prior(NamedTuple):
+    """What the user knows about the pair: the tolerance to promise, and the scale."""
+
+    tolerance_px: Optional[float]
+    pixel_size: Optional[tuple[float, float]]
+    scale: Optional[float]
+
+
 def _register(fixed: str, moving: str, model: str, points: Optional[Path], out: Optional[Path],
               report: Optional[Path], as_json: bool, seed: int, overwrite: bool, max_pixels: Optional[int],
-              cube: Optional[str], cube_step: float, in_place: bool) -> None:
+              cube: Optional[str], cube_step: float, in_place: bool, prior: _Prior,
+              save_points: Optional[Path]) -> None:
     console = _console()
     try:
         if model not in MODEL_CHOICES:
             raise InputError(f"Unknown model {model!r}; choose one of: {', '.join(MODEL_CHOICES)}.")
         inputs = _input_files(fixed, moving) + ([points] if points is not None else [])
-        _check_outputs([(out, IMAGE_OUTPUTS), (report, {".png"})], inputs, overwrite)
+        _check_outputs([(out, IMAGE_OUTPUTS), (report, {".png"}), (save_points, {".csv"})], inputs, overwrite)
         from .config import RegistrationConfig
         from .io import load_image
         from .pipeline import register as run
 
-        config = RegistrationConfig() if max_pixels is None else RegistrationConfig(max_pixels=max_pixels)
+        if prior.tolerance_px is not None and not prior.tolerance_px > 0:
+            raise InputError(f"--tolerance-px must be a positive number of fixed pixels, not {prior.tolerance_px}.")
+        config = RegistrationConfig(tolerance_px=prior.tolerance_px)
+        if max_pixels is not None:
+            config = config.with_(max_pixels=max_pixels)
         fixed_img = load_image(fixed, max_pixels=config.max_pixels)
         moving_img = load_image(moving, max_pixels=config.max_pixels)
         if in_place and "::" not in moving:
@@ -194,12 +219,15 @@ def _register(fixed: str, moving: str, model: str, points: Optional[Path], out: 
                                              points=points, seed=seed)
             _print_table(table, stderr=as_json)
         result = run(fixed_img, moving_img, model="auto" if model == "all" else model, points=points, rng=seed,
-                     config=config, cube_step=cube_step, progress=lambda stage: console.log(_stage_message(stage)))
+                     config=config, cube_step=cube_step, progress=lambda stage: console.log(_stage_message(stage)),
+                     scale=prior.scale, pixel_size=prior.pixel_size)
         written = _write_results(result, fixed_img, moving_img, out, in_place, cube_meta,
                                  {"model": model, "seed": seed, "cube_step": cube_step, "points": str(points or "")})
     except InputError as err:
         raise _fail(str(err)) from None
     _write_outputs(result, fixed_img, moving_img, out, report, console)
+    if save_points is not None:
+        _save_points(result, save_points, console)
     payload = result.to_dict()
     if written:
         payload["results_group"] = written
@@ -248,6 +276,15 @@ def _write_outputs(result: Any, fixed: Any, moving: Any, out: Optional[Path], re
     if report is not None:
         save_report_png(result, fixed.data, moving.data, report)
         console.log(f"wrote the report {report}")
+
+
+def _save_points(result: Any, path: Path, console: Any) -> None:
+    from .io import save_inlier_pairs
+
+    if save_inlier_pairs(result, path):
+        console.log(f"wrote the {result.scores.n_inliers} inlier pairs to {path}")
+    else:
+        console.log(f"did not write {path}: the result has no point pairs ({result.source or 'no fit'})")
 
 
 def _print_summary(payload: dict[str, Any]) -> None:

@@ -51,6 +51,7 @@ __all__ = [
     "load_image",
     "load_coordinate_table",
     "load_points",
+    "save_inlier_pairs",
     "write_coordinate_table",
     "parse_spec",
     "preview_8bit",
@@ -607,6 +608,20 @@ def load_points(points: Any) -> tuple[np.ndarray, np.ndarray]:
     """
     table = _points_table(points)
     return table[:, 0:2], table[:, 2:4]
+
+
+def save_inlier_pairs(result: Any, path: str | os.PathLike[str]) -> bool:
+    """Write a result's point pairs (feature inliers, or control points) as a control-point CSV, atomically.
+
+    The file has the header of :data:`POINTS_HEADER` and reads back with :func:`load_points` (``register
+    --points``, ``autoreg pick --points``). Returns False, writing nothing, when the result has no pairs.
+    """
+    fit = getattr(result, "fit", None)
+    if fit is None or fit.n_inliers == 0:
+        return False
+    pairs = np.column_stack([fit.matches.fixed_xy[fit.inliers], fit.matches.moving_xy[fit.inliers]])
+    write_coordinate_table(path, POINTS_HEADER, pairs)
+    return True
 
 
 def write_coordinate_table(path: str | os.PathLike[str], columns: tuple[str, ...], values: np.ndarray) -> Path:

@@ -75,6 +75,16 @@ def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False) -> tuple[Regi
 _STAGE_FAILURES = (InsufficientLandmarksError, EstimationError)
 
 
+def _meaningful(ctx: Context, fit: Fit) -> bool:
+    """True when a feature fit's consensus may be a real match by the a-contrario test. Judged here on the whole
+    fixed image, which is never smaller than the overlap the verdict judges on: a larger area makes chance
+    agreement less likely and the test more lenient, so a fit that fails here fails the verdict too."""
+    from .evidence import feature_log10_nfa
+
+    area = float(np.count_nonzero(np.isfinite(ctx.fixed.data)))
+    return bool(feature_log10_nfa(fit, area, ctx.working_pixel_px, ctx.config) <= ctx.config.max_log10_nfa)
+
+
 def _failed_attempt(strategy: str, err: AutoregError) -> Attempt:
     slug = "insufficient_landmarks" if isinstance(err, InsufficientLandmarksError) else "estimation_failed"
     return Attempt(strategy=strategy, verdict="failed", reasons=(f"{slug}: {err}",))
@@ -252,6 +262,8 @@ def register(
             wanted = model if model in GLOBAL_MODELS else INTENSITY_MODEL
         else:
             wanted = fit.model
+            if not _meaningful(ctx, fit):  # failed whatever its accuracy: refining it would only cost time
+                return fit
         return refine_fit(ctx, fit, wanted, views) if wanted in GLOBAL_MODELS and fit.model in GLOBAL_MODELS else fit
 
     def features(detector: str = "orb", gradient: bool = False, note: str = "") -> Fit:

@@ -20,7 +20,7 @@ import numpy as np
 from .config import RegistrationConfig
 from .datatypes import Fit, Image, Matches
 from .errors import AutoregError, EstimationError
-from .geometry import apply_matrix, grid_xy
+from .geometry import apply_matrix, grid_xy, mean_grid_distance
 from .vocabulary import GLOBAL_MODELS
 
 __all__ = ["Context", "working_views", "feature_fit", "search_fit", "points_fit", "refine_fit", "INTENSITY_MODEL"]
@@ -211,7 +211,8 @@ def refine_fit(ctx: Context, fit: Fit, model: str, views: tuple[Any, Any]) -> Fi
         np.linalg.det(moving_small.from_original[:2, :2])))
     try:
         refined = refine_matrix(fixed_small.data, moving_small.data, start, model,
-                                prior_scale=float(small_scale) if model in ("translation", "rigid") else None)
+                                prior_scale=float(small_scale) if model in ("translation", "rigid") else None,
+                                max_iterations=ctx.config.refine_max_iterations)
     except EstimationError as err:
         return _with_why(fit, f"not refined ({err})")
     if not refined.improved:
@@ -220,11 +221,22 @@ def refine_fit(ctx: Context, fit: Fit, model: str, views: tuple[Any, Any]) -> Fi
     matrix = fixed_small.to_original @ refined.moving_to_fixed @ moving_small.from_original
     forward, backward = _fit_through(model, matrix, ctx.moving.shape, ctx.expected_scale)
     fixed_px_per_small = 1.0 / np.sqrt(abs(np.linalg.det(fixed_small.from_original[:2, :2])))
+    predicted = float(refined.predicted_error_px * fixed_px_per_small)
+    moved = mean_grid_distance(fit.to_fixed, forward, ctx.moving.shape)
     note = (f"refined by intensity as {model} (held-out correlation {refined.holdout_before:.3f} -> "
-            f"{refined.holdout_after:.3f}, predicted error {refined.predicted_error_px * fixed_px_per_small:.3g} px)")
+            f"{refined.holdout_after:.3f}, moved {moved:.3g} px, predicted error {predicted:.3g} px)")
+    if fit.source == "features":
+        from .evidence import predicted_error_px
+
+        # Two estimates from independent evidence (keypoints, intensities): when they disagree by more than twice
+        # their combined predicted errors, one of them is off by about their disagreement, and nothing says which.
+        features_error = predicted_error_px(fit, ctx.moving.shape, truncation_px=ctx.inlier_threshold_px,
+                                            prior_scale=ctx.expected_scale, config=ctx.config)
+        if moved > 2.0 * np.hypot(predicted, features_error):
+            predicted = moved
+            note += f"; it disagrees with the features (predicted {features_error:.3g} px), which bounds the error"
     return _with_why(dataclasses.replace(fit, model=model, moving_to_fixed=forward, fixed_to_moving=backward,
-                                         refinement_error_px=float(refined.predicted_error_px * fixed_px_per_small),
-                                         correlation=float(abs(refined.correlation)),
+                                         refinement_error_px=predicted, correlation=float(abs(refined.correlation)),
                                          inverted=bool(refined.gain < 0)), note)
 
 

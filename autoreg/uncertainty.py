@@ -386,6 +386,8 @@ def truncation_factor(residuals_px: np.ndarray, truncation_px: float, *, n_param
         return np.exp(log_sigma2) * g - s2
 
     lo = np.log(s2)
+    if excess(lo) >= 0:  # residuals far inside the threshold (u > ~37): truncation changes nothing
+        return 1.0
     hi = lo + 1.0
     while excess(hi) < 0:
         hi += 1.0

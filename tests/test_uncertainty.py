@@ -201,3 +201,12 @@ def test_closed_form_deletions_equal_explicit_refits(model):
     fast = fitter.loo_thetas(moving, fixed)
     explicit = np.array([fitter.fit(np.delete(moving, i, 0), np.delete(fixed, i, 0)) for i in range(40)])
     np.testing.assert_allclose(fast, explicit, rtol=1e-9, atol=1e-9)
+
+
+def test_truncation_far_outside_the_residuals_changes_nothing():
+    """Found by the benchmark: residuals ~1e-3 of the threshold made the root bracket lose its sign change."""
+    from autoreg.uncertainty import truncation_factor
+
+    residuals = np.random.default_rng(0).rayleigh(0.01, 200)
+    for threshold in (0.5, 2.0, 8.0, 30.0, 1000.0):
+        assert truncation_factor(residuals, threshold, n_params=6) == pytest.approx(1.0, abs=1e-6)
