@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .config import RegistrationConfig
+from .geometry import apply_matrix
 
 __all__ = ["Refinement", "local_jacobian", "refine_point"]
 
@@ -70,12 +71,7 @@ def _as_map(transform: Any) -> Callable[[np.ndarray], np.ndarray]:
     if matrix.shape != (3, 3):
         raise ValueError("transform must be a 3x3 matrix or a callable on (N, 2) arrays")
 
-    def apply(xy: np.ndarray) -> np.ndarray:
-        xy = np.asarray(xy, float).reshape(-1, 2)
-        out = np.column_stack([xy, np.ones(len(xy))]) @ matrix.T
-        return out[:, :2] / out[:, 2:3]
-
-    return apply
+    return lambda xy: apply_matrix(matrix, np.asarray(xy, float).reshape(-1, 2))
 
 
 def local_jacobian(transform: Callable[[np.ndarray], np.ndarray], xy: np.ndarray, *, step: float = 0.5) -> np.ndarray:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import EstimationError
+from .geometry import apply_matrix, grid_xy
 
 __all__ = ["MODELS", "Refinement", "refine_matrix"]
 
@@ -112,12 +113,6 @@ class Refinement:
 # --------------------------------------------------------------------------------------------- geometry
 
 
-def _apply(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    h = xy @ matrix[:2, :2].T + matrix[:2, 2]
-    w = xy @ matrix[2, :2] + matrix[2, 2]
-    return h / w[:, None]
-
-
 def _translation(dx: float, dy: float) -> np.ndarray:
     return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])
 
@@ -128,7 +123,7 @@ def _project_model(matrix: np.ndarray, model: str, scale: float, centre_xy: np.n
     if model == "projective":
         return matrix
     linear = matrix[:2, :2]
-    target = _apply(matrix, centre_xy[None])[0]
+    target = apply_matrix(matrix, centre_xy[None])[0]
     if model == "affine":
         out_linear = linear
     else:
@@ -468,7 +463,7 @@ def _gauss_newton(
         matrix = matrix @ level.to_level0 @ increment @ back
         if not np.all(np.isfinite(matrix)):
             raise EstimationError("The refinement diverged (non-finite matrix).")
-        moved = np.linalg.norm(_apply(increment, corners) - corners, axis=1).max() * level.half_px
+        moved = np.linalg.norm(apply_matrix(increment, corners) - corners, axis=1).max() * level.half_px
         if moved < tol_px:
             return matrix, iteration, True
     return matrix, opts.max_iterations, False
@@ -580,7 +575,7 @@ def _crop_box(
 ) -> tuple[slice, slice, np.ndarray]:
     """Bounding box, in the target image, of the source image mapped by ``matrix``, plus ``margin`` px."""
     rows, cols = source_shape
-    corners = _apply(matrix, np.array([[0, 0], [cols - 1, 0], [cols - 1, rows - 1], [0, rows - 1]], float))
+    corners = apply_matrix(matrix, np.array([[0, 0], [cols - 1, 0], [cols - 1, rows - 1], [0, rows - 1]], float))
     lo = np.floor(corners.min(axis=0) - margin).astype(int)
     hi = np.ceil(corners.max(axis=0) + margin).astype(int) + 1
     lo = np.clip(lo, 0, [target_shape[1], target_shape[0]])
@@ -682,7 +677,7 @@ def _build_levels(
         levels.append(
             _Level(
                 values=image[rows, cols],
-                xn=_apply(norm, xy),
+                xn=apply_matrix(norm, xy),
                 to_level0=to_level0,
                 half_px=1 / norm[0, 0],
                 fit_mask=(cells.sum(axis=1) % 2 == 0),
@@ -713,7 +708,7 @@ def _solve(
         tol = opts.tol_px if index == len(levels) - 1 else max(opts.tol_px, COARSE_TOL_PX)
         matrix, iterations, converged = _gauss_newton(level, matrix, opts, tol)
         total += iterations
-        shift = np.linalg.norm(_apply(matrix, corners) - _apply(start, corners), axis=1).mean() / footprint
+        shift = np.linalg.norm(apply_matrix(matrix, corners) - apply_matrix(start, corners), axis=1).mean() / footprint
         if not shift <= max_shift_px:
             raise EstimationError(
                 f"The refinement diverged: the grid moved {shift:.1f} px (limit {max_shift_px:.1f})."
@@ -734,14 +729,12 @@ def _grid_jacobian(
     setup: _Setup, level: _Level, matrix: np.ndarray, model: str, moving_shape: tuple[int, int]
 ) -> tuple[np.ndarray, object]:
     """d(fixed position)/d(parameter) of a 5×5 grid over the moving image, (25, 2, k), and the positions."""
-    rows, cols = moving_shape
-    gy, gx = np.mgrid[0 : rows - 1 : 5j, 0 : cols - 1 : 5j]
-    grid = np.column_stack([gx.ravel(), gy.ravel()])
+    grid = grid_xy(moving_shape)
     back = np.linalg.inv(level.to_level0)
 
     def positions(p: np.ndarray) -> np.ndarray:
         moved = matrix @ level.to_level0 @ _delta(model, p) @ back
-        return _apply(_to_moving_to_fixed(setup, moved), grid)
+        return apply_matrix(_to_moving_to_fixed(setup, moved), grid)
 
     step = 1e-6
     k = len(MODELS[model])

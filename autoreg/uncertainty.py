@@ -30,23 +30,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["METHODS", "MODELS", "fit_uncertainty", "moving_grid", "truncation_factor", "mean_error_of_covariance"]
+from .geometry import apply_matrix, grid_xy
+
+__all__ = ["METHODS", "MODELS", "fit_uncertainty", "truncation_factor", "mean_error_of_covariance"]
 
 METHODS: tuple[str, ...] = ("loo", "bootstrap", "analytic")
 MODELS: tuple[str, ...] = ("translation", "rigid", "similarity", "affine", "projective", "polynomial")
-
-
-def moving_grid(moving_size_xy: tuple[float, float], *, n: int = 5) -> np.ndarray:
-    """An ``n`` x ``n`` grid of (x, y) points spanning the moving image, corners included.
-
-    Examples
-    --------
-    >>> moving_grid((10, 20), n=2).tolist()
-    [[0.0, 0.0], [10.0, 0.0], [0.0, 20.0], [10.0, 20.0]]
-    """
-    xs = np.linspace(0.0, float(moving_size_xy[0]), n)
-    ys = np.linspace(0.0, float(moving_size_xy[1]), n)
-    return np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
 
 
 # --------------------------------------------------------------------------------------------------- models
@@ -177,9 +166,7 @@ class _Projective:
         return (h / h[2, 2]).ravel()[:8]
 
     def apply(self, theta: np.ndarray, xy: np.ndarray) -> np.ndarray:
-        h = np.append(theta, 1.0).reshape(3, 3)
-        p = np.column_stack([xy, np.ones(len(xy))]) @ h.T
-        return p[:, :2] / p[:, 2:]
+        return apply_matrix(np.append(theta, 1.0).reshape(3, 3), xy)
 
     def jacobian(self, theta: np.ndarray, xy: np.ndarray) -> np.ndarray:
         h = np.append(theta, 1.0).reshape(3, 3)
@@ -408,7 +395,7 @@ def fit_uncertainty(model: str, moving_xy: np.ndarray, fixed_xy: np.ndarray, gri
     moving_xy, fixed_xy : array_like of shape (n, 2)
         The inliers the model is fitted on.
     grid_xy : array_like of shape (G, 2)
-        Moving points where the error is predicted, e.g. ``moving_grid(moving_size_xy)`` (5 x 5 grid).
+        Moving points where the error is predicted, e.g. :func:`autoreg.geometry.grid_xy` (5 x 5 grid).
     method : {"loo", "bootstrap", "analytic"}, optional
         Estimator (module docstring). Default ``"loo"``: in the calibration study (all six models, 6-200
         points, spread or clustered, with and without a 1 px unmodelled bend, inliers selected at 2 px) it kept
@@ -458,7 +445,7 @@ def fit_uncertainty(model: str, moving_xy: np.ndarray, fixed_xy: np.ndarray, gri
     >>> rng = np.random.default_rng(0)
     >>> moving = rng.uniform(0, 100, (50, 2))
     >>> fixed = moving + [3.0, 1.0] + rng.normal(0, 0.5, (50, 2))
-    >>> u = fit_uncertainty("affine", moving, fixed, moving_grid((100, 100)))
+    >>> u = fit_uncertainty("affine", moving, fixed, grid_xy((100, 100)))
     >>> bool(0.05 < u < 0.5)
     True
     """

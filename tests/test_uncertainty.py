@@ -3,17 +3,17 @@
 import numpy as np
 import pytest
 
+from autoreg.geometry import grid_xy
 from autoreg.uncertainty import (
     MODELS,
     _model,
     fit_uncertainty,
     mean_error_of_covariance,
-    moving_grid,
     truncation_factor,
 )
 
 SIZE = 256.0
-GRID = moving_grid((SIZE, SIZE))
+GRID = grid_xy((SIZE, SIZE))
 TRUTH = {
     "translation": np.array([[1, 0, 7.3], [0, 1, -4.1], [0, 0, 1]]),
     "rigid": np.array([[np.cos(0.3), -np.sin(0.3), 20], [np.sin(0.3), np.cos(0.3), -5], [0, 0, 1]]),
