@@ -26,16 +26,21 @@ def _blocks(language):
     return [code for lang, code in BLOCKS if lang == language]
 
 
+def _python_examples():
+    """Python blocks to run: all but the interactive picker's (tests/test_pick_api.py drives autoreg.pick)."""
+    return [code for code in _blocks("python") if "autoreg.pick(" not in code]
+
+
 def test_the_readme_has_the_examples_this_test_runs():
     shell = [code for code in _blocks("bash") if not any(word in code for word in NOT_EXAMPLES)]
-    assert len(_blocks("python")) >= 2 and len(shell) >= 4
+    assert len(_python_examples()) >= 2 and len(shell) >= 4
     assert any("autoreg apply" in code for code in shell) and any("autoreg batch" in code for code in shell)
 
 
-@pytest.mark.parametrize("index", range(len(_blocks("python"))))
+@pytest.mark.parametrize("index", range(len(_python_examples())))
 def test_python_examples_run(index, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
-    exec(compile(_blocks("python")[index], f"README.md python block {index}", "exec"), {"__name__": "__readme__"})
+    exec(compile(_python_examples()[index], f"README.md python block {index}", "exec"), {"__name__": "__readme__"})
     printed = capsys.readouterr().out
     assert "Traceback" not in printed and printed.strip()
 
