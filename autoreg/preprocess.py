@@ -94,11 +94,27 @@ def valid_mask(data: np.ndarray) -> np.ndarray:
     return np.isfinite(data)
 
 
+#: Gaussian sigma (px) of the neighbourhood that fills a missing pixel: scattered dropouts and small holes take the
+#: local mean of their valid neighbours (normalised convolution), so they make no false corner and no false edge.
+_FILL_SIGMA_PX = 2.0
+
+
 def fill_invalid(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Copy of ``data`` as float32 with invalid pixels set to the median of the valid ones."""
+    """Copy of ``data`` as float32 with each invalid pixel set to the Gaussian-weighted mean of its valid
+    neighbours (normalised convolution), or to the median of the valid pixels inside large holes."""
+    import cv2
+
     out = np.asarray(data, np.float32).copy()
-    if not valid.all():
-        out[~valid] = np.median(out[valid]) if valid.any() else 0.0
+    if valid.all():
+        return out
+    if not valid.any():
+        return np.zeros_like(out)
+    weight = cv2.GaussianBlur(valid.astype(np.float32), (0, 0), _FILL_SIGMA_PX)
+    total = cv2.GaussianBlur(np.where(valid, out, 0.0).astype(np.float32), (0, 0), _FILL_SIGMA_PX)
+    near = weight > 1e-3
+    out[~valid] = float(np.median(out[valid]))
+    holes = ~valid & near
+    out[holes] = total[holes] / weight[holes]
     return out
 
 
@@ -215,7 +231,8 @@ def _resize(data: np.ndarray, valid: np.ndarray, size: tuple[int, int]) -> tuple
     h, w = data.shape
     interp = cv2.INTER_AREA if size[0] * size[1] < h * w else cv2.INTER_CUBIC
     resized = cv2.resize(fill_invalid(data, valid), size, interpolation=interp)
-    resized_valid = cv2.resize(valid.astype(np.float32), size, interpolation=cv2.INTER_LINEAR) > 0.99
+    resized_valid = cv2.resize(valid.astype(np.float32), size, interpolation=cv2.INTER_AREA if size[0] * size[1] <
+                               h * w else cv2.INTER_LINEAR) > 0.5  # mostly measured (the rest filled from neighbours)
     return resized, resized_valid, np.linalg.inv(resize_matrix(size[0] / w, size[1] / h))
 
 

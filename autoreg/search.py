@@ -206,6 +206,8 @@ def _channels(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarr
     The gradient uses central differences (one-sided at the border); pixels next to a missing one have no
     gradient, so the shared mask is the gradient's (equal to ``mask`` when nothing is missing).
     """
+    if np.count_nonzero(mask) < 9:
+        raise EstimationError("Too few valid pixels remain after reduction to compare the images.")
     levelled = _remove_plane(image, mask)
     magnitude = float(np.abs(image[mask]).max())
     if float(levelled[mask].std()) <= 1e-6 * magnitude:
