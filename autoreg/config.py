@@ -103,6 +103,11 @@ class RegistrationConfig:
     nfa_tests : int
         Hypotheses counted per minimal sample in the a-contrario test of a feature consensus: 6 models compared by
         ``auto`` × 3 feature strategies tried (a Bonferroni count; log10(18) = 1.26 added to every log10 NFA).
+    nfa_duplicate_wpx : float
+        Matches whose fixed and moving points both lie within this many working pixels of another match's count once
+        in that test: ORB finds one blob at several pyramid levels a few pixels apart, and a "consensus" of ten
+        keypoints on three blobs is three pieces of evidence (a neighbouring area of clean terrain passed the test
+        that way). 5 px is the FAST circle's radius plus a pyramid step.
     max_log10_nfa : float
         A feature consensus is a real match only when log10 NFA is at most this (else ``failed``). −1, stricter
         than the classic NFA ≤ 1: under uniform random matches (1,560 trials, 20–500 matches, every model) 0.13 %
@@ -210,6 +215,7 @@ class RegistrationConfig:
     tolerance_min_fixed_px: float = 2.0
     tolerance_moving_fraction: float = 0.5
     nfa_tests: int = 18
+    nfa_duplicate_wpx: float = 5.0
     max_log10_nfa: float = -1.0
     min_peak_gap: float = 0.10
     min_peak_ratio: float = 1.20

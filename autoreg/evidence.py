@@ -41,8 +41,9 @@ def feature_log10_nfa(fit: Fit, overlap_px2: float, working_pixel_px: float, con
     """log10 of the number of false alarms of a feature fit's consensus among all its matches (NaN if not one).
 
     The background is uniform over the overlap (``overlap_px2`` fixed px²). Residuals are floored at a quarter of
-    a working pixel (keypoints are not located better) and matches closer than a working pixel in both images count
-    once; ``config.nfa_tests`` hypotheses are counted per sample (models compared × feature strategies).
+    a working pixel (keypoints are not located better); matches within ``config.nfa_duplicate_wpx`` working pixels of
+    another in both images count once (one blob found at several pyramid levels is one piece of evidence, not
+    several); ``config.nfa_tests`` hypotheses are counted per sample (models compared × feature strategies).
     """
     from .significance import MIN_SAMPLES, consensus_nfa
 
@@ -51,7 +52,8 @@ def feature_log10_nfa(fit: Fit, overlap_px2: float, working_pixel_px: float, con
     n_sample = MIN_SAMPLES.get(fit.model, MIN_SAMPLES["affine"])  # non-global fits: judged as their affine core
     nfa = consensus_nfa(fit.matches.fixed_xy, fit.matches.moving_xy, fit.to_fixed, n_sample=n_sample,
                         fixed_area=overlap_px2, n_models=config.nfa_tests,
-                        min_error_px=0.25 * working_pixel_px, duplicate_px=working_pixel_px)
+                        min_error_px=0.25 * working_pixel_px,
+                        duplicate_px=config.nfa_duplicate_wpx * working_pixel_px)
     return float(nfa.log10_nfa)
 
 

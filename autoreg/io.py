@@ -614,12 +614,16 @@ def save_inlier_pairs(result: Any, path: str | os.PathLike[str]) -> bool:
     """Write a result's point pairs (feature inliers, or control points) as a control-point CSV, atomically.
 
     The file has the header of :data:`POINTS_HEADER` and reads back with :func:`load_points` (``register
-    --points``, ``autoreg pick --points``). Returns False, writing nothing, when the result has no pairs.
+    --points``, ``autoreg pick --points``): a keypoint found twice at one place (two pyramid levels) is written
+    once, since a control-point file repeats no point. Returns False, writing nothing, when the result has no pairs.
     """
     fit = getattr(result, "fit", None)
     if fit is None or fit.n_inliers == 0:
         return False
     pairs = np.column_stack([fit.matches.fixed_xy[fit.inliers], fit.matches.moving_xy[fit.inliers]])
+    for columns in (slice(0, 2), slice(2, 4)):  # first occurrence of each fixed, then each moving position
+        _, first = np.unique(np.round(pairs[:, columns], 6), axis=0, return_index=True)
+        pairs = pairs[np.sort(first)]
     write_coordinate_table(path, POINTS_HEADER, pairs)
     return True
 

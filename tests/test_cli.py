@@ -266,3 +266,32 @@ def test_inspect_lists_plain_2d_datasets_that_register_reads(tmp_path):
     assert "line" not in result.stdout and "names" not in result.stdout
     listing = _run("inspect", FIXTURE)
     assert "STM_Topography  [main: 1024×1024 positions × 1 steps" in listing.stdout
+
+
+def test_prior_options_and_saved_points_round_trip(pair_files, tmp_path):
+    """--pixel-size makes the scale known, --tolerance-px sets the promise, --save-points writes what --points reads."""
+    folder, pair = pair_files
+    saved = tmp_path / "pairs.csv"
+    result = _run("register", folder / "fixed.tif", folder / "moving.npy", "--model", "affine", "--json",
+                  "--pixel-size", "0.5", "0.5", "--tolerance-px", "1.5", "--save-points", saved)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["scale_source"] == "user" and payload["tolerance_px"] == pytest.approx(1.5)
+    assert payload["predicted_error_px"] <= 1.5 and payload["log10_nfa"] < -1
+    from autoreg.io import load_points
+
+    fixed_xy, moving_xy = load_points(saved)
+    assert payload["n_inliers"] - 3 <= len(fixed_xy) <= payload["n_inliers"] and len(fixed_xy) >= 15  # repeats once
+    again = _run("register", folder / "fixed.tif", folder / "moving.npy", "--model", "affine", "--json",
+                 "--points", saved)
+    assert again.exit_code == 0, again.output
+    np.testing.assert_allclose(json.loads(again.stdout)["matrix"], payload["matrix"], atol=0.5)
+
+
+@pytest.mark.parametrize("args", [["--scale", "-2"], ["--scale", "0"], ["--tolerance-px", "0"],
+                                  ["--pixel-size", "1", "0"], ["--scale", "2", "--pixel-size", "1", "2"]])
+def test_bad_priors_are_one_line_errors(pair_files, tmp_path, args):
+    folder, _ = pair_files
+    result = _run("register", folder / "fixed.tif", folder / "moving.npy", "--out", tmp_path / "w.tif", *args)
+    assert result.exit_code == 2, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []

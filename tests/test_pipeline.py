@@ -208,3 +208,27 @@ def test_control_points_alone_are_judged_by_the_same_rules():
     np.testing.assert_allclose(result.matrix, pair.moving_to_fixed, atol=1e-6)
     with pytest.raises(autoreg.InputError, match="give points"):
         autoreg.register(pair.fixed, pair.moving, automatic=False)
+
+
+def test_inverted_contrast_is_registered_and_reported():
+    """Height against an inverted channel: strongly anti-correlated and correctly registered, not low_correlation."""
+    pair = make_pair(seed=5, fixed_shape=(192, 192), moving_shape=(192, 192), contrast="inverted")
+    result = autoreg.register(pair.fixed, pair.moving, model="rigid")
+    assert result.verdict.level == "ok", result.verdict.reasons
+    payload = result.to_dict()
+    assert payload["inverted_contrast"] is True and payload["pearson"] < -0.5
+    error = mean_grid_distance(lambda xy: apply_matrix(result.matrix, xy), lambda g: apply_matrix(pair.moving_to_fixed, g),
+                               (192, 192))
+    assert error <= payload["tolerance_px"]
+
+
+def test_a_neighbouring_area_is_never_ok():
+    """A scan of the area next door looks right to a matcher: never ok. (On this noise-free terrain of identical
+    blobs a 10-inlier consensus on a handful of blobs survives the a-contrario test; the accuracy rules still
+    flag it, and the benchmark's neighbouring-area pairs all come back failed.)"""
+    from autoreg.synthetic import make_scene
+
+    height = make_scene((256, 512), seed=9, feature_px=1.0).height
+    result = autoreg.register(height[:, :256], height[:, 256:])
+    assert result.verdict.level != "ok", result.verdict.reasons
+    assert any(a.reasons and a.reasons[0].startswith("no_evidence") for a in result.attempts)
