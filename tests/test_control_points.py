@@ -61,3 +61,23 @@ def test_check_points_reports_residuals_and_names_the_misclick():
     report = check_points(fixed, moving, "affine", RegistrationConfig(), prior_scale=25.0)
     assert len(report["loo_px"]) == 10 and report["outliers"] == [7]
     assert report["outlier_messages"][0].startswith("control point 8: leave-one-out residual")
+
+
+def test_mesh_leave_one_out_equals_scikit_image_piecewise_affine():
+    """The piecewise-affine LOO residuals come from scipy's Delaunay interpolation; they must equal skimage's map."""
+    from skimage.transform import PiecewiseAffineTransform
+
+    from autoreg.control_points import loo_residuals
+
+    rng = np.random.default_rng(4)
+    moving_xy = rng.uniform(0, 100, (25, 2))
+    fixed_xy = moving_xy * 1.3 + 0.002 * moving_xy**2 + rng.normal(0, 0.3, (25, 2))
+    fast = loo_residuals(fixed_xy, moving_xy, "piecewise-affine")
+    for i in range(25):
+        keep = np.arange(25) != i
+        tf = PiecewiseAffineTransform.from_estimate(moving_xy[keep], fixed_xy[keep])
+        mapped = np.asarray(tf(moving_xy[i:i + 1]))[0]
+        if np.all(mapped == -1):  # outside the others' mesh
+            assert np.isnan(fast[i])
+        else:
+            assert fast[i] == pytest.approx(np.hypot(*(mapped - fixed_xy[i])), rel=1e-6, abs=1e-6)
