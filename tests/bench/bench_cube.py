@@ -27,7 +27,7 @@ FIXTURE = ROOT / "fixtures" / "stm_sts.h5"
 def opencv_chunks(cube, fit, shape):
     import cv2
 
-    map_x, map_y = grid_to_moving_maps(fit, shape)
+    map_x, map_y = (m.astype(np.float32) for m in grid_to_moving_maps(fit, shape))  # float64, exact: cv2 wants float32
     out = np.empty(shape + (cube.shape[2],), np.float32)
     for k in range(0, cube.shape[2], 4):
         out[:, :, k:k + 4] = cv2.remap(np.ascontiguousarray(cube[:, :, k:k + 4]), map_x, map_y, cv2.INTER_LINEAR,
