@@ -81,6 +81,11 @@ class RegistrationConfig:
         Align rows only when the per-row offsets exceed the per-column ones by this factor
         (:func:`autoreg.preprocess.scan_line_contrast`): clean images read 0.8–1.4 (scikit-image's photos,
         clean synthetic terrain), scans with line offsets of a tenth of their spread 3 and far more.
+    ambiguous_size_ratio : float
+        Without pixel sizes, two images whose sizes differ by up to this factor (beyond ``same_pixel_size_band``)
+        may be a coarse map of the same field of view or a small crop at the same pixel size: the search then also
+        tries the same pixel size, last. 4×: a crop under a quarter of the scan's side is rare, a map 4× coarser
+        and more is what the field-of-view guess is for.
     same_pixel_size_band : tuple of float
         Without physical pixel sizes, two images whose size ratio lies in this band are taken to have the same
         pixel size (two crops of one scan); outside it, to cover the same field of view. 2× either way: a
@@ -207,6 +212,7 @@ class RegistrationConfig:
     max_pixels: int = 64_000_000
     level_scans: bool = True
     min_scan_line_contrast: float = 2.0
+    ambiguous_size_ratio: float = 4.0
     same_pixel_size_band: tuple[float, float] = (0.5, 2.0)
     no_improvement_below: float = 0.9
     flat_relative_range: float = 1e-5

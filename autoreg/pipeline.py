@@ -85,6 +85,10 @@ def _meaningful(ctx: Context, fit: Fit) -> bool:
     return bool(feature_log10_nfa(fit, area, ctx.working_pixel_px, ctx.config) <= ctx.config.max_log10_nfa)
 
 
+def _with_note(fit: Fit, note: str) -> Fit:
+    return dataclasses.replace(fit, why=(fit.why + "; " if fit.why else "") + note)
+
+
 def _failed_attempt(strategy: str, err: AutoregError) -> Attempt:
     slug = "insufficient_landmarks" if isinstance(err, InsufficientLandmarksError) else "estimation_failed"
     return Attempt(strategy=strategy, verdict="failed", reasons=(f"{slug}: {err}",))
@@ -279,6 +283,15 @@ def register(
     search = ("search", checked(lambda: refined(search_fit(ctx, model, views))))
     early = ctx.scale_known or ctx.resolution_ratio >= cfg.search_min_ratio
     automatic_strategies.insert(1 if early else len(automatic_strategies), search)
+    if scale_source == "field_of_view" and ctx.resolution_ratio <= cfg.ambiguous_size_ratio:
+        # a crop of a scan at the same pixel size looks like a coarser map of the same field of view: try both
+        same = dataclasses.replace(ctx, expected_scale=1.0, scale_source="same_pixel_size")
+        automatic_strategies.append(("search-same-pixel-size",
+                                     checked(lambda: _with_note(refine_fit(same, search_fit(same, model, views),
+                                                                           INTENSITY_MODEL if model not in GLOBAL_MODELS
+                                                                           else model, views),
+                                                                "searched at the same pixel size (the sizes alone "
+                                                                "did not say)"))))
     strategies = automatic_strategies if automatic else []
     for name, attempt_fit in strategies:
         if any(r.verdict.level == "ok" for r in results):

@@ -232,3 +232,16 @@ def test_a_neighbouring_area_is_never_ok():
     result = autoreg.register(height[:, :256], height[:, 256:])
     assert result.verdict.level != "ok", result.verdict.reasons
     assert any(a.reasons and a.reasons[0].startswith("no_evidence") for a in result.attempts)
+
+
+def test_a_small_same_pixel_size_crop_is_also_searched_at_that_pixel_size():
+    """120 px against 256 px: a coarse map of the same area, or a crop at the same pixel size? Both are tried."""
+    rng = np.random.default_rng(2)
+    result = autoreg.register(make_pair(seed=8).fixed, rng.normal(size=(120, 120)))
+    strategies = [a.strategy for a in result.attempts]
+    assert "search" in strategies and strategies[-1] == "search-same-pixel-size"
+    assert result.verdict.level == "failed"
+    clear = autoreg.register(make_pair(seed=8).fixed, rng.normal(size=(80, 80)))  # beyond 2× ... 4×: still both
+    assert "search-same-pixel-size" in [a.strategy for a in clear.attempts]
+    far = autoreg.register(make_pair(seed=8).fixed, rng.normal(size=(40, 40)))  # 6×: a map, not a crop
+    assert "search-same-pixel-size" not in [a.strategy for a in far.attempts]
