@@ -118,13 +118,23 @@ def fill_invalid(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
+#: Columns (evenly spaced) whose row-to-row steps estimate the offset increments: a median of 128 steps is within
+#: ~10 % of the full row's, which is all a contrast threshold of 2 needs, at a fraction of the cost on 1024 px.
+_ROUGHNESS_COLUMNS = 128
+
+
 def _offset_roughness(data: np.ndarray) -> float:
     """RMS of the median step from each row to the next: the offset increments row alignment removes."""
-    steps = np.diff(data, axis=0)
-    lines = np.isfinite(steps).any(axis=1)  # row pairs with data (nanmedian would warn on the others)
-    if not lines.any():
-        return 0.0
-    increments = np.nanmedian(steps[lines], axis=1)
+    columns = np.unique(np.linspace(0, data.shape[1] - 1, min(data.shape[1], _ROUGHNESS_COLUMNS)).astype(int))
+    steps = np.diff(data[:, columns], axis=0)
+    finite = np.isfinite(steps)
+    if finite.all():
+        increments = np.median(steps, axis=1)
+    else:
+        lines = finite.any(axis=1)  # row pairs with data (nanmedian would warn on the others)
+        if not lines.any():
+            return 0.0
+        increments = np.nanmedian(steps[lines], axis=1)
     return float(np.sqrt(np.mean(increments**2)))
 
 
