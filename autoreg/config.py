@@ -137,6 +137,9 @@ class RegistrationConfig:
     search_fixed_px_per_moving : float
         Across resolutions the finer image is area-averaged to this many of its pixels per coarse pixel before the
         search (a map pixel is an area average; 2 keeps the sub-pixel phase the search refines with).
+    search_sweep_px : int
+        The moving image is reduced to at most this many pixels a side for the exhaustive rotation (× scale) sweep;
+        the best poses are then refined at its own pixel size. The sweep's cost grows with the cube of this size.
     search_min_overlap : float
         Smallest overlap, as a fraction of the moving image, that the search considers (partial overlaps to 30 %).
     refine : bool
@@ -229,6 +232,7 @@ class RegistrationConfig:
     search_scale_range: float = 1.1
     search_max_side: int = 128
     search_fixed_px_per_moving: float = 2.0
+    search_sweep_px: int = 48
     search_min_overlap: float = 0.3
     refine: bool = True
     refine_max_iterations: int = 15

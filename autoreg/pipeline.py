@@ -264,6 +264,8 @@ def register(
         finds a similarity: :data:`INTENSITY_MODEL` unless a global model was asked for)."""
         if fit.source == "intensity":
             wanted = model if model in GLOBAL_MODELS else INTENSITY_MODEL
+            if not (fit.peak_gap > cfg.min_peak_gap and fit.peak_ratio > cfg.min_peak_ratio):
+                return fit  # no evidence of a match: failed whatever its accuracy
         else:
             wanted = fit.model
             if not _meaningful(ctx, fit):  # failed whatever its accuracy: refining it would only cost time

@@ -166,7 +166,8 @@ def search_fit(ctx: Context, model: str, views: tuple[Any, Any]) -> Fit:
         abs(np.linalg.det(moving_small.from_original[:2, :2])))
     found = search_similarity(fixed_small.data, moving_small.data, scale=float(scale),
                               scale_range=1.0 if ctx.scale_known or model in ("translation", "rigid")
-                              else ctx.config.search_scale_range, min_overlap=ctx.config.search_min_overlap)
+                              else ctx.config.search_scale_range, min_overlap=ctx.config.search_min_overlap,
+                              sweep_px=ctx.config.search_sweep_px)
     matrix = fixed_small.to_original @ found.moving_to_fixed @ moving_small.from_original
     fitted = model if model in ("translation", "rigid", "similarity") else "similarity"
     forward, backward = _fit_through(fitted, matrix, ctx.moving.shape, ctx.expected_scale)
