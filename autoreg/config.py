@@ -139,7 +139,8 @@ class RegistrationConfig:
         search (a map pixel is an area average; 2 keeps the sub-pixel phase the search refines with).
     search_sweep_px : int
         The moving image is reduced to at most this many pixels a side for the exhaustive rotation (× scale) sweep;
-        the best poses are then refined at its own pixel size. The sweep's cost grows with the cube of this size.
+        the best poses are then refined at its own pixel size. The sweep's cost grows with the cube of this size:
+        32 px took 38 % less time on the calibration split but solved 2 pairs fewer of 252.
     search_min_overlap : float
         Smallest overlap, as a fraction of the moving image, that the search considers (partial overlaps to 30 %).
     refine : bool
