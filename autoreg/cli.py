@@ -503,8 +503,25 @@ app.command(name="pick")(pick_command)
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: usage errors are one line on stderr and exit 2, like bad input."""
+    try:  # typer >= 0.20 carries its own copy of click
+        from typer._click import exceptions as click_exceptions
+    except ImportError:  # pragma: no cover - older typer runs on click itself
+        from click import exceptions as click_exceptions
+
+    try:
+        code = app(standalone_mode=False)
+    except click_exceptions.NoArgsIsHelpError as err:  # bare `autoreg` or `autoreg register`: the help
+        typer.echo(err.ctx.get_help() if err.ctx is not None else str(err))
+        code = 0
+    except click_exceptions.UsageError as err:
+        where = f"autoreg {err.ctx.info_name} --help" if err.ctx is not None and err.ctx.parent else "autoreg --help"
+        sys.stderr.write(f"error: {' '.join(err.format_message().split())} (see {where})\n")
+        code = EXIT_BAD_INPUT
+    except click_exceptions.Abort:  # Ctrl-C while click itself was prompting or parsing
+        sys.stderr.write("interrupted\n")
+        code = EXIT_INTERRUPTED
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -295,3 +295,14 @@ def test_bad_priors_are_one_line_errors(pair_files, tmp_path, args):
     result = _run("register", folder / "fixed.tif", folder / "moving.npy", "--out", tmp_path / "w.tif", *args)
     assert result.exit_code == 2, result.output
     assert len(result.stderr.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["register", "a.tif", "b.tif", "--scale", "abc"], ["bogus"], ["register"],
+                                  ["register", "a.tif", "b.tif", "--max-pixels", "3"]])
+def test_usage_errors_are_one_line_and_exit_2(args, tmp_path):
+    """The installed command (not the test runner): click's four-line usage box becomes one line, like bad input."""
+    done = subprocess.run([sys.executable, "-c", "from autoreg.cli import main; main()", *args], capture_output=True,
+                          text=True, cwd=tmp_path, check=False)
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("error: "), done.stderr
+    assert done.stdout == "" and list(tmp_path.iterdir()) == []
