@@ -75,7 +75,7 @@ def fit_transform(model: str, src_xy: np.ndarray, dst_xy: np.ndarray, *, polynom
     >>> import numpy as np
     >>> src = np.array([[0, 0], [10, 0], [0, 10]], float)
     >>> tf = fit_transform("affine", src, src * 2)
-    >>> np.round(tf.params, 6).tolist()
+    >>> (np.round(tf.params, 6) + 0.0).tolist()  # + 0.0: round-off may leave -0.0
     [[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0]]
     """
     src_xy = np.asarray(src_xy, float).reshape(-1, 2)

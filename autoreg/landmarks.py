@@ -91,7 +91,6 @@ def find_matches(fixed_view: WorkingView, moving_view: WorkingView, config: Regi
     InsufficientLandmarksError
         When either image yields no keypoints or no match passes the ratio test.
     """
-    import cv2
 
     fixed_xy, fixed_desc = detect(fixed_view, config, detector)
     moving_xy, moving_desc = detect(moving_view, config, detector)

@@ -95,7 +95,7 @@ def encode_transform(model: str, moving_to_fixed: Any, fixed_to_moving: Any,
     --------
     >>> from skimage.transform import AffineTransform
     >>> tf = AffineTransform(translation=(2, 3))
-    >>> encode_transform("affine", tf, tf.inverse)["moving_to_fixed"]["matrix"][0]
+    >>> [v + 0.0 for v in encode_transform("affine", tf, tf.inverse)["moving_to_fixed"]["matrix"][0]]  # no -0.0
     [1.0, 0.0, 2.0]
     """
     backward_pairs = None if pairs is None else (pairs[1], pairs[0])

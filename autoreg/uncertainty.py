@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .geometry import apply_matrix, grid_xy
+from .geometry import apply_matrix
 
 __all__ = ["METHODS", "MODELS", "fit_uncertainty", "truncation_factor", "mean_error_of_covariance"]
 
@@ -442,6 +442,7 @@ def fit_uncertainty(model: str, moving_xy: np.ndarray, fixed_xy: np.ndarray, gri
     Examples
     --------
     >>> import numpy as np
+    >>> from autoreg.geometry import grid_xy
     >>> rng = np.random.default_rng(0)
     >>> moving = rng.uniform(0, 100, (50, 2))
     >>> fixed = moving + [3.0, 1.0] + rng.normal(0, 0.5, (50, 2))
