@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 
@@ -10,7 +9,7 @@ from .config import RegistrationConfig
 from .datatypes import Fit, Matches
 from .errors import InputError
 from .estimate import fit_pair
-from .geometry import is_collinear
+from .geometry import is_collinear, map_points
 from .models import min_points
 
 __all__ = ["fit_points", "leverage", "loo_residuals", "name_outliers", "validate_points"]
@@ -79,21 +78,6 @@ def fit_points(fixed_xy: np.ndarray, moving_xy: np.ndarray, model: str, config: 
     matches = Matches(fixed_xy=fixed_xy, moving_xy=moving_xy)
     return Fit(model=model, moving_to_fixed=forward, fixed_to_moving=backward, inliers=np.ones(len(fixed_xy), bool),
                source="points", matches=matches, why="control points")
-
-
-def map_points(transform: Any, xy: np.ndarray, model: str) -> np.ndarray:
-    """``transform(xy)`` as float (N, 2), NaN where it maps nothing (outside a piecewise-affine mesh, whose
-    scikit-image transform returns -1 there).
-
-    Examples
-    --------
-    >>> map_points(lambda xy: xy + 1, np.array([[0.0, 0.0]]), "translation").tolist()
-    [[1.0, 1.0]]
-    """
-    out = np.array(transform(np.asarray(xy, float).reshape(-1, 2)), dtype=np.float64).reshape(-1, 2)
-    if model == "piecewise-affine":
-        out[np.all(out == -1, axis=1)] = np.nan
-    return out
 
 
 def _mesh_residual(moving_xy: np.ndarray, fixed_xy: np.ndarray, moving_point: np.ndarray,

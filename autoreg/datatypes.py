@@ -10,12 +10,13 @@ Conventions, everywhere in autoreg:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from ._version import __version__
+from .geometry import map_points
 from .units import Calibration, physical_matrix
 from .vocabulary import VERDICT_LEVELS
 
@@ -139,13 +140,6 @@ class Matches:
         return int(self.fixed_xy.shape[0])
 
 
-def _mapped(transform: Any, xy: np.ndarray, model: str) -> np.ndarray:
-    out = np.array(transform(np.asarray(xy, float).reshape(-1, 2)), dtype=np.float64)
-    if model == "piecewise-affine":  # scikit-image marks points outside the mesh with -1
-        out[np.all(out == -1, axis=1)] = np.nan
-    return out
-
-
 @dataclass(frozen=True, slots=True, eq=False)
 class Fit:
     """An estimated transform.
@@ -199,11 +193,15 @@ class Fit:
 
     def to_fixed(self, moving_xy: np.ndarray) -> np.ndarray:
         """Fixed (x, y) of moving points, shape (N, 2); NaN where the transform maps nothing (outside a mesh)."""
-        return _mapped(self.moving_to_fixed, moving_xy, self.model)
+        return map_points(self.moving_to_fixed, moving_xy, self.model)
 
     def to_moving(self, fixed_xy: np.ndarray) -> np.ndarray:
         """Moving (x, y) of fixed points, shape (N, 2); NaN where the transform maps nothing (outside a mesh)."""
-        return _mapped(self.fixed_to_moving, fixed_xy, self.model)
+        return map_points(self.fixed_to_moving, fixed_xy, self.model)
+
+    def with_note(self, note: str) -> Fit:
+        """A copy whose ``why`` ends with ``note`` (how the fit was found, refined or judged)."""
+        return replace(self, why=(self.why + "; " if self.why else "") + note)
 
     @property
     def n_inliers(self) -> int:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["apply_matrix", "grid_xy", "mean_grid_distance", "is_collinear", "COLLINEAR_REL_TOL"]
+__all__ = ["apply_matrix", "map_points", "grid_xy", "mean_grid_distance", "is_collinear", "COLLINEAR_REL_TOL"]
 
 #: Points are collinear when their smallest singular value is below this fraction of the largest: far below any
 #: real spread of landmarks (a 1000-px image would need its points within 1e-3 px of a line), far above rounding.
@@ -41,6 +41,21 @@ def apply_matrix(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
         return mapped
     w = xy @ m[2, :2] + m[2, 2]
     return mapped / w[..., None]
+
+
+def map_points(transform: Callable[[np.ndarray], np.ndarray], xy: np.ndarray, model: str) -> np.ndarray:
+    """``transform(xy)`` as float (N, 2), NaN where it maps nothing (outside a piecewise-affine mesh, whose
+    scikit-image transform returns -1 there).
+
+    Examples
+    --------
+    >>> map_points(lambda xy: xy + 1, np.array([[0.0, 0.0]]), "translation").tolist()
+    [[1.0, 1.0]]
+    """
+    out = np.array(transform(np.asarray(xy, float).reshape(-1, 2)), dtype=np.float64).reshape(-1, 2)
+    if model == "piecewise-affine":
+        out[np.all(out == -1, axis=1)] = np.nan
+    return out
 
 
 def grid_xy(shape: tuple[int, int], n: int = 5) -> np.ndarray:

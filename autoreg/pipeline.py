@@ -85,10 +85,6 @@ def _meaningful(ctx: Context, fit: Fit) -> bool:
     return bool(feature_log10_nfa(fit, area, ctx.working_pixel_px, ctx.config) <= ctx.config.max_log10_nfa)
 
 
-def _with_note(fit: Fit, note: str) -> Fit:
-    return dataclasses.replace(fit, why=(fit.why + "; " if fit.why else "") + note)
-
-
 def _failed_attempt(strategy: str, err: AutoregError) -> Attempt:
     slug = "insufficient_landmarks" if isinstance(err, InsufficientLandmarksError) else "estimation_failed"
     return Attempt(strategy=strategy, verdict="failed", reasons=(f"{slug}: {err}",))
@@ -259,9 +255,10 @@ def register(
 
         return run
 
-    def refined(fit: Fit) -> Fit:
+    def refined(fit: Fit, on: Context = ctx) -> Fit:
         """Refine a global fit as the model asked for (``auto`` features: the one they chose; the search, which
-        finds a similarity: :data:`INTENSITY_MODEL` unless a global model was asked for)."""
+        finds a similarity: :data:`INTENSITY_MODEL` unless a global model was asked for), under the scale prior
+        of ``on``."""
         if fit.source == "intensity":
             wanted = model if model in GLOBAL_MODELS else INTENSITY_MODEL
             if not (fit.peak_gap > cfg.min_peak_gap and fit.peak_ratio > cfg.min_peak_ratio):
@@ -270,11 +267,11 @@ def register(
             wanted = fit.model
             if not _meaningful(ctx, fit):  # failed whatever its accuracy: refining it would only cost time
                 return fit
-        return refine_fit(ctx, fit, wanted, views) if wanted in GLOBAL_MODELS and fit.model in GLOBAL_MODELS else fit
+        return refine_fit(on, fit, wanted, views) if wanted in GLOBAL_MODELS and fit.model in GLOBAL_MODELS else fit
 
     def features(detector: str = "orb", gradient: bool = False, note: str = "") -> Fit:
         fit = feature_fit(ctx, model, working_views(ctx, gradient=True) if gradient else views, detector)
-        fit = dataclasses.replace(fit, why=(fit.why + "; " if fit.why else "") + note) if note else fit
+        fit = fit.with_note(note) if note else fit
         return refined(fit)
 
     automatic_strategies = [
@@ -288,12 +285,9 @@ def register(
     if scale_source == "field_of_view" and ctx.resolution_ratio <= cfg.ambiguous_size_ratio:
         # a crop of a scan at the same pixel size looks like a coarser map of the same field of view: try both
         same = dataclasses.replace(ctx, expected_scale=1.0, scale_source="same_pixel_size")
+        note = "searched at the same pixel size (the sizes alone did not say)"
         automatic_strategies.append(("search-same-pixel-size",
-                                     checked(lambda: _with_note(refine_fit(same, search_fit(same, model, views),
-                                                                           INTENSITY_MODEL if model not in GLOBAL_MODELS
-                                                                           else model, views),
-                                                                "searched at the same pixel size (the sizes alone "
-                                                                "did not say)"))))
+                                     checked(lambda: refined(search_fit(same, model, views), same).with_note(note))))
     strategies = automatic_strategies if automatic else []
     for name, attempt_fit in strategies:
         if any(r.verdict.level == "ok" for r in results):

@@ -86,10 +86,6 @@ def working_views(ctx: Context, *, gradient: bool = False) -> tuple[Any, Any]:
     return fixed_view, moving_view
 
 
-def _with_why(fit: Fit, note: str) -> Fit:
-    return dataclasses.replace(fit, why=(fit.why + "; " if fit.why else "") + note)
-
-
 def feature_fit(ctx: Context, model: str, views: tuple[Any, Any], detector: str = "orb") -> Fit:
     """Match keypoints of the two views and fit ``model`` (``auto``: the simplest adequate one) robustly."""
     from .estimate import choose_model, estimate_transform, robust_inliers
@@ -215,9 +211,9 @@ def refine_fit(ctx: Context, fit: Fit, model: str, views: tuple[Any, Any]) -> Fi
                                 prior_scale=float(small_scale) if model in ("translation", "rigid") else None,
                                 max_iterations=ctx.config.refine_max_iterations)
     except EstimationError as err:
-        return _with_why(fit, f"not refined ({err})")
+        return fit.with_note(f"not refined ({err})")
     if not refined.improved:
-        return _with_why(fit, f"not refined (held-out correlation {refined.holdout_before:.3f} -> "
+        return fit.with_note(f"not refined (held-out correlation {refined.holdout_before:.3f} -> "
                               f"{refined.holdout_after:.3f})")
     matrix = fixed_small.to_original @ refined.moving_to_fixed @ moving_small.from_original
     forward, backward = _fit_through(model, matrix, ctx.moving.shape, ctx.expected_scale)
@@ -236,9 +232,9 @@ def refine_fit(ctx: Context, fit: Fit, model: str, views: tuple[Any, Any]) -> Fi
         if moved > 2.0 * np.hypot(predicted, features_error):
             predicted = moved
             note += f"; it disagrees with the features (predicted {features_error:.3g} px), which bounds the error"
-    return _with_why(dataclasses.replace(fit, model=model, moving_to_fixed=forward, fixed_to_moving=backward,
-                                         refinement_error_px=predicted, correlation=float(abs(refined.correlation)),
-                                         inverted=bool(refined.gain < 0)), note)
+    return dataclasses.replace(fit, model=model, moving_to_fixed=forward, fixed_to_moving=backward,
+                               refinement_error_px=predicted, correlation=float(abs(refined.correlation)),
+                               inverted=bool(refined.gain < 0)).with_note(note)
 
 
 def points_fit(ctx: Context, points: tuple[np.ndarray, np.ndarray], model: str) -> tuple[Fit, bool]:

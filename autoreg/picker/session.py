@@ -213,7 +213,7 @@ class Session:
     @staticmethod
     def _predict(fit: tuple[str, Any, Any], side: str, pair: Pair) -> np.ndarray:
         """The missing ``side`` of ``pair`` through ``fit``; NaN where the fit maps nothing."""
-        from ..control_points import map_points
+        from ..geometry import map_points
 
         name, forward, backward = fit
         if side == "fixed":
@@ -292,7 +292,8 @@ class Session:
 
     def _residuals(self, judged_model: str | None) -> tuple[dict[int, float], set[int]]:
         """LOO residual (fixed px) of every complete pair, and the ids named as outliers."""
-        from ..control_points import loo_residuals, map_points, name_outliers
+        from ..control_points import loo_residuals, name_outliers
+        from ..geometry import map_points
 
         cfg = self.config
         floor = cfg.loo_outlier_min_coarse_px * self._coarse_px()
