@@ -1,6 +1,8 @@
-"""Seeded benchmark pairs with exact truth, in two splits that share no seed and no source image.
+"""Seeded benchmark pairs with exact truth, in three splits that share no seed and no source image.
 
-Not collected by pytest. ``calibration`` is what thresholds may be tuned on; ``evaluation`` is what we report.
+Not collected by pytest. ``calibration`` is what thresholds may be tuned on; ``evaluation`` is what we report;
+``holdout`` is run once, after changes made while the evaluation split's results were known, to check them on pairs
+nobody has looked at.
 
 Splits (see :data:`SPLITS`)
 ---------------------------
@@ -11,8 +13,12 @@ evaluation
     scikit-image: moon, hubble_deep_field, immunohistochemistry, grass, gravel, rocket, page, coffee, chelsea
     (``cat`` is the same photo as ``chelsea`` and is used by neither split). Synthetic scene seeds 50000-60999, case
     seeds 2000000-2010999. The real PFM scan (all four channels) only here. 60 cases per category (660 pairs).
+holdout
+    scikit-image: stereo_motorcycle (left view), shepp_logan_phantom, microaneurysms. Synthetic scene seeds
+    90000-100999, case seeds 3000000-3010999. No PFM (there is one real scan and it belongs to ``evaluation``).
+    60 cases per category (660 pairs). Added on 2026-12-01, after the evaluation split's first report.
 
-Both splits draw from the four synthetic families of :mod:`_sources` (terraces, islands, lattice, fractal) with
+All splits draw from the four synthetic families of :mod:`_sources` (terraces, islands, lattice, fractal) with
 disjoint seeds. Case ``i`` of category ``c`` (index ``k`` in :data:`CATEGORIES`) has case seed ``case_base + 1000 k
 + i`` and synthetic scene seed ``scene_base + 1000 k + i`` (``+ 500`` for the second, unrelated scene of a negative),
 so ``i < 500``.
@@ -92,6 +98,8 @@ SPLITS = {
     "evaluation": Split("evaluation", ("moon", "hubble_deep_field", "immunohistochemistry", "grass", "gravel",
                                        "rocket", "page", "coffee", "chelsea"),
                         scene_seed_base=50_000, case_seed_base=2_000_000, pfm=True, per_category=60),
+    "holdout": Split("holdout", ("stereo_motorcycle", "shepp_logan_phantom", "microaneurysms"),
+                     scene_seed_base=90_000, case_seed_base=3_000_000, pfm=False, per_category=60),
 }
 
 
@@ -109,11 +117,14 @@ def describe_splits() -> str:
 
 
 def _check_disjoint() -> None:
-    cal, ev = SPLITS["calibration"], SPLITS["evaluation"]
-    assert not set(cal.skimage) & set(ev.skimage), "a bundled image in both splits"
-    assert not set(cal.scene_seeds()) & set(ev.scene_seeds()), "a scene seed in both splits"
-    assert not set(cal.case_seeds()) & set(ev.case_seeds()), "a case seed in both splits"
-    assert not cal.pfm, "the PFM scan belongs to the evaluation split only"
+    splits = list(SPLITS.values())
+    for i, one in enumerate(splits):
+        for other in splits[i + 1:]:
+            pair = f"{one.name} and {other.name}"
+            assert not set(one.skimage) & set(other.skimage), f"a bundled image in {pair}"
+            assert not set(one.scene_seeds()) & set(other.scene_seeds()), f"a scene seed in {pair}"
+            assert not set(one.case_seeds()) & set(other.case_seeds()), f"a case seed in {pair}"
+    assert [s.name for s in splits if s.pfm] == ["evaluation"], "the PFM scan belongs to the evaluation split only"
 
 
 _check_disjoint()
@@ -746,7 +757,7 @@ def make_case(split: str, category: str, index: int) -> Case:
 
     Parameters
     ----------
-    split : {"calibration", "evaluation"}
+    split : {"calibration", "evaluation", "holdout"}
     category : str
         One of :data:`CATEGORIES`.
     index : int

@@ -61,7 +61,10 @@ def load_skimage(name: str) -> dict[str, np.ndarray]:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        image = np.asarray(getattr(skimage.data, name)(), float)
+        image = getattr(skimage.data, name)()
+        if isinstance(image, tuple):  # stereo_motorcycle: (left, right, disparity); the left view
+            image = image[0]
+        image = np.asarray(image, float)
     if image.ndim == 3:
         image = image[..., :3] @ np.array([0.299, 0.587, 0.114])
     return {"main": _unit(image)}
