@@ -143,6 +143,12 @@ class RegistrationConfig:
         32 px took 38 % less time on the calibration split but solved 2 pairs fewer of 252.
     search_min_overlap : float
         Smallest overlap, as a fraction of the moving image, that the search considers (partial overlaps to 30 %).
+    search_channels : tuple of str
+        Pairings the search correlates (:data:`autoreg.search.CHANNELS`): ``intensity`` and ``gradient`` (both
+        gradient magnitudes) for images of one kind; ``edges`` (fixed gradient magnitude vs moving intensity) for
+        an edge-like moving channel, and ``derivative`` (fixed slope along the moving image's fast scan axis vs
+        moving intensity) for error signals such as AFM deflection. Drop the last two to save their cost
+        (measured in ``tests/bench/bench_search.py``) when no pair is of those kinds.
     refine : bool
         Refine every global fit by intensity at the coarser image's resolution (:mod:`autoreg.refine`), kept
         only when it raises the correlation on held-out pixels.
@@ -235,6 +241,7 @@ class RegistrationConfig:
     search_fixed_px_per_moving: float = 2.0
     search_sweep_px: int = 48
     search_min_overlap: float = 0.3
+    search_channels: tuple[str, ...] = ("intensity", "gradient", "edges", "derivative")
     refine: bool = True
     refine_max_iterations: int = 15
     refine_max_side: int = 128

@@ -169,6 +169,9 @@ class Fit:
         NaN for fits that did not come from the search.
     inverted : bool
         The moving image matched with inverted contrast.
+    channel : str
+        For search fits, the pairing that matched (:data:`autoreg.search.CHANNELS`: ``intensity``, ``gradient``,
+        ``edges``, ``derivative``); empty otherwise.
     refinement_error_px : float
         Predicted mean grid error (fixed px) of the forward-model refinement that produced this fit; NaN when it
         was not refined.
@@ -186,6 +189,7 @@ class Fit:
     peak_gap: float = float("nan")
     peak_ratio: float = float("nan")
     inverted: bool = False
+    channel: str = ""
     refinement_error_px: float = float("nan")
 
     def __post_init__(self) -> None:

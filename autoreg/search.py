@@ -12,8 +12,12 @@ rotation and translation — are few enough to search exhaustively:
    normalised cross-correlation** over all translations, partial overlap allowed, is computed in the Fourier
    domain (Padfield, "Masked object registration in the Fourier domain", IEEE TIP 21(5), 2012). Translations
    where the moving image overlaps valid fixed pixels by less than ``min_overlap`` of its area are ignored.
-3. Two channels, intensity and gradient magnitude. On intensity both contrast polarities count (the NCC of
-   the inverted image is −NCC, so |NCC| is ranked and the sign recorded); gradient magnitude has no polarity.
+3. Up to four channels, each a (fixed, moving) pairing: intensity with intensity, gradient magnitude with
+   gradient magnitude, and for cross-modal pairs the fixed gradient magnitude with the moving intensity
+   (``edges``: the moving image is an edge map) and the fixed derivative along the moving image's own x axis
+   with the moving intensity (``derivative``: an error signal such as AFM deflection, the topography's slope
+   along the fast scan axis). On intensity and derivative both polarities count (the NCC of the inverted
+   image is −NCC, so |NCC| is ranked and the intensity sign recorded); gradient magnitudes have no polarity.
 4. The peak's significance compares the best pose with the best *separated* pose (a different translation or
    a clearly different angle): the gap and the ratio best/second, and z-scores against the sweep's NCC
    distribution. On 200 unrelated and 200 true synthetic pairs (``tests/bench/bench_search.py
@@ -30,6 +34,7 @@ moving pixel ``(x, y, 1)`` to fixed pixel ``(x, y, 1)`` in the original pixel gr
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,7 +43,12 @@ from .errors import EstimationError, InputError
 
 __all__ = ["SearchCandidate", "SearchResult", "search_similarity"]
 
-CHANNELS = ("intensity", "gradient")
+#: Channels of the NCC, each a pair (fixed term, moving term); see :func:`_masked_ncc`.
+CHANNELS = ("intensity", "gradient", "edges", "derivative")
+#: Which moving channel each NCC channel correlates (0 intensity, 1 gradient magnitude).
+_MOVING_OF = (0, 1, 0, 0)
+#: Channels ranked by |NCC| (both polarities count); the others by NCC.
+_EITHER_SIGN = (True, False, False, True)
 _INVALID = -2.0  # below any NCC: marks translations without enough overlap or without contrast
 
 
@@ -200,11 +210,13 @@ def _normalise(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(mask, out, 0.0).astype(np.float32)
 
 
-def _channels(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _channels(image: np.ndarray, mask: np.ndarray, *, derivatives: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Intensity and gradient magnitude, normalised, as ``(2, rows, cols)``, with their shared valid mask.
 
     The gradient uses central differences (one-sided at the border); pixels next to a missing one have no
-    gradient, so the shared mask is the gradient's (equal to ``mask`` when nothing is missing).
+    gradient, so the shared mask is the gradient's (equal to ``mask`` when nothing is missing). With
+    ``derivatives`` the signed derivatives ``∂/∂x`` and ``∂/∂y`` follow as ``(4, rows, cols)``, divided by one
+    common factor (their RMS) so that any direction ``cos θ·∂x + sin θ·∂y`` keeps its relative size.
     """
     if np.count_nonzero(mask) < 9:
         raise EstimationError("Too few valid pixels remain after reduction to compare the images.")
@@ -218,7 +230,11 @@ def _channels(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarr
     shared = mask & np.isfinite(gradient)
     if np.count_nonzero(shared) < 9:
         raise EstimationError("Too few valid pixels remain after reduction to compare the images.")
-    return np.stack([_normalise(levelled, shared), _normalise(np.nan_to_num(gradient), shared)]), shared
+    out = [_normalise(levelled, shared), _normalise(np.nan_to_num(gradient), shared)]
+    if derivatives:
+        rms = float(np.sqrt(np.mean(np.square(gradient[shared], dtype=np.float64)) / 2))
+        out += [np.where(shared, d / (rms if rms > 0 else 1.0), 0.0).astype(np.float32) for d in (gx, gy)]
+    return np.stack(out), shared
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -226,7 +242,7 @@ class _Level:
     """Both images at one working pixel size (``pixel`` fixed px), channels normalised, zero where invalid."""
 
     pixel: float
-    fixed: np.ndarray  # (2, H, W)
+    fixed: np.ndarray  # (4, H, W): intensity, gradient magnitude, ∂x, ∂y
     fixed_mask: np.ndarray  # (H, W) bool
     fixed_k: tuple[float, float]  # working px per fixed px (x, y)
     moving: np.ndarray  # (2, h, w)
@@ -237,7 +253,7 @@ class _Level:
 def _make_level(fixed: np.ndarray, moving: np.ndarray, pixel: float, scale: float) -> _Level:
     fixed_r, fixed_mask, fixed_k = _reduce(fixed, pixel)
     moving_r, moving_mask, moving_k = _reduce(moving, pixel / scale)
-    fixed_c, fixed_mask = _channels(fixed_r, fixed_mask)
+    fixed_c, fixed_mask = _channels(fixed_r, fixed_mask, derivatives=True)
     moving_c, moving_mask = _channels(moving_r, moving_mask)
     return _Level(pixel, fixed_c, fixed_mask, fixed_k, moving_c, moving_mask, moving_k)
 
@@ -353,8 +369,8 @@ class _FixedSpectra:
     shape: tuple[int, int]
     origin_xy: tuple[int, int]
     n_shifts_xy: tuple[int, int]
-    f1: np.ndarray  # (2, Py, Px//2+1): f·m per channel
-    f2: np.ndarray  # f²·m
+    f1: np.ndarray  # (4, Py, Px//2+1): f·m per fixed channel (intensity, gradient magnitude, ∂x, ∂y)
+    f2: np.ndarray  # (5, ...): f²·m of intensity, gradient magnitude, ∂x, ∂y, then ∂x·∂y·m
     fm: np.ndarray  # m
     full_rectangle: bool  # the fixed mask is one full rectangle inside the buffer (box sums apply)
     data_box: tuple[int, int, int, int]  # buffer rows [y0, y1), cols [x0, x1) holding fixed data
@@ -378,13 +394,13 @@ def _fixed_spectra(level: _Level, canvas: int, origin_xy: tuple[int, int],
     rows, cols = level.fixed_mask.shape
     px, x0, x1 = _buffer_extent(cols, origin_xy[0], n_shifts_xy[0], canvas)
     py, y0, y1 = _buffer_extent(rows, origin_xy[1], n_shifts_xy[1], canvas)
-    values = np.zeros((2, py, px), np.float32)
+    values = np.zeros((level.fixed.shape[0], py, px), np.float32)
     mask = np.zeros((py, px), np.float32)
     src_y, src_x = slice(y0 + origin_xy[1], y1 + origin_xy[1]), slice(x0 + origin_xy[0], x1 + origin_xy[0])
     values[:, y0:y1, x0:x1] = level.fixed[:, src_y, src_x]
     mask[y0:y1, x0:x1] = level.fixed_mask[src_y, src_x]
     f1 = fft.rfft2(values)
-    f2 = fft.rfft2(values * values)
+    f2 = fft.rfft2(np.concatenate([values * values, values[2:3] * values[3:4]]))
     fm = fft.rfft2(mask)
     return _FixedSpectra((py, px), origin_xy, n_shifts_xy, f1, f2, fm, bool(mask[y0:y1, x0:x1].all()),
                          (y0, y1, x0, x1))
@@ -423,9 +439,18 @@ def _unique_masks(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return masks[first], inverse
 
 
-def _masked_ncc(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, min_overlap: float,
+def _masked_ncc(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, directions: np.ndarray,
+                channels: tuple[int, ...], min_overlap: float,
                 min_contrast: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Padfield's masked NCC of every rotated moving image at every translation of ``spec``.
+
+    Each channel of :data:`CHANNELS` pairs a fixed term with a moving one: ``intensity`` (fixed and moving
+    intensity), ``gradient`` (both gradient magnitudes), ``edges`` (the fixed gradient magnitude against the
+    moving intensity: a moving image that is an edge map of the fixed one) and ``derivative`` (the fixed
+    derivative along the moving image's own x axis, ``cos θ·∂x + sin θ·∂y``, against the moving intensity: an
+    error-signal channel, AFM deflection or STM current, which follows the topography's slope along the fast
+    scan axis). A derivative of the fixed image is a linear combination of ``∂x`` and ``∂y``, so its sums over
+    every translation combine those of ``∂x``, ``∂y``, ``∂x²``, ``∂y²`` and ``∂x·∂y``.
 
     Parameters
     ----------
@@ -434,6 +459,10 @@ def _masked_ncc(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, min_
         Moving channels on their canvases, 0 where invalid.
     masks : ndarray of shape (A, a, a)
         Valid masks (0/1).
+    directions : ndarray of shape (A, 2)
+        Unit vector (x, y), in working px, of each rotated moving image's x axis.
+    channels : tuple of int
+        Indices into :data:`CHANNELS` to compute (always including 0); the others are ``_INVALID``.
     min_overlap : float
         Minimum fraction of the moving image's valid area that must lie on valid fixed pixels.
     min_contrast : float
@@ -443,9 +472,9 @@ def _masked_ncc(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, min_
     -------
     intensity : ndarray of shape (A, Vy, Vx)
         Signed NCC of the intensity channel; NaN where the overlap or the contrast is too small.
-    ranked : ndarray of shape (A, 2, Vy, Vx)
-        |NCC| of intensity (both polarities) and NCC of gradient magnitude (no polarity); ``_INVALID`` where
-        undefined.
+    ranked : ndarray of shape (A, C, Vy, Vx)
+        Per channel, |NCC| where both polarities count (:data:`_EITHER_SIGN`), else the NCC; ``_INVALID``
+        where undefined or not computed.
     overlap : ndarray of shape (A, Vy, Vx)
         Overlap as a fraction of each moving image's valid area.
     """
@@ -465,35 +494,65 @@ def _masked_ncc(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, min_
     else:
         boxed = back(spec.fm * np.conj(fft.rfft2(moving, s=shape)))
         count = np.rint(back(spec.fm * np.conj(fft.rfft2(unique, s=shape))))
-    mask_spectra = np.conj(fft.rfft2(unique, s=shape))[:, None, None]
-    fixed_terms = back(np.stack([spec.f1, spec.f2], axis=1)[None] * mask_spectra)  # (U, 2, 2, Vy, Vx)
-    sum_fg = back(spec.f1[None] * np.conj(fft.rfft2(values, s=shape)))  # (A, 2, Vy, Vx)
+    mask_spectra = np.conj(fft.rfft2(unique, s=shape))[:, None]
+    plain = 2 if {1, 2} & set(channels) else 1  # fixed intensity [and gradient magnitude]
+    fixed_terms = back(np.concatenate([spec.f1[:plain], spec.f2[:plain]])[None] * mask_spectra)  # (U, 2p, ..)
     # everything that depends on the mask only is computed once per distinct mask, then expanded
     overlap = count / np.maximum(unique.sum(axis=(1, 2))[:, None, None], 1.0)
     inv_n = 1.0 / np.maximum(count, 1.0)
     floor = min_contrast * count
     enough = (overlap >= min_overlap) & (count >= 4)
-    mean_f = fixed_terms[:, :, 0] * inv_n[:, None]
-    var_f = fixed_terms[:, :, 1] - fixed_terms[:, :, 0] * mean_f
+    mean_f = fixed_terms[:, :plain] * inv_n[:, None]
+    var_f = fixed_terms[:, plain:] - fixed_terms[:, :plain] * mean_f
     fixed_ok = (var_f > floor[:, None]) & enough[:, None]
-    inv_n, floor, mean_f, var_f, fixed_ok = (x[inverse] for x in (inv_n, floor, mean_f, var_f, fixed_ok))
-    ranked = np.empty((masks.shape[0], 2, n_vy, n_vx), np.float32)
-    for ch in range(2):
-        sum_g, sum_gg = boxed[:, ch], boxed[:, 2 + ch]
+    inv_n, floor, enough, mean_f, var_f, fixed_ok = (x[inverse] for x in (inv_n, floor, enough, mean_f, var_f,
+                                                                         fixed_ok))
+    moving_spectra = np.conj(fft.rfft2(values, s=shape))  # (A, 2, ...)
+    c, s = (directions[:, i, None, None].astype(np.float32) for i in (0, 1))  # float32 keeps the FFTs single
+    cross = {0: spec.f1[0] * moving_spectra[:, 0], 1: spec.f1[1] * moving_spectra[:, 1],
+             2: spec.f1[1] * moving_spectra[:, 0],
+             3: (c * spec.f1[2] + s * spec.f1[3]) * moving_spectra[:, 0]}
+    sum_fg = back(np.stack([cross[ch] for ch in channels], axis=1))  # (A, n, Vy, Vx)
+    fixed_of = {0: (mean_f[:, 0], var_f[:, 0], fixed_ok[:, 0])}
+    if plain == 2:
+        fixed_of[1] = fixed_of[2] = (mean_f[:, 1], var_f[:, 1], fixed_ok[:, 1])
+    if 3 in channels:
+        fixed_of[3] = _directional_terms(spec, mask_spectra, back, inverse, c, s, inv_n, floor, enough)
+    ranked = np.full((masks.shape[0], len(CHANNELS), n_vy, n_vx), _INVALID, np.float32)
+    for i, ch in enumerate(channels):
+        m = _MOVING_OF[ch]
+        sum_g, sum_gg = boxed[:, m], boxed[:, 2 + m]
+        f_mean, f_var, f_ok = fixed_of[ch]
         var_g = sum_gg - sum_g * sum_g * inv_n
-        cov = sum_fg[:, ch] - sum_g * mean_f[:, ch]
-        ok = (var_g > floor) & fixed_ok[:, ch]
-        den = var_f[:, ch] * var_g
+        cov = sum_fg[:, i] - sum_g * f_mean
+        ok = (var_g > floor) & f_ok
+        den = f_var * var_g
         np.sqrt(den, out=den, where=ok)
         np.divide(cov, den, out=cov, where=ok)
         if ch == 0:
             intensity = np.where(ok, cov, np.nan)
+        if _EITHER_SIGN[ch]:
             np.abs(cov, out=cov)
         cov[~ok] = _INVALID
         ranked[:, ch] = cov
     overlap = overlap[inverse]
     return intensity, ranked, overlap
 
+
+def _directional_terms(spec: _FixedSpectra, mask_spectra: np.ndarray, back: Callable[[np.ndarray], np.ndarray], inverse: np.ndarray,
+                       c: np.ndarray, s: np.ndarray, inv_n: np.ndarray, floor: np.ndarray,
+                       enough: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, variance (times the count) and validity of ``c·∂x + s·∂y`` of the fixed image over each overlap.
+
+    The sums of ``∂x``, ``∂y``, ``∂x²``, ``∂y²``, ``∂x·∂y`` are computed once per distinct mask; their
+    combination depends on each image's direction ``(c, s)``.
+    """
+    sums = back(np.concatenate([spec.f1[2:], spec.f2[2:]])[None] * mask_spectra)[inverse]  # (A, 5, Vy, Vx)
+    total = c * sums[:, 0] + s * sums[:, 1]
+    squares = c * c * sums[:, 2] + s * s * sums[:, 3] + 2 * c * s * sums[:, 4]
+    mean = total * inv_n
+    var = squares - total * mean
+    return mean, var, (var > floor) & enough
 
 
 # ------------------------------------------------------------------------------------------------ poses
@@ -534,7 +593,7 @@ class _Maps:
     """NCC maps of a batch of (angle, scale) samples over a translation range."""
 
     intensity: np.ndarray  # (A, Vy, Vx) signed intensity NCC
-    ranked: np.ndarray  # (A, 2, Vy, Vx)
+    ranked: np.ndarray  # (A, C, Vy, Vx)
     overlap: np.ndarray  # (A, Vy, Vx)
     angles: np.ndarray
     scales: np.ndarray
@@ -560,7 +619,10 @@ def _evaluate(level: _Level, angles: np.ndarray, scales: np.ndarray, origin_xy: 
 def _maps(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, angles: np.ndarray, scales: np.ndarray,
           centre: np.ndarray, opts: _Options) -> _Maps:
     """NCC maps; ``centre`` is the moving centre's canvas position (map index + origin + centre = pose)."""
-    intensity, ranked, overlap = _masked_ncc(spec, values, masks, opts.min_overlap, opts.min_contrast)
+    angles = np.asarray(angles, float)
+    directions = np.column_stack([np.cos(angles), np.sin(angles)])  # the moving x axis, in working px
+    intensity, ranked, overlap = _masked_ncc(spec, values, masks, directions, opts.channels, opts.min_overlap,
+                                             opts.min_contrast)
     offset = (spec.origin_xy[0] + float(centre[0]), spec.origin_xy[1] + float(centre[1]))
     return _Maps(intensity, ranked, overlap, np.asarray(angles, float), np.asarray(scales, float), offset)
 
@@ -635,6 +697,7 @@ class _Options:
     exclusion_fraction: float
     n_candidates: int
     n_refine: int
+    channels: tuple[int, ...] = (0, 1)  # indices into CHANNELS
     chunk: int = 32  # angles per batch (a multiple of 4): small batches stay in cache (faster than 64 or 176)
 
 
@@ -719,15 +782,15 @@ def _sweep(level: _Level, scale: float, scale_range: float, opts: _Options) -> _
     x_lo, y_lo = int(spans[:, 0].min()), int(spans[:, 2].min())
     spec = _fixed_spectra(level, canvas, (x_lo, y_lo),
                           (int(spans[:, 1].max()) - x_lo + 1, int(spans[:, 3].max()) - y_lo + 1))
-    poses: list[list[_Pose]] = [[], []]
-    moments = np.zeros((2, 3))
+    poses: list[list[_Pose]] = [[] for _ in CHANNELS]
+    moments = np.zeros((len(CHANNELS), 3))
     keep = opts.n_candidates + 3
     for s, (values, masks) in zip(scales, stacks):
         for start in range(0, n_angles, opts.chunk):
             part = slice(start, start + opts.chunk)
             maps = _maps(spec, values[part], masks[part], angles[part], np.full(n_angles, s)[part], centre,
                          opts)
-            for ch in range(2):
+            for ch in opts.channels:
                 ranked = maps.ranked[:, ch]
                 valid = ranked > _INVALID
                 inside = np.where(valid, ranked, 0.0)
@@ -765,7 +828,8 @@ def _refine_samples(level: _Level, pose: _Pose, angles: np.ndarray, scales: np.n
     from dataclasses import replace
 
     origin = _window_origin(level, pose.centre_xy, float(scales.max()), radius)
-    maps = _evaluate(level, angles, scales, origin, radius, opts)
+    only = replace(opts, channels=tuple(sorted({0, pose.channel})))  # the pose's channel (intensity: its sign)
+    maps = _evaluate(level, angles, scales, origin, radius, only)
     peaks = [_interpolated_peak(maps.ranked[j, pose.channel]) for j in range(len(angles))]
     values = np.array([peak[0] for peak in peaks])
     j = int(np.argmax(values))
@@ -822,6 +886,7 @@ def search_similarity(
     min_contrast: float = 1e-3,
     n_candidates: int = 5,
     n_refine: int = 3,
+    channels: tuple[str, ...] = CHANNELS,
 ) -> SearchResult:
     """Find rotation and translation (and optionally scale) of ``moving`` in ``fixed`` exhaustively.
 
@@ -863,6 +928,12 @@ def search_similarity(
     n_refine : int, default 3
         Best separated poses of the sweep that are refined with a finer angle step; the best refined wins
         (the sweep's ranking can swap two close peaks).
+    channels : tuple of str, default all of :data:`CHANNELS`
+        Which pairings to correlate; ``"intensity"`` is always one. ``"gradient"``: both gradient magnitudes
+        (contrast that differs but shares edges); ``"edges"``: the fixed gradient magnitude against the moving
+        intensity (the moving image is an edge map); ``"derivative"``: the fixed image's signed derivative
+        along the moving image's x axis against the moving intensity, either sign (the moving image is an
+        error signal such as AFM deflection, the slope along the fast scan axis).
 
     Returns
     -------
@@ -885,12 +956,16 @@ def search_similarity(
     """
     fixed_data, moving_data = _check_image(fixed, "fixed"), _check_image(moving, "moving")
     _check_options(scale, scale_range, min_overlap, angle_step_px, sweep_px, max_fixed_px)
+    unknown = sorted(set(channels) - set(CHANNELS))
+    if unknown or "intensity" not in channels:
+        raise InputError(f"Search channels must include intensity and be among {', '.join(CHANNELS)}; "
+                         f"got {', '.join(channels)}.")
     opts = _Options(min_overlap, min_contrast, angle_step_px, exclusion_fraction, n_candidates,
-                    max(1, n_refine))
+                    max(1, n_refine), tuple(i for i, name in enumerate(CHANNELS) if name in channels))
     pixels = _level_pixels(fixed_data.shape, moving_data.shape, scale, sweep_px, max_fixed_px)
     coarse = _make_level(fixed_data, moving_data, pixels[0], scale)
     sweep = _sweep(coarse, scale, scale_range, opts)
-    figures = [_significance(sweep, ch) for ch in range(2)]
+    figures = [_significance(sweep, ch) for ch in range(len(CHANNELS))]
     ch = int(np.argmax([f[2] if np.isfinite(f[2]) else -np.inf for f in figures]))  # larger z-score wins
     best, second, z, ratio, gap_z = figures[ch]
     if not sweep.poses[ch]:

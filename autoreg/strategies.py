@@ -163,19 +163,22 @@ def search_fit(ctx: Context, model: str, views: tuple[Any, Any]) -> Fit:
     found = search_similarity(fixed_small.data, moving_small.data, scale=float(scale),
                               scale_range=1.0 if ctx.scale_known or model in ("translation", "rigid")
                               else ctx.config.search_scale_range, min_overlap=ctx.config.search_min_overlap,
-                              sweep_px=ctx.config.search_sweep_px)
+                              sweep_px=ctx.config.search_sweep_px, channels=ctx.config.search_channels)
     matrix = fixed_small.to_original @ found.moving_to_fixed @ moving_small.from_original
     fitted = model if model in ("translation", "rigid", "similarity") else "similarity"
     forward, backward = _fit_through(fitted, matrix, ctx.moving.shape, ctx.expected_scale)
+    inverted = found.inverted and found.channel in ("intensity", "gradient")  # a derivative or edge map has no
+    # contrast polarity with respect to the fixed image
+    contrast = f" ({'inverted' if inverted else 'same'} contrast)" if found.channel in ("intensity", "gradient") else ""
     why = (f"search: rotation {found.angle_deg:.2f} deg, scale {np.sqrt(abs(np.linalg.det(matrix[:2, :2]))):.4g} "
-           f"fixed px per moving px, correlation {found.score:.3f} on "
-           f"the {found.channel} ({'inverted' if found.inverted else 'same'} contrast), peak gap {found.peak_gap:.3f}, "
-           f"ratio {found.peak_ratio:.2f}")
+           f"fixed px per moving px, correlation {found.score:.3f} on the {found.channel}{contrast}, peak gap "
+           f"{found.peak_gap:.3f}, ratio {found.peak_ratio:.2f}")
     if model not in GLOBAL_MODELS and model != "auto":
         why += f"; {model} requested, intensity registration fits global models: {INTENSITY_MODEL}"
     return Fit(model=fitted, moving_to_fixed=forward, fixed_to_moving=backward, inliers=np.zeros(0, bool),
                source="intensity", matches=Matches(np.zeros((0, 2)), np.zeros((0, 2))), why=why,
-               correlation=found.score, peak_gap=found.peak_gap, peak_ratio=found.peak_ratio, inverted=found.inverted)
+               correlation=found.score, peak_gap=found.peak_gap, peak_ratio=found.peak_ratio, inverted=inverted,
+               channel=found.channel)
 
 
 def _refine_inputs(ctx: Context, views: tuple[Any, Any]) -> tuple[Any, Any]:
@@ -202,6 +205,10 @@ def refine_fit(ctx: Context, fit: Fit, model: str, views: tuple[Any, Any]) -> Fi
 
     if not ctx.config.refine or model not in REFINABLE or fit.model not in GLOBAL_MODELS:
         return fit
+    if fit.channel in ("edges", "derivative"):  # the refinement's forward model compares intensities
+        what = "an edge map" if fit.channel == "edges" else "a derivative"
+        return fit.with_note(f"not refined (the moving image matched as {what} of the fixed one; the refinement "
+                             "compares intensities)")
     fixed_small, moving_small = _refine_inputs(ctx, views)
     start = fixed_small.from_original @ np.asarray(fit.moving_to_fixed.params, float) @ moving_small.to_original
     small_scale = ctx.expected_scale * np.sqrt(abs(np.linalg.det(fixed_small.from_original[:2, :2])) / abs(

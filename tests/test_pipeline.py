@@ -245,3 +245,20 @@ def test_a_small_same_pixel_size_crop_is_also_searched_at_that_pixel_size():
     assert "search-same-pixel-size" in [a.strategy for a in clear.attempts]
     far = autoreg.register(make_pair(seed=8).fixed, rng.normal(size=(40, 40)))  # 6×: a map, not a crop
     assert "search-same-pixel-size" not in [a.strategy for a in far.attempts]
+
+
+def test_a_deflection_channel_is_found_by_the_search_but_not_promised():
+    """An AFM-deflection-like moving image (-d/dx of the topography along its own scan axis) matches the fixed
+    topography's slope: the search's derivative pairing finds it; the fit is not refined by intensity (whose model
+    does not hold) and is never ok (its accuracy is not predicted)."""
+    from test_search import make_search_pair
+
+    pair = make_search_pair(1, ratio=1.0, moving_px=96, fixed_px=192, noise=0.0, lines=0.0, feature_px=1.5)
+    deflection = -np.gradient(pair.moving.astype(float), axis=1)
+    deflection += np.random.default_rng(1).normal(0, 0.05 * deflection.std(), deflection.shape)
+    result = autoreg.register(pair.fixed, deflection.astype(np.float32), rng=0)
+    assert result.verdict.level == "low_confidence", result.verdict.reasons
+    assert result.source == "intensity" and "on the derivative" in result.fit.why, result.fit.why
+    assert "matched as a derivative" in result.fit.why
+    error = mean_grid_distance(result.fit.to_fixed, lambda g: apply_matrix(pair.moving_to_fixed, g), deflection.shape)
+    assert error <= 1.0

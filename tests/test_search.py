@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from autoreg.errors import EstimationError, InputError
-from autoreg.search import SearchResult, search_similarity
+from autoreg.search import CHANNELS, SearchResult, search_similarity
 from autoreg.synthetic import make_scene
 
 
@@ -258,6 +258,8 @@ def test_nothing_overlapping_enough_raises():
     (np.zeros((64, 64)), np.zeros((8, 8)), {"scale": 0.0}, "scale must be"),
     (np.zeros((64, 64)), np.zeros((8, 8)), {"scale": 1.0, "scale_range": 0.5}, "scale range"),
     (np.zeros((64, 64)), np.zeros((8, 8)), {"scale": 1.0, "min_overlap": 0.0}, "overlap"),
+    (np.zeros((64, 64)), np.zeros((8, 8)), {"scale": 1.0, "channels": ("gradient",)}, "include intensity"),
+    (np.zeros((64, 64)), np.zeros((8, 8)), {"scale": 1.0, "channels": ("intensity", "phase")}, "among"),
 ])
 def test_bad_input_raises_input_error(fixed, moving, kwargs, match):
     with pytest.raises(InputError, match=match):
@@ -267,3 +269,61 @@ def test_bad_input_raises_input_error(fixed, moving, kwargs, match):
 def test_flat_images_raise_estimation_error():
     with pytest.raises(EstimationError):
         search_similarity(np.ones((64, 64)), np.ones((16, 16)), scale=2.0)
+
+
+# ------------------------------------------------------------------------------------------ cross-modal channels
+
+
+def _deflection(pair: SearchPair, seed: int) -> np.ndarray:
+    """What an AFM deflection channel of the moving scan shows: ``-d/dx`` along its own x axis (the fast scan
+    axis), plus 5 % noise."""
+    derivative = -np.gradient(pair.moving.astype(float), axis=1)
+    noise = np.random.default_rng(seed).normal(0, 0.05 * derivative.std(), derivative.shape)
+    return (derivative + noise).astype(np.float32)
+
+
+def _edge_map(pair: SearchPair) -> np.ndarray:
+    """The moving scan's gradient magnitude (an edge map of the same area)."""
+    gy, gx = np.gradient(pair.moving.astype(float))
+    return np.hypot(gx, gy).astype(np.float32)
+
+
+# (ratio, moving px, fixed px, feature px): a map at ratio 8, and a same-resolution pair
+_CROSS = {"map40_ratio8": (8.0, 40, 512, None), "same_resolution": (1.0, 96, 192, 1.5)}
+
+
+@pytest.mark.parametrize("case", list(_CROSS))
+@pytest.mark.parametrize("seed", [1, 2])
+def test_deflection_like_moving_is_found_by_the_derivative_channel(case, seed):
+    ratio, moving_px, fixed_px, feature = _CROSS[case]
+    pair = make_search_pair(seed, ratio=ratio, moving_px=moving_px, fixed_px=fixed_px, noise=0.0, lines=0.0,
+                            feature_px=feature)
+    result = search_similarity(pair.fixed, _deflection(pair, seed), scale=ratio)
+    assert result.channel == "derivative", result
+    assert error_px(result, pair) <= max(1.0, _half_moving_pixel(pair)), (error_px(result, pair), result)
+    assert result.peak_gap > GAP_OK and result.peak_ratio > RATIO_OK, result
+    turn = (result.angle_deg - pair.angle_deg + 180) % 360 - 180
+    assert abs(turn) < 1.5
+
+
+def test_without_the_derivative_channel_a_deflection_map_does_not_stand_out():
+    pair = make_search_pair(1, ratio=8.0, moving_px=40, fixed_px=512, noise=0.0, lines=0.0)
+    result = search_similarity(pair.fixed, _deflection(pair, 1), scale=8.0, channels=("intensity", "gradient"))
+    assert result.peak_gap <= GAP_OK or result.peak_ratio <= RATIO_OK, result
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_edge_map_moving_is_found(seed):
+    pair = make_search_pair(seed, ratio=8.0, moving_px=40, fixed_px=512, noise=0.0, lines=0.0)
+    result = search_similarity(pair.fixed, _edge_map(pair), scale=8.0)
+    assert result.channel in ("edges", "gradient"), result
+    assert error_px(result, pair) <= _half_moving_pixel(pair), (error_px(result, pair), result)
+    assert result.peak_gap > GAP_OK and result.peak_ratio > RATIO_OK, result
+
+
+@pytest.mark.parametrize("seed", range(30, 34))
+def test_noise_moving_stands_out_on_no_channel(seed):
+    pair = make_search_pair(seed, ratio=8.0, moving_px=40, fixed_px=512)
+    noise = np.random.default_rng(seed).normal(size=pair.moving.shape).astype(np.float32)
+    result = search_similarity(pair.fixed, noise, scale=8.0, channels=CHANNELS)
+    assert result.peak_gap <= GAP_OK or result.peak_ratio <= RATIO_OK, result

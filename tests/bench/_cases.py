@@ -28,7 +28,11 @@ Categories
 Positives: ``same_res``, ``cross_res``, ``cross_res_metadata``, ``partial_overlap``, ``cross_modal``,
 ``spm_degraded``. Near misses: ``near_periodic`` (+), ``near_neighbour`` (-, a neighbouring non-overlapping area of
 the same sample), ``near_selfsimilar`` (+), ``near_small_overlap`` (+). Negatives: ``negative`` (unrelated image, pure
-noise, nearly flat). The truth of a positive is a callable moving (x, y) -> fixed (x, y) (:class:`Truth`: a matrix plus,
+noise, nearly flat). ``cross_modal`` pairs (same resolution) draw a contrast kind: ``inverted``, ``nonmonotonic``
+(|image - a quantile|), ``gradient`` (Sobel magnitude), ``deflection`` (``-d/dx`` of the moving image along its own x
+axis, the fast scan axis, plus 5 % noise: an AFM deflection / STM current-error channel) and, for synthetic
+families, ``channel`` (their "alt" channel); the PFM pairs of the evaluation split compare height with amplitude,
+phase or deflection. The truth of a positive is a callable moving (x, y) -> fixed (x, y) (:class:`Truth`: a matrix plus,
 for creep, a smooth non-linear drift); a result is correct when the mean distance over a 5x5 grid spanning the moving
 image is <= ``max(2, 0.5 * moving pixel in fixed px)``.
 
@@ -431,6 +435,13 @@ def _sobel_magnitude(image: np.ndarray) -> np.ndarray:
     return np.hypot(cv2.Sobel(im, cv2.CV_32F, 1, 0), cv2.Sobel(im, cv2.CV_32F, 0, 1)).astype(float)
 
 
+def _deflection(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """What an AFM deflection (error) channel of the scan shows: ``-d(image)/dx`` along the scan's own fast axis
+    (the moving image's x), plus mild noise (5 % of its standard deviation)."""
+    derivative = -np.gradient(image.astype(float), axis=1)
+    return derivative + rng.normal(0, 0.05 * (np.std(derivative) or 1.0), image.shape)
+
+
 def _contrast(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
     """A cross-modal contrast change of a rendered image."""
     if kind == "inverted":
@@ -439,6 +450,8 @@ def _contrast(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndar
         return np.abs(image - np.quantile(image, rng.uniform(0.3, 0.7)))
     if kind == "gradient":
         return _sobel_magnitude(image)
+    if kind == "deflection":
+        return _deflection(image, rng)
     return image
 
 
@@ -616,7 +629,7 @@ def _case_cross_modal(d: _Draw) -> Case:
         return _positive(d, _Source("pfm", "height"), fixed_shape, moving_shape, matrix, f"pfm_height_vs_{channel}",
                          channel=channel, margin=0.0)
     source = d.source()
-    kinds = ("inverted", "nonmonotonic", "gradient") + (("channel",) if source.kind != "skimage" else ())
+    kinds = ("inverted", "nonmonotonic", "gradient", "deflection") + (("channel",) if source.kind != "skimage" else ())
     kind = kinds[int(d.rng.integers(len(kinds)))]
     fixed_shape, moving_shape, linear = _same_res_geometry(d)
     matrix = _place_inside(d.rng, linear, moving_shape, fixed_shape, 0.92)

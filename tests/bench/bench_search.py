@@ -7,6 +7,8 @@ Timing (medians of ``--repeats`` calls, next to the baselines, on the same data,
 
 * ``search``: the 40×40 map against a 1024² scan at a known scale of 25.6 (the seed's case; budget 150 ms), a
   64 px map at ratio 16, a 32 px map at ratio 4 on 512², and a same-resolution 256² pair rotated by 30°;
+* the same search with the ``intensity`` and ``gradient`` channels only (no cross-modal pairings), and the
+  cost ratio of all channels to those two;
 * ``matchTemplate``: the baseline, one ``cv2.matchTemplate`` (TM_CCOEFF_NORMED) translation sweep of the
   unrotated map over the fixed scan area-reduced to the map's pixel size and zero-padded so partial overlaps
   are scored (one angle, no masks, one channel); the ratio says how many such sweeps one search costs;
@@ -86,6 +88,9 @@ TIMING_CASES = {
 }
 
 
+SAME_KIND = ("intensity", "gradient")  # the channels for two images of one kind (no cross-modal pairings)
+
+
 def run_timing(repeats: int) -> None:
     print(f"{'case':45s} {'search wall/cpu ms':>20s} {'1 matchTemplate ms':>19s} {'ratio':>6s} "
           f"{'mT×angles ms':>13s} {'error mpx':>9s}")
@@ -93,6 +98,8 @@ def run_timing(repeats: int) -> None:
         pair = make_search_pair(**kwargs)
         result = search_similarity(pair.fixed, pair.moving, scale=pair.ratio)  # warm-up (imports, caches)
         search = timed(lambda: search_similarity(pair.fixed, pair.moving, scale=pair.ratio), repeats)
+        same_kind = timed(lambda: search_similarity(pair.fixed, pair.moving, scale=pair.ratio,
+                                                    channels=SAME_KIND), repeats)
         base = timed(lambda: template_sweep(pair.fixed, pair.moving, pair.ratio), repeats)
         sweep = timed(lambda: template_sweep(pair.fixed, pair.moving, pair.ratio, result.n_angles),
                       max(1, repeats // 3))
@@ -101,6 +108,9 @@ def run_timing(repeats: int) -> None:
               f"{search[0] / base[0]:6.0f} {sweep[0] * 1e3:13.1f} {error:9.3f}")
         print(f"{'':45s} (cpu ratio {search[1] / max(base[1], 1e-9):.0f}x; {result.n_angles} angles, "
               f"working pixel {result.working_pixel:.2f} fixed px)")
+        print(f"{'':45s} (intensity and gradient channels only: {same_kind[0] * 1e3:.1f} / "
+              f"{same_kind[1] * 1e3:.1f} ms; all channels cost {search[0] / same_kind[0]:.2f}x wall, "
+              f"{search[1] / max(same_kind[1], 1e-9):.2f}x cpu)")
 
 
 def sample_config(rng: np.random.Generator) -> dict:
