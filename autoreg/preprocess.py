@@ -168,7 +168,28 @@ def level(data: np.ndarray, valid: np.ndarray, config: RegistrationConfig) -> tu
     rows = contrast >= config.min_scan_line_contrast
     levelled = level_scan(masked, valid, rows=rows)
     steps = levelled.steps if rows else (f"rows: none (line contrast {contrast:.2f})", *levelled.steps)
-    return np.asarray(levelled.data, np.float32), steps
+    data, bow = _without_bow(np.asarray(levelled.data, np.float32), valid, config.bow_max_residual)
+    return data, (*steps, bow) if bow else steps
+
+
+def _without_bow(levelled: np.ndarray, valid: np.ndarray, max_residual: float) -> tuple[np.ndarray, str]:
+    """Remove a scanner bow (a robust quadratic background) from a plane-levelled scan when it dominates.
+
+    The quadratic is taken out only when what it leaves has at most ``max_residual`` of the plane-levelled
+    variance: then the scan is mostly bow (piezo bow on a small map easily dwarfs its content) and the plane
+    alone would leave the search correlating the bow. Returns the data and a step note (empty when kept).
+    """
+    from .levelling import remove_background
+
+    usable = valid & np.isfinite(levelled)
+    if np.count_nonzero(usable) < 64:
+        return levelled, ""
+    before = float(np.var(levelled[usable]))
+    flattened = remove_background(levelled, usable, order=2).astype(np.float32)
+    after = float(np.var(flattened[usable]))
+    if not (before > 0 and after <= max_residual * before):
+        return levelled, ""
+    return flattened, f"bow: order 2 (it leaves {after / before:.2f} of the variance)"
 
 
 def robust_unit_range(data: np.ndarray, valid: np.ndarray, *, low: float = 0.5, high: float = 99.5) -> np.ndarray:
