@@ -103,3 +103,29 @@ def test_rows_are_aligned_only_when_the_scan_shows_line_artefacts():
     levelled, lined_steps = level(lined, np.ones((64, 64), bool), RegistrationConfig())
     assert lined_steps[0] == "rows: median_difference"
     assert np.corrcoef(levelled.ravel(), texture.ravel())[0, 1] > 0.95 > np.corrcoef(lined.ravel(), texture.ravel())[0, 1]
+
+
+def test_a_dominant_bow_is_removed_and_mild_content_is_kept():
+    """A 32 px map whose bow is 8 times its content: the quadratic goes (the plane alone leaves the bow); the same
+    map without the bow keeps its levelling at a plane."""
+    from autoreg.levelling import remove_background
+    from autoreg.synthetic import make_scene
+
+    terrain = make_scene((32, 32), seed=4, feature_px=1.0).height.astype(float)
+    terrain = (terrain - terrain.mean()) / terrain.std()
+    y, x = np.mgrid[:32, :32] / 31.0 * 2 - 1
+    bowed = terrain + 8.0 * (0.7 * x**2 - 0.5 * y**2 + 0.3 * x)
+    valid = np.ones(terrain.shape, bool)
+    content = remove_background(terrain, order=2)  # what a quadratic background cannot tell from a bow
+
+    def similarity(a: np.ndarray) -> float:
+        return abs(float(np.corrcoef(a.ravel(), content.ravel())[0, 1]))
+
+    cfg = RegistrationConfig()
+    flattened, steps = level(bowed, valid, cfg)
+    assert any(s.startswith("bow: order 2") for s in steps), steps
+    assert similarity(flattened) > 0.99
+    planar, _ = level(bowed, valid, cfg.with_(bow_max_residual=0.0))  # the plane only: the bow dominates
+    assert similarity(planar) < 0.5
+    _, kept_steps = level(terrain, valid, cfg)
+    assert not any(s.startswith("bow") for s in kept_steps), kept_steps
