@@ -18,8 +18,9 @@ rotation and translation — are few enough to search exhaustively:
    with the moving intensity (``derivative``: an error signal such as AFM deflection, the topography's slope
    along the fast scan axis). On intensity and derivative both polarities count (the NCC of the inverted
    image is −NCC, so |NCC| is ranked and the intensity sign recorded); gradient magnitudes have no polarity.
-4. The peak's significance compares the best pose with the best *separated* pose (a different translation or
-   a clearly different angle): the gap and the ratio best/second, and z-scores against the sweep's NCC
+4. The peak's significance compares the best pose with the best *separated* pose (one that puts the moving
+   image elsewhere: the mean distance over a 5×5 grid spanning it, whatever mix of translation, rotation and
+   scale, beyond the peak's exclusion radius): the gap and the ratio best/second, and z-scores against the sweep's NCC
    distribution. On 200 unrelated and 200 true synthetic pairs (``tests/bench/bench_search.py
    --significance``) the gap and ratio separate them; the z-score of the maximum does not (it grows with the
    size of the search). Suggested rule for "ok": ``peak_gap > 0.1 and peak_ratio > 1.2``.
@@ -96,8 +97,8 @@ class SearchResult:
         Chooses the channel; a weak test on its own (null pairs reach 7–8 because the maximum of many
         samples grows with their number).
     second_score : float
-        Best NCC of the sweep at a pose separated from the best (another translation, or a clearly
-        different angle), same channel.
+        Best NCC of the sweep at a pose separated from the best (it puts a 5×5 grid spanning the moving image
+        farther than the exclusion radius from where the best puts it, on average), same channel.
     peak_ratio : float
         ``best / second_score`` on the sweep (both at the sweep's sampling, so they compare fairly).
     peak_gap : float
@@ -571,21 +572,37 @@ class _Pose:
     overlap: float
 
 
-def _same_pose(a: _Pose, b: _Pose, exclusion: float, rim: float) -> bool:
-    turn = abs((a.angle - b.angle + math.pi) % (2 * math.pi) - math.pi)
-    shift = max(abs(a.centre_xy[0] - b.centre_xy[0]), abs(a.centre_xy[1] - b.centre_xy[1]))
-    return shift <= exclusion and rim * turn <= exclusion
+def _pose_points(level: _Level, poses: list[_Pose]) -> np.ndarray:
+    """Where each pose puts a 5×5 grid spanning the moving image: working px, shape ``(N, 25, 2)``."""
+    from .geometry import grid_xy
+
+    rows, cols = level.moving_mask.shape
+    grid = grid_xy((rows, cols)) - [(cols - 1) / 2, (rows - 1) / 2]  # reduced-moving px about the centre
+    linear = _linears(level, np.array([p.angle for p in poses]), np.array([p.scale for p in poses]))
+    centres = np.array([p.centre_xy for p in poses], float)
+    return centres[:, None, :] + np.einsum("nij,gj->ngi", linear, grid)
 
 
-def _suppress(poses: list[_Pose], exclusion: float, rim: float, keep: int) -> list[_Pose]:
-    """Greedy non-maximum suppression over poses: the best ``keep`` mutually separated poses."""
-    kept: list[_Pose] = []
-    for pose in sorted(poses, key=lambda p: -p.value):
-        if all(not _same_pose(pose, other, exclusion, rim) for other in kept):
-            kept.append(pose)
-            if len(kept) == keep:
-                break
-    return kept
+def _suppress(level: _Level, poses: list[_Pose], exclusion: float, keep: int) -> list[_Pose]:
+    """Greedy non-maximum suppression over poses: the best ``keep`` mutually separated poses.
+
+    Two poses are the same answer when the mean distance between where they put a 5×5 grid spanning the moving
+    image is at most ``exclusion`` working px — whatever mix of translation, rotation and scale makes it up (a
+    pose at a neighbouring angle or scale of the same place is the same peak; one at the same centre but half the
+    scale is not).
+    """
+    if not poses:
+        return []
+    order = np.argsort([-p.value for p in poses], kind="stable")
+    points = _pose_points(level, poses)
+    kept: list[int] = []
+    for i in order:
+        if kept and (np.linalg.norm(points[kept] - points[i], axis=-1).mean(axis=-1) <= exclusion).any():
+            continue
+        kept.append(int(i))
+        if len(kept) == keep:
+            break
+    return [poses[i] for i in kept]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -804,7 +821,7 @@ def _sweep(level: _Level, scale: float, scale_range: float, opts: _Options) -> _
     for count, total, squares in moments:
         mean = total / max(count, 1)
         mean_std.append((mean, math.sqrt(max(squares / max(count, 1) - mean * mean, 0.0))))
-    kept = tuple(tuple(_suppress(p, exclusion, rim, keep)) for p in poses)
+    kept = tuple(tuple(_suppress(level, p, exclusion, keep)) for p in poses)
     return _Sweep(kept, tuple(mean_std), n_angles, rim, exclusion)
 
 
@@ -917,9 +934,10 @@ def search_similarity(
         Largest side of the reduced fixed image during the sweep (bounds the translation range's cost when the
         moving image covers a small part of the fixed image).
     exclusion_fraction : float, default 0.1
-        Two poses are the same peak when their centres are within this fraction of the moving image's side
-        (at least 2 working px) and the angle moves the rim by no more than that; the second-best peak used
-        for significance must be separated from the best by more.
+        Two poses are the same peak when the mean distance between where they put a 5×5 grid spanning the
+        moving image is within this fraction of the moving image's side (at least 2 working px), whatever mix
+        of translation, rotation and scale makes it up; the second-best peak used for significance must be
+        separated from the best by more.
     min_contrast : float, default 1e-3
         Translations where either image's variance over the overlap is below this fraction of its overall
         variance are skipped (NCC undefined on a flat overlap).

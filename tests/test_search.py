@@ -327,3 +327,46 @@ def test_noise_moving_stands_out_on_no_channel(seed):
     noise = np.random.default_rng(seed).normal(size=pair.moving.shape).astype(np.float32)
     result = search_similarity(pair.fixed, noise, scale=8.0, channels=CHANNELS)
     assert result.peak_gap <= GAP_OK or result.peak_ratio <= RATIO_OK, result
+
+
+# ------------------------------------------------------------------------------- separated peaks (runner-up)
+
+
+def _suppression_level():
+    """A 40 px map at scale 1 on a 128 px scan: working px = fixed px = moving px; exclusion 4 px."""
+    from autoreg.search import _make_level
+
+    rng = np.random.default_rng(0)
+    return _make_level(rng.normal(size=(128, 128)), rng.normal(size=(40, 40)), 1.0, 1.0)
+
+
+def _pose(value: float, *, angle_deg: float = 0.0, scale: float = 1.0, centre=(64.0, 64.0)):
+    from autoreg.search import _Pose
+
+    return _Pose(value, 1, math.radians(angle_deg), scale, (float(centre[0]), float(centre[1])), value, 1.0)
+
+
+def _runner_up(poses):
+    from autoreg.search import _suppress
+
+    kept = _suppress(_suppression_level(), poses, 4.0, 2)
+    return kept[1].value if len(kept) > 1 else None
+
+
+def test_a_neighbouring_angle_or_scale_of_the_same_place_is_not_a_competitor():
+    """Turned by 9°, a 40 px map's rim moves 4.3 px (beyond the 4 px exclusion, so the old per-axis test counted it
+    as a competitor) but its 5×5 grid moves 2.9 px on average; 12 % more scale moves the grid 2.2 px. Both put the
+    map where the best does: the same answer, not a runner-up."""
+    best = _pose(0.9)
+    assert _runner_up([best, _pose(0.85, angle_deg=9.0), _pose(0.3, centre=(100, 30))]) == 0.3
+    assert _runner_up([best, _pose(0.85, scale=1.12), _pose(0.3, centre=(100, 30))]) == 0.3
+
+
+def test_the_same_centre_at_another_scale_is_a_competitor():
+    """Half the scale at the same centre and angle puts the map's grid 7 px away on average: another answer (the
+    old test looked at the centre and the angle only, and merged it with the best)."""
+    assert _runner_up([_pose(0.9), _pose(0.85, scale=0.5), _pose(0.3, centre=(100, 30))]) == 0.85
+
+
+def test_a_genuine_second_place_is_the_runner_up():
+    assert _runner_up([_pose(0.9), _pose(0.8, centre=(70.0, 64.0)), _pose(0.3, centre=(100, 30))]) == 0.8
