@@ -86,7 +86,7 @@ class Refinement:
         Robust standard deviation of the final residuals, in grid-image units.
     misfit_px : float
         RMS displacement (fixed px) towards the next richer model beyond noise: the model's misfit (0 when
-        not checked or for ``projective``).
+        not checked or for ``projective``; NaN when stopped by ``require_improvement``).
     """
 
     moving_to_fixed: np.ndarray
@@ -810,6 +810,19 @@ def _holdout_score(level: _Level, matrix: np.ndarray, opts: _Options) -> float:
     return _pearson(prediction, level.values[test])
 
 
+def _unimproved(setup: _Setup, model: str, before: float, after: float) -> Refinement:
+    """The starting matrix, for a refinement stopped because it did not raise the held-out correlation."""
+    k = len(MODELS[model])
+    result = _to_moving_to_fixed(setup, setup.matrix)
+    result.flags.writeable = False
+    cov = np.full((k, k), np.nan)
+    cov.flags.writeable = False
+    nan = float("nan")
+    return Refinement(moving_to_fixed=result, model=model, iterations=0, converged=False, correlation=nan,
+                      gain=nan, covariance=cov, predicted_error_px=nan, holdout_before=before,
+                      holdout_after=after, n_valid=0, grid=setup.grid_name, sigma=nan, misfit_px=nan)
+
+
 # --------------------------------------------------------------------------------------------- public
 
 
@@ -837,6 +850,7 @@ def refine_matrix(
     holdout_px: int = 4,
     min_smoothing_px: float = 1.0,
     misfit_check: bool = True,
+    require_improvement: bool = False,
 ) -> Refinement:
     """Refine a global moving → fixed matrix to sub-pixel accuracy by intensity, on the coarser grid.
 
@@ -906,6 +920,12 @@ def refine_matrix(
         move the result beyond what noise explains. Default True: the parameter covariance only covers noise
         under the model, and a rigid fit of a drifted map was 4× further off than it predicted; one extra
         Gauss–Newton evaluation.
+    require_improvement : bool
+        With ``holdout``, stop after the hold-out check when the held-out correlation does not rise: the result
+        then keeps the starting matrix (projected onto ``model``) with ``iterations`` 0, ``improved`` False and
+        NaN where nothing was measured (correlation, gain, covariance, predicted error, sigma). Default False.
+        For callers that discard a refinement that does not help: the full fit, its covariance and the misfit
+        check are most of the cost.
 
     Returns
     -------
@@ -956,7 +976,6 @@ def refine_matrix(
     )
     levels = _with_mask(halves, half=False)
     max_shift = max_shift_fraction * min(setup.grid.shape)
-    matrix, iterations, converged = _solve(levels, setup.matrix, opts, max_shift)
     before = after = float("nan")
     if holdout:
         before = _holdout_score(halves[-1], setup.matrix, opts)
@@ -964,6 +983,9 @@ def refine_matrix(
             after = _holdout_score(halves[-1], _solve(halves, setup.matrix, opts, max_shift)[0], opts)
         except EstimationError:
             after = float("nan")
+        if require_improvement and not after > before:
+            return _unimproved(setup, model, before, after)
+    matrix, iterations, converged = _solve(levels, setup.matrix, opts, max_shift)
     state = _evaluate(levels[-1], matrix, opts, levels[-1].fit_mask)
     k = len(MODELS[model])
     slope, keep = _score_slope(levels[-1], matrix, state, opts, SLOPE_STEP_PX)

@@ -209,7 +209,7 @@ def refine_fit(ctx: Context, fit: Fit, model: str, views: tuple[Any, Any]) -> Fi
     try:
         refined = refine_matrix(fixed_small.data, moving_small.data, start, model,
                                 prior_scale=float(small_scale) if model in ("translation", "rigid") else None,
-                                max_iterations=ctx.config.refine_max_iterations)
+                                max_iterations=ctx.config.refine_max_iterations, require_improvement=True)
     except EstimationError as err:
         return fit.with_note(f"not refined ({err})")
     if not refined.improved:
