@@ -302,7 +302,7 @@ def test_a_model_too_simple_for_the_data_widens_the_prediction():
 def test_require_improvement_stops_early_only_when_the_holdout_does_not_rise():
     """A refinement that helps is the same with or without ``require_improvement``; one that does not help
     returns the projected start, with NaN where nothing was measured."""
-    fixed, moving, truth, start = same_resolution_pair(1, model="rigid")
+    fixed, moving, _, start = same_resolution_pair(1, model="rigid")
     full = refine_matrix(fixed, moving, start, "rigid")
     gated = refine_matrix(fixed, moving, start, "rigid", require_improvement=True)
     assert full.improved and gated.improved
