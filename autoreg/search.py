@@ -458,16 +458,22 @@ def _masked_ncc(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, min_
         return fft.irfft2(product, s=shape)[..., :n_vy, :n_vx]
 
     unique, inverse = _unique_masks(masks)  # rotations by 90°/180° often give the very same mask
-    moving = np.concatenate([values, values * values], axis=1)  # (A, 4, a, a): g, g² per channel
+
+    def conj_spectra(images: np.ndarray) -> np.ndarray:
+        spectra = fft.rfft2(images, s=shape)
+        return np.conjugate(spectra, out=spectra)
+
+    mask_spectra = conj_spectra(unique)  # (U, Py, Px//2+1), once: the counts and the fixed terms share it
+    value_spectra = conj_spectra(values)  # (A, 2, ...), the channels' half of the moving terms' spectra
     if spec.full_rectangle:
-        boxed = _box_sums(spec, moving)
+        boxed = _box_sums(spec, np.concatenate([values, values * values], axis=1))  # (A, 4, ..): g, g² per channel
         count = np.rint(_box_sums(spec, unique))
     else:
-        boxed = back(spec.fm * np.conj(fft.rfft2(moving, s=shape)))
-        count = np.rint(back(spec.fm * np.conj(fft.rfft2(unique, s=shape))))
-    mask_spectra = np.conj(fft.rfft2(unique, s=shape))[:, None, None]
-    fixed_terms = back(np.stack([spec.f1, spec.f2], axis=1)[None] * mask_spectra)  # (U, 2, 2, Vy, Vx)
-    sum_fg = back(spec.f1[None] * np.conj(fft.rfft2(values, s=shape)))  # (A, 2, Vy, Vx)
+        squares = conj_spectra(values * values)
+        boxed = back(spec.fm * np.concatenate([value_spectra, squares], axis=1))
+        count = np.rint(back(spec.fm * mask_spectra))
+    fixed_terms = back(np.stack([spec.f1, spec.f2], axis=1)[None] * mask_spectra[:, None, None])  # (U, 2, 2, ..)
+    sum_fg = back(spec.f1[None] * value_spectra)  # (A, 2, Vy, Vx)
     # everything that depends on the mask only is computed once per distinct mask, then expanded
     overlap = count / np.maximum(unique.sum(axis=(1, 2))[:, None, None], 1.0)
     inv_n = 1.0 / np.maximum(count, 1.0)
