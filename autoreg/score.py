@@ -158,7 +158,7 @@ def score_registration(
         ``np.isfinite(fixed)``, when the caller already has it.
     """
     overlap = footprint & (np.isfinite(fixed) if fixed_valid is None else fixed_valid)
-    n_overlap = int(overlap.sum())
+    n_overlap = int(np.count_nonzero(overlap))
     # Correlations are sampled every quarter of the coarser image's pixel: that image holds no finer detail,
     # and the figure is the same to within noise at a fraction of the cost (every pixel for same-size pairs).
     k = max(1, int(max(expected_scale, 1.0 / expected_scale if expected_scale > 0 else 1.0) // 4))
