@@ -170,10 +170,10 @@ def unique_matches(fixed_xy: np.ndarray, moving_xy: np.ndarray, *, duplicate_px:
     n = len(fixed_xy)
     if n < 2 or duplicate_px <= 0:
         return np.arange(n)
-    # candidate pairs from the image where the points are sparser at this distance (fewer pairs to filter)
     def extent(xy: np.ndarray) -> float:
         return float(np.prod(np.ptp(xy, axis=0) + duplicate_px))
 
+    # candidate pairs from the image where the points are sparser at this distance (fewer pairs to filter)
     first, second = sorted((moving_xy, fixed_xy), key=extent)
     pairs = cKDTree(second).query_pairs(duplicate_px, output_type="ndarray")
     if len(pairs):
