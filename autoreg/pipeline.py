@@ -41,6 +41,11 @@ def _load(source: Any, what: str, config: RegistrationConfig) -> Image:
     return load_image(source, name=what if isinstance(source, np.ndarray) else None, max_pixels=config.max_pixels)
 
 
+def _fixed_valid(ctx: Context) -> np.ndarray:
+    """Where the fixed image has data (computed once per call of register)."""
+    return np.isfinite(ctx.fixed.data) if ctx.fixed_valid is None else ctx.fixed_valid
+
+
 def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False) -> tuple[RegistrationResult, Attempt]:
     """Warp, score and judge one fit."""
     from .confidence import judge
@@ -49,9 +54,11 @@ def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False) -> tuple[Regi
     from .warp import apply_transform
 
     warped, footprint = apply_transform(ctx.moving.data, fit, ctx.fixed.shape)
+    fixed_valid = _fixed_valid(ctx)
     scores = score_registration(fit, np.asarray(ctx.fixed.data), np.asarray(ctx.moving.data), warped, footprint,
-                                expected_scale=ctx.expected_scale, working_pixel_px=ctx.working_pixel_px)
-    overlap_px2 = float(np.count_nonzero(footprint & np.isfinite(ctx.fixed.data)))
+                                expected_scale=ctx.expected_scale, working_pixel_px=ctx.working_pixel_px,
+                                fixed_valid=fixed_valid)
+    overlap_px2 = float(np.count_nonzero(footprint & fixed_valid))
     truncation = ctx.inlier_threshold_px if fit.source == "features" else None
     scores = dataclasses.replace(
         scores,
@@ -81,7 +88,7 @@ def _meaningful(ctx: Context, fit: Fit) -> bool:
     agreement less likely and the test more lenient, so a fit that fails here fails the verdict too."""
     from .evidence import feature_log10_nfa
 
-    area = float(np.count_nonzero(np.isfinite(ctx.fixed.data)))
+    area = float(np.count_nonzero(_fixed_valid(ctx)))
     return bool(feature_log10_nfa(fit, area, ctx.working_pixel_px, ctx.config) <= ctx.config.max_log10_nfa)
 
 
@@ -235,7 +242,8 @@ def register(
     ratio, scale_source = (given, "user") if given is not None else expected_scale(fixed_img, moving_img, cfg)
     scale_fixed, scale_moving = working_scales(fixed_img, moving_img, ratio, cfg)
     ctx = Context(fixed=fixed_img, moving=moving_img, config=cfg, seed=seed, expected_scale=ratio,
-                  scale_source=scale_source, scale_fixed=scale_fixed, scale_moving=scale_moving)
+                  scale_source=scale_source, scale_fixed=scale_fixed, scale_moving=scale_moving,
+                  fixed_valid=np.isfinite(fixed_img.data))
     control = _load_points(points, ctx, model)
     if not automatic and control is None:
         raise InputError("automatic=False judges control points: give points.")

@@ -260,7 +260,12 @@ def _resize(data: np.ndarray, valid: np.ndarray, size: tuple[int, int]) -> tuple
     import cv2
 
     h, w = data.shape
+    if size == (w, h):  # what cv2.resize does at the same size: a copy
+        return fill_invalid(data, valid), valid.copy(), np.eye(3)
     interp = cv2.INTER_AREA if size[0] * size[1] < h * w else cv2.INTER_CUBIC
+    if valid.all():  # nothing to fill, and every resized pixel is measured
+        resized = cv2.resize(np.asarray(data, np.float32), size, interpolation=interp)
+        return resized, np.ones((size[1], size[0]), bool), np.linalg.inv(resize_matrix(size[0] / w, size[1] / h))
     resized = cv2.resize(fill_invalid(data, valid), size, interpolation=interp)
     resized_valid = cv2.resize(valid.astype(np.float32), size, interpolation=cv2.INTER_AREA if size[0] * size[1] <
                                h * w else cv2.INTER_LINEAR) > 0.5  # mostly measured (the rest filled from neighbours)

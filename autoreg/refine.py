@@ -86,7 +86,7 @@ class Refinement:
         Robust standard deviation of the final residuals, in grid-image units.
     misfit_px : float
         RMS displacement (fixed px) towards the next richer model beyond noise: the model's misfit (0 when
-        not checked or for ``projective``).
+        not checked or for ``projective``; NaN when stopped by ``require_improvement``).
     """
 
     moving_to_fixed: np.ndarray
@@ -340,7 +340,21 @@ def _photometric_design(values: np.ndarray, xn: np.ndarray, plane: bool) -> np.n
     return np.column_stack(cols)
 
 
+#: Largest condition number of the column-equilibrated Gram matrix for which :func:`_wls` solves the normal
+#: equations (relative error ~ cond × 1e-16 <= 1e-10); beyond it, the SVD least squares.
+_MAX_GRAM_CONDITION = 1e6
+
+
 def _wls(design: np.ndarray, target: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted least squares: by the normal equations when well conditioned (a few columns, many rows: five
+    times cheaper than the SVD), else by ``lstsq``."""
+    weighted = design * weights[:, None]
+    gram = weighted.T @ design
+    norms = np.sqrt(np.diag(gram))
+    if np.all(norms > 0) and np.all(np.isfinite(gram)):
+        scaled = gram / np.outer(norms, norms)
+        if np.linalg.cond(scaled) < _MAX_GRAM_CONDITION:
+            return np.linalg.solve(scaled, (weighted.T @ target) / norms) / norms
     root = np.sqrt(weights)[:, None]
     try:
         coef, *_ = np.linalg.lstsq(design * root, target * root[:, 0], rcond=None)
@@ -404,20 +418,26 @@ def _evaluate(
     ``scale`` fixes the robust scale (default: the MAD of these residuals).
     """
     a = matrix @ level.to_level0
-    u, w = _warp(a, level.xn)
-    sampled, ok = _sample(level.ref, u)
-    ok &= subset
+    taken = None if subset.all() else np.flatnonzero(subset)  # sample the subset only (the hold-out's half)
+    u, w = _warp(a, level.xn if taken is None else level.xn[taken])
+    sampled, ok_taken = _sample(level.ref, u)
+    if taken is None:
+        ok = ok_taken
+    else:
+        ok = np.zeros(len(subset), bool)
+        ok[taken] = ok_taken
     n_params = len(MODELS[opts.model]) + (4 if opts.plane else 2)
     if ok.sum() < max(opts.min_valid_pixels, 3 * n_params):
         raise EstimationError(f"Too few valid pixels in the overlap to refine ({int(ok.sum())}).")
-    ref, target, xn = sampled[ok], level.values[ok], level.xn[ok]
+    ref, target, xn = sampled[ok_taken], level.values[ok], level.xn[ok]
+    u, w = u[ok_taken], w[ok_taken]
     design = _photometric_design(ref[:, 0], xn, opts.plane)
     coef = _wls(design, target, np.ones(len(target)))
     weights, _, scale = _robust_weights(target - design @ coef, opts.loss, opts.tuning, scale)
     coef = _wls(design, target, weights)  # once more with the robust weights
     residual = target - design @ coef
     slope_weights = _robust_weights(residual, opts.loss, opts.tuning, scale)[1]
-    geometric = coef[0] * _geometric_jacobian(opts.model, a, u[ok], w[ok], ref[:, 1:3], xn)
+    geometric = coef[0] * _geometric_jacobian(opts.model, a, u, w, ref[:, 1:3], xn)
     return _State(
         ok=ok,
         residual=residual,
@@ -810,6 +830,19 @@ def _holdout_score(level: _Level, matrix: np.ndarray, opts: _Options) -> float:
     return _pearson(prediction, level.values[test])
 
 
+def _unimproved(setup: _Setup, model: str, before: float, after: float) -> Refinement:
+    """The starting matrix, for a refinement stopped because it did not raise the held-out correlation."""
+    k = len(MODELS[model])
+    result = _to_moving_to_fixed(setup, setup.matrix)
+    result.flags.writeable = False
+    cov = np.full((k, k), np.nan)
+    cov.flags.writeable = False
+    nan = float("nan")
+    return Refinement(moving_to_fixed=result, model=model, iterations=0, converged=False, correlation=nan,
+                      gain=nan, covariance=cov, predicted_error_px=nan, holdout_before=before,
+                      holdout_after=after, n_valid=0, grid=setup.grid_name, sigma=nan, misfit_px=nan)
+
+
 # --------------------------------------------------------------------------------------------- public
 
 
@@ -837,6 +870,7 @@ def refine_matrix(
     holdout_px: int = 4,
     min_smoothing_px: float = 1.0,
     misfit_check: bool = True,
+    require_improvement: bool = False,
 ) -> Refinement:
     """Refine a global moving → fixed matrix to sub-pixel accuracy by intensity, on the coarser grid.
 
@@ -906,6 +940,13 @@ def refine_matrix(
         move the result beyond what noise explains. Default True: the parameter covariance only covers noise
         under the model, and a rigid fit of a drifted map was 4× further off than it predicted; one extra
         Gauss–Newton evaluation.
+    require_improvement : bool
+        With ``holdout``, stop after the hold-out check when the held-out correlation does not rise (raise when
+        the fit on the hold-out's other half fails, as the full fit would raise): the result
+        then keeps the starting matrix (projected onto ``model``) with ``iterations`` 0, ``improved`` False and
+        NaN where nothing was measured (correlation, gain, covariance, predicted error, sigma). Default False.
+        For callers that discard a refinement that does not help: the full fit, its covariance and the misfit
+        check are most of the cost.
 
     Returns
     -------
@@ -956,14 +997,18 @@ def refine_matrix(
     )
     levels = _with_mask(halves, half=False)
     max_shift = max_shift_fraction * min(setup.grid.shape)
-    matrix, iterations, converged = _solve(levels, setup.matrix, opts, max_shift)
     before = after = float("nan")
     if holdout:
         before = _holdout_score(halves[-1], setup.matrix, opts)
         try:
             after = _holdout_score(halves[-1], _solve(halves, setup.matrix, opts, max_shift)[0], opts)
         except EstimationError:
+            if require_improvement:  # the half fit failed: the caller gets why, as from the full fit
+                raise
             after = float("nan")
+        if require_improvement and not after > before:
+            return _unimproved(setup, model, before, after)
+    matrix, iterations, converged = _solve(levels, setup.matrix, opts, max_shift)
     state = _evaluate(levels[-1], matrix, opts, levels[-1].fit_mask)
     k = len(MODELS[model])
     slope, keep = _score_slope(levels[-1], matrix, state, opts, SLOPE_STEP_PX)

@@ -139,6 +139,7 @@ def score_registration(
     *,
     expected_scale: float,
     working_pixel_px: float,
+    fixed_valid: np.ndarray | None = None,
 ) -> Scores:
     """Every score of one registration.
 
@@ -153,9 +154,11 @@ def score_registration(
         Expected size of one moving pixel in fixed pixels (from metadata or image sizes).
     working_pixel_px : float
         Size of one working-view pixel in fixed pixels (landmarks are located to about this precision).
+    fixed_valid : ndarray of bool, optional
+        ``np.isfinite(fixed)``, when the caller already has it.
     """
-    overlap = footprint & np.isfinite(fixed)
-    n_overlap = int(overlap.sum())
+    overlap = footprint & (np.isfinite(fixed) if fixed_valid is None else fixed_valid)
+    n_overlap = int(np.count_nonzero(overlap))
     # Correlations are sampled every quarter of the coarser image's pixel: that image holds no finer detail,
     # and the figure is the same to within noise at a fraction of the cost (every pixel for same-size pairs).
     k = max(1, int(max(expected_scale, 1.0 / expected_scale if expected_scale > 0 else 1.0) // 4))

@@ -170,12 +170,19 @@ def unique_matches(fixed_xy: np.ndarray, moving_xy: np.ndarray, *, duplicate_px:
     n = len(fixed_xy)
     if n < 2 or duplicate_px <= 0:
         return np.arange(n)
-    pairs = cKDTree(moving_xy).query_pairs(duplicate_px, output_type="ndarray")
+    def extent(xy: np.ndarray) -> float:
+        return float(np.prod(np.ptp(xy, axis=0) + duplicate_px))
+
+    # candidate pairs from the image where the points are sparser at this distance (fewer pairs to filter)
+    first, second = sorted((moving_xy, fixed_xy), key=extent)
+    pairs = cKDTree(second).query_pairs(duplicate_px, output_type="ndarray")
     if len(pairs):
-        close = np.linalg.norm(fixed_xy[pairs[:, 0]] - fixed_xy[pairs[:, 1]], axis=1) <= duplicate_px
+        close = np.linalg.norm(first[pairs[:, 0]] - first[pairs[:, 1]], axis=1) <= duplicate_px
         pairs = pairs[close]
-    keep = np.ones(n, bool)
-    for i, j in sorted(map(tuple, np.sort(pairs, axis=1))):
+    keep = [True] * n
+    ordered = np.sort(pairs, axis=1)
+    ordered = ordered[np.lexsort((ordered[:, 1], ordered[:, 0]))] if len(ordered) else ordered
+    for i, j in ordered.tolist():  # in order: a match dropped earlier drops no later one
         if keep[i]:
             keep[j] = False
     return np.flatnonzero(keep)

@@ -42,6 +42,8 @@ class Context:
         ``"metadata"``, ``"user"``, ``"field_of_view"`` or ``"same_pixel_size"``.
     scale_fixed, scale_moving : float
         Resize factors of the working views (working pixels per original pixel).
+    fixed_valid : ndarray of bool, optional
+        ``np.isfinite(fixed.data)``, computed once for every strategy's scores.
     """
 
     fixed: Image
@@ -52,6 +54,7 @@ class Context:
     scale_source: str
     scale_fixed: float
     scale_moving: float
+    fixed_valid: np.ndarray | None = None
 
     @property
     def working_pixel_px(self) -> float:
@@ -216,7 +219,7 @@ def refine_fit(ctx: Context, fit: Fit, model: str, views: tuple[Any, Any]) -> Fi
     try:
         refined = refine_matrix(fixed_small.data, moving_small.data, start, model,
                                 prior_scale=float(small_scale) if model in ("translation", "rigid") else None,
-                                max_iterations=ctx.config.refine_max_iterations)
+                                max_iterations=ctx.config.refine_max_iterations, require_improvement=True)
     except EstimationError as err:
         return fit.with_note(f"not refined ({err})")
     if not refined.improved:

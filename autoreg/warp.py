@@ -166,8 +166,12 @@ def _inside_global(inverse: np.ndarray, out_shape: tuple[int, int], step: float,
             hi = np.minimum(hi, np.floor(bound))
         else:
             hi = np.where(offset >= 0, hi, -1.0)
-    columns = np.arange(cols)
-    return (columns[None, :] >= lo[:, None]) & (columns[None, :] <= hi[:, None])
+    inside = np.zeros((rows, cols), bool)
+    filled = np.flatnonzero(lo <= hi)  # a NaN bound leaves its row empty
+    starts, stops = lo[filled].astype(int).tolist(), (hi[filled] + 1).astype(int).tolist()
+    for row, start, stop in zip(filled.tolist(), starts, stops):
+        inside[row, start:stop] = True  # one slice per row: no million comparisons
+    return inside
 
 
 def _grid_positions(inverse: np.ndarray, rows_cols: tuple[np.ndarray, np.ndarray], step: float) -> np.ndarray:

@@ -297,3 +297,37 @@ def test_a_model_too_simple_for_the_data_widens_the_prediction():
     assert error <= 2 * rigid.predicted_error_px  # ...the checked one covers it
     affine = refine_matrix(fixed, moving, start, "affine", holdout=False)
     assert affine.misfit_px < rigid.misfit_px
+
+
+def test_require_improvement_stops_early_only_when_the_holdout_does_not_rise():
+    """A refinement that helps is the same with or without ``require_improvement``; one that does not help
+    returns the projected start, with NaN where nothing was measured."""
+    fixed, moving, _, start = same_resolution_pair(1, model="rigid")
+    full = refine_matrix(fixed, moving, start, "rigid")
+    gated = refine_matrix(fixed, moving, start, "rigid", require_improvement=True)
+    assert full.improved and gated.improved
+    np.testing.assert_array_equal(gated.moving_to_fixed, full.moving_to_fixed)
+    assert gated.predicted_error_px == full.predicted_error_px
+    # from the refined matrix there is nothing left to gain on held-out pixels
+    again = refine_matrix(fixed, moving, full.moving_to_fixed, "rigid")
+    stopped = refine_matrix(fixed, moving, full.moving_to_fixed, "rigid", require_improvement=True)
+    assert not again.improved and not stopped.improved
+    assert (stopped.holdout_before, stopped.holdout_after) == (again.holdout_before, again.holdout_after)
+    assert stopped.iterations == 0 and np.isnan(stopped.predicted_error_px)
+    np.testing.assert_allclose(stopped.moving_to_fixed, full.moving_to_fixed, atol=1e-9)
+
+
+def test_photometric_least_squares_match_the_svd_solution():
+    """The normal equations (well conditioned) and the SVD fallback (nearly collinear columns) agree with lstsq."""
+    from autoreg.refine import _wls
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    xn = rng.uniform(-1, 1, (n, 2))
+    weights = rng.uniform(0, 1, n)
+    for reference in (rng.normal(size=n), 1e6 + 1e-6 * rng.normal(size=n)):  # the second: ~collinear with 1
+        design = np.column_stack([reference, np.ones(n), xn])
+        target = design @ [2.0, -1.0, 0.5, 0.25] + rng.normal(0, 0.1, n)
+        root = np.sqrt(weights)
+        expected = np.linalg.lstsq(design * root[:, None], target * root, rcond=None)[0]
+        np.testing.assert_allclose(_wls(design, target, weights), expected, rtol=1e-8, atol=1e-10)

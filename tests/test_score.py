@@ -34,3 +34,22 @@ def test_predicted_error_grows_with_the_residual_noise():
         values.append(predicted_error_px(_fit(moving_xy, fixed_xy), (100, 100), truncation_px=None, prior_scale=1.0,
                                          config=RegistrationConfig()))
     assert 0 < values[0] < values[1] / 5
+
+
+def test_scores_are_the_same_with_the_callers_valid_mask():
+    """The pipeline passes the fixed image's finite mask it computed once; the scores must not change."""
+    from autoreg.score import score_registration
+    from autoreg.warp import apply_transform
+
+    rng = np.random.default_rng(1)
+    fixed = rng.normal(size=(64, 80))
+    fixed[5:15, 10:30] = np.nan
+    moving = rng.normal(size=(32, 40))
+    moving_xy = rng.uniform(0, 30, (20, 2))
+    fit = _fit(moving_xy, moving_xy * 2.0 + 1.0)
+    warped, footprint = apply_transform(moving, fit, fixed.shape)
+    common = dict(expected_scale=2.0, working_pixel_px=1.0)
+    plain = score_registration(fit, fixed, moving, warped, footprint, **common)
+    given = score_registration(fit, fixed, moving, warped, footprint, fixed_valid=np.isfinite(fixed), **common)
+    for name in ("pearson", "pearson_before", "overlap_fraction", "inlier_spread", "rmse_px"):
+        assert getattr(given, name) == getattr(plain, name)

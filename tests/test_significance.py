@@ -240,3 +240,22 @@ def test_overlap_limits_the_area_of_each_hypothesis():
                        fixed_size_xy=(SIZE, SIZE))
     assert clipped.nfa.log10_nfa >= whole.nfa.log10_nfa  # a smaller area is more conservative
     assert clipped.nfa.meaningful
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_unique_matches_is_the_same_whichever_image_seeds_the_pairs(seed):
+    """The candidate pairs come from the sparser image; the kept matches must not depend on that choice: a greedy
+    pass in pair order, checked here against the definition pair by pair."""
+    rng = np.random.default_rng(seed)
+    n = 150
+    fixed = rng.uniform(0, [30, 300][seed % 2], (n, 2))
+    moving = rng.uniform(0, [300, 30][seed % 2], (n, 2))
+    fixed[:50] = fixed[50:100] + rng.normal(0, 0.3, (50, 2))
+    moving[:50] = moving[50:100] + rng.normal(0, 0.3, (50, 2))
+    keep = np.ones(n, bool)
+    for i in range(n):
+        for j in range(i + 1, n):
+            both = (np.linalg.norm(fixed[i] - fixed[j]) <= 2.0) and (np.linalg.norm(moving[i] - moving[j]) <= 2.0)
+            if both and keep[i]:
+                keep[j] = False
+    assert unique_matches(fixed, moving, duplicate_px=2.0).tolist() == np.flatnonzero(keep).tolist()
