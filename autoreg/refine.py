@@ -283,6 +283,8 @@ def _sample(ref: _Reference, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     u = (xy - (f - 1) / 2) / f
     value, valid = ref.channels
     rows, cols = value.shape
+    if rows < 4 or cols < 4:  # no 4×4 support anywhere (a pyramid level of a tiny map)
+        return np.zeros((len(u), 3)), np.zeros(len(u), bool)
     inside = (u[:, 0] >= 1) & (u[:, 0] <= cols - 2) & (u[:, 1] >= 1) & (u[:, 1] <= rows - 2)
     u = np.where(inside[:, None], u, 1.0)
     x0 = np.clip(np.floor(u[:, 0]).astype(np.intp), 1, max(cols - 3, 1))

@@ -331,3 +331,17 @@ def test_photometric_least_squares_match_the_svd_solution():
         root = np.sqrt(weights)
         expected = np.linalg.lstsq(design * root[:, None], target * root, rcond=None)[0]
         np.testing.assert_allclose(_wls(design, target, weights), expected, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (3, 12), (12, 3)])
+def test_sampling_a_reference_smaller_than_the_cubic_support_gives_no_valid_sample(shape):
+    # a pyramid level of a tiny map can be 3 px a side: the 4×4 Keys support fits nowhere (this indexed past the
+    # end of the array, found by the holdout split of the accuracy benchmark)
+    from autoreg.refine import _Reference, _sample
+
+    value = np.arange(shape[0] * shape[1], dtype=float).reshape(shape)
+    ref = _Reference((value, np.ones(shape)), 1)
+    xy = np.array([[1.0, 1.0], [1.5, 1.2], [0.0, 0.0]])
+    samples, ok = _sample(ref, xy)
+    assert samples.shape == (3, 3)
+    assert not ok.any()
