@@ -38,11 +38,12 @@ def _failures(s: Scores, cfg: RegistrationConfig, source: str) -> list[str]:
     return reasons
 
 
-def _accuracy_doubts(s: Scores, exact_points: bool) -> list[str]:
+def _accuracy_doubts(s: Scores, cfg: RegistrationConfig, exact_points: bool) -> list[str]:
     if _bad(s.uncertainty_px):
         return [] if exact_points else ["accuracy_unknown: no error prediction for this fit"]
-    if s.uncertainty_px > s.tolerance_px:
-        return [f"imprecise: predicted error {s.uncertainty_px:.3g} px > tolerance {s.tolerance_px:.3g} px"]
+    if s.uncertainty_px > cfg.ok_error_fraction * s.tolerance_px:
+        return [f"imprecise: predicted error {s.uncertainty_px:.3g} px > {cfg.ok_error_fraction:g} × tolerance "
+                f"{s.tolerance_px:.3g} px"]
     return []
 
 
@@ -100,8 +101,9 @@ def judge(scores: Scores, config: RegistrationConfig | None = None, *, source: s
     cfg = config or RegistrationConfig()
     failures = _failures(scores, cfg, source)
     if failures:
-        return Verdict("failed", tuple(failures + _doubts(scores, cfg, source) + _accuracy_doubts(scores, exact_points)))
-    doubts = _doubts(scores, cfg, source) + _accuracy_doubts(scores, exact_points)
+        doubts = _doubts(scores, cfg, source) + _accuracy_doubts(scores, cfg, exact_points)
+        return Verdict("failed", tuple(failures + doubts))
+    doubts = _doubts(scores, cfg, source) + _accuracy_doubts(scores, cfg, exact_points)
     if exact_points:
         doubts.append("unverifiable_points: exactly as many points as the model needs; residuals cannot check them")
     return Verdict("low_confidence" if doubts else "ok", tuple(doubts))

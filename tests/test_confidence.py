@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from autoreg.config import RegistrationConfig
 from autoreg.confidence import judge
+from autoreg.config import RegistrationConfig
 from autoreg.datatypes import Scores
 
 GOOD = Scores(n_matches=400, n_inliers=200, inlier_ratio=0.5, rmse_px=1.0, pearson=0.9, pearson_before=0.2,
@@ -53,6 +53,18 @@ def test_the_tolerance_is_the_one_the_scores_carry():
     coarse = dataclasses.replace(GOOD, uncertainty_px=6.0, tolerance_px=12.8)  # half a 25.6-px map pixel
     assert judge(coarse).level == "ok"
     assert judge(dataclasses.replace(coarse, uncertainty_px=13.0)).level == "low_confidence"
+
+
+def test_ok_needs_the_predicted_error_well_inside_the_tolerance():
+    # a prediction is a typical error: one just under the tolerance is not a promise kept (config.ok_error_fraction)
+    cfg = RegistrationConfig()
+    inside = dataclasses.replace(GOOD, uncertainty_px=0.95 * cfg.ok_error_fraction * 2.0, tolerance_px=2.0)
+    assert judge(inside, cfg).level == "ok"
+    near = dataclasses.replace(inside, uncertainty_px=1.05 * cfg.ok_error_fraction * 2.0)
+    verdict = judge(near, cfg)
+    assert verdict.level == "low_confidence"
+    assert any(r.startswith("imprecise:") for r in verdict.reasons), verdict.reasons
+    assert judge(near, cfg.with_(ok_error_fraction=1.0)).level == "ok"
 
 
 def test_an_intensity_match_needs_a_peak_that_stands_out():
