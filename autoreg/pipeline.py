@@ -41,11 +41,6 @@ def _load(source: Any, what: str, config: RegistrationConfig) -> Image:
     return load_image(source, name=what if isinstance(source, np.ndarray) else None, max_pixels=config.max_pixels)
 
 
-def _fixed_valid(ctx: Context) -> np.ndarray:
-    """Where the fixed image has data (computed once per call of register)."""
-    return np.isfinite(ctx.fixed.data) if ctx.fixed_valid is None else ctx.fixed_valid
-
-
 def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False) -> tuple[RegistrationResult, Attempt]:
     """Warp, score and judge one fit."""
     from .confidence import judge
@@ -54,11 +49,10 @@ def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False) -> tuple[Regi
     from .warp import apply_transform
 
     warped, footprint = apply_transform(ctx.moving.data, fit, ctx.fixed.shape)
-    fixed_valid = _fixed_valid(ctx)
     scores = score_registration(fit, np.asarray(ctx.fixed.data), np.asarray(ctx.moving.data), warped, footprint,
                                 expected_scale=ctx.expected_scale, working_pixel_px=ctx.working_pixel_px,
-                                fixed_valid=fixed_valid)
-    overlap_px2 = float(np.count_nonzero(footprint & fixed_valid))
+                                fixed_valid=ctx.fixed_valid)
+    overlap_px2 = float(np.count_nonzero(footprint & ctx.fixed_valid))
     truncation = ctx.inlier_threshold_px if fit.source == "features" else None
     scores = dataclasses.replace(
         scores,
@@ -88,7 +82,7 @@ def _meaningful(ctx: Context, fit: Fit) -> bool:
     agreement less likely and the test more lenient, so a fit that fails here fails the verdict too."""
     from .evidence import feature_log10_nfa
 
-    area = float(np.count_nonzero(_fixed_valid(ctx)))
+    area = float(np.count_nonzero(ctx.fixed_valid))
     return bool(feature_log10_nfa(fit, area, ctx.working_pixel_px, ctx.config) <= ctx.config.max_log10_nfa)
 
 

@@ -20,13 +20,13 @@ rotation and translation — are few enough to search exhaustively:
    image is −NCC, so |NCC| is ranked and the intensity sign recorded); gradient magnitudes have no polarity.
 4. The peak's significance compares the best pose with the best *separated* pose (another translation, a
    clearly different angle, or a scale that puts the moving image elsewhere: the mean distance over a 5×5 grid
-   spanning it beyond the peak's exclusion radius): the gap and the ratio best/second, and z-scores against the sweep's NCC
-   distribution. On 200 unrelated and 200 true synthetic pairs (``tests/bench/bench_search.py
+   spanning it beyond the peak's exclusion radius): the gap and the ratio best/second, and z-scores against
+   the sweep's NCC distribution. On 200 unrelated and 200 true synthetic pairs (``tests/bench/bench_search.py
    --significance``) the gap and ratio separate them; the z-score of the maximum does not (it grows with the
    size of the search). Suggested rule for "ok": ``peak_gap > 0.1 and peak_ratio > 1.2``.
 5. The best few poses are refined with a finer angle step, sub-pixel translation (quadratic fit on the 3×3
-   neighbourhood of the peak) and sub-degree angle (parabola through the interpolated peaks); when the sweep ran on coarsened images, the pose is refined again at the moving image's own pixel
-   size, in a small window.
+   neighbourhood of the peak) and sub-degree angle (parabola through the interpolated peaks); when the sweep
+   ran on coarsened images, the pose is refined again at the moving image's own pixel size, in a small window.
 
 Coordinates are (x, y) = (column, row) with pixel centres at integers. The returned ``moving_to_fixed`` maps
 moving pixel ``(x, y, 1)`` to fixed pixel ``(x, y, 1)`` in the original pixel grids of both images.
@@ -42,7 +42,7 @@ import numpy as np
 
 from .errors import EstimationError, InputError
 
-__all__ = ["SearchCandidate", "SearchResult", "search_similarity"]
+__all__ = ["CROSS_CHANNELS", "SearchCandidate", "SearchResult", "search_similarity"]
 
 #: Channels of the NCC, each a pair (fixed term, moving term); see :func:`_masked_ncc`.
 CHANNELS = ("intensity", "gradient", "edges", "derivative")
@@ -50,6 +50,9 @@ CHANNELS = ("intensity", "gradient", "edges", "derivative")
 _MOVING_OF = (0, 1, 0, 0)
 #: Channels ranked by |NCC| (both polarities count); the others by NCC.
 _EITHER_SIGN = (True, False, False, True)
+#: Channels that correlate two different quantities (an edge map or a slope against an intensity): their matches
+#: have no contrast polarity, and an intensity refinement does not apply to them.
+CROSS_CHANNELS = ("edges", "derivative")
 _INVALID = -2.0  # below any NCC: marks translations without enough overlap or without contrast
 
 
@@ -68,7 +71,7 @@ class SearchCandidate:
     channel : str
         ``"intensity"`` or ``"gradient"``.
     inverted : bool
-        The intensity NCC at this pose is negative (contrast inverted).
+        The intensity NCC at this pose is negative (contrast inverted); always False on :data:`CROSS_CHANNELS`.
     overlap_fraction : float
         Fraction of the moving image's valid area that lies on valid fixed pixels.
     """
@@ -114,7 +117,8 @@ class SearchResult:
     scale : float
         Size of one moving pixel in fixed pixels (the given ``scale`` unless a scale range was swept).
     inverted : bool
-        Contrast of the moving image is inverted relative to the fixed image (intensity NCC < 0).
+        Contrast of the moving image is inverted relative to the fixed image (intensity NCC < 0); always False
+        on :data:`CROSS_CHANNELS`, which have no contrast polarity.
     channel : str
         Channel that won: ``"intensity"`` or ``"gradient"``.
     overlap_fraction : float
@@ -546,8 +550,8 @@ def _masked_ncc(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, dire
     return intensity, ranked, overlap
 
 
-def _directional_terms(spec: _FixedSpectra, mask_spectra: np.ndarray, back: Callable[[np.ndarray], np.ndarray], inverse: np.ndarray,
-                       c: np.ndarray, s: np.ndarray, inv_n: np.ndarray, floor: np.ndarray,
+def _directional_terms(spec: _FixedSpectra, mask_spectra: np.ndarray, back: Callable[[np.ndarray], np.ndarray],
+                       inverse: np.ndarray, c: np.ndarray, s: np.ndarray, inv_n: np.ndarray, floor: np.ndarray,
                        enough: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean, variance (times the count) and validity of ``c·∂x + s·∂y`` of the fixed image over each overlap.
 
@@ -655,7 +659,7 @@ def _maps(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, angles: np
     intensity, ranked, overlap = _masked_ncc(spec, values, masks, directions, opts.channels, opts.min_overlap,
                                              opts.min_contrast)
     offset = (spec.origin_xy[0] + float(centre[0]), spec.origin_xy[1] + float(centre[1]))
-    return _Maps(intensity, ranked, overlap, np.asarray(angles, float), np.asarray(scales, float), offset)
+    return _Maps(intensity, ranked, overlap, angles, np.asarray(scales, float), offset)
 
 
 def _window_origin(level: _Level, centre_xy: tuple[float, float], scale: float,
@@ -896,11 +900,16 @@ def _to_level(pose: _Pose, old: _Level, new: _Level) -> _Pose:
     return replace(pose, centre_xy=(float(moved[0]), float(moved[1])))
 
 
+def _inverted(pose: _Pose) -> bool:
+    """The moving contrast is inverted: a negative intensity NCC, on a channel that compares like with like."""
+    return CHANNELS[pose.channel] not in CROSS_CHANNELS and bool(pose.intensity_ncc < 0)
+
+
 def _candidate(level: _Level, pose: _Pose) -> SearchCandidate:
     return SearchCandidate(
         moving_to_fixed=_pose_matrix(level, pose.angle, pose.scale, np.array(pose.centre_xy)),
         score=pose.value, angle_deg=math.degrees(pose.angle) % 360.0, scale=pose.scale,
-        channel=CHANNELS[pose.channel], inverted=bool(pose.intensity_ncc < 0), overlap_fraction=pose.overlap)
+        channel=CHANNELS[pose.channel], inverted=_inverted(pose), overlap_fraction=pose.overlap)
 
 
 def search_similarity(
@@ -1008,7 +1017,7 @@ def search_similarity(
         moving_to_fixed=_pose_matrix(level, pose.angle, pose.scale, np.array(pose.centre_xy)),
         score=pose.value, z_score=z, second_score=second, peak_ratio=ratio, peak_gap=best - second,
         gap_z_score=gap_z, angle_deg=math.degrees(pose.angle) % 360.0, scale=pose.scale,
-        inverted=bool(pose.intensity_ncc < 0),
+        inverted=_inverted(pose),
         channel=CHANNELS[ch], overlap_fraction=pose.overlap, working_pixel=pixels[0], n_angles=sweep.n_angles,
         candidates=candidates)
 

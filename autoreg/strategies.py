@@ -21,6 +21,7 @@ from .config import RegistrationConfig
 from .datatypes import Fit, Image, Matches
 from .errors import AutoregError, EstimationError
 from .geometry import apply_matrix, grid_xy, mean_grid_distance
+from .search import CROSS_CHANNELS
 from .vocabulary import GLOBAL_MODELS
 
 __all__ = ["Context", "working_views", "feature_fit", "search_fit", "points_fit", "refine_fit", "INTENSITY_MODEL"]
@@ -42,7 +43,7 @@ class Context:
         ``"metadata"``, ``"user"``, ``"field_of_view"`` or ``"same_pixel_size"``.
     scale_fixed, scale_moving : float
         Resize factors of the working views (working pixels per original pixel).
-    fixed_valid : ndarray of bool, optional
+    fixed_valid : ndarray of bool
         ``np.isfinite(fixed.data)``, computed once for every strategy's scores.
     """
 
@@ -54,7 +55,7 @@ class Context:
     scale_source: str
     scale_fixed: float
     scale_moving: float
-    fixed_valid: np.ndarray | None = None
+    fixed_valid: np.ndarray
 
     @property
     def working_pixel_px(self) -> float:
@@ -170,9 +171,7 @@ def search_fit(ctx: Context, model: str, views: tuple[Any, Any]) -> Fit:
     matrix = fixed_small.to_original @ found.moving_to_fixed @ moving_small.from_original
     fitted = model if model in ("translation", "rigid", "similarity") else "similarity"
     forward, backward = _fit_through(fitted, matrix, ctx.moving.shape, ctx.expected_scale)
-    inverted = found.inverted and found.channel in ("intensity", "gradient")  # a derivative or edge map has no
-    # contrast polarity with respect to the fixed image
-    contrast = f" ({'inverted' if inverted else 'same'} contrast)" if found.channel in ("intensity", "gradient") else ""
+    contrast = "" if found.channel in CROSS_CHANNELS else f" ({'inverted' if found.inverted else 'same'} contrast)"
     why = (f"search: rotation {found.angle_deg:.2f} deg, scale {np.sqrt(abs(np.linalg.det(matrix[:2, :2]))):.4g} "
            f"fixed px per moving px, correlation {found.score:.3f} on the {found.channel}{contrast}, peak gap "
            f"{found.peak_gap:.3f}, ratio {found.peak_ratio:.2f}")
@@ -180,8 +179,8 @@ def search_fit(ctx: Context, model: str, views: tuple[Any, Any]) -> Fit:
         why += f"; {model} requested, intensity registration fits global models: {INTENSITY_MODEL}"
     return Fit(model=fitted, moving_to_fixed=forward, fixed_to_moving=backward, inliers=np.zeros(0, bool),
                source="intensity", matches=Matches(np.zeros((0, 2)), np.zeros((0, 2))), why=why,
-               correlation=found.score, peak_gap=found.peak_gap, peak_ratio=found.peak_ratio, inverted=inverted,
-               channel=found.channel)
+               correlation=found.score, peak_gap=found.peak_gap, peak_ratio=found.peak_ratio,
+               inverted=found.inverted, channel=found.channel)
 
 
 def _refine_inputs(ctx: Context, views: tuple[Any, Any]) -> tuple[Any, Any]:
@@ -208,7 +207,7 @@ def refine_fit(ctx: Context, fit: Fit, model: str, views: tuple[Any, Any]) -> Fi
 
     if not ctx.config.refine or model not in REFINABLE or fit.model not in GLOBAL_MODELS:
         return fit
-    if fit.channel in ("edges", "derivative"):  # the refinement's forward model compares intensities
+    if fit.channel in CROSS_CHANNELS:  # the refinement's forward model compares intensities
         what = "an edge map" if fit.channel == "edges" else "a derivative"
         return fit.with_note(f"not refined (the moving image matched as {what} of the fixed one; the refinement "
                              "compares intensities)")

@@ -301,6 +301,7 @@ def test_deflection_like_moving_is_found_by_the_derivative_channel(case, seed):
     result = search_similarity(pair.fixed, _deflection(pair, seed), scale=ratio)
     assert result.channel == "derivative", result
     assert error_px(result, pair) <= max(1.0, _half_moving_pixel(pair)), (error_px(result, pair), result)
+    assert not result.inverted  # a slope has no contrast polarity with respect to the topography
     assert result.peak_gap > GAP_OK and result.peak_ratio > RATIO_OK, result
     turn = (result.angle_deg - pair.angle_deg + 180) % 360 - 180
     assert abs(turn) < 1.5
