@@ -260,6 +260,7 @@ def test_nothing_overlapping_enough_raises():
     (np.zeros((64, 64)), np.zeros((8, 8)), {"scale": 1.0, "min_overlap": 0.0}, "overlap"),
     (np.zeros((64, 64)), np.zeros((8, 8)), {"scale": 1.0, "channels": ("gradient",)}, "include intensity"),
     (np.zeros((64, 64)), np.zeros((8, 8)), {"scale": 1.0, "channels": ("intensity", "phase")}, "among"),
+    (np.zeros((64, 64)), np.zeros((8, 8)), {"scale": 1.0, "first_pass_gap": math.nan}, "first pass"),
 ])
 def test_bad_input_raises_input_error(fixed, moving, kwargs, match):
     with pytest.raises(InputError, match=match):
@@ -377,6 +378,16 @@ def test_an_insignificant_first_pass_runs_the_cross_modal_pairings(moving_of, sw
     one_pass = search_similarity(pair.fixed, moving, scale=8.0, first_pass_gap=None)  # both passes, always
     np.testing.assert_allclose(result.moving_to_fixed, one_pass.moving_to_fixed, rtol=0, atol=1e-9)
     assert (result.peak_gap, result.peak_ratio) == pytest.approx((one_pass.peak_gap, one_pass.peak_ratio), abs=1e-12)
+
+
+def test_padded_spectra_skip_the_zero_rows_with_the_same_numbers():
+    from scipy import fft
+
+    from autoreg.search import _conj_spectra
+
+    images = np.random.default_rng(0).normal(size=(3, 2, 21, 21)).astype(np.float32)
+    expected = np.conj(fft.rfft2(images, s=(48, 50)))
+    np.testing.assert_allclose(_conj_spectra(images, (48, 50)), expected, rtol=0, atol=1e-5)
 
 
 def test_without_cross_modal_pairings_there_is_one_pass(swept_channels):
