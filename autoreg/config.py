@@ -133,7 +133,8 @@ class RegistrationConfig:
     min_peak_gap : float
         A search (intensity) match is real only when its best correlation peak exceeds the best separated peak by
         more than this. On 200 unrelated vs 200 true map pairs the gap was at most 0.12 (99 %: 0.09) for unrelated
-        pairs and at least 0.13 (5 %: 0.24) for true ones.
+        pairs and at least 0.13 (5 %: 0.24) for true ones. The search also uses this test (and ``min_peak_ratio``)
+        to skip its cross-modal pairings when intensity and gradient already give such a peak.
     min_peak_ratio : float
         ... and the best peak is at least this multiple of the separated one (unrelated: 99 % below 1.21; true:
         5 % below 1.41).
@@ -160,8 +161,10 @@ class RegistrationConfig:
         Pairings the search correlates (:data:`autoreg.search.CHANNELS`): ``intensity`` and ``gradient`` (both
         gradient magnitudes) for images of one kind; ``edges`` (fixed gradient magnitude vs moving intensity) for
         an edge-like moving channel, and ``derivative`` (fixed slope along the moving image's fast scan axis vs
-        moving intensity) for error signals such as AFM deflection. Drop the last two to save their cost
-        (measured in ``tests/bench/bench_search.py``) when no pair is of those kinds.
+        moving intensity) for error signals such as AFM deflection. The last two run in a second pass, only when
+        the first two give no peak that passes ``min_peak_gap`` and ``min_peak_ratio`` (such a pass's result is
+        kept as it is, so they cost nothing on pairs of one kind: the 40×40 map on a 1024² scan costs 0.6× as
+        much as with them in one pass; ``tests/bench/bench_search.py``).
     refine : bool
         Refine every global fit by intensity at the coarser image's resolution (:mod:`autoreg.refine`), kept
         only when it raises the correlation on held-out pixels.

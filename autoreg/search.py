@@ -18,6 +18,8 @@ rotation and translation — are few enough to search exhaustively:
    with the moving intensity (``derivative``: an error signal such as AFM deflection, the topography's slope
    along the fast scan axis). On intensity and derivative both polarities count (the NCC of the inverted
    image is −NCC, so |NCC| is ranked and the intensity sign recorded); gradient magnitudes have no polarity.
+   The cross-modal channels run in a second pass over the same rotated images, reusing the first pass's
+   mask and moving-intensity terms, and only when the first pass has no peak that stands out (below).
 4. The peak's significance compares the best pose with the best *separated* pose (another translation, a
    clearly different angle, or a scale that puts the moving image elsewhere: the mean distance over a 5×5 grid
    spanning it beyond the peak's exclusion radius): the gap and the ratio best/second, and z-scores against
@@ -445,9 +447,30 @@ def _unique_masks(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return masks[first], inverse
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class _Shared:
+    """The terms of one batch's masked NCC that do not depend on the channel pairing, kept for a later pass
+    over other channels of the same batch (:func:`_masked_ncc`).
+
+    Mask terms are per distinct mask (``U``); ``moving`` maps a moving term (0 intensity, 1 gradient magnitude)
+    to its sums over every overlap ``(Σg, Σg²)``, each ``(A, Vy, Vx)``, and its conjugate spectrum; ``fixed``
+    maps a fixed term (0 intensity, 1 gradient magnitude) to its mean, variance (times the count) and validity
+    over every overlap, each ``(U, Vy, Vx)``.
+    """
+
+    inverse: np.ndarray  # (A,) index of each image's distinct mask
+    mask_spectra: np.ndarray  # (U, 1, Py, Px//2+1) conjugate spectra of the distinct masks
+    overlap: np.ndarray  # (U, Vy, Vx) overlap as a fraction of the mask's area
+    inv_n: np.ndarray  # (U, Vy, Vx) 1 / overlap count
+    floor: np.ndarray  # (U, Vy, Vx) smallest variance (times the count) with contrast
+    enough: np.ndarray  # (U, Vy, Vx) overlap large enough
+    moving: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    fixed: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
 def _masked_ncc(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, directions: np.ndarray,
-                channels: tuple[int, ...], min_overlap: float,
-                min_contrast: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                channels: tuple[int, ...], min_overlap: float, min_contrast: float,
+                shared: _Shared | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, _Shared]:
     """Padfield's masked NCC of every rotated moving image at every translation of ``spec``.
 
     Each channel of :data:`CHANNELS` pairs a fixed term with a moving one: ``intensity`` (fixed and moving
@@ -468,27 +491,33 @@ def _masked_ncc(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, dire
     directions : ndarray of shape (A, 2)
         Unit vector (x, y), in working px, of each rotated moving image's x axis.
     channels : tuple of int
-        Indices into :data:`CHANNELS` to compute (always including 0); the others are ``_INVALID``.
+        Indices into :data:`CHANNELS` to compute; the others are ``_INVALID``. Only the fixed and moving terms
+        these channels use are computed (the cross-modal ones use the moving intensity alone).
     min_overlap : float
         Minimum fraction of the moving image's valid area that must lie on valid fixed pixels.
     min_contrast : float
         Minimum variance per pixel (the channels have unit variance) in the overlap, on each side.
+    shared : _Shared, optional
+        The terms an earlier call on the same ``spec``, ``values`` and ``masks`` computed (same numbers,
+        not computed again).
 
     Returns
     -------
     intensity : ndarray of shape (A, Vy, Vx)
-        Signed NCC of the intensity channel; NaN where the overlap or the contrast is too small.
+        Signed NCC of the intensity channel; NaN where the overlap or the contrast is too small, and everywhere
+        when channel 0 is not computed.
     ranked : ndarray of shape (A, C, Vy, Vx)
         Per channel, |NCC| where both polarities count (:data:`_EITHER_SIGN`), else the NCC; ``_INVALID``
         where undefined or not computed.
     overlap : ndarray of shape (A, Vy, Vx)
         Overlap as a fraction of each moving image's valid area.
+    shared : _Shared
+        The terms of this batch that other channels would use again.
     """
     from scipy import fft
 
     shape = spec.shape
     n_vy, n_vx = spec.n_shifts_xy[1], spec.n_shifts_xy[0]
-
     scale = np.float32(1.0 / (shape[0] * shape[1]))
 
     def back(product: np.ndarray) -> np.ndarray:
@@ -497,57 +526,83 @@ def _masked_ncc(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, dire
         columns = fft.ifft(product, axis=-2, norm="forward")[..., :n_vy, :]
         return fft.irfft(columns, n=shape[1], axis=-1, norm="forward")[..., :n_vx] * scale
 
-    unique, inverse = _unique_masks(masks)  # rotations by 90°/180° often give the very same mask
-    moving = np.concatenate([values, values * values], axis=1)  # (A, 4, a, a): g, g² per channel
-    if spec.full_rectangle:
-        boxed = _box_sums(spec, moving)
-        count = np.rint(_box_sums(spec, unique))
-    else:
-        boxed = back(spec.fm * np.conj(fft.rfft2(moving, s=shape)))
-        count = np.rint(back(spec.fm * np.conj(fft.rfft2(unique, s=shape))))
-    mask_spectra = np.conj(fft.rfft2(unique, s=shape))[:, None]
-    plain = 2 if {1, 2} & set(channels) else 1  # fixed intensity [and gradient magnitude]
-    fixed_terms = back(np.concatenate([spec.f1[:plain], spec.f2[:plain]])[None] * mask_spectra)  # (U, 2p, ..)
-    # everything that depends on the mask only is computed once per distinct mask, then expanded
-    overlap = count / np.maximum(unique.sum(axis=(1, 2))[:, None, None], 1.0)
-    inv_n = 1.0 / np.maximum(count, 1.0)
-    floor = min_contrast * count
-    enough = (overlap >= min_overlap) & (count >= 4)
-    mean_f = fixed_terms[:, :plain] * inv_n[:, None]
-    var_f = fixed_terms[:, plain:] - fixed_terms[:, :plain] * mean_f
-    fixed_ok = (var_f > floor[:, None]) & enough[:, None]
-    inv_n, floor, enough, mean_f, var_f, fixed_ok = (x[inverse] for x in (inv_n, floor, enough, mean_f, var_f,
-                                                                         fixed_ok))
-    moving_spectra = np.conj(fft.rfft2(values, s=shape))  # (A, 2, ...)
+    def sums(images: np.ndarray) -> np.ndarray:
+        """``Σ_p m_f(p + v) · h(p)`` over every translation ``v``."""
+        if spec.full_rectangle:
+            return _box_sums(spec, images)
+        return back(spec.fm * _conj_spectra(images, shape))
+
+    if shared is None:  # everything that depends on the mask only is computed once per distinct mask
+        unique, inverse = _unique_masks(masks)  # rotations by 90°/180° often give the very same mask
+        count = np.rint(sums(unique))
+        overlap = count / np.maximum(unique.sum(axis=(1, 2))[:, None, None], 1.0)
+        shared = _Shared(inverse, _conj_spectra(unique, shape)[:, None], overlap,
+                         1.0 / np.maximum(count, 1.0), min_contrast * count, (overlap >= min_overlap) & (count >= 4),
+                         {}, {})
+    moving_terms, fixed_terms = dict(shared.moving), dict(shared.fixed)
+    todo = sorted({_MOVING_OF[ch] for ch in channels} - set(moving_terms))  # intensity [and gradient magnitude]
+    if todo:
+        g = values[:, todo]
+        boxed = sums(np.concatenate([g, g * g], axis=1))  # (A, 2t, Vy, Vx)
+        spectra = _conj_spectra(g, shape)
+        for i, term in enumerate(todo):
+            moving_terms[term] = (boxed[:, i], boxed[:, len(todo) + i], spectra[:, i])
+    todo = sorted({0 if ch == 0 else 1 for ch in channels if ch != 3} - set(fixed_terms))  # fixed intensity [grad.]
+    if todo:
+        terms = back(np.concatenate([spec.f1[todo], spec.f2[todo]])[None] * shared.mask_spectra)  # (U, 2t, ..)
+        for i, term in enumerate(todo):
+            mean = terms[:, i] * shared.inv_n
+            var = terms[:, len(todo) + i] - terms[:, i] * mean
+            fixed_terms[term] = (mean, var, (var > shared.floor) & shared.enough)
+    shared = _Shared(shared.inverse, shared.mask_spectra, shared.overlap, shared.inv_n, shared.floor, shared.enough,
+                     moving_terms, fixed_terms)
+    inverse = shared.inverse
+    inv_n, floor = shared.inv_n[inverse], shared.floor[inverse]
     c, s = (directions[:, i, None, None].astype(np.float32) for i in (0, 1))  # float32 keeps the FFTs single
-    cross = {0: spec.f1[0] * moving_spectra[:, 0], 1: spec.f1[1] * moving_spectra[:, 1],
-             2: spec.f1[1] * moving_spectra[:, 0],
-             3: (c * spec.f1[2] + s * spec.f1[3]) * moving_spectra[:, 0]}
-    sum_fg = back(np.stack([cross[ch] for ch in channels], axis=1))  # (A, n, Vy, Vx)
-    fixed_of = {0: (mean_f[:, 0], var_f[:, 0], fixed_ok[:, 0])}
-    if plain == 2:
-        fixed_of[1] = fixed_of[2] = (mean_f[:, 1], var_f[:, 1], fixed_ok[:, 1])
+
+    def cross(ch: int) -> np.ndarray:
+        fixed = c * spec.f1[2] + s * spec.f1[3] if ch == 3 else spec.f1[1 if ch in (1, 2) else 0]
+        return fixed * moving_terms[_MOVING_OF[ch]][2]
+
+    sum_fg = back(np.stack([cross(ch) for ch in channels], axis=1))  # (A, n, Vy, Vx)
+    fixed_of = {ch: tuple(x[inverse] for x in fixed_terms[0 if ch == 0 else 1]) for ch in channels if ch != 3}
     if 3 in channels:
-        fixed_of[3] = _directional_terms(spec, mask_spectra, back, inverse, c, s, inv_n, floor, enough)
+        fixed_of[3] = _directional_terms(spec, shared.mask_spectra, back, inverse, c, s, inv_n, floor,
+                                         shared.enough[inverse])
     ranked = np.full((masks.shape[0], len(CHANNELS), n_vy, n_vx), _INVALID, np.float32)
+    intensity = np.full((masks.shape[0], n_vy, n_vx), np.nan, np.float32)
     for i, ch in enumerate(channels):
-        m = _MOVING_OF[ch]
-        sum_g, sum_gg = boxed[:, m], boxed[:, 2 + m]
+        sum_g, sum_gg, _ = moving_terms[_MOVING_OF[ch]]
         f_mean, f_var, f_ok = fixed_of[ch]
-        var_g = sum_gg - sum_g * sum_g * inv_n
-        cov = sum_fg[:, i] - sum_g * f_mean
-        ok = (var_g > floor) & f_ok
-        den = f_var * var_g
+        var_g = sum_g * sum_g  # in place from here on: the same operations, fewer temporaries
+        var_g *= inv_n
+        np.subtract(sum_gg, var_g, out=var_g)
+        cov = sum_g * f_mean
+        np.subtract(sum_fg[:, i], cov, out=cov)
+        ok = var_g > floor
+        ok &= f_ok
+        den = np.multiply(f_var, var_g, out=var_g)
         np.sqrt(den, out=den, where=ok)
         np.divide(cov, den, out=cov, where=ok)
         if ch == 0:
             intensity = np.where(ok, cov, np.nan)
         if _EITHER_SIGN[ch]:
             np.abs(cov, out=cov)
-        cov[~ok] = _INVALID
-        ranked[:, ch] = cov
-    overlap = overlap[inverse]
-    return intensity, ranked, overlap
+        np.copyto(ranked[:, ch], cov, where=ok)  # _INVALID elsewhere
+    return intensity, ranked, shared.overlap[inverse], shared
+
+
+def _conj_spectra(images: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``conj(rfft2(images, s=shape))`` without transforming the rows of zeros that pad an ``a × a`` image.
+
+    ``rfft2`` transforms the last axis first, then the other: the same two passes, the first over the image's
+    own rows only (a fraction ``a / Py`` of the buffer), give the same numbers.
+    """
+    from scipy import fft
+
+    rows = fft.rfft(images, n=shape[1], axis=-1)
+    spectra = fft.fft(rows, n=shape[0], axis=-2)
+    return np.conj(spectra, out=spectra)
 
 
 def _directional_terms(spec: _FixedSpectra, mask_spectra: np.ndarray, back: Callable[[np.ndarray], np.ndarray],
@@ -648,18 +703,21 @@ def _evaluate(level: _Level, angles: np.ndarray, scales: np.ndarray, origin_xy: 
     canvas = _canvas_size(level, float(np.max(scales)))
     spec = _fixed_spectra(level, canvas, origin_xy, (2 * radius + 1, 2 * radius + 1))
     values, masks = _warp_stack(level, _linears(level, angles, scales), canvas)
-    return _maps(spec, values, masks, angles, scales, _canvas_centre(level, canvas), opts)
+    return _maps(spec, values, masks, angles, scales, _canvas_centre(level, canvas), opts)[0]
 
 
 def _maps(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, angles: np.ndarray, scales: np.ndarray,
-          centre: np.ndarray, opts: _Options) -> _Maps:
-    """NCC maps; ``centre`` is the moving centre's canvas position (map index + origin + centre = pose)."""
+          centre: np.ndarray, opts: _Options, shared: _Shared | None = None) -> tuple[_Maps, _Shared]:
+    """NCC maps; ``centre`` is the moving centre's canvas position (map index + origin + centre = pose).
+
+    Also returns the batch's terms that a later call over other channels uses again (``shared``).
+    """
     angles = np.asarray(angles, float)
     directions = np.column_stack([np.cos(angles), np.sin(angles)])  # the moving x axis, in working px
-    intensity, ranked, overlap = _masked_ncc(spec, values, masks, directions, opts.channels, opts.min_overlap,
-                                             opts.min_contrast)
+    intensity, ranked, overlap, shared = _masked_ncc(spec, values, masks, directions, opts.channels,
+                                                     opts.min_overlap, opts.min_contrast, shared)
     offset = (spec.origin_xy[0] + float(centre[0]), spec.origin_xy[1] + float(centre[1]))
-    return _Maps(intensity, ranked, overlap, angles, np.asarray(scales, float), offset)
+    return _Maps(intensity, ranked, overlap, angles, np.asarray(scales, float), offset), shared
 
 
 def _window_origin(level: _Level, centre_xy: tuple[float, float], scale: float,
@@ -736,6 +794,21 @@ class _Options:
     chunk: int = 32  # angles per batch (a multiple of 4): small batches stay in cache (faster than 64 or 176)
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class _Grid:
+    """The samples of the sweep, shared by its passes over the pairings: the rotated (and scaled) moving
+    images on their canvases and the fixed spectra over every feasible translation."""
+
+    angles: np.ndarray  # (n_angles,) radians, in batching order
+    scales: np.ndarray  # (n_scales,)
+    stacks: tuple[tuple[np.ndarray, np.ndarray], ...]  # per scale, the warped values and masks
+    spec: _FixedSpectra
+    centre: np.ndarray  # the moving centre's canvas position
+    n_angles: int
+    rim: float
+    exclusion: float
+
+
 @dataclass(frozen=True, slots=True)
 class _Sweep:
     poses: tuple[tuple[_Pose, ...], ...]  # per channel, mutually separated, best first
@@ -743,6 +816,14 @@ class _Sweep:
     n_angles: int
     rim: float
     exclusion: float
+    channels: tuple[int, ...] = ()  # the channels swept (the others have no poses)
+
+    def merged(self, other: _Sweep) -> _Sweep:
+        """This sweep with the channels ``other`` swept taken from ``other`` (same samples)."""
+        take = [ch in other.channels for ch in range(len(CHANNELS))]
+        return _Sweep(tuple(b if t else a for a, b, t in zip(self.poses, other.poses, take)),
+                      tuple(b if t else a for a, b, t in zip(self.mean_std, other.mean_std, take)),
+                      self.n_angles, self.rim, self.exclusion, tuple(sorted({*self.channels, *other.channels})))
 
 
 def _angle_count(rim: float, step_px: float) -> int:
@@ -798,8 +879,8 @@ def _feasible_origins(masks: np.ndarray, n: int, min_overlap: float, axis: int) 
     return int(origins[ok[0]]), int(origins[ok[-1]])
 
 
-def _sweep(level: _Level, scale: float, scale_range: float, opts: _Options) -> _Sweep:
-    """Every angle (and scale) at every translation; the best separated poses and the NCC statistics."""
+def _grid(level: _Level, scale: float, scale_range: float, opts: _Options) -> _Grid:
+    """Every angle (and scale) of the sweep, warped once, and the translations where an overlap can qualify."""
     rim = _rim_radius(level, scale)
     n_angles = _angle_count(rim, opts.angle_step_px)
     quarter = n_angles // 4  # batch θ, θ+90°, θ+180°, θ+270° together: they often share one mask
@@ -809,38 +890,74 @@ def _sweep(level: _Level, scale: float, scale_range: float, opts: _Options) -> _
     side = min(level.moving_mask.shape) * scale * min(level.fixed_k) / max(level.moving_k)
     exclusion = max(2.0, opts.exclusion_fraction * side)
     canvas = _canvas_size(level, float(scales.max()))
-    centre = _canvas_centre(level, canvas)
-    stacks = [_warp_stack(level, _linears(level, angles, np.full(n_angles, s)), canvas) for s in scales]
+    stacks = tuple(_warp_stack(level, _linears(level, angles, np.full(n_angles, s)), canvas) for s in scales)
     rows, cols = level.fixed_mask.shape
     spans = np.array([[*_feasible_origins(m, cols, opts.min_overlap, 1),
                        *_feasible_origins(m, rows, opts.min_overlap, 2)] for _, m in stacks])
     x_lo, y_lo = int(spans[:, 0].min()), int(spans[:, 2].min())
     spec = _fixed_spectra(level, canvas, (x_lo, y_lo),
                           (int(spans[:, 1].max()) - x_lo + 1, int(spans[:, 3].max()) - y_lo + 1))
+    return _Grid(angles, scales, stacks, spec, _canvas_centre(level, canvas), n_angles, rim, exclusion)
+
+
+def _sweep(level: _Level, grid: _Grid, channels: tuple[int, ...], opts: _Options,
+           shared: tuple[_Shared, ...] = (), later: tuple[int, ...] = ()) -> tuple[_Sweep, tuple[_Shared, ...]]:
+    """One pass of the sweep over ``channels``: the best separated poses and the NCC statistics of each.
+
+    ``shared`` holds, per batch, the terms an earlier pass computed; the terms channels ``later`` would use
+    again are returned the same way (nothing when ``later`` is empty).
+    """
+    from dataclasses import replace
+
+    opts = replace(opts, channels=channels)
     poses: list[list[_Pose]] = [[] for _ in CHANNELS]
     moments = np.zeros((len(CHANNELS), 3))
     keep = opts.n_candidates + 3
-    for s, (values, masks) in zip(scales, stacks):
-        for start in range(0, n_angles, opts.chunk):
-            part = slice(start, start + opts.chunk)
-            maps = _maps(spec, values[part], masks[part], angles[part], np.full(n_angles, s)[part], centre,
-                         opts)
-            for ch in opts.channels:
-                ranked = maps.ranked[:, ch]
-                valid = ranked > _INVALID
-                inside = np.where(valid, ranked, 0.0)
-                moments[ch] += (np.count_nonzero(valid), inside.sum(dtype=np.float64),
-                                np.square(inside).sum(dtype=np.float64))
-                poses[ch] += _batch_peaks(maps, ch, exclusion)
-    if moments[:, 0].sum() == 0:
-        raise EstimationError(f"No translation overlaps the fixed image by {opts.min_overlap:.0%} of the "
-                              "moving image with contrast on both sides; nothing to compare.")
+    n = grid.n_angles
+    batches = [(s, values, masks, slice(start, start + opts.chunk)) for s, (values, masks) in
+               zip(grid.scales, grid.stacks) for start in range(0, n, opts.chunk)]
+    kept_terms = []
+    for b, (s, values, masks, part) in enumerate(batches):
+        maps, terms = _maps(grid.spec, values[part], masks[part], grid.angles[part], np.full(n, s)[part],
+                            grid.centre, opts, shared[b] if shared else None)
+        if later:
+            kept_terms.append(_pruned(terms, later))
+        for ch in channels:
+            ranked = maps.ranked[:, ch]
+            valid = ranked > _INVALID
+            inside = np.where(valid, ranked, 0.0)
+            moments[ch] += (np.count_nonzero(valid), inside.sum(dtype=np.float64),
+                            np.square(inside).sum(dtype=np.float64))
+            poses[ch] += _batch_peaks(maps, ch, grid.exclusion)
     mean_std = []
     for count, total, squares in moments:
         mean = total / max(count, 1)
         mean_std.append((mean, math.sqrt(max(squares / max(count, 1) - mean * mean, 0.0))))
-    kept = tuple(tuple(_suppress(level, p, exclusion, rim, keep)) for p in poses)
-    return _Sweep(kept, tuple(mean_std), n_angles, rim, exclusion)
+    kept = tuple(tuple(_suppress(level, p, grid.exclusion, grid.rim, keep)) for p in poses)
+    return _Sweep(kept, tuple(mean_std), n, grid.rim, grid.exclusion, channels), tuple(kept_terms)
+
+
+def _pruned(terms: _Shared, channels: tuple[int, ...]) -> _Shared:
+    """``terms`` without the moving and fixed terms that ``channels`` do not use (they are large)."""
+    from dataclasses import replace
+
+    fixed = {0 if ch == 0 else 1 for ch in channels if ch != 3}
+    return replace(terms, moving={m: terms.moving[m] for m in {_MOVING_OF[ch] for ch in channels}
+                                  if m in terms.moving},
+                   fixed={f: terms.fixed[f] for f in fixed if f in terms.fixed})
+
+
+def _winner(sweep: _Sweep) -> int:
+    """The channel whose sweep maximum has the largest z-score (0 when none is defined)."""
+    z = [_significance(sweep, ch)[2] for ch in range(len(CHANNELS))]
+    return int(np.argmax([v if np.isfinite(v) else -np.inf for v in z]))
+
+
+def _stands_out(sweep: _Sweep, min_gap: float, min_ratio: float) -> bool:
+    """The winning channel's best peak exceeds its best separated peak by more than ``min_gap`` and
+    ``min_ratio`` (the verdict's test of a search match, :class:`~autoreg.config.RegistrationConfig`)."""
+    best, second, _, ratio, _ = _significance(sweep, _winner(sweep))
+    return bool(best - second > min_gap and ratio > min_ratio)
 
 
 def _significance(sweep: _Sweep, ch: int) -> tuple[float, float, float, float, float]:
@@ -927,6 +1044,8 @@ def search_similarity(
     n_candidates: int = 5,
     n_refine: int = 3,
     channels: tuple[str, ...] = CHANNELS,
+    first_pass_gap: float | None = 0.10,
+    first_pass_ratio: float = 1.20,
 ) -> SearchResult:
     """Find rotation and translation (and optionally scale) of ``moving`` in ``fixed`` exhaustively.
 
@@ -975,6 +1094,13 @@ def search_similarity(
         intensity (the moving image is an edge map); ``"derivative"``: the fixed image's signed derivative
         along the moving image's x axis against the moving intensity, either sign (the moving image is an
         error signal such as AFM deflection, the slope along the fast scan axis).
+    first_pass_gap, first_pass_ratio : float, default 0.10 and 1.20
+        The sweep runs in two passes over the pairings: ``intensity`` and ``gradient`` first, then the
+        cross-modal ones (:data:`CROSS_CHANNELS`) only when the first pass's best peak does not stand out, i.e.
+        unless ``peak_gap > first_pass_gap and peak_ratio > first_pass_ratio`` there (the verdict's test of a
+        search match, ``min_peak_gap`` and ``min_peak_ratio`` of the configuration). When the second pass runs,
+        the result is that of one pass over every pairing; when it does not, that of ``intensity`` and
+        ``gradient`` alone. ``first_pass_gap=None`` always runs both passes.
 
     Returns
     -------
@@ -1001,14 +1127,25 @@ def search_similarity(
     if unknown or "intensity" not in channels:
         raise InputError(f"Search channels must include intensity and be among {', '.join(CHANNELS)}; "
                          f"got {', '.join(channels)}.")
+    if first_pass_gap is not None and not (math.isfinite(first_pass_gap) and math.isfinite(first_pass_ratio)):
+        raise InputError(f"The first pass's gap and ratio must be finite numbers; got {first_pass_gap} and "
+                         f"{first_pass_ratio}.")
     opts = _Options(min_overlap, min_contrast, angle_step_px, exclusion_fraction, n_candidates,
                     max(1, n_refine), tuple(i for i, name in enumerate(CHANNELS) if name in channels))
     pixels = _level_pixels(fixed_data.shape, moving_data.shape, scale, sweep_px, max_fixed_px)
     coarse = _make_level(fixed_data, moving_data, pixels[0], scale)
-    sweep = _sweep(coarse, scale, scale_range, opts)
-    figures = [_significance(sweep, ch) for ch in range(len(CHANNELS))]
-    ch = int(np.argmax([f[2] if np.isfinite(f[2]) else -np.inf for f in figures]))  # larger z-score wins
-    best, second, z, ratio, gap_z = figures[ch]
+    grid = _grid(coarse, scale, scale_range, opts)
+    first = tuple(ch for ch in opts.channels if CHANNELS[ch] not in CROSS_CHANNELS)
+    later = tuple(ch for ch in opts.channels if CHANNELS[ch] in CROSS_CHANNELS)
+    sweep, shared = _sweep(coarse, grid, first, opts, later=later)  # keeps what the later pass would reuse
+    if later and (first_pass_gap is None or not _stands_out(sweep, first_pass_gap, first_pass_ratio)):
+        sweep = sweep.merged(_sweep(coarse, grid, later, opts, shared)[0])
+    del shared
+    if not any(sweep.poses):
+        raise EstimationError(f"No translation overlaps the fixed image by {opts.min_overlap:.0%} of the "
+                              "moving image with contrast on both sides; nothing to compare.")
+    ch = _winner(sweep)  # the larger z-score wins
+    best, second, z, ratio, gap_z = _significance(sweep, ch)
     if not sweep.poses[ch]:
         raise EstimationError("No pose of the sweep has a defined NCC; the images have no usable contrast.")
     level, pose = _refine_best(coarse, sweep, ch, fixed_data, moving_data, pixels, scale, scale_range > 1, opts)

@@ -260,6 +260,7 @@ def test_nothing_overlapping_enough_raises():
     (np.zeros((64, 64)), np.zeros((8, 8)), {"scale": 1.0, "min_overlap": 0.0}, "overlap"),
     (np.zeros((64, 64)), np.zeros((8, 8)), {"scale": 1.0, "channels": ("gradient",)}, "include intensity"),
     (np.zeros((64, 64)), np.zeros((8, 8)), {"scale": 1.0, "channels": ("intensity", "phase")}, "among"),
+    (np.zeros((64, 64)), np.zeros((8, 8)), {"scale": 1.0, "first_pass_gap": math.nan}, "first pass"),
 ])
 def test_bad_input_raises_input_error(fixed, moving, kwargs, match):
     with pytest.raises(InputError, match=match):
@@ -328,6 +329,73 @@ def test_noise_moving_stands_out_on_no_channel(seed):
     noise = np.random.default_rng(seed).normal(size=pair.moving.shape).astype(np.float32)
     result = search_similarity(pair.fixed, noise, scale=8.0, channels=CHANNELS)
     assert result.peak_gap <= GAP_OK or result.peak_ratio <= RATIO_OK, result
+
+
+# ------------------------------------------------------------------------- two passes over the pairings
+
+
+@pytest.fixture
+def swept_channels(monkeypatch):
+    """The channel names each pass of the sweep correlated, in order (a spy on ``search._sweep``)."""
+    from autoreg import search
+
+    passes: list[tuple[str, ...]] = []
+    sweep = search._sweep
+
+    def spy(level, grid, channels, *args, **kwargs):
+        passes.append(tuple(CHANNELS[ch] for ch in channels))
+        return sweep(level, grid, channels, *args, **kwargs)
+
+    monkeypatch.setattr(search, "_sweep", spy)
+    return passes
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_significant_first_pass_skips_the_cross_modal_pairings(seed, swept_channels):
+    pair = make_search_pair(seed, ratio=8.0, moving_px=40, fixed_px=512)
+    result = search_similarity(pair.fixed, pair.moving, scale=8.0)
+    assert swept_channels == [("intensity", "gradient")]
+    assert result.peak_gap > GAP_OK and result.peak_ratio > RATIO_OK, result
+    assert error_px(result, pair) <= _half_moving_pixel(pair), (error_px(result, pair), result)
+    alone = search_similarity(pair.fixed, pair.moving, scale=8.0, channels=("intensity", "gradient"))
+    assert result.channel == alone.channel
+    np.testing.assert_allclose(result.moving_to_fixed, alone.moving_to_fixed, rtol=0, atol=1e-9)
+    assert result.peak_gap == pytest.approx(alone.peak_gap, abs=1e-12)
+
+
+@pytest.mark.parametrize("moving_of", ["deflection", "edges"])
+def test_an_insignificant_first_pass_runs_the_cross_modal_pairings(moving_of, swept_channels):
+    pair = make_search_pair(1, ratio=8.0, moving_px=40, fixed_px=512, noise=0.0, lines=0.0)
+    moving = _deflection(pair, 1) if moving_of == "deflection" else _edge_map(pair)
+    first = search_similarity(pair.fixed, moving, scale=8.0, channels=("intensity", "gradient"))
+    assert not (first.peak_gap > GAP_OK and first.peak_ratio > RATIO_OK), first  # the premise
+    swept_channels.clear()
+    result = search_similarity(pair.fixed, moving, scale=8.0)
+    assert swept_channels == [("intensity", "gradient"), ("edges", "derivative")]
+    assert result.channel == ("derivative" if moving_of == "deflection" else "edges"), result
+    assert result.peak_gap > GAP_OK and result.peak_ratio > RATIO_OK, result
+    assert error_px(result, pair) <= max(1.0, _half_moving_pixel(pair)), (error_px(result, pair), result)
+    one_pass = search_similarity(pair.fixed, moving, scale=8.0, first_pass_gap=None)  # both passes, always
+    np.testing.assert_allclose(result.moving_to_fixed, one_pass.moving_to_fixed, rtol=0, atol=1e-9)
+    assert (result.peak_gap, result.peak_ratio) == pytest.approx((one_pass.peak_gap, one_pass.peak_ratio), abs=1e-12)
+
+
+def test_padded_spectra_skip_the_zero_rows_with_the_same_numbers():
+    from scipy import fft
+
+    from autoreg.search import _conj_spectra
+
+    images = np.random.default_rng(0).normal(size=(3, 2, 21, 21)).astype(np.float32)
+    expected = np.conj(fft.rfft2(images, s=(48, 50)))
+    np.testing.assert_allclose(_conj_spectra(images, (48, 50)), expected, rtol=0, atol=1e-5)
+
+
+def test_without_cross_modal_pairings_there_is_one_pass(swept_channels):
+    pair = make_search_pair(30, ratio=8.0, moving_px=40, fixed_px=512)
+    noise = np.random.default_rng(30).normal(size=pair.moving.shape).astype(np.float32)
+    result = search_similarity(pair.fixed, noise, scale=8.0, channels=("intensity", "gradient"))
+    assert swept_channels == [("intensity", "gradient")]
+    assert result.channel in ("intensity", "gradient")
 
 
 # ------------------------------------------------------------------------------- separated peaks (runner-up)
