@@ -53,7 +53,7 @@ def detect(view: WorkingView, config: RegistrationConfig, detector: str = "orb")
 
 def _ratio_matches(query: np.ndarray, train: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
     """Lowe's ratio test on brute-force 2-NN matches (Hamming for binary descriptors, L2 for float ones), one match
-    per train point (the closest).
+    per train point (the closest; the first query among equally close ones).
 
     Returns
     -------
@@ -68,13 +68,12 @@ def _ratio_matches(query: np.ndarray, train: np.ndarray, ratio: float) -> tuple[
         else:
             knn = cv2.BFMatcher(norm).knnMatch(query, train, k=2)
             pairs = [p[0] for p in knn if len(p) == 2 and p[0].distance < ratio * p[1].distance]
-    best: dict[int, tuple[float, int]] = {}
-    for m in pairs:
-        if m.trainIdx not in best or m.distance < best[m.trainIdx][0]:
-            best[m.trainIdx] = (m.distance, m.queryIdx)
-    train_idx = np.array(sorted(best), dtype=int)
-    query_idx = np.array([best[t][1] for t in train_idx], dtype=int)
-    return query_idx, train_idx
+    query_of = np.array([m.queryIdx for m in pairs], dtype=int)
+    train_of = np.array([m.trainIdx for m in pairs], dtype=int)
+    distance = np.array([m.distance for m in pairs], dtype=float)
+    order = np.lexsort((query_of, distance, train_of))  # by train point, then distance, then query
+    train_idx, first = np.unique(train_of[order], return_index=True)
+    return query_of[order][first], train_idx
 
 
 def find_matches(fixed_view: WorkingView, moving_view: WorkingView, config: RegistrationConfig,

@@ -126,6 +126,17 @@ def _row_medians(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return med, counts
 
 
+def _median_of_finite(v: np.ndarray) -> float:
+    """``np.median`` of a non-empty 1-D array of finite values (the same number), without its generic machinery:
+    one partition at the middle (two middles for an even count), a fraction of the cost on the few thousand values
+    the robust estimates here take, which each levelling calls for a dozen times and more."""
+    half = v.size // 2
+    if v.size % 2:
+        return float(np.partition(v, half)[half])
+    middle = np.partition(v, (half - 1, half))
+    return float((middle[half - 1] + middle[half]) / 2)
+
+
 def _robust_sigma(values: np.ndarray) -> float:
     """Gaussian-equivalent sigma of ``values`` from their MAD (mean absolute deviation if the MAD is 0).
 
@@ -135,8 +146,8 @@ def _robust_sigma(values: np.ndarray) -> float:
     v = values[np.isfinite(values)]
     if v.size == 0:
         return 0.0
-    dev = np.abs(v - np.median(v))
-    sigma = _MAD_TO_SIGMA * float(np.median(dev))
+    dev = np.abs(v - _median_of_finite(v))
+    sigma = _MAD_TO_SIGMA * _median_of_finite(dev)
     return sigma if sigma > 0 else _MEANABS_TO_SIGMA * float(dev.mean())
 
 
