@@ -276,7 +276,7 @@ def register(
             wanted = fit.model
             if not _meaningful(ctx, fit):  # failed whatever its accuracy: refining it would only cost time
                 return fit
-        return refine_fit(on, fit, wanted, views) if wanted in GLOBAL_MODELS and fit.model in GLOBAL_MODELS else fit
+        return refine_fit(on, fit, wanted) if wanted in GLOBAL_MODELS and fit.model in GLOBAL_MODELS else fit
 
     def features(detector: str = "orb", gradient: bool = False, note: str = "") -> Fit:
         fit = feature_fit(ctx, model, working_views(ctx, gradient=True) if gradient else views, detector)

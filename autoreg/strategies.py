@@ -184,19 +184,27 @@ def search_fit(ctx: Context, model: str, views: tuple[Any, Any]) -> Fit:
                inverted=found.inverted, channel=found.channel)
 
 
-def _refine_inputs(ctx: Context, views: tuple[Any, Any]) -> tuple[Any, Any]:
-    """Levelled copies for the refinement: the coarser image at most ``refine_max_side`` px a side, the finer one
-    at ``refine_fine_per_coarse`` of its pixels per coarse pixel (never finer than the working views have it)."""
+def _refine_inputs(ctx: Context) -> tuple[Any, Any]:
+    """Area-reduced copies for the refinement, with only a plane removed: the coarser image at most
+    ``refine_max_side`` px a side, the finer one at ``refine_fine_per_coarse`` of its pixels per coarse pixel.
+
+    Not the levelled views: the refinement fits the background and the coarser image's scan-line offsets itself
+    (:func:`autoreg.refine.refine_matrix`), and aligning rows first — on each scan along its own fast axis —
+    reshapes real content differently in the two images, which biased the fit by up to 2 px.
+    """
+    from .preprocess import reduced
+
     cfg = ctx.config
     moving_coarse = ctx.expected_scale >= 1
-    coarse, fine = (ctx.moving, ctx.fixed) if moving_coarse else (ctx.fixed, ctx.moving)
+    coarse = ctx.moving if moving_coarse else ctx.fixed
     k_coarse = min(1.0, cfg.refine_max_side / max(coarse.shape))
     k_fine = min(1.0, cfg.refine_fine_per_coarse * k_coarse / ctx.resolution_ratio)
     k_fixed, k_moving = (k_fine, k_coarse) if moving_coarse else (k_coarse, k_fine)
-    return _from_views(views, k_fixed, k_moving)
+    plane_only = dataclasses.replace(cfg, level_scans=False)
+    return reduced(ctx.fixed, k_fixed, plane_only), reduced(ctx.moving, k_moving, plane_only)
 
 
-def refine_fit(ctx: Context, fit: Fit, model: str, views: tuple[Any, Any]) -> Fit:
+def refine_fit(ctx: Context, fit: Fit, model: str) -> Fit:
     """Refine a global fit as ``model`` by intensity where the information is (:func:`autoreg.refine.refine_matrix`).
 
     The refinement compares the coarser image with the finer one averaged over each coarse pixel's footprint. It
@@ -212,7 +220,7 @@ def refine_fit(ctx: Context, fit: Fit, model: str, views: tuple[Any, Any]) -> Fi
         what = "an edge map" if fit.channel == "edges" else "a derivative"
         return fit.with_note(f"not refined (the moving image matched as {what} of the fixed one; the refinement "
                              "compares intensities)")
-    fixed_small, moving_small = _refine_inputs(ctx, views)
+    fixed_small, moving_small = _refine_inputs(ctx)
     start = fixed_small.from_original @ np.asarray(fit.moving_to_fixed.params, float) @ moving_small.to_original
     small_scale = ctx.expected_scale * np.sqrt(abs(np.linalg.det(fixed_small.from_original[:2, :2])) / abs(
         np.linalg.det(moving_small.from_original[:2, :2])))

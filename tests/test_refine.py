@@ -345,3 +345,43 @@ def test_sampling_a_reference_smaller_than_the_cubic_support_gives_no_valid_samp
     samples, ok = _sample(ref, xy)
     assert samples.shape == (3, 3)
     assert not ok.any()
+
+
+def _scan_artefacts(image: np.ndarray, rng: np.random.Generator, *, lines: float, bow: float) -> np.ndarray:
+    """Scan-line offsets (random jumps and a random walk, ``lines`` standard deviations) and a tilt plus bow
+    (``bow`` standard deviations across the image) on ``image``'s own rows."""
+    rows, cols = image.shape
+    sd = float(np.nanstd(image))
+    jumps = rng.normal(0, 1, rows) * (rng.random(rows) < 0.5)
+    walk = np.cumsum(rng.normal(0, 1, rows)) / np.sqrt(rows)
+    y, x = np.mgrid[:rows, :cols].astype(float)
+    u, v = 2 * x / (cols - 1) - 1, 2 * y / (rows - 1) - 1
+    a, b, c, d = rng.normal(0, 1, 4)
+    background = bow * sd * (a * u + b * v + 0.7 * c * u**2 + 0.5 * d * v**2)
+    return image + lines * sd * (0.8 * jumps + 0.6 * (walk - walk.mean()))[:, None] + background
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_scan_line_offsets_and_bow_in_the_grid_image_do_not_bias_the_fit(seed):
+    # the coarser scan carries line offsets of a standard deviation and a bow of three: both are solved for
+    rng = np.random.default_rng(100 + seed)
+    fixed, moving, truth, start = same_resolution_pair(seed, model="similarity")
+    moving = _scan_artefacts(moving, rng, lines=1.0, bow=3.0)
+    result = refine_matrix(fixed, moving, start, "similarity")
+    error = grid_error(result.moving_to_fixed, truth, moving.shape)
+    assert error < 0.1
+    assert error <= 3 * result.predicted_error_px + 0.02
+    # the same pair with only a plane and no row offsets in the model ends measurably further off
+    plain = refine_matrix(fixed, moving, start, "similarity", background_order=1, row_offsets=False)
+    assert grid_error(plain.moving_to_fixed, truth, moving.shape) > 2 * error
+
+
+def test_row_offsets_are_the_grid_images_rows_when_the_moving_image_is_finer():
+    # a finer moving image makes the fixed one the grid: its own scan lines carry the offsets
+    fixed, moving, truth, start = map_pair(5, ratio=6, n=40, noise=0.02)
+    rng = np.random.default_rng(7)
+    fixed_raw, moving_raw = moving, fixed  # swap roles: the map becomes the fixed image
+    fixed_lined = _scan_artefacts(fixed_raw, rng, lines=1.0, bow=2.0)
+    result = refine_matrix(fixed_lined, moving_raw, np.linalg.inv(start), "rigid", prior_scale=1 / 6)
+    assert result.grid == "fixed"
+    assert grid_error(np.linalg.inv(result.moving_to_fixed), truth, fixed_raw.shape) < 0.15
