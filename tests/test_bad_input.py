@@ -208,11 +208,12 @@ def test_kill_9_during_a_write_leaves_the_old_file_or_none(tmp_path):
 #: Runs the CLI with a real Ctrl-C (SIGINT to itself) arriving while the features stage works: deterministic, where
 #: signalling from outside races a fast machine (the run may end before the signal lands).
 _INTERRUPTED_CLI = """
-import os, signal, sys, time
+import signal, sys, threading, time
 import autoreg.pipeline as pipeline
 real = pipeline.feature_fit
 def interrupted(*args, **kwargs):
-    os.kill(os.getpid(), signal.SIGINT)
+    # to the main thread: a process-wide signal may land on a BLAS thread and leave this sleep to run out
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
     time.sleep(30)  # the KeyboardInterrupt is raised here, mid-stage
     return real(*args, **kwargs)
 pipeline.feature_fit = interrupted
