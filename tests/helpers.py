@@ -45,3 +45,20 @@ def exact_fit(matrix: np.ndarray, model: str = "projective") -> Fit:
 def rigid_matrix(angle_deg: float, tx: float, ty: float, scale: float = 1.0) -> np.ndarray:
     a = np.deg2rad(angle_deg)
     return np.array([[scale * np.cos(a), -scale * np.sin(a), tx], [scale * np.sin(a), scale * np.cos(a), ty], [0, 0, 1.0]])
+
+
+
+#: Starts ``python -m autoreg`` with Ctrl-C handled as in a terminal. A shell starts a background job with SIGINT
+#: ignored and children inherit that (Python installs its handler only over the default disposition), so a test
+#: suite run in the background would otherwise start CLIs that Ctrl-C cannot stop.
+_AUTOREG_AS_IN_A_TERMINAL = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv = ['autoreg', *sys.argv[1:]]; runpy.run_module('autoreg', run_name='__main__', alter_sys=True)"
+)
+
+
+def autoreg_command(*args: str) -> list[str]:
+    """The command line of ``python -m autoreg *args`` that Ctrl-C stops even when the tests run in the background."""
+    import sys
+
+    return [sys.executable, "-c", _AUTOREG_AS_IN_A_TERMINAL, *args]

@@ -11,6 +11,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+from helpers import autoreg_command
 from pick_support import small_pair
 from typer.testing import CliRunner
 
@@ -63,9 +64,8 @@ def test_a_port_in_use_is_exit_2(pair_files, tmp_path):
 def _running(pair_files, out, *extra):
     """Run ``autoreg pick`` in a subprocess; yield (process, url, stderr lines read at exit)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "autoreg", "pick", *map(str, pair_files), "--out", str(out),
-                             "--no-browser", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+    proc = subprocess.Popen(autoreg_command("pick", *map(str, pair_files), "--out", str(out), "--no-browser", *extra),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     stderr: list[str] = []
     try:
         line = proc.stdout.readline()
