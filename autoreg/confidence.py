@@ -38,13 +38,18 @@ def _failures(s: Scores, cfg: RegistrationConfig, source: str) -> list[str]:
     return reasons
 
 
-def _accuracy_doubts(s: Scores, cfg: RegistrationConfig, exact_points: bool) -> list[str]:
+def _accuracy_doubts(s: Scores, cfg: RegistrationConfig, exact_points: bool, refined: bool) -> list[str]:
     if _bad(s.uncertainty_px):
         return [] if exact_points else ["accuracy_unknown: no error prediction for this fit"]
+    reasons = []
     if s.uncertainty_px > cfg.ok_error_fraction * s.tolerance_px:
-        return [f"imprecise: predicted error {s.uncertainty_px:.3g} px > {cfg.ok_error_fraction:g} × tolerance "
-                f"{s.tolerance_px:.3g} px"]
-    return []
+        reasons.append(f"imprecise: predicted error {s.uncertainty_px:.3g} px > {cfg.ok_error_fraction:g} × tolerance "
+                       f"{s.tolerance_px:.3g} px")
+    if refined and not abs(s.intensity_correlation) >= cfg.min_refined_correlation:
+        reasons.append(f"unmodelled_contrast: the intensity refinement explains the map with |r| "
+                       f"{abs(s.intensity_correlation):.3f} < {cfg.min_refined_correlation:g}; its error prediction "
+                       "assumes a linear contrast")
+    return reasons
 
 
 def _doubts(s: Scores, cfg: RegistrationConfig, source: str) -> list[str]:
@@ -75,7 +80,7 @@ def _doubts(s: Scores, cfg: RegistrationConfig, source: str) -> list[str]:
 
 
 def judge(scores: Scores, config: RegistrationConfig | None = None, *, source: str = "features",
-          exact_points: bool = False) -> Verdict:
+          exact_points: bool = False, refined: bool = False) -> Verdict:
     """Turn scores into a verdict.
 
     Parameters
@@ -86,6 +91,8 @@ def judge(scores: Scores, config: RegistrationConfig | None = None, *, source: s
         ``features``, ``intensity`` or ``points``; inlier rules apply to features only.
     exact_points : bool
         True when control points just determine the model (no redundancy to check them with).
+    refined : bool
+        True when the intensity refinement produced the fit (its correlation is then judged).
 
     Returns
     -------
@@ -101,9 +108,9 @@ def judge(scores: Scores, config: RegistrationConfig | None = None, *, source: s
     cfg = config or RegistrationConfig()
     failures = _failures(scores, cfg, source)
     if failures:
-        doubts = _doubts(scores, cfg, source) + _accuracy_doubts(scores, cfg, exact_points)
+        doubts = _doubts(scores, cfg, source) + _accuracy_doubts(scores, cfg, exact_points, refined)
         return Verdict("failed", tuple(failures + doubts))
-    doubts = _doubts(scores, cfg, source) + _accuracy_doubts(scores, cfg, exact_points)
+    doubts = _doubts(scores, cfg, source) + _accuracy_doubts(scores, cfg, exact_points, refined)
     if exact_points:
         doubts.append("unverifiable_points: exactly as many points as the model needs; residuals cannot check them")
     return Verdict("low_confidence" if doubts else "ok", tuple(doubts))

@@ -118,6 +118,13 @@ class RegistrationConfig:
         0.9, 0.8, 0.75, 0.7, 0.6, 0.5 that costs at most 3 % of the correct results their ``ok`` (the evidence
         rules already cost about 2 %, the product allows 5 %): 0.75 cost 2.7 % and left 1 of 444 ``ok`` wrong
         where 1.0 left 4 of 462 (cases 0-79 of the nine positive categories); 0.7 cost 3.9 %.
+    min_refined_correlation : float
+        ``ok`` needs the intensity refinement, when it refined the fit, to explain the map: its robust correlation
+        (:attr:`autoreg.refine.Refinement.correlation`) at least this in magnitude (else ``unmodelled_contrast``).
+        The refinement's error prediction assumes the contrast is linear; a map whose contrast it cannot follow (a
+        deflection channel against a topography) still gives a sharp optimum, but a biased one. On the calibration
+        split the one wrong ``ok`` left, a deflection map 1.7× the tolerance off, read 0.73; every correct ``ok``
+        0.84 or more (spikes, which lowered the plain correlation, do not lower the robust one).
     nfa_tests : int
         Hypotheses counted per minimal sample in the a-contrario test of a feature consensus: 6 models compared by
         ``auto`` × 3 feature strategies tried (a Bonferroni count; log10(18) = 1.26 added to every log10 NFA).
@@ -248,6 +255,7 @@ class RegistrationConfig:
     tolerance_min_fixed_px: float = 2.0
     tolerance_moving_fraction: float = 0.5
     ok_error_fraction: float = 0.75
+    min_refined_correlation: float = 0.8
     nfa_tests: int = 18
     nfa_duplicate_wpx: float = 5.0
     max_log10_nfa: float = -1.0

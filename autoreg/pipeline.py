@@ -63,7 +63,8 @@ def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False) -> tuple[Regi
         tolerance_px=tolerance_px(ctx.config, min(ctx.expected_scale, scores.scale) if np.isfinite(scores.scale)
                                   else ctx.expected_scale),
     )
-    verdict = judge(scores, ctx.config, source=fit.source, exact_points=exact_points)
+    verdict = judge(scores, ctx.config, source=fit.source, exact_points=exact_points,
+                    refined=bool(np.isfinite(fit.refinement_error_px)))
     result = RegistrationResult(fit=fit, scores=scores, verdict=verdict, warped=warped, footprint=footprint,
                                 model=fit.model, fixed_shape=ctx.fixed.shape,
                                 moving_shape=ctx.moving.shape)

@@ -68,7 +68,9 @@ class Refinement:
         Whether the last level stopped on a small update (not on ``max_iterations``).
     correlation : float
         Pearson correlation of the grid image, its fitted background (and row offsets) taken out, with the
-        footprint-averaged reference at the result, over the valid pixels; negative for inverted contrast.
+        footprint-averaged reference at the result, over the valid pixels weighted as the robust fit weighs them
+        (a few spikes do not lower it; a contrast the linear model cannot follow does); negative for inverted
+        contrast.
     gain : float
         Photometric gain (grid ≈ gain × reference + background [+ row offset]); negative for inverted contrast.
     covariance : ndarray of shape (k, k)
@@ -403,10 +405,19 @@ def _wls(design: np.ndarray, target: np.ndarray, weights: np.ndarray) -> np.ndar
     return coef
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a - a.mean(), b - b.mean()
-    denom = np.sqrt(np.sum(a * a) * np.sum(b * b))
-    return float(np.sum(a * b) / denom) if denom > 0 else float("nan")
+def _pearson(a: np.ndarray, b: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Pearson correlation of ``a`` and ``b`` (``weights``-weighted when given); NaN without variation."""
+    if weights is None:
+        a, b = a - a.mean(), b - b.mean()
+        denom = np.sqrt(np.sum(a * a) * np.sum(b * b))
+        return float(np.sum(a * b) / denom) if denom > 0 else float("nan")
+    w = weights
+    total = float(np.sum(w))
+    if total <= 0:
+        return float("nan")
+    a, b = a - np.sum(w * a) / total, b - np.sum(w * b) / total
+    denom = np.sqrt(np.sum(w * a * a) * np.sum(w * b * b))
+    return float(np.sum(w * a * b) / denom) if denom > 0 else float("nan")
 
 
 # --------------------------------------------------------------------------------------------- the solver
@@ -1092,7 +1103,7 @@ def refine_matrix(
         model=model,
         iterations=iterations,
         converged=converged,
-        correlation=_pearson(state.sampled, state.coef[0] * state.sampled + state.residual),
+        correlation=_pearson(state.sampled, state.coef[0] * state.sampled + state.residual, state.weights),
         gain=float(state.coef[0]),
         covariance=cov,
         predicted_error_px=float(np.hypot(_rms_displacement(jac, cov), misfit)),

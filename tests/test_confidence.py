@@ -98,3 +98,18 @@ def test_a_model_too_simple_for_the_matches_is_flagged():
     assert verdict.level == "low_confidence"
     assert verdict.reasons[0].startswith("model_too_simple:")
     assert judge(dataclasses.replace(GOOD, n_inliers=100, n_inliers_general=114)).level == "ok"
+
+
+def test_a_refined_fit_needs_its_intensity_model_to_explain_the_map():
+    # the refinement's error prediction assumes a linear contrast (config.min_refined_correlation)
+    cfg = RegistrationConfig()
+    limit = cfg.min_refined_correlation
+    explained = dataclasses.replace(GOOD, intensity_correlation=-(limit + 0.05))  # inverted contrast counts
+    assert judge(explained, cfg, refined=True).level == "ok"
+    unexplained = dataclasses.replace(GOOD, intensity_correlation=limit - 0.05)
+    verdict = judge(unexplained, cfg, refined=True)
+    assert verdict.level == "low_confidence"
+    assert any(r.startswith("unmodelled_contrast:") for r in verdict.reasons), verdict.reasons
+    # judged only when the refinement produced the fit (an unrefined fit's correlation is the search peak's)
+    assert judge(unexplained, cfg, refined=False).level == "ok"
+    assert judge(dataclasses.replace(GOOD, intensity_correlation=float("nan")), cfg, refined=True).level != "ok"
