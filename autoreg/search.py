@@ -67,11 +67,11 @@ class SearchCandidate:
     moving_to_fixed : ndarray of shape (3, 3)
         Moving pixel ``(x, y, 1)`` → fixed pixel.
     score : float
-        Ranked NCC of the pose in its channel (|NCC| on intensity, NCC on gradient magnitude).
+        Ranked NCC of the pose in its channel (|NCC| on intensity and derivative, NCC on the others).
     angle_deg, scale : float
         Rotation (counter-clockwise in the (x, y) frame, i.e. the angle of ``R`` in ``scale · R``) and scale.
     channel : str
-        ``"intensity"`` or ``"gradient"``.
+        The pairing of :data:`CHANNELS` this pose was found on.
     inverted : bool
         The intensity NCC at this pose is negative (contrast inverted); always False on :data:`CROSS_CHANNELS`.
     overlap_fraction : float
@@ -96,7 +96,7 @@ class SearchResult:
     moving_to_fixed : ndarray of shape (3, 3)
         Moving pixel ``(x, y, 1)`` → fixed pixel ``(x, y, 1)``, original pixel grids.
     score : float
-        NCC of the refined pose in the winning channel (|NCC| on intensity; sign in ``inverted``).
+        NCC of the refined pose in the winning channel (|NCC| on intensity and derivative, sign in ``inverted``).
     z_score : float
         Sweep maximum against the sweep's NCC distribution of the winning channel: ``(best − mean) / std``.
         Chooses the channel; a weak test on its own (null pairs reach 7–8 because the maximum of many
@@ -122,7 +122,7 @@ class SearchResult:
         Contrast of the moving image is inverted relative to the fixed image (intensity NCC < 0); always False
         on :data:`CROSS_CHANNELS`, which have no contrast polarity.
     channel : str
-        Channel that won: ``"intensity"`` or ``"gradient"``.
+        The pairing of :data:`CHANNELS` that won.
     overlap_fraction : float
         Fraction of the moving image's valid area on valid fixed pixels at the result.
     working_pixel : float
