@@ -157,31 +157,35 @@ def _delta(model: str, p: np.ndarray) -> np.ndarray:
 
 
 def _warp(a: np.ndarray, xn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions ``a · x̃`` (n, 2) and their homogeneous denominators (n,)."""
-    h = xn @ a[:, :2].T + a[:, 2]
-    return h[:, :2] / h[:, 2:], h[:, 2]
+    """Positions ``a · x̃`` (..., n, 2) and their homogeneous denominators (..., n), for ``a`` of shape (..., 3, 3)."""
+    h = xn @ np.swapaxes(a[..., :2], -1, -2) + a[..., None, :, 2]
+    return h[..., :2] / h[..., 2:], h[..., 2]
 
 
 def _geometric_jacobian(
     model: str, a: np.ndarray, u: np.ndarray, w: np.ndarray, grad: np.ndarray, xn: np.ndarray
 ) -> np.ndarray:
-    """d(reference at ``a · D(p) x̃``)/dp at p = 0, shape (n, k), from the reference gradient ``grad`` (n, 2).
+    """d(reference at ``a · D(p) x̃``)/dp at p = 0, shape (..., n, k), from the reference gradient ``grad``
+    (..., n, 2); ``a`` (..., 3, 3), ``u`` and ``w`` as :func:`_warp` returns them for ``xn`` (n, 2).
 
     The gradient is first carried back to the homogeneous point ``v = D(p) x̃`` (q = ∇R · ∂u/∂h · a); each
     parameter then moves ``v`` along a simple direction (e.g. the angle along (-ỹ, x̃, 0)).
     """
-    q = (grad[:, :1] * (a[0] - u[:, :1] * a[2]) + grad[:, 1:2] * (a[1] - u[:, 1:2] * a[2])) / w[:, None]
+    rows = a[..., None, :, :]  # each row of ``a`` broadcast over the points
+    q = (grad[..., :1] * (rows[..., 0, :] - u[..., :1] * rows[..., 2, :])
+         + grad[..., 1:2] * (rows[..., 1, :] - u[..., 1:2] * rows[..., 2, :])) / w[..., None]
     x, y = xn[:, 0], xn[:, 1]
-    cols = [q[:, 0], q[:, 1]]
+    qx, qy = q[..., 0], q[..., 1]
+    cols = [qx, qy]
     if model == "rigid":
-        cols.append(-y * q[:, 0] + x * q[:, 1])
+        cols.append(-y * qx + x * qy)
     elif model == "similarity":
-        cols += [x * q[:, 0] + y * q[:, 1], -y * q[:, 0] + x * q[:, 1]]
+        cols += [x * qx + y * qy, -y * qx + x * qy]
     elif model in ("affine", "projective"):
-        cols += [x * q[:, 0], y * q[:, 0], x * q[:, 1], y * q[:, 1]]
+        cols += [x * qx, y * qx, x * qy, y * qy]
         if model == "projective":
-            cols += [x * q[:, 2], y * q[:, 2]]
-    return np.column_stack(cols)
+            cols += [x * q[..., 2], y * q[..., 2]]
+    return np.stack(cols, axis=-1)
 
 
 def _normaliser(shape_rc: tuple[int, int]) -> np.ndarray:
@@ -341,15 +345,15 @@ def _robust_weights(
 
 
 def _photometric_design(values: np.ndarray, xn: np.ndarray, background_order: int, row_offsets: bool) -> np.ndarray:
-    """Columns of the photometric model: the reference values (the gain's), then the background's monomials
-    ``x^i y^j`` (``i + j <= background_order``); with ``row_offsets`` those constant along a row (``y^j``) are
-    left out, since the free offset per row holds them."""
+    """Columns of the photometric model, (..., n, p) for ``values`` (..., n): the reference values (the gain's),
+    then the background's monomials ``x^i y^j`` (``i + j <= background_order``); with ``row_offsets`` those
+    constant along a row (``y^j``) are left out, since the free offset per row holds them."""
     cols = [values]
     for total in range(background_order + 1):
         for j in range(total + 1):
             if not (row_offsets and j == total):
                 cols.append(xn[:, 0] ** (total - j) * xn[:, 1] ** j)
-    return np.column_stack(cols)
+    return np.stack(np.broadcast_arrays(*cols), axis=-1)
 
 
 def _within_rows(a: np.ndarray, row: np.ndarray, weights: np.ndarray, n_rows: int) -> np.ndarray:
@@ -357,13 +361,21 @@ def _within_rows(a: np.ndarray, row: np.ndarray, weights: np.ndarray, n_rows: in
 
     Least squares with a free offset per row equals least squares on row-centred data and columns
     (Frisch–Waugh–Lovell): hundreds of nuisance offsets are eliminated exactly, in linear time.
+
+    ``a`` is (n,) or (n, p) with ``weights`` (n,), or a stack (m, n, p) with ``weights`` (m, n), each centred
+    with its own weights; ``row`` (n,) is shared.
     """
-    total = np.bincount(row, weights, minlength=n_rows)
-    total = np.where(total > 0, total, 1.0)
     if a.ndim == 1:
-        return a - (np.bincount(row, weights * a, minlength=n_rows) / total)[row]
-    means = np.column_stack([np.bincount(row, weights * col, minlength=n_rows) for col in a.T]) / total[:, None]
-    return a - means[row]
+        total = np.bincount(row, weights, minlength=n_rows)
+        return a - (np.bincount(row, weights * a, minlength=n_rows) / np.where(total > 0, total, 1.0))[row]
+    stack = a if a.ndim == 3 else a[None]
+    m, n, p = stack.shape
+    cell = (np.arange(m)[:, None] * n_rows + row).ravel()  # (stack member, row): one bincount for all
+    total = np.bincount(cell, np.reshape(weights, -1), minlength=m * n_rows)
+    index = (cell * p)[:, None] + np.arange(p)  # ... and one for every column of every member
+    sums = np.bincount(index.ravel(), (stack * np.reshape(weights, (m, n, 1))).ravel(), minlength=m * n_rows * p)
+    centred = stack - (sums.reshape(m * n_rows, p) / np.where(total > 0, total, 1.0)[:, None])[cell].reshape(m, n, p)
+    return centred if a.ndim == 3 else centred[0]
 
 
 def _photometry(
@@ -548,22 +560,34 @@ def _gauss_newton(
     return matrix, opts.max_iterations, False
 
 
+#: Points (perturbations × pixels) :func:`_score_slope` evaluates in one batch: large enough that a 40×40 map's
+#: twelve affine perturbations go in one, small enough that a 128² grid's stay within ~7 MB per array (13 columns).
+_SLOPE_BATCH_POINTS = 65_536
+
+
 def _pixel_scores(
-    level: _Level, matrix: np.ndarray, state: _State, opts: _Options
+    level: _Level, matrices: np.ndarray, state: _State, opts: _Options
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel scores ``J_i ψ(r_i)`` at ``matrix`` on ``state``'s pixels (photometry, robust scale held)."""
-    a = matrix @ level.to_level0
+    """Per-pixel scores ``J_i ψ(r_i)`` (m, n, p) at each of ``matrices`` (m, 3, 3) on ``state``'s pixels
+    (photometry, robust scale held), and where each sample is valid (m, n)."""
+    a = matrices @ level.to_level0
     xn = level.xn[state.ok]
     u, w = _warp(a, xn)
-    sampled, ok = _sample(level.ref, u)
-    design = _photometric_design(sampled[:, 0], xn, opts.background_order, opts.row_offsets)
+    m, n = u.shape[:2]
+    sampled, ok = _sample(level.ref, u.reshape(m * n, 2))
+    sampled, ok = sampled.reshape(m, n, 3), ok.reshape(m, n)
+    design = _photometric_design(sampled[..., 0], xn, opts.background_order, opts.row_offsets)
     row = level.row[state.ok]
     residual = level.values[state.ok] - design @ state.coef - state.row_offset[row]
-    weights = _robust_weights(residual, opts.loss, opts.tuning, state.scale or None)[0]
-    columns = np.column_stack([state.coef[0] * _geometric_jacobian(opts.model, a, u, w, sampled[:, 1:3], xn), design])
+    if state.scale:
+        weights = _robust_weights(residual, opts.loss, opts.tuning, state.scale)[0]
+    else:  # no robust scale at the solution: each perturbation's own
+        weights = np.stack([_robust_weights(r, opts.loss, opts.tuning)[0] for r in residual])
+    geometric = state.coef[0] * _geometric_jacobian(opts.model, a, u, w, sampled[..., 1:3], xn)
+    columns = np.concatenate([geometric, design], axis=-1)
     if opts.row_offsets:  # scores of the row-centred problem, as in _evaluate
         columns = _within_rows(columns, row, weights, level.n_rows)
-    return columns * (weights * residual)[:, None], ok
+    return columns * (weights * residual)[..., None], ok
 
 
 def _score_slope(
@@ -574,21 +598,21 @@ def _score_slope(
     Geometric columns by central differences (step ``step_px`` level px), so ``B`` includes the term the
     Gauss–Newton Hessian drops: where the reference is noisy, its gradient's noise raises ``JᵀJ`` but not the
     restoring force, and ``JᵀWJ`` alone under-predicts the error (errors in variables). Photometric columns
-    are exact (the prediction is linear in them).
+    are exact (the prediction is linear in them). The 2k perturbed scores are evaluated in batches.
     """
     k = len(MODELS[opts.model])
     h = step_px / level.half_px
     back = np.linalg.inv(level.to_level0)
-    keep = np.ones(int(state.ok.sum()), bool)
+    moved = np.stack([matrix @ level.to_level0 @ _delta(opts.model, sign * h * e) @ back
+                      for e in np.eye(k) for sign in (1, -1)])
+    n = int(state.ok.sum())
+    per_batch = 2 * max(1, _SLOPE_BATCH_POINTS // max(2 * n, 1))  # whole (+h, -h) pairs
+    keep = np.ones(n, bool)
     columns = []
-    for e in np.eye(k):
-        pair = []
-        for sign in (1, -1):
-            moved = matrix @ level.to_level0 @ _delta(opts.model, sign * h * e) @ back
-            scores, ok = _pixel_scores(level, moved, state, opts)
-            pair.append(scores)
-            keep &= ok
-        columns.append((pair[1] - pair[0]) / (2 * h))
+    for first in range(0, 2 * k, per_batch):
+        scores, ok = _pixel_scores(level, moved[first:first + per_batch], state, opts)
+        keep &= ok.all(axis=0)
+        columns += [(scores[i + 1] - scores[i]) / (2 * h) for i in range(0, len(scores), 2)]
     b = np.zeros((state.jacobian.shape[1],) * 2)
     for j, column in enumerate(columns):
         b[:, j] = column[keep].sum(axis=0)
