@@ -23,6 +23,7 @@ Conventions: coordinates ``(x, y)``, ``x`` = column, ``y`` = row, pixel centres 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -835,7 +836,7 @@ def _to_moving_to_fixed(setup: _Setup, matrix: np.ndarray) -> np.ndarray:
 
 def _grid_jacobian(
     setup: _Setup, level: _Level, matrix: np.ndarray, model: str, moving_shape: tuple[int, int]
-) -> tuple[np.ndarray, object]:
+) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
     """d(fixed position)/d(parameter) of a 5×5 grid over the moving image, (25, 2, k), and the positions."""
     grid = grid_xy(moving_shape)
     back = np.linalg.inv(level.to_level0)
@@ -864,6 +865,7 @@ def _misfit(
     state: _State,
     cluster: np.ndarray | None,
     moving_shape: tuple[int, int],
+    own_grid: tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]],
 ) -> float:
     """How far (fixed px, RMS over the 5×5 grid) the next richer model would move the result, beyond noise.
 
@@ -871,7 +873,8 @@ def _misfit(
     the model fits, the move is noise whose covariance is the richer model's minus this one's (Hausman);
     what exceeds it is the model's own misfit (a drift the rigid model cannot follow, a wrong prior scale),
     which the parameter covariance cannot see. Both covariances use the Gauss–Newton Hessian and each
-    model's residuals at its own solution, so that they cancel alike. ``cluster`` is per level pixel.
+    model's residuals at its own solution, so that they cancel alike. ``cluster`` is per level pixel;
+    ``own_grid`` is :func:`_grid_jacobian` of the result (the caller has it already).
     """
     richer = RICHER.get(opts.model)
     if richer is None:
@@ -895,7 +898,7 @@ def _misfit(
         state, gn(state), np.ones(len(state.residual), bool), len(MODELS[opts.model]), own_cluster
     )
     jac_rich, rich_positions = _grid_jacobian(setup, level, rich_matrix, richer, moving_shape)
-    jac_own, own_positions = _grid_jacobian(setup, level, matrix, opts.model, moving_shape)
+    jac_own, own_positions = own_grid
     moved = rich_positions(np.zeros(len(MODELS[richer]))) - own_positions(np.zeros(len(MODELS[opts.model])))
     observed = float(np.mean(np.sum(moved**2, axis=1)))
     expected = _rms_displacement(jac_rich, cov_rich) ** 2 - _rms_displacement(jac_own, cov_own) ** 2
@@ -1117,8 +1120,10 @@ def refine_matrix(
         state, slope, keep, k, levels[-1].cluster[state.ok] if covariance == "clustered" else None
     )
     cluster = levels[-1].cluster if covariance == "clustered" else None
-    jac, _ = _grid_jacobian(setup, levels[-1], matrix, model, moving_shape)
-    misfit = _misfit(setup, levels[-1], matrix, opts, state, cluster, moving_shape) if misfit_check else 0.0
+    own_grid = _grid_jacobian(setup, levels[-1], matrix, model, moving_shape)
+    jac = own_grid[0]
+    misfit = (_misfit(setup, levels[-1], matrix, opts, state, cluster, moving_shape, own_grid) if misfit_check
+              else 0.0)
     result = _to_moving_to_fixed(setup, matrix)
     result.flags.writeable = False
     cov.flags.writeable = False
