@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ._threads import one_blas_thread
+from ._threads import one_thread
 from .config import RegistrationConfig
 from .control_points import validate_points
 from .datatypes import Attempt, Fit, Image, RegistrationResult, Scores, Verdict
@@ -172,7 +172,7 @@ def _disagreement_px(a: Fit, b: Fit, moving_shape: tuple[int, int]) -> float:
     return mean_grid_distance(a.to_fixed, b.to_fixed, moving_shape)
 
 
-@one_blas_thread
+@one_thread
 def register(
     fixed: Any,
     moving: Any,
@@ -221,8 +221,8 @@ def register(
 
     Notes
     -----
-    BLAS runs on one thread while it works (:mod:`autoreg._threads`): its linear algebra is too small to gain from
-    more, and threaded calls stall when the cores are busy.
+    BLAS and OpenCV run on one thread while it works (:mod:`autoreg._threads`): its arrays are too small to gain
+    from more, and threaded calls stall when the cores are busy.
 
     Raises
     ------
