@@ -357,26 +357,24 @@ def _photometric_design(values: np.ndarray, xn: np.ndarray, background_order: in
     return np.stack(np.broadcast_arrays(*cols), axis=-1)
 
 
-def _within_rows(a: np.ndarray, row: np.ndarray, weights: np.ndarray, n_rows: int) -> np.ndarray:
+def _within_rows(a: np.ndarray, row: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """``a`` (per column) minus its ``weights``-weighted mean over each grid row.
 
     Least squares with a free offset per row equals least squares on row-centred data and columns
     (Frisch–Waugh–Lovell): hundreds of nuisance offsets are eliminated exactly, in linear time.
 
     ``a`` is (n,) or (n, p) with ``weights`` (n,), or a stack (m, n, p) with ``weights`` (m, n), each centred
-    with its own weights; ``row`` (n,) is shared.
+    with its own weights. ``row`` (n,) is shared and ascending (pixels in raster order, as every level holds
+    them), so each row is one run of pixels, summed in one pass.
     """
-    if a.ndim == 1:
-        total = np.bincount(row, weights, minlength=n_rows)
-        return a - (np.bincount(row, weights * a, minlength=n_rows) / np.where(total > 0, total, 1.0))[row]
-    stack = a if a.ndim == 3 else a[None]
-    m, n, p = stack.shape
-    cell = (np.arange(m)[:, None] * n_rows + row).ravel()  # (stack member, row): one bincount for all
-    total = np.bincount(cell, np.reshape(weights, -1), minlength=m * n_rows)
-    index = (cell * p)[:, None] + np.arange(p)  # ... and one for every column of every member
-    sums = np.bincount(index.ravel(), (stack * np.reshape(weights, (m, n, 1))).ravel(), minlength=m * n_rows * p)
-    centred = stack - (sums.reshape(m * n_rows, p) / np.where(total > 0, total, 1.0)[:, None])[cell].reshape(m, n, p)
-    return centred if a.ndim == 3 else centred[0]
+    starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])  # first pixel of each row present
+    lengths = np.diff(np.r_[starts, len(row)])
+    axis = weights.ndim - 1  # the pixel axis
+    columns = a.ndim > weights.ndim
+    sums = np.add.reduceat(a * (weights[..., None] if columns else weights), starts, axis=axis)
+    total = np.add.reduceat(weights, starts, axis=axis)
+    total = np.where(total > 0, total, 1.0)
+    return a - np.repeat(sums / (total[..., None] if columns else total), lengths, axis=axis)
 
 
 def _photometry(
@@ -387,8 +385,8 @@ def _photometry(
     if not opts.row_offsets:
         coef = _wls(design, target, weights)
         return coef, target - design @ coef, design, np.zeros(level.n_rows)
-    centred = _within_rows(design, row, weights, level.n_rows)
-    coef = _wls(centred, _within_rows(target, row, weights, level.n_rows), weights)
+    centred = _within_rows(design, row, weights)
+    coef = _wls(centred, _within_rows(target, row, weights), weights)
     rest = target - design @ coef
     total = np.bincount(row, weights, minlength=level.n_rows)
     offsets = np.bincount(row, weights * rest, minlength=level.n_rows) / np.where(total > 0, total, 1.0)
@@ -442,7 +440,7 @@ class _Level:
 
     values: np.ndarray  # (n,) valid grid pixels
     xn: np.ndarray  # (n, 2) their normalised coordinates
-    row: np.ndarray  # (n,) their row on this level
+    row: np.ndarray  # (n,) their row on this level, ascending (raster order)
     n_rows: int
     to_level0: np.ndarray  # normalised level coordinates → level-0 grid px
     half_px: float  # level px per normalised unit
@@ -508,7 +506,7 @@ def _evaluate(
     slope_weights = _robust_weights(residual, opts.loss, opts.tuning, scale)[1]
     geometric = coef[0] * _geometric_jacobian(opts.model, a, u, w, ref[:, 1:3], xn)
     if opts.row_offsets:  # the Jacobian of the row-centred problem (the offsets eliminated)
-        geometric = _within_rows(geometric, row, weights, level.n_rows)
+        geometric = _within_rows(geometric, row, weights)
     return _State(
         ok=ok,
         residual=residual,
@@ -587,7 +585,7 @@ def _pixel_scores(
     geometric = state.coef[0] * _geometric_jacobian(opts.model, a, u, w, sampled[..., 1:3], xn)
     columns = np.concatenate([geometric, design], axis=-1)
     if opts.row_offsets:  # scores of the row-centred problem, as in _evaluate
-        columns = _within_rows(columns, row, weights, level.n_rows)
+        columns = _within_rows(columns, row, weights)
     return columns * (weights * residual)[..., None], ok
 
 
