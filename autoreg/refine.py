@@ -367,8 +367,8 @@ def _within_rows(a: np.ndarray, row: np.ndarray, weights: np.ndarray) -> np.ndar
     with its own weights. ``row`` (n,) is shared and ascending (pixels in raster order, as every level holds
     them), so each row is one run of pixels, summed in one pass.
     """
-    starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])  # first pixel of each row present
-    lengths = np.diff(np.r_[starts, len(row)])
+    starts = np.concatenate(([0], np.flatnonzero(row[1:] != row[:-1]) + 1))  # first pixel of each row present
+    lengths = np.diff(starts, append=len(row))
     axis = weights.ndim - 1  # the pixel axis
     columns = a.ndim > weights.ndim
     sums = np.add.reduceat(a * (weights[..., None] if columns else weights), starts, axis=axis)
