@@ -240,11 +240,13 @@ def refine_fit(ctx: Context, fit: Fit, model: str) -> Fit:
     moved = mean_grid_distance(fit.to_fixed, forward, ctx.moving.shape)
     note = (f"refined by intensity as {model} (held-out correlation {refined.holdout_before:.3f} -> "
             f"{refined.holdout_after:.3f}, moved {moved:.3g} px, predicted error {predicted:.3g} px)")
-    if fit.source == "features":
+    if fit.source == "features" and moved > 2.0 * predicted:
         from .evidence import predicted_error_px
 
         # Two estimates from independent evidence (keypoints, intensities): when they disagree by more than twice
         # their combined predicted errors, one of them is off by about their disagreement, and nothing says which.
+        # Their combined error is at least the refinement's: the features' leave-one-out estimate is needed only
+        # when the move exceeds twice the refinement's alone.
         features_error = predicted_error_px(fit, ctx.moving.shape, truncation_px=ctx.inlier_threshold_px,
                                             prior_scale=ctx.expected_scale, config=ctx.config)
         if moved > 2.0 * np.hypot(predicted, features_error):
