@@ -22,7 +22,8 @@ rotation and translation — are few enough to search exhaustively:
    along the fast scan axis). On intensity and derivative both polarities count (the NCC of the inverted
    image is −NCC, so |NCC| is ranked and the intensity sign recorded); gradient magnitudes have no polarity.
    The cross-modal channels run in a second pass over the same rotated images, reusing the first pass's
-   mask and moving-intensity terms, unless the intensity pairing's peak stands out (below).
+   mask and moving-intensity terms, unless the first pass has a peak that stands out (below) where the
+   intensities correlate too (the contrast is the same).
 4. The peak's significance compares the best pose with the best *separated* pose (another translation, a
    clearly different angle, or a scale that puts the moving image elsewhere: the mean distance over a 5×5 grid
    spanning it beyond the peak's exclusion radius): the gap and the ratio best/second, and z-scores against
@@ -992,11 +993,15 @@ def _winner(sweep: _Sweep) -> int:
     return int(np.argmax([v if np.isfinite(v) else -np.inf for v in z]))
 
 
-def _intensity_stands_out(sweep: _Sweep, min_gap: float, min_ratio: float) -> bool:
-    """The intensity channel's best peak exceeds its best separated peak by more than ``min_gap`` and
-    ``min_ratio`` (the verdict's test of a search match, :class:`~autoreg.config.RegistrationConfig`)."""
-    best, second, _, ratio, _ = _significance(sweep, CHANNELS.index("intensity"))
-    return bool(best - second > min_gap and ratio > min_ratio)
+def _first_pass_decides(sweep: _Sweep, min_gap: float, min_ratio: float, same_contrast: float) -> bool:
+    """The first pass's winning peak exceeds its best separated peak by more than ``min_gap`` and ``min_ratio``
+    (the verdict's test of a search match, :class:`~autoreg.config.RegistrationConfig`), and the contrast is the
+    same: it won on intensity, or the intensities correlate there with |r| >= ``same_contrast``."""
+    ch = _winner(sweep)
+    best, second, _, ratio, _ = _significance(sweep, ch)
+    if not (best - second > min_gap and ratio > min_ratio):
+        return False
+    return CHANNELS[ch] == "intensity" or abs(sweep.poses[ch][0].intensity_ncc) >= same_contrast
 
 
 def _significance(sweep: _Sweep, ch: int) -> tuple[float, float, float, float, float]:
@@ -1085,6 +1090,7 @@ def search_similarity(
     channels: tuple[str, ...] = CHANNELS,
     first_pass_gap: float | None = 0.10,
     first_pass_ratio: float = 1.20,
+    first_pass_same_contrast: float = 0.8,
 ) -> SearchResult:
     """Find rotation and translation (and optionally scale) of ``moving`` in ``fixed`` exhaustively.
 
@@ -1133,14 +1139,16 @@ def search_similarity(
         intensity (the moving image is an edge map); ``"derivative"``: the fixed image's signed derivative
         along the moving image's x axis against the moving intensity, either sign (the moving image is an
         error signal such as AFM deflection, the slope along the fast scan axis).
-    first_pass_gap, first_pass_ratio : float, default 0.10 and 1.20
+    first_pass_gap, first_pass_ratio, first_pass_same_contrast : float, default 0.10, 1.20 and 0.8
         The sweep runs in two passes over the pairings: ``intensity`` and ``gradient`` first, then the
-        cross-modal ones (:data:`CROSS_CHANNELS`) unless the intensity pairing's peak stands out, i.e.
+        cross-modal ones (:data:`CROSS_CHANNELS`) unless the first pass's best peak stands out, i.e.
         ``peak_gap > first_pass_gap and peak_ratio > first_pass_ratio`` there (the verdict's test of a search
-        match, ``min_peak_gap`` and ``min_peak_ratio`` of the configuration). A peak on ``gradient`` alone says
-        the contrast differs, so the cross-modal pairings are tried too (a deflection map's gradient magnitude
-        matches the topography's about a pixel off; its derivative pairing does not miss). When the second
-        pass runs,
+        match, ``min_peak_gap`` and ``min_peak_ratio`` of the configuration), *and* the contrast is the same: the
+        peak is on intensity, or the intensities correlate at the gradient's peak with |r| at least
+        ``first_pass_same_contrast`` (``min_refined_correlation``: a linear contrast explains the map). A
+        deflection map's gradient magnitude matches the topography's about a pixel off while its intensities do
+        not correlate there (|r| ≤ 0.3 on the tests' pairs; same-contrast maps 0.93 or more); its derivative
+        pairing does not miss. When the second pass runs,
         the result is that of one pass over every pairing; when it does not, that of ``intensity`` and
         ``gradient`` alone. ``first_pass_gap=None`` always runs both passes.
 
@@ -1169,9 +1177,10 @@ def search_similarity(
     if unknown or "intensity" not in channels:
         raise InputError(f"Search channels must include intensity and be among {', '.join(CHANNELS)}; "
                          f"got {', '.join(channels)}.")
-    if first_pass_gap is not None and not (math.isfinite(first_pass_gap) and math.isfinite(first_pass_ratio)):
-        raise InputError(f"The first pass's gap and ratio must be finite numbers; got {first_pass_gap} and "
-                         f"{first_pass_ratio}.")
+    if first_pass_gap is not None and not (math.isfinite(first_pass_gap) and math.isfinite(first_pass_ratio)
+                                           and math.isfinite(first_pass_same_contrast)):
+        raise InputError(f"The first pass's gap, ratio and same-contrast bound must be finite numbers; got "
+                         f"{first_pass_gap}, {first_pass_ratio} and {first_pass_same_contrast}.")
     opts = _Options(min_overlap, min_contrast, angle_step_px, exclusion_fraction, n_candidates,
                     max(1, n_refine), tuple(i for i, name in enumerate(CHANNELS) if name in channels))
     pixels = _level_pixels(fixed_data.shape, moving_data.shape, scale, sweep_px, max_fixed_px)
@@ -1180,7 +1189,8 @@ def search_similarity(
     first = tuple(ch for ch in opts.channels if CHANNELS[ch] not in CROSS_CHANNELS)
     later = tuple(ch for ch in opts.channels if CHANNELS[ch] in CROSS_CHANNELS)
     sweep, shared = _sweep(coarse, grid, first, opts, later=later)  # keeps what the later pass would reuse
-    if later and (first_pass_gap is None or not _intensity_stands_out(sweep, first_pass_gap, first_pass_ratio)):
+    if later and (first_pass_gap is None
+                  or not _first_pass_decides(sweep, first_pass_gap, first_pass_ratio, first_pass_same_contrast)):
         sweep = sweep.merged(_sweep(coarse, grid, later, opts, shared)[0])
     del shared
     if not any(sweep.poses):

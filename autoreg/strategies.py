@@ -169,7 +169,8 @@ def search_fit(ctx: Context, model: str, views: tuple[Any, Any]) -> Fit:
                               scale_range=1.0 if ctx.scale_known or model in ("translation", "rigid")
                               else ctx.config.search_scale_range, min_overlap=ctx.config.search_min_overlap,
                               sweep_px=ctx.config.search_sweep_px, channels=ctx.config.search_channels,
-                              first_pass_gap=ctx.config.min_peak_gap, first_pass_ratio=ctx.config.min_peak_ratio)
+                              first_pass_gap=ctx.config.min_peak_gap, first_pass_ratio=ctx.config.min_peak_ratio,
+                              first_pass_same_contrast=ctx.config.min_refined_correlation)
     matrix = fixed_small.to_original @ found.moving_to_fixed @ moving_small.from_original
     fitted = model if model in ("translation", "rigid", "similarity") else "similarity"
     forward, backward = _fit_through(fitted, matrix, ctx.moving.shape, ctx.expected_scale)

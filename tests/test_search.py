@@ -401,6 +401,28 @@ def test_a_significant_first_pass_skips_the_cross_modal_pairings(seed, swept_cha
     assert result.peak_gap == pytest.approx(alone.peak_gap, abs=1e-12)
 
 
+def test_a_gradient_peak_where_the_intensities_agree_skips_the_cross_modal_pairings(swept_channels):
+    """A same-contrast map whose intensity peak has a close rival (gap 0.08) but whose gradient peak stands out:
+    the intensities correlate at that peak (|r| 0.93), so the contrast is the same and one pass decides."""
+    pair = make_search_pair(13, ratio=4.0, moving_px=32, fixed_px=512)
+    result = search_similarity(pair.fixed, pair.moving, scale=4.0)
+    assert result.channel == "gradient" and result.peak_gap > GAP_OK and result.peak_ratio > RATIO_OK, result
+    assert swept_channels == [("intensity", "gradient")]
+    assert error_px(result, pair) <= _half_moving_pixel(pair), (error_px(result, pair), result)
+
+
+def test_a_gradient_peak_where_the_intensities_disagree_runs_the_cross_modal_pairings(swept_channels):
+    """A deflection map at the same resolution: its gradient magnitude stands out about a pixel off while its
+    intensities do not correlate there; the derivative pairing runs and wins."""
+    pair = make_search_pair(1, ratio=1.0, moving_px=96, fixed_px=192, noise=0.0, lines=0.0, feature_px=1.5)
+    first = search_similarity(pair.fixed, _deflection(pair, 1), scale=1.0, channels=("intensity", "gradient"))
+    assert first.channel == "gradient" and first.peak_gap > GAP_OK and first.peak_ratio > RATIO_OK  # the premise
+    swept_channels.clear()
+    result = search_similarity(pair.fixed, _deflection(pair, 1), scale=1.0)
+    assert swept_channels == [("intensity", "gradient"), ("edges", "derivative")]
+    assert result.channel == "derivative" and error_px(result, pair) < 0.5, (error_px(result, pair), result)
+
+
 @pytest.mark.parametrize("moving_of", ["deflection", "edges"])
 def test_an_insignificant_first_pass_runs_the_cross_modal_pairings(moving_of, swept_channels):
     pair = make_search_pair(1, ratio=8.0, moving_px=40, fixed_px=512, noise=0.0, lines=0.0)
