@@ -40,7 +40,12 @@ def _failures(s: Scores, cfg: RegistrationConfig, source: str) -> list[str]:
 
 def _accuracy_doubts(s: Scores, cfg: RegistrationConfig, exact_points: bool, refined: bool) -> list[str]:
     if _bad(s.uncertainty_px):
-        return [] if exact_points else ["accuracy_unknown: no error prediction for this fit"]
+        if exact_points:
+            return []
+        if s.uncertainty_px == math.inf:
+            return ["accuracy_unknown: the intensity refinement diverged from this fit, contradicting its error "
+                    "prediction"]
+        return ["accuracy_unknown: no error prediction for this fit"]
     reasons = []
     if s.uncertainty_px > cfg.ok_error_fraction * s.tolerance_px:
         reasons.append(f"imprecise: predicted error {s.uncertainty_px:.3g} px > {cfg.ok_error_fraction:g} × tolerance "

@@ -124,7 +124,10 @@ class RegistrationConfig:
         The refinement's error prediction assumes the contrast is linear; a map whose contrast it cannot follow (a
         deflection channel against a topography) still gives a sharp optimum, but a biased one. On the calibration
         split the one wrong ``ok`` left, a deflection map 1.7× the tolerance off, read 0.73; every correct ``ok``
-        0.84 or more (spikes, which lowered the plain correlation, do not lower the robust one).
+        0.84 or more (spikes, which lowered the plain correlation, do not lower the robust one). Below it the
+        refined pose is not taken either (its optimum is biased). The search uses the same bound for "the contrast
+        is the same" at a gradient-magnitude peak, which then skips its cross-modal pass (same-contrast maps read
+        0.93 or more there, deflection and edge maps 0.3 or less).
     nfa_tests : int
         Hypotheses counted per minimal sample in the a-contrario test of a feature consensus: 6 models compared by
         ``auto`` × 3 feature strategies tried (a Bonferroni count; log10(18) = 1.26 added to every log10 NFA).

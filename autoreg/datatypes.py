@@ -174,7 +174,11 @@ class Fit:
         ``edges``, ``derivative``); empty otherwise.
     refinement_error_px : float
         Predicted mean grid error (fixed px) of the forward-model refinement that produced this fit; NaN when it
-        was not refined.
+        was not refined; +inf when the refinement diverged from it (the intensities contradict the fit, whose
+        error is then unknown).
+    contrast_checked : bool
+        The intensity refinement ran to its optimum on this fit, and ``correlation`` is its robust correlation
+        (whether or not its pose was kept): the verdict then judges how well a linear contrast explains the map.
     """
 
     model: str
@@ -191,6 +195,7 @@ class Fit:
     inverted: bool = False
     channel: str = ""
     refinement_error_px: float = float("nan")
+    contrast_checked: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inliers", _readonly(self.inliers, bool))

@@ -107,7 +107,7 @@ def predicted_error_px(fit: Fit, moving_shape: tuple[int, int], *, truncation_px
     ``truncation_px``) — for polynomial and piecewise-affine fits at least their departure from the affine fit of
     the same pairs over the grid; NaN for an intensity fit that was not refined.
     """
-    if math.isfinite(fit.refinement_error_px):
+    if not math.isnan(fit.refinement_error_px):  # +inf: the refinement diverged from the fit (unknown error)
         return fit.refinement_error_px
     if fit.n_inliers == 0:
         return float("nan")

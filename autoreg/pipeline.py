@@ -64,7 +64,7 @@ def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False) -> tuple[Regi
                                   else ctx.expected_scale),
     )
     verdict = judge(scores, ctx.config, source=fit.source, exact_points=exact_points,
-                    refined=bool(np.isfinite(fit.refinement_error_px)))
+                    refined=fit.contrast_checked)
     result = RegistrationResult(fit=fit, scores=scores, verdict=verdict, warped=warped, footprint=footprint,
                                 model=fit.model, fixed_shape=ctx.fixed.shape,
                                 moving_shape=ctx.moving.shape)

@@ -31,7 +31,12 @@ import numpy as np
 from .errors import EstimationError
 from .geometry import apply_matrix, grid_xy
 
-__all__ = ["MODELS", "Refinement", "refine_matrix"]
+__all__ = ["MODELS", "Refinement", "RefinementDiverged", "refine_matrix"]
+
+
+class RefinementDiverged(EstimationError):
+    """The refinement started, then walked away from its starting matrix: further than its limit, off the
+    overlap, or to a non-finite matrix. The intensities put their optimum far from the start (or have none)."""
 
 #: Models and their geometric parameter names, in the order of :attr:`Refinement.covariance`. Parameters
 #: are increments composed on the right of the final grid → reference matrix, in grid coordinates
@@ -546,13 +551,18 @@ def _gauss_newton(
     back = np.linalg.inv(level.to_level0)
     scale = None  # the robust scale is set at a level's first iteration: IRLS with a drifting scale crawls
     for iteration in range(1, opts.max_iterations + 1):
-        state = _evaluate(level, matrix, opts, level.fit_mask, scale)
+        try:
+            state = _evaluate(level, matrix, opts, level.fit_mask, scale)
+        except EstimationError as err:
+            if iteration == 1:
+                raise
+            raise RefinementDiverged(f"The refinement diverged: it left the overlap ({err})") from err
         scale = state.scale or None
         delta = _step(state)[:k]
         increment = _delta(opts.model, delta)
         matrix = matrix @ level.to_level0 @ increment @ back
         if not np.all(np.isfinite(matrix)):
-            raise EstimationError("The refinement diverged (non-finite matrix).")
+            raise RefinementDiverged("The refinement diverged (non-finite matrix).")
         moved = np.linalg.norm(apply_matrix(increment, corners) - corners, axis=1).max() * level.half_px
         if moved < tol_px:
             return matrix, iteration, True
@@ -813,11 +823,18 @@ def _solve(
     footprint = float(np.sqrt(abs(np.linalg.det(matrix[:2, :2] / matrix[2, 2]))))
     for index, level in enumerate(levels):
         tol = opts.tol_px if index == len(levels) - 1 else max(opts.tol_px, COARSE_TOL_PX)
-        matrix, iterations, converged = _gauss_newton(level, matrix, opts, tol)
+        try:
+            matrix, iterations, converged = _gauss_newton(level, matrix, opts, tol)
+        except RefinementDiverged:
+            raise
+        except EstimationError as err:
+            if index == 0:
+                raise
+            raise RefinementDiverged(f"The refinement diverged: it left the overlap ({err})") from err
         total += iterations
         shift = np.linalg.norm(apply_matrix(matrix, corners) - apply_matrix(start, corners), axis=1).mean() / footprint
         if not shift <= max_shift_px:
-            raise EstimationError(
+            raise RefinementDiverged(
                 f"The refinement diverged: the grid moved {shift:.1f} px (limit {max_shift_px:.1f})."
             )
     return matrix, total, converged
@@ -1055,9 +1072,12 @@ def refine_matrix(
 
     Raises
     ------
+    RefinementDiverged
+        It started, then diverged: a non-finite matrix, a grid moving beyond ``max_shift_fraction``, or a walk
+        off the overlap (a subclass of EstimationError).
     EstimationError
-        Unknown model, non-invertible start, too few valid pixels, a singular system (a featureless overlap),
-        or divergence (non-finite or moving beyond ``max_shift_fraction``).
+        Unknown model, non-invertible start, too few valid pixels at the start, or a singular system (a
+        featureless overlap).
 
     Examples
     --------

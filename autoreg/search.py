@@ -12,6 +12,9 @@ rotation and translation — are few enough to search exhaustively:
    normalised cross-correlation** over all translations, partial overlap allowed, is computed in the Fourier
    domain (Padfield, "Masked object registration in the Fourier domain", IEEE TIP 21(5), 2012). Translations
    where the moving image overlaps valid fixed pixels by less than ``min_overlap`` of its area are ignored.
+   Poses are ranked by the **full-overlap equivalent** of their NCC (:func:`_full_overlap_equivalent`:
+   Fisher's ``atanh(NCC)`` scaled by the square root of the overlap fraction), so that a high correlation over a
+   small corner of the moving image, which smooth content reaches by chance, does not outrank the true pose.
 3. Up to four channels, each a (fixed, moving) pairing: intensity with intensity, gradient magnitude with
    gradient magnitude, and for cross-modal pairs the fixed gradient magnitude with the moving intensity
    (``edges``: the moving image is an edge map) and the fixed derivative along the moving image's own x axis
@@ -19,7 +22,8 @@ rotation and translation — are few enough to search exhaustively:
    along the fast scan axis). On intensity and derivative both polarities count (the NCC of the inverted
    image is −NCC, so |NCC| is ranked and the intensity sign recorded); gradient magnitudes have no polarity.
    The cross-modal channels run in a second pass over the same rotated images, reusing the first pass's
-   mask and moving-intensity terms, and only when the first pass has no peak that stands out (below).
+   mask and moving-intensity terms, unless the first pass has a peak that stands out (below) where the
+   intensities correlate too (the contrast is the same).
 4. The peak's significance compares the best pose with the best *separated* pose (another translation, a
    clearly different angle, or a scale that puts the moving image elsewhere: the mean distance over a 5×5 grid
    spanning it beyond the peak's exclusion radius): the gap and the ratio best/second, and z-scores against
@@ -56,6 +60,7 @@ _EITHER_SIGN = (True, False, False, True)
 #: have no contrast polarity, and an intensity refinement does not apply to them.
 CROSS_CHANNELS = ("edges", "derivative")
 _INVALID = -2.0  # below any NCC: marks translations without enough overlap or without contrast
+_MAX_NCC = np.float32(0.9999)  # |NCC| is clipped below 1 before atanh (a perfect match ranks as 0.9999)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -67,7 +72,8 @@ class SearchCandidate:
     moving_to_fixed : ndarray of shape (3, 3)
         Moving pixel ``(x, y, 1)`` → fixed pixel.
     score : float
-        Ranked NCC of the pose in its channel (|NCC| on intensity and derivative, NCC on the others).
+        Ranked NCC of the pose in its channel (|NCC| on intensity and derivative, NCC on the others), as its
+        full-overlap equivalent (:func:`_full_overlap_equivalent`; the NCC itself at full overlap).
     angle_deg, scale : float
         Rotation (counter-clockwise in the (x, y) frame, i.e. the angle of ``R`` in ``scale · R``) and scale.
     channel : str
@@ -96,7 +102,8 @@ class SearchResult:
     moving_to_fixed : ndarray of shape (3, 3)
         Moving pixel ``(x, y, 1)`` → fixed pixel ``(x, y, 1)``, original pixel grids.
     score : float
-        NCC of the refined pose in the winning channel (|NCC| on intensity and derivative, sign in ``inverted``).
+        NCC of the refined pose in the winning channel (|NCC| on intensity and derivative, sign in ``inverted``),
+        as its full-overlap equivalent (the NCC itself at full overlap). Every NCC figure below is one too.
     z_score : float
         Sweep maximum against the sweep's NCC distribution of the winning channel: ``(best − mean) / std``.
         Chooses the channel; a weak test on its own (null pairs reach 7–8 because the maximum of many
@@ -570,6 +577,7 @@ def _masked_ncc(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, dire
         fixed_of[3] = _directional_terms(spec, shared.mask_spectra, back, inverse, c, s, inv_n, floor,
                                          shared.enough[inverse])
     ranked = np.full((masks.shape[0], len(CHANNELS), n_vy, n_vx), _INVALID, np.float32)
+    overlap = shared.overlap[inverse]
     intensity = np.full((masks.shape[0], n_vy, n_vx), np.nan, np.float32)
     for i, ch in enumerate(channels):
         sum_g, sum_gg, _ = moving_terms[_MOVING_OF[ch]]
@@ -588,8 +596,40 @@ def _masked_ncc(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, dire
             intensity = np.where(ok, cov, np.nan)
         if _EITHER_SIGN[ch]:
             np.abs(cov, out=cov)
-        np.copyto(ranked[:, ch], cov, where=ok)  # _INVALID elsewhere
-    return intensity, ranked, shared.overlap[inverse], shared
+        np.copyto(ranked[:, ch], _full_overlap_equivalent(cov, overlap), where=ok)  # _INVALID elsewhere
+    return intensity, ranked, overlap, shared
+
+
+def _full_overlap_equivalent(ncc: np.ndarray, overlap: np.ndarray) -> np.ndarray:
+    """The correlation over the whole moving image that is as significant as ``ncc`` over a fraction ``overlap``.
+
+    Fisher's ``atanh(r)`` has a spread of about ``1 / sqrt(n)`` over ``n`` independent samples, so a correlation
+    measured over a small part of the moving image reaches high values by chance: smooth content correlates
+    at 0.95 over a 30 % corner and beats the true pose at 0.9 over the whole image. Scaling ``atanh(r)`` by
+    ``sqrt(overlap)`` gives the correlation whose significance over the full image is the same (the effective
+    number of samples scales with the area whatever the content's correlation length); at full overlap it is
+    ``ncc`` itself.
+
+    Parameters
+    ----------
+    ncc : ndarray
+        Correlations in [-1, 1].
+    overlap : ndarray
+        Fractions of the moving image's valid area they were measured over, in (0, 1]; broadcast with ``ncc``.
+
+    Returns
+    -------
+    ndarray
+        ``tanh(atanh(ncc) · sqrt(overlap))``, float32, of the sign of ``ncc``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> [round(float(v), 3) for v in _full_overlap_equivalent(np.array([0.9, 0.95]), np.array([1.0, 0.3]))]
+    [0.9, 0.763]
+    """
+    clipped = np.clip(ncc, -_MAX_NCC, _MAX_NCC).astype(np.float32)  # atanh(±1) is infinite
+    return np.tanh(np.arctanh(clipped) * np.sqrt(overlap, dtype=np.float32))
 
 
 def _conj_spectra(images: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -953,11 +993,15 @@ def _winner(sweep: _Sweep) -> int:
     return int(np.argmax([v if np.isfinite(v) else -np.inf for v in z]))
 
 
-def _stands_out(sweep: _Sweep, min_gap: float, min_ratio: float) -> bool:
-    """The winning channel's best peak exceeds its best separated peak by more than ``min_gap`` and
-    ``min_ratio`` (the verdict's test of a search match, :class:`~autoreg.config.RegistrationConfig`)."""
-    best, second, _, ratio, _ = _significance(sweep, _winner(sweep))
-    return bool(best - second > min_gap and ratio > min_ratio)
+def _first_pass_decides(sweep: _Sweep, min_gap: float, min_ratio: float, same_contrast: float) -> bool:
+    """The first pass's winning peak exceeds its best separated peak by more than ``min_gap`` and ``min_ratio``
+    (the verdict's test of a search match, :class:`~autoreg.config.RegistrationConfig`), and the contrast is the
+    same: it won on intensity, or the intensities correlate there with |r| >= ``same_contrast``."""
+    ch = _winner(sweep)
+    best, second, _, ratio, _ = _significance(sweep, ch)
+    if not (best - second > min_gap and ratio > min_ratio):
+        return False
+    return CHANNELS[ch] == "intensity" or abs(sweep.poses[ch][0].intensity_ncc) >= same_contrast
 
 
 def _significance(sweep: _Sweep, ch: int) -> tuple[float, float, float, float, float]:
@@ -1046,6 +1090,7 @@ def search_similarity(
     channels: tuple[str, ...] = CHANNELS,
     first_pass_gap: float | None = 0.10,
     first_pass_ratio: float = 1.20,
+    first_pass_same_contrast: float = 0.8,
 ) -> SearchResult:
     """Find rotation and translation (and optionally scale) of ``moving`` in ``fixed`` exhaustively.
 
@@ -1094,11 +1139,16 @@ def search_similarity(
         intensity (the moving image is an edge map); ``"derivative"``: the fixed image's signed derivative
         along the moving image's x axis against the moving intensity, either sign (the moving image is an
         error signal such as AFM deflection, the slope along the fast scan axis).
-    first_pass_gap, first_pass_ratio : float, default 0.10 and 1.20
+    first_pass_gap, first_pass_ratio, first_pass_same_contrast : float, default 0.10, 1.20 and 0.8
         The sweep runs in two passes over the pairings: ``intensity`` and ``gradient`` first, then the
-        cross-modal ones (:data:`CROSS_CHANNELS`) only when the first pass's best peak does not stand out, i.e.
-        unless ``peak_gap > first_pass_gap and peak_ratio > first_pass_ratio`` there (the verdict's test of a
-        search match, ``min_peak_gap`` and ``min_peak_ratio`` of the configuration). When the second pass runs,
+        cross-modal ones (:data:`CROSS_CHANNELS`) unless the first pass's best peak stands out, i.e.
+        ``peak_gap > first_pass_gap and peak_ratio > first_pass_ratio`` there (the verdict's test of a search
+        match, ``min_peak_gap`` and ``min_peak_ratio`` of the configuration), *and* the contrast is the same: the
+        peak is on intensity, or the intensities correlate at the gradient's peak with |r| at least
+        ``first_pass_same_contrast`` (``min_refined_correlation``: a linear contrast explains the map). A
+        deflection map's gradient magnitude matches the topography's about a pixel off while its intensities do
+        not correlate there (|r| ≤ 0.3 on the tests' pairs; same-contrast maps 0.93 or more); its derivative
+        pairing does not miss. When the second pass runs,
         the result is that of one pass over every pairing; when it does not, that of ``intensity`` and
         ``gradient`` alone. ``first_pass_gap=None`` always runs both passes.
 
@@ -1127,9 +1177,10 @@ def search_similarity(
     if unknown or "intensity" not in channels:
         raise InputError(f"Search channels must include intensity and be among {', '.join(CHANNELS)}; "
                          f"got {', '.join(channels)}.")
-    if first_pass_gap is not None and not (math.isfinite(first_pass_gap) and math.isfinite(first_pass_ratio)):
-        raise InputError(f"The first pass's gap and ratio must be finite numbers; got {first_pass_gap} and "
-                         f"{first_pass_ratio}.")
+    if first_pass_gap is not None and not (math.isfinite(first_pass_gap) and math.isfinite(first_pass_ratio)
+                                           and math.isfinite(first_pass_same_contrast)):
+        raise InputError(f"The first pass's gap, ratio and same-contrast bound must be finite numbers; got "
+                         f"{first_pass_gap}, {first_pass_ratio} and {first_pass_same_contrast}.")
     opts = _Options(min_overlap, min_contrast, angle_step_px, exclusion_fraction, n_candidates,
                     max(1, n_refine), tuple(i for i, name in enumerate(CHANNELS) if name in channels))
     pixels = _level_pixels(fixed_data.shape, moving_data.shape, scale, sweep_px, max_fixed_px)
@@ -1138,7 +1189,8 @@ def search_similarity(
     first = tuple(ch for ch in opts.channels if CHANNELS[ch] not in CROSS_CHANNELS)
     later = tuple(ch for ch in opts.channels if CHANNELS[ch] in CROSS_CHANNELS)
     sweep, shared = _sweep(coarse, grid, first, opts, later=later)  # keeps what the later pass would reuse
-    if later and (first_pass_gap is None or not _stands_out(sweep, first_pass_gap, first_pass_ratio)):
+    if later and (first_pass_gap is None
+                  or not _first_pass_decides(sweep, first_pass_gap, first_pass_ratio, first_pass_same_contrast)):
         sweep = sweep.merged(_sweep(coarse, grid, later, opts, shared)[0])
     del shared
     if not any(sweep.poses):

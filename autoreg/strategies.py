@@ -12,6 +12,7 @@ kept only when it raises the correlation on held-out pixels. Stages raise
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,7 +169,8 @@ def search_fit(ctx: Context, model: str, views: tuple[Any, Any]) -> Fit:
                               scale_range=1.0 if ctx.scale_known or model in ("translation", "rigid")
                               else ctx.config.search_scale_range, min_overlap=ctx.config.search_min_overlap,
                               sweep_px=ctx.config.search_sweep_px, channels=ctx.config.search_channels,
-                              first_pass_gap=ctx.config.min_peak_gap, first_pass_ratio=ctx.config.min_peak_ratio)
+                              first_pass_gap=ctx.config.min_peak_gap, first_pass_ratio=ctx.config.min_peak_ratio,
+                              first_pass_same_contrast=ctx.config.min_refined_correlation)
     matrix = fixed_small.to_original @ found.moving_to_fixed @ moving_small.from_original
     fitted = model if model in ("translation", "rigid", "similarity") else "similarity"
     forward, backward = _fit_through(fitted, matrix, ctx.moving.shape, ctx.expected_scale)
@@ -212,7 +214,7 @@ def refine_fit(ctx: Context, fit: Fit, model: str) -> Fit:
     predicted error. Otherwise the fit is returned unchanged, saying why.
     """
     from .refine import MODELS as REFINABLE
-    from .refine import refine_matrix
+    from .refine import RefinementDiverged, refine_matrix
 
     if not ctx.config.refine or model not in REFINABLE or fit.model not in GLOBAL_MODELS:
         return fit
@@ -228,11 +230,22 @@ def refine_fit(ctx: Context, fit: Fit, model: str) -> Fit:
         refined = refine_matrix(fixed_small.data, moving_small.data, start, model,
                                 prior_scale=float(small_scale) if model in ("translation", "rigid") else None,
                                 max_iterations=ctx.config.refine_max_iterations, require_improvement=True)
+    except RefinementDiverged as err:
+        # the intensities put their optimum far from this fit, or have none near it: whatever predicted its
+        # error (keypoint residuals) is contradicted, and the fit keeps no error prediction
+        return dataclasses.replace(fit, refinement_error_px=math.inf).with_note(
+            f"not refined ({err}); the intensities contradict this fit, so its error is unknown")
     except EstimationError as err:
         return fit.with_note(f"not refined ({err})")
     if not refined.improved:
         return fit.with_note(f"not refined (held-out correlation {refined.holdout_before:.3f} -> "
                               f"{refined.holdout_after:.3f})")
+    if not abs(refined.correlation) >= ctx.config.min_refined_correlation:
+        # its optimum is biased when a linear contrast does not explain the map (a deflection or non-monotonic
+        # channel): the pose found without it is kept, and the verdict hears the contrast is not linear
+        return dataclasses.replace(fit, correlation=float(abs(refined.correlation)), contrast_checked=True).with_note(
+            f"not refined (a linear contrast explains the map with |r| {abs(refined.correlation):.3f} < "
+            f"{ctx.config.min_refined_correlation:g}; the refinement's optimum would be biased)")
     matrix = fixed_small.to_original @ refined.moving_to_fixed @ moving_small.from_original
     forward, backward = _fit_through(model, matrix, ctx.moving.shape, ctx.expected_scale)
     fixed_px_per_small = 1.0 / np.sqrt(abs(np.linalg.det(fixed_small.from_original[:2, :2])))
@@ -254,7 +267,7 @@ def refine_fit(ctx: Context, fit: Fit, model: str) -> Fit:
             note += f"; it disagrees with the features (predicted {features_error:.3g} px), which bounds the error"
     return dataclasses.replace(fit, model=model, moving_to_fixed=forward, fixed_to_moving=backward,
                                refinement_error_px=predicted, correlation=float(abs(refined.correlation)),
-                               inverted=bool(refined.gain < 0)).with_note(note)
+                               contrast_checked=True, inverted=bool(refined.gain < 0)).with_note(note)
 
 
 def points_fit(ctx: Context, points: tuple[np.ndarray, np.ndarray], model: str) -> tuple[Fit, bool]:

@@ -1,6 +1,7 @@
 """The verdict rules: each slug fires on its condition, and only then."""
 
 import dataclasses
+import math
 
 import pytest
 
@@ -113,3 +114,13 @@ def test_a_refined_fit_needs_its_intensity_model_to_explain_the_map():
     # judged only when the refinement produced the fit (an unrefined fit's correlation is the search peak's)
     assert judge(unexplained, cfg, refined=False).level == "ok"
     assert judge(dataclasses.replace(GOOD, intensity_correlation=float("nan")), cfg, refined=True).level != "ok"
+
+
+def test_a_fit_the_refinement_diverged_from_has_unknown_accuracy():
+    # strategies.refine_fit marks it with an infinite predicted error: never ok, and the reason says why
+    verdict = judge(dataclasses.replace(GOOD, uncertainty_px=math.inf))
+    assert verdict.level == "low_confidence"
+    assert verdict.reasons == ("accuracy_unknown: the intensity refinement diverged from this fit, contradicting its "
+                               "error prediction",)
+    unknown = judge(dataclasses.replace(GOOD, uncertainty_px=math.nan))
+    assert unknown.reasons == ("accuracy_unknown: no error prediction for this fit",)

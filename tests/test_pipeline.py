@@ -247,6 +247,42 @@ def test_a_small_same_pixel_size_crop_is_also_searched_at_that_pixel_size():
     assert "search-same-pixel-size" not in [a.strategy for a in far.attempts]
 
 
+def test_a_refinement_whose_contrast_model_does_not_explain_the_map_leaves_the_pose_alone():
+    """Below ``min_refined_correlation`` the refinement's optimum may be biased (a non-linear contrast): the fit
+    keeps the pose it was started from, and the verdict still hears that the contrast is not linear. Forced here
+    by asking for a correlation no real pair reaches."""
+    from autoreg.config import RegistrationConfig
+
+    pair = make_pair(seed=8)
+    refined = autoreg.register(pair.fixed, pair.moving, rng=0)
+    assert "refined by intensity" in refined.fit.why and refined.verdict.level == "ok"
+    strict = RegistrationConfig(min_refined_correlation=0.9999)
+    kept = autoreg.register(pair.fixed, pair.moving, rng=0, config=strict)
+    assert "not refined (a linear contrast explains the map" in kept.fit.why, kept.fit.why
+    assert kept.verdict.level == "low_confidence"
+    assert any(r.startswith("unmodelled_contrast:") for r in kept.verdict.reasons), kept.verdict.reasons
+    assert not np.allclose(kept.matrix, refined.matrix, atol=1e-6)  # the features' pose, not the refined one
+    for result in (refined, kept):
+        error = mean_grid_distance(result.fit.to_fixed, lambda g: apply_matrix(pair.moving_to_fixed, g),
+                                   pair.moving.shape)
+        assert error < 1.0
+
+
+def test_a_features_fit_the_refinement_walks_away_from_is_never_ok():
+    """A non-monotonic contrast (|height - median|): the gradient-magnitude features fit an affine map 2.6 px off
+    from 20 clustered inliers and predict 1.1 px; the intensity refinement walks off the overlap from it. That
+    contradiction leaves the fit with no error prediction (it was a wrong ok)."""
+    from test_search import make_search_pair
+
+    pair = make_search_pair(2, ratio=1.0, moving_px=96, fixed_px=192, noise=0.0, lines=0.0, feature_px=1.5)
+    folded = np.abs(pair.moving - np.quantile(pair.moving, 0.5)).astype(np.float32)
+    result = autoreg.register(pair.fixed, folded, rng=0)
+    assert result.verdict.level != "ok"
+    assert "diverged" in result.fit.why, result.fit.why
+    assert any("refinement diverged from this fit" in r for r in result.verdict.reasons), result.verdict.reasons
+    assert result.to_dict()["uncertainty_px"] is None
+
+
 def test_a_deflection_channel_is_found_by_the_search_but_not_promised():
     """An AFM-deflection-like moving image (-d/dx of the topography along its own scan axis) matches the fixed
     topography's slope: the search's derivative pairing finds it; the fit is not refined by intensity (whose model

@@ -266,9 +266,23 @@ def test_bad_arguments_raise(kwargs, match):
 
 
 def test_wandering_beyond_the_shift_limit_raises():
+    from autoreg.refine import RefinementDiverged
+
     fixed, moving, _, start = same_resolution_pair(11, size=128)
-    with pytest.raises(EstimationError, match="diverged"):
+    with pytest.raises(RefinementDiverged, match="diverged"):
         refine_matrix(fixed, moving, start, "rigid", max_shift_fraction=0.005, holdout=False)
+
+
+def test_a_start_off_the_overlap_is_not_a_divergence():
+    """Nothing to refine from the start is an EstimationError; only a walk away from it is a divergence."""
+    from autoreg.refine import RefinementDiverged
+
+    fixed, moving, _, start = same_resolution_pair(11, size=128)
+    far = start.copy()
+    far[:2, 2] += 1000.0
+    with pytest.raises(EstimationError) as raised:
+        refine_matrix(fixed, moving, far, "rigid", holdout=False)
+    assert not isinstance(raised.value, RefinementDiverged)
 
 
 @pytest.mark.parametrize("covariance", ["iid", "clustered"])

@@ -231,6 +231,44 @@ def test_unrelated_pairs_have_low_significance():
     assert max(r.peak_ratio for r in results) < 1.25
 
 
+def _smooth_scene_and_noisy_crop(seed: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """A smooth field (correlation length ~14 px) with faint fine texture, and a 96 px crop of it with strong
+    noise (σ 0.6 of the field's): the true pose correlates at about 0.85 over the whole crop, while the smooth
+    field alone correlates higher than that over a 30 % corner of many wrong poses."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    smooth = ndi.gaussian_filter(rng.normal(size=(200, 200)), 14)
+    fine = ndi.gaussian_filter(rng.normal(size=(200, 200)), 1.5)
+    fixed = smooth / smooth.std() + 0.3 * fine / fine.std()
+    y0, x0 = (int(v) for v in rng.integers(20, 80, 2))
+    moving = fixed[y0:y0 + 96, x0:x0 + 96] + rng.normal(0, 0.6, (96, 96))
+    return fixed, moving, (x0, y0)
+
+
+@pytest.mark.parametrize("seed", range(6, 12))
+def test_a_true_pose_over_the_whole_map_outranks_chance_correlation_over_a_corner(seed):
+    """Ranked by the raw NCC, small overlaps of smooth content came close to the true pose (gap 0.06-0.09 on
+    five of these six seeds: not significant); ranked by the full-overlap equivalent, the true peak stands out."""
+    fixed, moving, (x0, y0) = _smooth_scene_and_noisy_crop(seed)
+    result = search_similarity(fixed, moving, scale=1.0)
+    assert np.hypot(result.moving_to_fixed[0, 2] - x0, result.moving_to_fixed[1, 2] - y0) < 1.5, result
+    assert result.overlap_fraction == pytest.approx(1.0)
+    assert result.peak_gap > GAP_OK and result.peak_ratio > RATIO_OK, result
+
+
+def test_the_full_overlap_equivalent_keeps_full_overlaps_and_shrinks_small_ones():
+    from autoreg.search import _full_overlap_equivalent
+
+    ncc = np.array([-0.8, 0.0, 0.5, 0.9, 1.0])
+    np.testing.assert_allclose(_full_overlap_equivalent(ncc, np.ones(5)), np.clip(ncc, -0.9999, 0.9999), atol=1e-5)
+    small = _full_overlap_equivalent(ncc, np.full(5, 0.3))
+    assert np.all(np.sign(small) == np.sign(ncc)) and np.all(np.abs(small) <= np.abs(ncc))
+    assert np.all(np.diff(small) > 0)  # the order of correlations over one overlap is kept
+    # Fisher's z of a 30 % overlap counts sqrt(0.3) of the full image's
+    np.testing.assert_allclose(np.arctanh(small[3]), np.arctanh(0.9) * np.sqrt(0.3), rtol=1e-4)
+
+
 def test_candidates_are_separated_and_sorted():
     pair = make_search_pair(9, ratio=12.8, moving_px=40)
     result = search_similarity(pair.fixed, pair.moving, scale=12.8, n_candidates=4)
@@ -361,6 +399,28 @@ def test_a_significant_first_pass_skips_the_cross_modal_pairings(seed, swept_cha
     assert result.channel == alone.channel
     np.testing.assert_allclose(result.moving_to_fixed, alone.moving_to_fixed, rtol=0, atol=1e-9)
     assert result.peak_gap == pytest.approx(alone.peak_gap, abs=1e-12)
+
+
+def test_a_gradient_peak_where_the_intensities_agree_skips_the_cross_modal_pairings(swept_channels):
+    """A same-contrast map whose intensity peak has a close rival (gap 0.08) but whose gradient peak stands out:
+    the intensities correlate at that peak (|r| 0.93), so the contrast is the same and one pass decides."""
+    pair = make_search_pair(13, ratio=4.0, moving_px=32, fixed_px=512)
+    result = search_similarity(pair.fixed, pair.moving, scale=4.0)
+    assert result.channel == "gradient" and result.peak_gap > GAP_OK and result.peak_ratio > RATIO_OK, result
+    assert swept_channels == [("intensity", "gradient")]
+    assert error_px(result, pair) <= _half_moving_pixel(pair), (error_px(result, pair), result)
+
+
+def test_a_gradient_peak_where_the_intensities_disagree_runs_the_cross_modal_pairings(swept_channels):
+    """A deflection map at the same resolution: its gradient magnitude stands out about a pixel off while its
+    intensities do not correlate there; the derivative pairing runs and wins."""
+    pair = make_search_pair(1, ratio=1.0, moving_px=96, fixed_px=192, noise=0.0, lines=0.0, feature_px=1.5)
+    first = search_similarity(pair.fixed, _deflection(pair, 1), scale=1.0, channels=("intensity", "gradient"))
+    assert first.channel == "gradient" and first.peak_gap > GAP_OK and first.peak_ratio > RATIO_OK  # the premise
+    swept_channels.clear()
+    result = search_similarity(pair.fixed, _deflection(pair, 1), scale=1.0)
+    assert swept_channels == [("intensity", "gradient"), ("edges", "derivative")]
+    assert result.channel == "derivative" and error_px(result, pair) < 0.5, (error_px(result, pair), result)
 
 
 @pytest.mark.parametrize("moving_of", ["deflection", "edges"])
