@@ -994,14 +994,18 @@ def _winner(sweep: _Sweep) -> int:
 
 
 def _first_pass_decides(sweep: _Sweep, min_gap: float, min_ratio: float, same_contrast: float) -> bool:
-    """The first pass's winning peak exceeds its best separated peak by more than ``min_gap`` and ``min_ratio``
-    (the verdict's test of a search match, :class:`~autoreg.config.RegistrationConfig`), and the contrast is the
-    same: it won on intensity, or the intensities correlate there with |r| >= ``same_contrast``."""
+    """The contrast is the same and a first-pass peak stands out (exceeds its best separated peak by more than
+    ``min_gap`` and ``min_ratio``: the verdict's test of a search match, :class:`~autoreg.config.RegistrationConfig`):
+    the intensity pairing's own peak stands out, or the winner's does and the intensities correlate there with
+    |r| >= ``same_contrast``."""
+    def stands_out(ch: int) -> bool:
+        best, second, _, ratio, _ = _significance(sweep, ch)
+        return bool(best - second > min_gap and ratio > min_ratio)
+
+    if stands_out(CHANNELS.index("intensity")):
+        return True
     ch = _winner(sweep)
-    best, second, _, ratio, _ = _significance(sweep, ch)
-    if not (best - second > min_gap and ratio > min_ratio):
-        return False
-    return CHANNELS[ch] == "intensity" or abs(sweep.poses[ch][0].intensity_ncc) >= same_contrast
+    return stands_out(ch) and abs(sweep.poses[ch][0].intensity_ncc) >= same_contrast
 
 
 def _significance(sweep: _Sweep, ch: int) -> tuple[float, float, float, float, float]:
@@ -1141,11 +1145,11 @@ def search_similarity(
         error signal such as AFM deflection, the slope along the fast scan axis).
     first_pass_gap, first_pass_ratio, first_pass_same_contrast : float, default 0.10, 1.20 and 0.8
         The sweep runs in two passes over the pairings: ``intensity`` and ``gradient`` first, then the
-        cross-modal ones (:data:`CROSS_CHANNELS`) unless the first pass's best peak stands out, i.e.
+        cross-modal ones (:data:`CROSS_CHANNELS`) unless a first-pass peak stands out, i.e.
         ``peak_gap > first_pass_gap and peak_ratio > first_pass_ratio`` there (the verdict's test of a search
         match, ``min_peak_gap`` and ``min_peak_ratio`` of the configuration), *and* the contrast is the same: the
-        peak is on intensity, or the intensities correlate at the gradient's peak with |r| at least
-        ``first_pass_same_contrast`` (``min_refined_correlation``: a linear contrast explains the map). A
+        intensity pairing's own peak stands out, or the winner's does and the intensities correlate there with |r|
+        at least ``first_pass_same_contrast`` (``min_refined_correlation``: a linear contrast explains the map). A
         deflection map's gradient magnitude matches the topography's about a pixel off while its intensities do
         not correlate there (|r| ≤ 0.3 on the tests' pairs; same-contrast maps 0.93 or more); its derivative
         pairing does not miss. When the second pass runs,
