@@ -518,13 +518,13 @@ def _masked_ncc(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, dire
 
     shape = spec.shape
     n_vy, n_vx = spec.n_shifts_xy[1], spec.n_shifts_xy[0]
-    scale = np.float32(1.0 / (shape[0] * shape[1]))
 
     def back(product: np.ndarray) -> np.ndarray:
-        # irfft2 in its own two passes (columns, then rows with the 1/N factor), the rows only where shifts
-        # are kept: the same numbers as irfft2(product, s=shape)[..., :n_vy, :n_vx], a fifth cheaper
-        columns = fft.ifft(product, axis=-2, norm="forward")[..., :n_vy, :]
-        return fft.irfft(columns, n=shape[1], axis=-1, norm="forward")[..., :n_vx] * scale
+        # irfft2 in its own two passes (columns, then rows), the rows only where shifts are kept: the same numbers
+        # as irfft2(product, s=shape)[..., :n_vy, :n_vx], a fifth cheaper; each pass applies its 1/n factor
+        # inside the transform (no pass of its own over the result)
+        columns = fft.ifft(product, axis=-2)[..., :n_vy, :]
+        return fft.irfft(columns, n=shape[1], axis=-1)[..., :n_vx]
 
     def sums(images: np.ndarray) -> np.ndarray:
         """``Σ_p m_f(p + v) · h(p)`` over every translation ``v``."""
