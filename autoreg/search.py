@@ -560,11 +560,12 @@ def _masked_ncc(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, dire
     inv_n, floor = shared.inv_n[inverse], shared.floor[inverse]
     c, s = (directions[:, i, None, None].astype(np.float32) for i in (0, 1))  # float32 keeps the FFTs single
 
-    def cross(ch: int) -> np.ndarray:
+    products = np.empty((masks.shape[0], len(channels), *spec.fm.shape), np.complex64)
+    for i, ch in enumerate(channels):  # each fixed term times each moving image's spectrum, written in place
         fixed = c * spec.f1[2] + s * spec.f1[3] if ch == 3 else spec.f1[1 if ch in (1, 2) else 0]
-        return fixed * moving_terms[_MOVING_OF[ch]][2]
-
-    sum_fg = back(np.stack([cross(ch) for ch in channels], axis=1))  # (A, n, Vy, Vx)
+        np.multiply(fixed, moving_terms[_MOVING_OF[ch]][2], out=products[:, i])
+    sum_fg = back(products)  # (A, n, Vy, Vx)
+    del products
     fixed_of = {ch: tuple(x[inverse] for x in fixed_terms[0 if ch == 0 else 1]) for ch in channels if ch != 3}
     if 3 in channels:
         fixed_of[3] = _directional_terms(spec, shared.mask_spectra, back, inverse, c, s, inv_n, floor,
