@@ -525,13 +525,13 @@ def _masked_ncc(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, dire
 
     shape = spec.shape
     n_vy, n_vx = spec.n_shifts_xy[1], spec.n_shifts_xy[0]
-    scale = np.float32(1.0 / (shape[0] * shape[1]))
 
     def back(product: np.ndarray) -> np.ndarray:
-        # irfft2 in its own two passes (columns, then rows with the 1/N factor), the rows only where shifts
-        # are kept: the same numbers as irfft2(product, s=shape)[..., :n_vy, :n_vx], a fifth cheaper
-        columns = fft.ifft(product, axis=-2, norm="forward")[..., :n_vy, :]
-        return fft.irfft(columns, n=shape[1], axis=-1, norm="forward")[..., :n_vx] * scale
+        # irfft2 in its own two passes (columns, then rows), the rows only where shifts are kept: the same numbers
+        # as irfft2(product, s=shape)[..., :n_vy, :n_vx], a fifth cheaper; each pass applies its 1/n factor
+        # inside the transform (no pass of its own over the result)
+        columns = fft.ifft(product, axis=-2)[..., :n_vy, :]
+        return fft.irfft(columns, n=shape[1], axis=-1)[..., :n_vx]
 
     def sums(images: np.ndarray) -> np.ndarray:
         """``Σ_p m_f(p + v) · h(p)`` over every translation ``v``."""
@@ -567,36 +567,43 @@ def _masked_ncc(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, dire
     inv_n, floor = shared.inv_n[inverse], shared.floor[inverse]
     c, s = (directions[:, i, None, None].astype(np.float32) for i in (0, 1))  # float32 keeps the FFTs single
 
-    def cross(ch: int) -> np.ndarray:
+    products = np.empty((masks.shape[0], len(channels), *spec.fm.shape), np.complex64)
+    for i, ch in enumerate(channels):  # each fixed term times each moving image's spectrum, written in place
         fixed = c * spec.f1[2] + s * spec.f1[3] if ch == 3 else spec.f1[1 if ch in (1, 2) else 0]
-        return fixed * moving_terms[_MOVING_OF[ch]][2]
-
-    sum_fg = back(np.stack([cross(ch) for ch in channels], axis=1))  # (A, n, Vy, Vx)
+        np.multiply(fixed, moving_terms[_MOVING_OF[ch]][2], out=products[:, i])
+    sum_fg = back(products)  # (A, n, Vy, Vx)
+    del products
     fixed_of = {ch: tuple(x[inverse] for x in fixed_terms[0 if ch == 0 else 1]) for ch in channels if ch != 3}
     if 3 in channels:
         fixed_of[3] = _directional_terms(spec, shared.mask_spectra, back, inverse, c, s, inv_n, floor,
                                          shared.enough[inverse])
-    ranked = np.full((masks.shape[0], len(CHANNELS), n_vy, n_vx), _INVALID, np.float32)
+    ranked = np.empty((masks.shape[0], len(CHANNELS), n_vy, n_vx), np.float32)
+    ranked[:, [ch for ch in range(len(CHANNELS)) if ch not in channels]] = _INVALID
     overlap = shared.overlap[inverse]
     intensity = np.full((masks.shape[0], n_vy, n_vx), np.nan, np.float32)
+    moving_var: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # per moving term: variance (times the count), ok
     for i, ch in enumerate(channels):
         sum_g, sum_gg, _ = moving_terms[_MOVING_OF[ch]]
+        if _MOVING_OF[ch] not in moving_var:  # the cross-modal pairings share the moving intensity's
+            var_g = sum_g * sum_g  # in place from here on: the same operations, fewer temporaries
+            var_g *= inv_n
+            np.subtract(sum_gg, var_g, out=var_g)
+            moving_var[_MOVING_OF[ch]] = var_g, var_g > floor
+        var_g, ok_g = moving_var[_MOVING_OF[ch]]
         f_mean, f_var, f_ok = fixed_of[ch]
-        var_g = sum_g * sum_g  # in place from here on: the same operations, fewer temporaries
-        var_g *= inv_n
-        np.subtract(sum_gg, var_g, out=var_g)
         cov = sum_g * f_mean
         np.subtract(sum_fg[:, i], cov, out=cov)
-        ok = var_g > floor
-        ok &= f_ok
-        den = np.multiply(f_var, var_g, out=var_g)
+        ok = np.logical_and(ok_g, f_ok)
+        den = np.multiply(f_var, var_g)
         np.sqrt(den, out=den, where=ok)
         np.divide(cov, den, out=cov, where=ok)
         if ch == 0:
             intensity = np.where(ok, cov, np.nan)
         if _EITHER_SIGN[ch]:
             np.abs(cov, out=cov)
-        np.copyto(ranked[:, ch], _full_overlap_equivalent(cov, overlap), where=ok)  # _INVALID elsewhere
+        ranked_ch = _full_overlap_equivalent(cov, overlap)
+        np.copyto(ranked_ch, _INVALID, where=~ok)  # exactly _INVALID where undefined: the sweep's statistics skip it
+        ranked[:, ch] = ranked_ch
     return intensity, ranked, overlap, shared
 
 
@@ -891,9 +898,10 @@ def _batch_peaks(maps: _Maps, ch: int, exclusion: float) -> list[_Pose]:
     first = flat.argmax(axis=1)
     fy, fx = np.divmod(first, cols)
     e = int(math.floor(exclusion))
-    near = (np.abs(np.arange(rows)[None, :, None] - fy[:, None, None]) <= e) & (
-        np.abs(np.arange(cols)[None, None, :] - fx[:, None, None]) <= e)
-    second = np.where(near, _INVALID, ranked).reshape(n, -1).argmax(axis=1)
+    outside = ranked.copy()
+    for a in range(n):  # the window about each first peak, excluded
+        outside[a, max(0, fy[a] - e) : fy[a] + e + 1, max(0, fx[a] - e) : fx[a] + e + 1] = _INVALID
+    second = outside.reshape(n, -1).argmax(axis=1)
     out = []
     for a in range(n):
         for index in (first[a], second[a]):
@@ -964,10 +972,9 @@ def _sweep(level: _Level, grid: _Grid, channels: tuple[int, ...], opts: _Options
             kept_terms.append(_pruned(terms, later))
         for ch in channels:
             ranked = maps.ranked[:, ch]
-            valid = ranked > _INVALID
-            inside = np.where(valid, ranked, 0.0)
-            moments[ch] += (np.count_nonzero(valid), inside.sum(dtype=np.float64),
-                            np.square(inside).sum(dtype=np.float64))
+            n_invalid = ranked.size - np.count_nonzero(ranked > _INVALID)  # those hold exactly _INVALID
+            moments[ch] += (ranked.size - n_invalid, ranked.sum(dtype=np.float64) - n_invalid * _INVALID,
+                            np.square(ranked).sum(dtype=np.float64) - n_invalid * _INVALID**2)
             poses[ch] += _batch_peaks(maps, ch, grid.exclusion)
     mean_std = []
     for count, total, squares in moments:
