@@ -43,8 +43,8 @@ def _accuracy_doubts(s: Scores, cfg: RegistrationConfig, exact_points: bool, ref
         if exact_points:
             return []
         if s.uncertainty_px == math.inf:
-            return ["accuracy_unknown: the intensity refinement diverged from this fit, contradicting its error "
-                    "prediction"]
+            return [("accuracy_unknown: the intensity refinement diverged from this fit, contradicting its error "
+                     "prediction")]
         return ["accuracy_unknown: no error prediction for this fit"]
     reasons = []
     if s.uncertainty_px > cfg.ok_error_fraction * s.tolerance_px:

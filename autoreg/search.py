@@ -893,7 +893,7 @@ def _batch_peaks(maps: _Maps, ch: int, exclusion: float) -> list[_Pose]:
     for the separated second-best peak unless three distinct peaks share one angle.
     """
     ranked = maps.ranked[:, ch]
-    n, rows, cols = ranked.shape
+    n, _, cols = ranked.shape
     flat = ranked.reshape(n, -1)
     first = flat.argmax(axis=1)
     fy, fx = np.divmod(first, cols)

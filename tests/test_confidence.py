@@ -120,7 +120,7 @@ def test_a_fit_the_refinement_diverged_from_has_unknown_accuracy():
     # strategies.refine_fit marks it with an infinite predicted error: never ok, and the reason says why
     verdict = judge(dataclasses.replace(GOOD, uncertainty_px=math.inf))
     assert verdict.level == "low_confidence"
-    assert verdict.reasons == ("accuracy_unknown: the intensity refinement diverged from this fit, contradicting its "
-                               "error prediction",)
+    assert verdict.reasons == (("accuracy_unknown: the intensity refinement diverged from this fit, contradicting "
+                                "its error prediction"),)
     unknown = judge(dataclasses.replace(GOOD, uncertainty_px=math.nan))
     assert unknown.reasons == ("accuracy_unknown: no error prediction for this fit",)
