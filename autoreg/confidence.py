@@ -97,7 +97,8 @@ def judge(scores: Scores, config: RegistrationConfig | None = None, *, source: s
     exact_points : bool
         True when control points just determine the model (no redundancy to check them with).
     refined : bool
-        True when the intensity refinement produced the fit (its correlation is then judged).
+        True when the intensity refinement ran to its optimum on the fit (``Fit.contrast_checked``): its
+        correlation is then judged, whether or not its pose was kept.
 
     Returns
     -------

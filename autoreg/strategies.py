@@ -210,8 +210,11 @@ def refine_fit(ctx: Context, fit: Fit, model: str) -> Fit:
     """Refine a global fit as ``model`` by intensity where the information is (:func:`autoreg.refine.refine_matrix`).
 
     The refinement compares the coarser image with the finer one averaged over each coarse pixel's footprint. It
-    is kept only when it raises the correlation on held-out pixels; then the fit carries the refinement's
-    predicted error. Otherwise the fit is returned unchanged, saying why.
+    is kept only when it raises the correlation on held-out pixels and a linear contrast explains the map (robust
+    |r| at least ``min_refined_correlation``); then the fit carries the refinement's predicted error. Otherwise
+    the fit keeps its pose, saying why: with the refinement's correlation and ``contrast_checked`` when only the
+    contrast failed (the verdict judges it), with an infinite predicted error when the refinement diverged from
+    it (the intensities contradict it), unchanged otherwise.
     """
     from .refine import MODELS as REFINABLE
     from .refine import RefinementDiverged, refine_matrix
