@@ -39,7 +39,6 @@ from _timing import timed
 from autoreg.refine import refine_matrix
 
 
-
 def apply(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
     h = np.column_stack([xy, np.ones(len(xy))]) @ np.asarray(matrix, float).T
     return h[:, :2] / h[:, 2:]
