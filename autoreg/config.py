@@ -119,7 +119,7 @@ class RegistrationConfig:
         rules already cost about 2 %, the product allows 5 %): 0.75 cost 2.7 % and left 1 of 444 ``ok`` wrong
         where 1.0 left 4 of 462 (cases 0-79 of the nine positive categories); 0.7 cost 3.9 %.
     min_refined_correlation : float
-        ``ok`` needs the intensity refinement, when it refined the fit, to explain the map: its robust correlation
+        ``ok`` needs the intensity refinement, when it ran on the fit, to explain the map: its robust correlation
         (:attr:`autoreg.refine.Refinement.correlation`) at least this in magnitude (else ``unmodelled_contrast``).
         The refinement's error prediction assumes the contrast is linear; a map whose contrast it cannot follow (a
         deflection channel against a topography) still gives a sharp optimum, but a biased one. On the calibration
@@ -144,7 +144,8 @@ class RegistrationConfig:
         A search (intensity) match is real only when its best correlation peak exceeds the best separated peak by
         more than this. On 200 unrelated vs 200 true map pairs the gap was at most 0.12 (99 %: 0.09) for unrelated
         pairs and at least 0.13 (5 %: 0.24) for true ones. The search also uses this test (and ``min_peak_ratio``)
-        to skip its cross-modal pairings when intensity and gradient already give such a peak.
+        to skip its cross-modal pairings when intensity and gradient already give such a peak with the same
+        contrast (``min_refined_correlation``).
     min_peak_ratio : float
         ... and the best peak is at least this multiple of the separated one (unrelated: 99 % below 1.21; true:
         5 % below 1.41).
@@ -172,9 +173,11 @@ class RegistrationConfig:
         gradient magnitudes) for images of one kind; ``edges`` (fixed gradient magnitude vs moving intensity) for
         an edge-like moving channel, and ``derivative`` (fixed slope along the moving image's fast scan axis vs
         moving intensity) for error signals such as AFM deflection. The last two run in a second pass, only when
-        the first two give no peak that passes ``min_peak_gap`` and ``min_peak_ratio`` (such a pass's result is
-        kept as it is, so they cost nothing on pairs of one kind: the 40×40 map on a 1024² scan costs 0.6× as
-        much as with them in one pass; ``tests/bench/bench_search.py``).
+        the first two give no peak that passes ``min_peak_gap`` and ``min_peak_ratio`` with the same contrast
+        (the intensity pairing's own peak, or one where the intensities correlate with |r| at least
+        ``min_refined_correlation``); such a pass's result is kept as it is, so they cost nothing on pairs of one
+        kind: the 40×40 map on a 1024² scan costs 0.6× as much as with them in one pass
+        (``tests/bench/bench_search.py``).
     refine : bool
         Refine every global fit by intensity at the coarser image's resolution (:mod:`autoreg.refine`), kept
         only when it raises the correlation on held-out pixels.

@@ -393,9 +393,10 @@ def _photometry(
     centred = _within_rows(design, row, weights)
     coef = _wls(centred, _within_rows(target, row, weights), weights)
     rest = target - design @ coef
-    total = np.bincount(row, weights, minlength=level.n_rows)
-    offsets = np.bincount(row, weights * rest, minlength=level.n_rows) / np.where(total > 0, total, 1.0)
-    return coef, rest - offsets[row], centred, offsets
+    residual = _within_rows(rest, row, weights)
+    offsets = np.zeros(level.n_rows)  # rows without pixels keep 0
+    offsets[row] = rest - residual  # each row's weighted mean, the same at every pixel of the row
+    return coef, residual, centred, offsets
 
 
 #: Largest condition number of the column-equilibrated Gram matrix for which :func:`_wls` solves the normal
@@ -423,11 +424,7 @@ def _wls(design: np.ndarray, target: np.ndarray, weights: np.ndarray) -> np.ndar
 
 def _pearson(a: np.ndarray, b: np.ndarray, weights: np.ndarray | None = None) -> float:
     """Pearson correlation of ``a`` and ``b`` (``weights``-weighted when given); NaN without variation."""
-    if weights is None:
-        a, b = a - a.mean(), b - b.mean()
-        denom = np.sqrt(np.sum(a * a) * np.sum(b * b))
-        return float(np.sum(a * b) / denom) if denom > 0 else float("nan")
-    w = weights
+    w = np.ones(len(a)) if weights is None else weights
     total = float(np.sum(w))
     if total <= 0:
         return float("nan")
@@ -539,12 +536,14 @@ def _step(state: _State) -> np.ndarray:
 
 
 def _gauss_newton(
-    level: _Level, matrix: np.ndarray, opts: _Options, tol_px: float
+    level: _Level, matrix: np.ndarray, opts: _Options, tol_px: float, started: bool = False
 ) -> tuple[np.ndarray, int, bool]:
     """Iterate on one level; returns the grid → reference matrix, the iterations and whether it converged.
 
     Coarse levels stop at a looser ``tol_px``: they only need to bring the next level within its capture
-    range.
+    range. ``matrix`` may already have moved from the caller's start (``started``: a coarser level refined it);
+    losing the overlap after moving is a divergence (:class:`RefinementDiverged`), at the start an
+    EstimationError.
     """
     k = len(MODELS[opts.model])
     corners = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
@@ -554,7 +553,7 @@ def _gauss_newton(
         try:
             state = _evaluate(level, matrix, opts, level.fit_mask, scale)
         except EstimationError as err:
-            if iteration == 1:
+            if iteration == 1 and not started:
                 raise
             raise RefinementDiverged(f"The refinement diverged: it left the overlap ({err})") from err
         scale = state.scale or None
@@ -823,14 +822,7 @@ def _solve(
     footprint = float(np.sqrt(abs(np.linalg.det(matrix[:2, :2] / matrix[2, 2]))))
     for index, level in enumerate(levels):
         tol = opts.tol_px if index == len(levels) - 1 else max(opts.tol_px, COARSE_TOL_PX)
-        try:
-            matrix, iterations, converged = _gauss_newton(level, matrix, opts, tol)
-        except RefinementDiverged:
-            raise
-        except EstimationError as err:
-            if index == 0:
-                raise
-            raise RefinementDiverged(f"The refinement diverged: it left the overlap ({err})") from err
+        matrix, iterations, converged = _gauss_newton(level, matrix, opts, tol, started=index > 0)
         total += iterations
         shift = np.linalg.norm(apply_matrix(matrix, corners) - apply_matrix(start, corners), axis=1).mean() / footprint
         if not shift <= max_shift_px:

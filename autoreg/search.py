@@ -54,6 +54,9 @@ __all__ = ["CROSS_CHANNELS", "SearchCandidate", "SearchResult", "search_similari
 CHANNELS = ("intensity", "gradient", "edges", "derivative")
 #: Which moving channel each NCC channel correlates (0 intensity, 1 gradient magnitude).
 _MOVING_OF = (0, 1, 0, 0)
+#: Which fixed term each NCC channel correlates (0 intensity, 1 gradient magnitude); None for the derivative, a
+#: combination of ∂x and ∂y that depends on each rotated image's direction.
+_FIXED_OF = (0, 1, 1, None)
 #: Channels ranked by |NCC| (both polarities count); the others by NCC.
 _EITHER_SIGN = (True, False, False, True)
 #: Channels that correlate two different quantities (an edge map or a slope against an intensity): their matches
@@ -554,7 +557,7 @@ def _masked_ncc(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, dire
         spectra = _conj_spectra(g, shape)
         for i, term in enumerate(todo):
             moving_terms[term] = (boxed[:, i], boxed[:, len(todo) + i], spectra[:, i])
-    todo = sorted({0 if ch == 0 else 1 for ch in channels if ch != 3} - set(fixed_terms))  # fixed intensity [grad.]
+    todo = sorted({_FIXED_OF[ch] for ch in channels if _FIXED_OF[ch] is not None} - set(fixed_terms))
     if todo:
         terms = back(np.concatenate([spec.f1[todo], spec.f2[todo]])[None] * shared.mask_spectra)  # (U, 2t, ..)
         for i, term in enumerate(todo):
@@ -569,13 +572,14 @@ def _masked_ncc(spec: _FixedSpectra, values: np.ndarray, masks: np.ndarray, dire
 
     products = np.empty((masks.shape[0], len(channels), *spec.fm.shape), np.complex64)
     for i, ch in enumerate(channels):  # each fixed term times each moving image's spectrum, written in place
-        fixed = c * spec.f1[2] + s * spec.f1[3] if ch == 3 else spec.f1[1 if ch in (1, 2) else 0]
+        fixed = c * spec.f1[2] + s * spec.f1[3] if _FIXED_OF[ch] is None else spec.f1[_FIXED_OF[ch]]
         np.multiply(fixed, moving_terms[_MOVING_OF[ch]][2], out=products[:, i])
     sum_fg = back(products)  # (A, n, Vy, Vx)
     del products
-    fixed_of = {ch: tuple(x[inverse] for x in fixed_terms[0 if ch == 0 else 1]) for ch in channels if ch != 3}
-    if 3 in channels:
-        fixed_of[3] = _directional_terms(spec, shared.mask_spectra, back, inverse, c, s, inv_n, floor,
+    fixed_of = {ch: tuple(x[inverse] for x in fixed_terms[_FIXED_OF[ch]]) for ch in channels
+                if _FIXED_OF[ch] is not None}
+    for ch in (ch for ch in channels if _FIXED_OF[ch] is None):
+        fixed_of[ch] = _directional_terms(spec, shared.mask_spectra, back, inverse, c, s, inv_n, floor,
                                          shared.enough[inverse])
     ranked = np.empty((masks.shape[0], len(CHANNELS), n_vy, n_vx), np.float32)
     ranked[:, [ch for ch in range(len(CHANNELS)) if ch not in channels]] = _INVALID
@@ -988,7 +992,7 @@ def _pruned(terms: _Shared, channels: tuple[int, ...]) -> _Shared:
     """``terms`` without the moving and fixed terms that ``channels`` do not use (they are large)."""
     from dataclasses import replace
 
-    fixed = {0 if ch == 0 else 1 for ch in channels if ch != 3}
+    fixed = {_FIXED_OF[ch] for ch in channels if _FIXED_OF[ch] is not None}
     return replace(terms, moving={m: terms.moving[m] for m in {_MOVING_OF[ch] for ch in channels}
                                   if m in terms.moving},
                    fixed={f: terms.fixed[f] for f in fixed if f in terms.fixed})

@@ -22,9 +22,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from test_search import make_search_pair  # noqa: E402
+
 import autoreg  # noqa: E402
 from autoreg.geometry import apply_matrix, mean_grid_distance  # noqa: E402
-from test_search import make_search_pair  # noqa: E402
 
 TOLERANCE_PX = 2.0
 QUANTILES = (0.3, 0.5)
@@ -40,8 +41,9 @@ def main() -> None:
         for q in QUANTILES:
             folded = np.abs(pair.moving - np.quantile(pair.moving, q)).astype(np.float32)
             result = autoreg.register(pair.fixed, folded, rng=0)
-            error = (mean_grid_distance(result.fit.to_fixed, lambda g: apply_matrix(pair.moving_to_fixed, g),
-                                        folded.shape) if result.fit is not None else float("inf"))
+            truth = pair.moving_to_fixed
+            error = (mean_grid_distance(result.fit.to_fixed, lambda g, m=truth: apply_matrix(m, g), folded.shape)
+                     if result.fit is not None else float("inf"))
             correct = bool(error <= TOLERANCE_PX)
             total += 1
             solved += correct
