@@ -1,4 +1,4 @@
-"""Seeded benchmark pairs with exact truth, in three splits that share no seed and no source image.
+"""Seeded benchmark pairs with exact truth, in splits that share no seed and no source image.
 
 Not collected by pytest. ``calibration`` is what thresholds may be tuned on; ``evaluation`` is what we report;
 ``holdout`` checks, on pairs no threshold was tuned on, changes made while the evaluation split's results were known
@@ -17,6 +17,15 @@ holdout
     scikit-image: stereo_motorcycle (left view), shepp_logan_phantom, microaneurysms. Synthetic scene seeds
     90000-100999, case seeds 3000000-3010999. No PFM (there is one real scan and it belongs to ``evaluation``).
     60 cases per category (660 pairs). Added on 2026-12-01, after the evaluation split's first report.
+audit
+    Synthetic only (every bundled image that needs no download is in another split; ``cat`` is ``chelsea``), scene
+    seeds 130000-140999, case seeds 4000000-4010999. 60 cases per category (660 pairs). Added on 2026-12-02, after
+    holdout's wrong ``ok``s had been read case by case: the split nobody has looked at. Run it once a stop's changes
+    are final; read its aggregates, and its cases only after the note that reports it.
+lattice
+    A tuning split for periodic content: the lattice family only, scene seeds 170000-180999, case seeds
+    5000000-5010999, 40 cases per category. Thresholds for ambiguity may be set here; it reports nothing. Its
+    ``negative`` category cannot be drawn (an unrelated negative needs a second kind of source).
 
 All splits draw from the four synthetic families of :mod:`_sources` (terraces, islands, lattice, fractal) with
 disjoint seeds. Case ``i`` of category ``c`` (index ``k`` in :data:`CATEGORIES`) has case seed ``case_base + 1000 k
@@ -86,6 +95,7 @@ class Split:
     case_seed_base: int
     pfm: bool
     per_category: int
+    families: tuple[str, ...] = FAMILIES
 
     def scene_seeds(self) -> range:
         """Every synthetic scene seed the split may use."""
@@ -104,9 +114,9 @@ SPLITS = {
                         scene_seed_base=50_000, case_seed_base=2_000_000, pfm=True, per_category=60),
     "holdout": Split("holdout", ("stereo_motorcycle", "shepp_logan_phantom", "microaneurysms"),
                      scene_seed_base=90_000, case_seed_base=3_000_000, pfm=False, per_category=60),
-    # added at stop 18, after holdout's wrong oks had been read case by case: a report split nobody has looked at;
-    # "cat" is the one bundled natural image left (the others are binary, periodic test patterns or need a download)
-    "audit": Split("audit", ("cat",), scene_seed_base=130_000, case_seed_base=4_000_000, pfm=False, per_category=60),
+    "audit": Split("audit", (), scene_seed_base=130_000, case_seed_base=4_000_000, pfm=False, per_category=60),
+    "lattice": Split("lattice", (), scene_seed_base=170_000, case_seed_base=5_000_000, pfm=False, per_category=40,
+                     families=("lattice",)),
 }
 
 
@@ -118,7 +128,8 @@ def describe_splits() -> str:
         pfm = "PFM scan (4 channels)" if split.pfm else "no PFM"
         if split.pfm and not pfm_available():
             pfm = "NOTE: the PFM scan is missing, its cases use the other sources"
-        lines.append(f"{split.name}: skimage {', '.join(split.skimage)}; synthetic {', '.join(FAMILIES)} with scene "
+        images = f"skimage {', '.join(split.skimage)}; " if split.skimage else ""
+        lines.append(f"{split.name}: {images}synthetic {', '.join(split.families)} with scene "
                      f"seeds {seeds.start}-{seeds.stop - 1}; case seeds {cases.start}-{cases.stop - 1}; {pfm}")
     return "\n".join(lines)
 
@@ -478,9 +489,10 @@ class _Draw:
     def scene_seed(self, second: bool = False) -> int:
         return self.split.scene_seed_base + 1000 * CATEGORIES.index(self.category) + self.index + 500 * second
 
-    def source(self, *, families: tuple[str, ...] = FAMILIES, skimage: bool = True, second: bool = False) -> _Source:
-        """A source of this split: each synthetic family counts twice against each bundled image."""
-        pool = [_Source(f, seed=self.scene_seed(second)) for f in families for _ in range(2)]
+    def source(self, *, families: tuple[str, ...] | None = None, skimage: bool = True, second: bool = False) -> _Source:
+        """A source of this split (of its families unless told): each synthetic family counts twice against each
+        bundled image."""
+        pool = [_Source(f, seed=self.scene_seed(second)) for f in families or self.split.families for _ in range(2)]
         if skimage:
             pool += [_Source("skimage", name) for name in self.split.skimage]
         return pool[int(self.rng.integers(len(pool)))]
@@ -613,7 +625,7 @@ def _source_of(case: Case) -> _Source:
     return _Source(kind, rest) if kind in ("skimage", "pfm") else _Source(kind, seed=int(rest))
 
 
-def _case_partial(d: _Draw, overlap: tuple[float, float], families: tuple[str, ...] = FAMILIES) -> Case:
+def _case_partial(d: _Draw, overlap: tuple[float, float], families: tuple[str, ...] | None = None) -> Case:
     source = d.source(families=families)
     fixed_shape = (int(d.rng.integers(224, 320)), int(d.rng.integers(224, 320)))
     n = int(d.rng.uniform(0.7, 1.0) * min(fixed_shape))
@@ -737,6 +749,8 @@ def _case_negative(d: _Draw) -> Case:
     matrix = _place_inside(d.rng, linear, moving_shape, fixed_shape, 0.92)
     fixed, _, _ = _build(d, source, fixed_shape, moving_shape, _to_truth(matrix), kind=kind)
     if kind.startswith("unrelated"):
+        if len(d.split.families) + len(d.split.skimage) < 2:
+            raise ValueError(f"split {d.split.name} has one kind of source; an unrelated negative needs two")
         other = d.source(second=True)
         while other.label == source.label or (other.kind == source.kind and other.kind != "skimage"):
             other = d.source(second=True)
