@@ -140,6 +140,16 @@ class RegistrationConfig:
         A feature consensus is a real match only when log10 NFA is at most this (else ``failed``). −1, stricter
         than the classic NFA ≤ 1: under uniform random matches (1,560 trials, 20–500 matches, every model) 0.13 %
         reached −1 against 0.6 % at 0, and real consensuses of 10 or more inliers sit at −4 or below.
+    ambiguity_exclusion : float
+        An automatic fit is ambiguous (``low_confidence``) when a pose shifted by more than this many tolerances
+        correlates within ``min_peak_gap`` of it (:func:`autoreg.ambiguity.shift_peak_gap`). Two: a pose that moves
+        points by more than twice what an ``ok`` promises is a different answer, not the ragged edge of this one.
+    shift_window_fraction : float
+        Largest shift of that check, as a fraction of the overlap's shorter side (0.2: several periods of any
+        lattice a registration can resolve, while the inset template keeps 60 % of the overlap per side).
+    shift_check_max_side : int
+        Longest side of that check's grid (256: about 10 ms per check; a lattice finer than 1/128 of the overlap
+        is not resolved there, and such fine content is not what wrong poses are built from).
     min_peak_gap : float
         A search (intensity) match is real only when its best correlation peak exceeds the best separated peak by
         more than this. On 200 unrelated vs 200 true map pairs the gap was at most 0.12 (99 %: 0.09) for unrelated
@@ -265,6 +275,9 @@ class RegistrationConfig:
     nfa_tests: int = 18
     nfa_duplicate_wpx: float = 5.0
     max_log10_nfa: float = -1.0
+    ambiguity_exclusion: float = 2.0
+    shift_window_fraction: float = 0.2
+    shift_check_max_side: int = 256
     min_peak_gap: float = 0.10
     min_peak_ratio: float = 1.20
     search_min_ratio: float = 4.0

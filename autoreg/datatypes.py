@@ -236,7 +236,8 @@ class Fit:
 class Scores:
     """Quality figures of one registration. NaN where a figure is undefined.
 
-    ``log10_nfa``, ``peak_gap`` and ``peak_ratio`` say whether the match is real; ``predicted_error_px`` (also
+    ``log10_nfa``, ``peak_gap`` and ``peak_ratio`` say whether the match is real, ``shift_peak_gap`` whether
+    the images support a different answer as well; ``predicted_error_px`` (also
     reported as ``uncertainty_px``) how accurate it is, against ``tolerance_px``.
     """
 
@@ -256,6 +257,7 @@ class Scores:
     n_inliers_general: int = -1
     uncertainty_px: float = float("nan")
     log10_nfa: float = float("nan")
+    shift_peak_gap: float = float("nan")
     peak_gap: float = float("nan")
     peak_ratio: float = float("nan")
     tolerance_px: float = float("nan")
@@ -416,6 +418,7 @@ class RegistrationResult:
             "predicted_error_px": s.uncertainty_px,
             "tolerance_px": s.tolerance_px,
             "log10_nfa": s.log10_nfa,
+            "shift_peak_gap": s.shift_peak_gap,
             "peak_gap": s.peak_gap,
             "peak_ratio": s.peak_ratio,
             "inverted_contrast": s.inverted_contrast,

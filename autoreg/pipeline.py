@@ -44,8 +44,10 @@ def _load(source: Any, what: str, config: RegistrationConfig) -> Image:
 
 def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False) -> tuple[RegistrationResult, Attempt]:
     """Warp, score and judge one fit."""
+    from .ambiguity import shift_peak_gap
     from .confidence import judge
     from .evidence import feature_log10_nfa, predicted_error_px, tolerance_px
+    from .levelling import level_scan
     from .score import score_registration
     from .warp import apply_transform
 
@@ -55,13 +57,24 @@ def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False) -> tuple[Regi
                                 fixed_valid=ctx.fixed_valid)
     overlap_px2 = float(np.count_nonzero(footprint & ctx.fixed_valid))
     truncation = ctx.inlier_threshold_px if fit.source == "features" else None
+    log10_nfa = feature_log10_nfa(fit, overlap_px2, ctx.working_pixel_px, ctx.config)
+    tolerance = tolerance_px(ctx.config, min(ctx.expected_scale, scores.scale) if np.isfinite(scores.scale)
+                             else ctx.expected_scale)
+    shift_gap = float("nan")
+    if fit.source in ("features", "intensity"):
+        levelled = level_scan(ctx.moving.data, scars=False, spikes=False).data
+        shift_gap = shift_peak_gap(np.asarray(ctx.fixed.data), levelled, fit, footprint & ctx.fixed_valid,
+                                   coarse_px=max(1.0, ctx.expected_scale),
+                                   exclusion_px=ctx.config.ambiguity_exclusion * tolerance,
+                                   window_fraction=ctx.config.shift_window_fraction,
+                                   max_side=ctx.config.shift_check_max_side)
     scores = dataclasses.replace(
         scores,
-        log10_nfa=feature_log10_nfa(fit, overlap_px2, ctx.working_pixel_px, ctx.config),
+        log10_nfa=log10_nfa,
+        shift_peak_gap=shift_gap,
         uncertainty_px=predicted_error_px(fit, ctx.moving.shape, truncation_px=truncation,
                                           prior_scale=ctx.expected_scale, config=ctx.config),
-        tolerance_px=tolerance_px(ctx.config, min(ctx.expected_scale, scores.scale) if np.isfinite(scores.scale)
-                                  else ctx.expected_scale),
+        tolerance_px=tolerance,
     )
     verdict = judge(scores, ctx.config, source=fit.source, exact_points=exact_points,
                     refined=fit.contrast_checked)

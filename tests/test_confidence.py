@@ -42,6 +42,8 @@ def test_good_scores_are_ok():
         ({"inlier_ratio": 0.01}, "low_confidence", "low_inlier_ratio"),
         ({"shear": 0.5}, "low_confidence", "implausible_shear"),
         ({"inlier_spread": 0.01}, "low_confidence", "clustered_inliers"),
+        ({"shift_peak_gap": 0.05}, "low_confidence", "ambiguous"),
+        ({"shift_peak_gap": -0.2}, "low_confidence", "ambiguous"),
     ],
 )
 def test_each_rule_fires_with_its_slug(change, level, slug):
@@ -124,3 +126,12 @@ def test_a_fit_the_refinement_diverged_from_has_unknown_accuracy():
                                 "its error prediction"),)
     unknown = judge(dataclasses.replace(GOOD, uncertainty_px=math.nan))
     assert unknown.reasons == ("accuracy_unknown: no error prediction for this fit",)
+
+
+def test_an_unmeasured_or_unrivalled_pose_is_not_ambiguous():
+    # NaN: the overlap was too small to slide; inf: no other peak in the window
+    for change in ({"shift_peak_gap": float("nan")}, {"shift_peak_gap": float("inf")}):
+        assert judge(dataclasses.replace(GOOD, **change)).level == "ok", change
+    shifted = dataclasses.replace(SEARCHED, shift_peak_gap=0.02)
+    assert judge(shifted, source="intensity").level == "low_confidence"
+    assert judge(dataclasses.replace(GOOD, shift_peak_gap=0.02), source="points").level == "ok"
