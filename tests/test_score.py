@@ -53,4 +53,3 @@ def test_scores_are_the_same_with_the_callers_valid_mask():
     given = score_registration(fit, fixed, moving, warped, footprint, fixed_valid=np.isfinite(fixed), **common)
     for name in ("pearson", "pearson_before", "overlap_fraction", "inlier_spread", "rmse_px"):
         assert getattr(given, name) == getattr(plain, name)
-
