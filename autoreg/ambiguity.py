@@ -16,6 +16,11 @@ from .datatypes import Fit
 
 __all__ = ["shift_peak_gap"]
 
+#: An image is flat when its standard deviation is below this fraction of its largest magnitude: far above float32
+#: rounding of the levelling (1e-7), far below any real contrast.
+_FLAT = 1e-5
+_TINY = 1e-30
+
 
 def shift_peak_gap(fixed: np.ndarray, moving_levelled: np.ndarray, fit: Fit, overlap: np.ndarray, *,
                    coarse_px: float, exclusion_px: float, window_fraction: float, max_side: int) -> float:
@@ -27,8 +32,12 @@ def shift_peak_gap(fixed: np.ndarray, moving_levelled: np.ndarray, fit: Fit, ove
     through the fit at every check pixel's centre (bilinear). The moving check image, inset by the window on every
     side, is slid over the fixed one by up to ``window_fraction`` of the box's shorter side (masked NCC, OpenCV's
     ``TM_CCOEFF_NORMED``; its sign follows the pose's, so inverted contrast counts). Local maxima of the NCC more
-    than ``exclusion_px`` and two coarse pixels from the pose are its competitors (nearer ones are shoulders of
-    the pose's own peak, which the coarser image cannot separate from it).
+    than ``exclusion_px``, two coarse pixels and two check pixels from the pose are its competitors (nearer ones are
+    shoulders of the pose's own peak, which the coarser image cannot separate from it).
+
+    The moving image is point-sampled: when a check pixel is larger than a moving pixel (a moving image finer than
+    the fixed one, or an overlap over ``2 max_side`` px), content finer than a check pixel aliases in it and not in
+    the area-averaged fixed image; that lowers every correlation alike rather than making one shift win.
 
     Parameters
     ----------
@@ -53,7 +62,13 @@ def shift_peak_gap(fixed: np.ndarray, moving_levelled: np.ndarray, fit: Fit, ove
     -------
     float
         ``NCC(pose) − max NCC(competitor)``, in the units of the search's ``peak_gap``; ``inf`` when no competitor
-        peak lies in the window; NaN when the overlap is too small to slide over.
+        peak lies in the window; NaN when it cannot be measured (an overlap too small to slide over, a window with
+        no pose beyond the exclusion, a flat image).
+
+    Raises
+    ------
+    EstimationError
+        OpenCV failed on these data (the caller records the check as not measured).
     """
     import cv2
     from scipy import ndimage
@@ -74,8 +89,12 @@ def shift_peak_gap(fixed: np.ndarray, moving_levelled: np.ndarray, fit: Fit, ove
     weight = inside.astype(np.float32)
     size_xy = (max(1, round(inside.shape[1] * step / check_px)), max(1, round(inside.shape[0] * step / check_px)))
     if size_xy != (inside.shape[1], inside.shape[0]):
-        fixed_box, weight = (cv2.resize(a, size_xy, interpolation=cv2.INTER_AREA) for a in (fixed_box, weight))
+        with library_errors("shift check"):
+            fixed_box, weight = (cv2.resize(a, size_xy, interpolation=cv2.INTER_AREA) for a in (fixed_box, weight))
+    magnitude = float(np.abs(fixed_box).max()) + _TINY  # before levelling: a plane levels to rounding noise
     fixed_box = np.nan_to_num(level_scan(fixed_box, scars=False, spikes=False).data).astype(np.float32)
+    if not np.std(fixed_box) > _FLAT * magnitude:
+        return float("nan")  # a flat (or planar) fixed image: no correlation to compare
 
     # the fixed (x, y) of every check pixel's centre: cell j averages sampled pixels [j c, (j + 1) c)
     cell_xy = np.array([inside.shape[1] / size_xy[0], inside.shape[0] / size_xy[1]]) * step  # fixed px per cell
@@ -93,18 +112,23 @@ def shift_peak_gap(fixed: np.ndarray, moving_levelled: np.ndarray, fit: Fit, ove
         return float("nan")
     inset = np.s_[window:-window, window:-window]
     template, mask = np.where(full, moving_box, 0.0)[inset].astype(np.float32), full[inset]
-    if np.count_nonzero(mask) < 16 or np.ptp(template[mask]) == 0:
-        return float("nan")
+    values = template[mask]
+    if np.count_nonzero(mask) < 16 or not np.std(values) > _FLAT * (np.abs(values).max() + _TINY):
+        return float("nan")  # a flat moving image: no correlation to compare
     with library_errors("shift check"):
         ncc = cv2.matchTemplate(fixed_box, template, cv2.TM_CCOEFF_NORMED, mask=mask.astype(np.float32))
-    ncc = np.where(np.isfinite(ncc), ncc, 0.0)
+    if not np.isfinite(ncc[window, window]):
+        return float("nan")
+    if ncc[window, window] < 0:  # inverted contrast (height against phase): the pose's peak is a trough
+        ncc = -ncc
+    ncc = np.where(np.isfinite(ncc), ncc, -np.inf)  # undefined shifts (flat patches) are nobody's peak
     dy, dx = np.mgrid[-window:window + 1, -window:window + 1]
     distance = np.hypot(dx * cell_xy[0], dy * cell_xy[1])  # fixed px
-    near = distance <= 1.5 * cell_xy.max()  # the pose, to within a check pixel
-    if ncc[near].sum() < 0:  # inverted contrast (height against phase): the pose's peak is a trough
-        ncc = -ncc
-    centre = float(ncc[near].max())
-    peaks = ncc == ndimage.maximum_filter(ncc, size=3, mode="nearest")
-    peaks[[0, -1], :] = peaks[:, [0, -1]] = False  # a maximum on the window's edge may be a slope, not a peak
-    peaks &= distance > max(exclusion_px, 2 * coarse_px, 2 * cell_xy.max())
+    centre = float(ncc[distance <= 1.5 * cell_xy.max()].max())  # the pose, to within a check pixel
+    interior = np.zeros(ncc.shape, bool)
+    interior[1:-1, 1:-1] = True  # a maximum on the window's edge may be a slope, not a peak
+    beyond = interior & (distance > max(exclusion_px, 2 * coarse_px, 2 * cell_xy.max()))
+    if not beyond.any():
+        return float("nan")  # the window holds no different pose: not measured
+    peaks = beyond & (ncc == ndimage.maximum_filter(ncc, size=3, mode="nearest")) & np.isfinite(ncc)
     return float(centre - ncc[peaks].max()) if peaks.any() else float("inf")

@@ -67,10 +67,10 @@ def _doubts(s: Scores, cfg: RegistrationConfig, source: str) -> list[str]:
     if source == "features" and not _bad(s.inlier_spread) and s.inlier_spread < cfg.min_inlier_spread:
         reasons.append(f"clustered_inliers: their hull covers {s.inlier_spread:.3f} of the overlap "
                        f"< {cfg.min_inlier_spread}; the map is extrapolated elsewhere")
-    if source in ("features", "intensity") and s.shift_peak_gap < cfg.min_peak_gap:
-        reasons.append(f"ambiguous: a pose shifted by more than {cfg.ambiguity_exclusion:g} tolerances correlates "
-                       f"within {s.shift_peak_gap:.3f} of this one (needs > {cfg.min_peak_gap:g}; repeated or "
-                       "periodic content)")
+    if source in ("features", "intensity") and s.shift_peak_gap <= cfg.min_shift_peak_gap:
+        reasons.append(f"ambiguous: a pose shifted by more than {cfg.shift_exclusion_tolerances:g} tolerances "
+                       f"correlates within {s.shift_peak_gap:.3f} of this one (needs > {cfg.min_shift_peak_gap:g}; "
+                       "repeated or periodic content)")
     if source == "features" and not _bad(s.inlier_ratio) and s.inlier_ratio < cfg.min_inlier_ratio:
         reasons.append(f"low_inlier_ratio: {s.inlier_ratio:.3f} < {cfg.min_inlier_ratio}")
     if not _bad(s.overlap_fraction) and 0 < s.overlap_fraction < cfg.min_overlap_fraction:

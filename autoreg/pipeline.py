@@ -47,7 +47,6 @@ def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False) -> tuple[Regi
     from .ambiguity import shift_peak_gap
     from .confidence import judge
     from .evidence import feature_log10_nfa, predicted_error_px, tolerance_px
-    from .levelling import level_scan
     from .score import score_registration
     from .warp import apply_transform
 
@@ -62,12 +61,14 @@ def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False) -> tuple[Regi
                              else ctx.expected_scale)
     shift_gap = float("nan")
     if fit.source in ("features", "intensity"):
-        levelled = level_scan(ctx.moving.data, scars=False, spikes=False).data
-        shift_gap = shift_peak_gap(np.asarray(ctx.fixed.data), levelled, fit, footprint & ctx.fixed_valid,
-                                   coarse_px=max(1.0, ctx.expected_scale),
-                                   exclusion_px=ctx.config.ambiguity_exclusion * tolerance,
-                                   window_fraction=ctx.config.shift_window_fraction,
-                                   max_side=ctx.config.shift_check_max_side)
+        try:  # evidence about a fit, not a way of finding one: a failed check leaves it unmeasured
+            shift_gap = shift_peak_gap(np.asarray(ctx.fixed.data), ctx.moving_levelled, fit,
+                                       footprint & ctx.fixed_valid, coarse_px=max(1.0, ctx.expected_scale),
+                                       exclusion_px=ctx.config.shift_exclusion_tolerances * tolerance,
+                                       window_fraction=ctx.config.shift_window_fraction,
+                                       max_side=ctx.config.shift_check_max_side)
+        except EstimationError:
+            pass  # OpenCV failed on these data: the check stays NaN, as for an overlap too small to slide
     scores = dataclasses.replace(
         scores,
         log10_nfa=log10_nfa,
@@ -122,14 +123,23 @@ def _load_points(points: Any, ctx: Context, model: str) -> tuple[np.ndarray, np.
 
 
 def _pick(results: list[RegistrationResult]) -> RegistrationResult:
-    """The first ``ok`` result; else the user's control points when they gave a usable fit; else the best."""
+    """The first ``ok`` result; else the user's control points when they gave a usable fit; else the best verdict,
+    and among equal verdicts the smallest predicted error (unknown counts as infinite; earlier strategies win ties).
+
+    Several ``low_confidence`` results happen when the right one is only doubted (an ambiguous lattice, a small
+    overlap) and other strategies then find worse ones: their own error predictions are what tells them apart."""
     for result in results:
         if result.verdict.level == "ok":
             return result
     for result in results:
         if result.source == "points" and result.verdict.level != "failed":
             return result
-    return min(results, key=lambda r: r.verdict.rank)  # earlier strategies win ties
+
+    def predicted(result: RegistrationResult) -> float:
+        value = result.scores.uncertainty_px
+        return value if np.isfinite(value) else np.inf
+
+    return min(results, key=lambda r: (r.verdict.rank, predicted(r)))
 
 
 def _check_texture(image: Image, what: str, config: RegistrationConfig) -> None:
@@ -242,6 +252,7 @@ def register(
     InputError
         Unreadable input, unknown model, invalid control points, or a scale that is not a positive number.
     """
+    from .levelling import level_scan
     from .preprocess import expected_scale, working_scales
 
     started = time.perf_counter()
@@ -258,7 +269,8 @@ def register(
     scale_fixed, scale_moving = working_scales(fixed_img, moving_img, ratio, cfg)
     ctx = Context(fixed=fixed_img, moving=moving_img, config=cfg, seed=seed, expected_scale=ratio,
                   scale_source=scale_source, scale_fixed=scale_fixed, scale_moving=scale_moving,
-                  fixed_valid=np.isfinite(fixed_img.data))
+                  fixed_valid=np.isfinite(fixed_img.data),
+                  moving_levelled=level_scan(moving_img.data, scars=False, spikes=False).data)
     control = _load_points(points, ctx, model)
     if not automatic and control is None:
         raise InputError("automatic=False judges control points: give points.")

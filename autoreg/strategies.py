@@ -46,6 +46,8 @@ class Context:
         Resize factors of the working views (working pixels per original pixel).
     fixed_valid : ndarray of bool
         ``np.isfinite(fixed.data)``, computed once for every strategy's scores.
+    moving_levelled : ndarray
+        The moving image levelled in its own frame (rows, plane), computed once for every strategy's shift check.
     """
 
     fixed: Image
@@ -57,6 +59,7 @@ class Context:
     scale_fixed: float
     scale_moving: float
     fixed_valid: np.ndarray
+    moving_levelled: np.ndarray
 
     @property
     def working_pixel_px(self) -> float:

@@ -80,3 +80,37 @@ def test_non_periodic_terrain_stands_out_and_tiny_overlaps_are_not_measured():
     small = np.full((12, 12), 1.0)
     small += rng.normal(size=small.shape)
     assert np.isnan(_gap(terrain, small))
+
+
+def test_flat_images_and_a_window_without_a_different_pose_are_not_measured():
+    rng = np.random.default_rng(6)
+    terrain = ndimage.gaussian_filter(rng.normal(size=(160, 160)), 4.0)
+    assert np.isnan(_gap(np.ones((160, 160)), terrain))
+    assert np.isnan(_gap(terrain, np.full((160, 160), 3.0)))
+    # every shift in the window is within the exclusion: nothing to compare the pose with (not "unrivalled")
+    assert np.isnan(_gap(terrain, terrain.copy(), exclusion_px=200.0))
+
+
+def test_a_perfect_lattice_pair_is_never_ok():
+    """End to end: whatever pose the features or the search find on a defect-free lattice, it is one of many."""
+    import autoreg
+
+    lattice = _lattice(7, defects=0, shape=(256, 256), period=9.0)
+    result = autoreg.register(lattice, lattice[40:200, 30:190].copy())
+    assert result.verdict.level != "ok", result.verdict
+
+
+def test_a_check_that_opencv_fails_on_leaves_the_fit_unmeasured_not_failed(monkeypatch):
+    import autoreg
+    from autoreg import ambiguity
+    from autoreg.errors import EstimationError
+    from autoreg.synthetic import make_pair
+
+    def broken(*args, **kwargs):
+        raise EstimationError("shift check failed on these data")
+
+    pair = make_pair(seed=3)
+    monkeypatch.setattr(ambiguity, "shift_peak_gap", broken)
+    result = autoreg.register(pair.fixed, pair.moving, model="affine")
+    assert result.fit is not None and result.verdict.level == "ok", result.verdict
+    assert np.isnan(result.scores.shift_peak_gap)

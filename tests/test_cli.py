@@ -278,6 +278,7 @@ def test_prior_options_and_saved_points_round_trip(pair_files, tmp_path):
     payload = json.loads(result.stdout)
     assert payload["scale_source"] == "user" and payload["tolerance_px"] == pytest.approx(1.5)
     assert payload["predicted_error_px"] <= 1.5 and payload["log10_nfa"] < -1
+    assert payload["shift_peak_gap"] is None or payload["shift_peak_gap"] > 0.1  # an ok pose stands out
     from autoreg.io import load_points
 
     fixed_xy, moving_xy = load_points(saved)

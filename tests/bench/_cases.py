@@ -492,7 +492,8 @@ class _Draw:
     def source(self, *, families: tuple[str, ...] | None = None, skimage: bool = True, second: bool = False) -> _Source:
         """A source of this split (of its families unless told): each synthetic family counts twice against each
         bundled image."""
-        pool = [_Source(f, seed=self.scene_seed(second)) for f in families or self.split.families for _ in range(2)]
+        families = self.split.families if families is None else families
+        pool = [_Source(f, seed=self.scene_seed(second)) for f in families for _ in range(2)]
         if skimage:
             pool += [_Source("skimage", name) for name in self.split.skimage]
         return pool[int(self.rng.integers(len(pool)))]
