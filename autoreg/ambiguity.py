@@ -75,6 +75,7 @@ def shift_peak_gap(fixed: np.ndarray, moving_levelled: np.ndarray, fit: Fit, ove
 
     from .errors import library_errors
     from .levelling import level_scan
+    from .preprocess import fill_invalid
 
     rows, columns = np.flatnonzero(overlap.any(axis=1)), np.flatnonzero(overlap.any(axis=0))
     if rows.size < 8 or columns.size < 8:
@@ -83,9 +84,7 @@ def shift_peak_gap(fixed: np.ndarray, moving_levelled: np.ndarray, fit: Fit, ove
     step = max(1, int(check_px // 4))
     box = np.s_[rows[0]:rows[-1] + 1:step, columns[0]:columns[-1] + 1:step]
     inside = overlap[box]
-    fixed_box = np.asarray(fixed[box], np.float32)  # all of it: the shifted template may leave the overlap
-    finite = np.isfinite(fixed_box)
-    fixed_box = np.where(finite, fixed_box, np.median(fixed_box[finite]) if finite.any() else 0.0)
+    fixed_box = fill_invalid(fixed[box], np.isfinite(fixed[box]))  # all of it: the template may leave the overlap
     weight = inside.astype(np.float32)
     size_xy = (max(1, round(inside.shape[1] * step / check_px)), max(1, round(inside.shape[0] * step / check_px)))
     if size_xy != (inside.shape[1], inside.shape[0]):

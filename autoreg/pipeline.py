@@ -59,16 +59,14 @@ def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False) -> tuple[Regi
     log10_nfa = feature_log10_nfa(fit, overlap_px2, ctx.working_pixel_px, ctx.config)
     tolerance = tolerance_px(ctx.config, min(ctx.expected_scale, scores.scale) if np.isfinite(scores.scale)
                              else ctx.expected_scale)
-    shift_gap = float("nan")
-    if fit.source in ("features", "intensity"):
-        try:  # evidence about a fit, not a way of finding one: a failed check leaves it unmeasured
-            shift_gap = shift_peak_gap(np.asarray(ctx.fixed.data), ctx.moving_levelled, fit,
-                                       footprint & ctx.fixed_valid, coarse_px=max(1.0, ctx.expected_scale),
-                                       exclusion_px=ctx.config.shift_exclusion_tolerances * tolerance,
-                                       window_fraction=ctx.config.shift_window_fraction,
-                                       max_side=ctx.config.shift_check_max_side)
-        except EstimationError:
-            pass  # OpenCV failed on these data: the check stays NaN, as for an overlap too small to slide
+    try:  # evidence about a fit (the verdict decides which sources it judges), not a way of finding one
+        shift_gap = shift_peak_gap(np.asarray(ctx.fixed.data), ctx.moving_levelled, fit, footprint & ctx.fixed_valid,
+                                   coarse_px=max(1.0, ctx.expected_scale),
+                                   exclusion_px=ctx.config.shift_exclusion_tolerances * tolerance,
+                                   window_fraction=ctx.config.shift_window_fraction,
+                                   max_side=ctx.config.shift_check_max_side)
+    except EstimationError:
+        shift_gap = float("nan")  # OpenCV failed on these data: unmeasured, as for an overlap too small to slide
     scores = dataclasses.replace(
         scores,
         log10_nfa=log10_nfa,
