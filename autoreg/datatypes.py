@@ -238,7 +238,10 @@ class Scores:
 
     ``log10_nfa``, ``peak_gap`` and ``peak_ratio`` say whether the match is real, ``shift_peak_gap`` whether
     the images support a different answer as well; ``predicted_error_px`` (also
-    reported as ``uncertainty_px``) how accurate it is, against ``tolerance_px``.
+    reported as ``uncertainty_px``) how accurate it is, against ``tolerance_px``. ``pearson``, ``pearson_before``
+    and ``shift_peak_gap`` compare the moving image with the fixed image's ``matched_channel``: its intensity, or,
+    for a search match on a cross-modal channel, its gradient magnitude (``edges``) or its slope along the moving
+    x axis (``derivative``), which is what such a moving image shows.
     """
 
     n_matches: int = 0
@@ -262,6 +265,7 @@ class Scores:
     peak_ratio: float = float("nan")
     tolerance_px: float = float("nan")
     inverted_contrast: bool = False
+    matched_channel: str = "intensity"
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,6 +426,7 @@ class RegistrationResult:
             "peak_gap": s.peak_gap,
             "peak_ratio": s.peak_ratio,
             "inverted_contrast": s.inverted_contrast,
+            "matched_channel": s.matched_channel,
             "why_model": self.fit.why if self.fit is not None else None,
             "attempts": [
                 {"strategy": a.strategy, "verdict": a.verdict, "reasons": list(a.reasons), "n_inliers": a.n_inliers,

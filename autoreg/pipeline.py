@@ -47,20 +47,26 @@ def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False) -> tuple[Regi
     from .ambiguity import shift_peak_gap
     from .confidence import judge
     from .evidence import feature_log10_nfa, predicted_error_px, tolerance_px
-    from .score import score_registration
+    from .score import affine_part, score_registration
+    from .search import CROSS_CHANNELS, cross_channel_reference
     from .warp import apply_transform
 
     warped, footprint = apply_transform(ctx.moving.data, fit, ctx.fixed.shape)
-    scores = score_registration(fit, np.asarray(ctx.fixed.data), np.asarray(ctx.moving.data), warped, footprint,
+    reference, reference_valid = np.asarray(ctx.fixed.data), ctx.fixed_valid
+    if fit.channel in CROSS_CHANNELS:
+        # the moving image shows an edge map or a slope of the fixed one: its correlations are judged against that
+        reference = cross_channel_reference(reference, fit.channel, affine_part(fit)[:, 0])
+        reference_valid = ctx.fixed_valid & np.isfinite(reference)
+    scores = score_registration(fit, reference, np.asarray(ctx.moving.data), warped, footprint,
                                 expected_scale=ctx.expected_scale, working_pixel_px=ctx.working_pixel_px,
-                                fixed_valid=ctx.fixed_valid)
+                                fixed_valid=reference_valid)
     overlap_px2 = float(np.count_nonzero(footprint & ctx.fixed_valid))
     truncation = ctx.inlier_threshold_px if fit.source == "features" else None
     log10_nfa = feature_log10_nfa(fit, overlap_px2, ctx.working_pixel_px, ctx.config)
     tolerance = tolerance_px(ctx.config, min(ctx.expected_scale, scores.scale) if np.isfinite(scores.scale)
                              else ctx.expected_scale)
     try:  # evidence about a fit (the verdict decides which sources it judges), not a way of finding one
-        shift_gap = shift_peak_gap(np.asarray(ctx.fixed.data), ctx.moving_levelled, fit, footprint & ctx.fixed_valid,
+        shift_gap = shift_peak_gap(reference, ctx.moving_levelled, fit, footprint & reference_valid,
                                    coarse_px=max(1.0, ctx.expected_scale),
                                    exclusion_px=ctx.config.shift_exclusion_tolerances * tolerance,
                                    window_fraction=ctx.config.shift_window_fraction,
@@ -75,6 +81,8 @@ def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False) -> tuple[Regi
                                           prior_scale=ctx.expected_scale, config=ctx.config),
         tolerance_px=tolerance,
     )
+    if fit.channel in CROSS_CHANNELS:  # a slope or an edge map has no contrast polarity of its own
+        scores = dataclasses.replace(scores, inverted_contrast=fit.inverted, matched_channel=fit.channel)
     verdict = judge(scores, ctx.config, source=fit.source, exact_points=exact_points,
                     refined=fit.contrast_checked)
     result = RegistrationResult(fit=fit, scores=scores, verdict=verdict, warped=warped, footprint=footprint,

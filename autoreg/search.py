@@ -48,7 +48,7 @@ import numpy as np
 
 from .errors import EstimationError, InputError
 
-__all__ = ["CROSS_CHANNELS", "SearchCandidate", "SearchResult", "search_similarity"]
+__all__ = ["CROSS_CHANNELS", "SearchCandidate", "SearchResult", "cross_channel_reference", "search_similarity"]
 
 #: Channels of the NCC, each a pair (fixed term, moving term); see :func:`_masked_ncc`.
 CHANNELS = ("intensity", "gradient", "edges", "derivative")
@@ -253,6 +253,48 @@ def _channels(image: np.ndarray, mask: np.ndarray, *, derivatives: bool = False)
         rms = float(np.sqrt(np.mean(np.square(gradient[shared], dtype=np.float64)) / 2))
         out += [np.where(shared, d / (rms if rms > 0 else 1.0), 0.0).astype(np.float32) for d in (gx, gy)]
     return np.stack(out), shared
+
+
+def cross_channel_reference(fixed: np.ndarray, channel: str, moving_x_xy: np.ndarray) -> np.ndarray:
+    """The fixed term that a cross-modal channel of the search correlates with the moving intensity.
+
+    ``edges``: the fixed image's gradient magnitude (the moving image is an edge map); ``derivative``: its
+    derivative along the moving image's own x axis (the moving image is an error signal such as AFM deflection,
+    the slope along its fast scan axis). Central differences, one-sided at the border, as in the sweep; NaN
+    (missing) pixels make their neighbours' derivatives NaN.
+
+    Parameters
+    ----------
+    fixed : ndarray of shape (rows, cols)
+        The fixed image (NaN where missing).
+    channel : {"edges", "derivative"}
+        One of :data:`CROSS_CHANNELS`.
+    moving_x_xy : array_like of shape (2,)
+        The moving image's x axis in fixed pixels (x, y); only its direction counts (``derivative`` only).
+
+    Returns
+    -------
+    ndarray of shape (rows, cols), float64
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ramp = np.tile(np.arange(5.0), (3, 1))  # rises by 1 per column
+    >>> float(cross_channel_reference(ramp, "derivative", np.array([0.0, 2.0]))[1, 2])  # along y: flat
+    0.0
+    >>> float(cross_channel_reference(ramp, "derivative", np.array([-3.0, 0.0]))[1, 2])
+    -1.0
+    """
+    if channel not in CROSS_CHANNELS:
+        raise InputError(f"No cross-modal channel {channel!r}; expected one of {CROSS_CHANNELS}.")
+    gy, gx = np.gradient(np.asarray(fixed, np.float64))
+    if channel == "edges":
+        return np.hypot(gx, gy)
+    direction = np.asarray(moving_x_xy, np.float64)
+    length = float(np.hypot(*direction))
+    if not (math.isfinite(length) and length > 0):
+        raise InputError(f"The moving x axis must be a finite non-zero vector; got {moving_x_xy}.")
+    return (direction[0] * gx + direction[1] * gy) / length
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -22,7 +22,7 @@ from .config import RegistrationConfig
 from .datatypes import Fit, Image, Matches
 from .errors import AutoregError, EstimationError
 from .geometry import apply_matrix, grid_xy, mean_grid_distance
-from .search import CROSS_CHANNELS
+from .search import CROSS_CHANNELS, cross_channel_reference
 from .vocabulary import GLOBAL_MODELS
 
 __all__ = ["Context", "working_views", "feature_fit", "search_fit", "points_fit", "refine_fit", "INTENSITY_MODEL"]
@@ -212,8 +212,9 @@ def _refine_inputs(ctx: Context) -> tuple[Any, Any]:
 def refine_fit(ctx: Context, fit: Fit, model: str) -> Fit:
     """Refine a global fit as ``model`` by intensity where the information is (:func:`autoreg.refine.refine_matrix`).
 
-    The refinement compares the coarser image with the finer one averaged over each coarse pixel's footprint. It
-    is kept only when it raises the correlation on held-out pixels and a linear contrast explains the map (robust
+    The refinement compares the coarser image with the finer one averaged over each coarse pixel's footprint; a
+    search fit found on a cross-modal channel (:data:`~autoreg.search.CROSS_CHANNELS`) is compared with that
+    channel's fixed term instead (:func:`~autoreg.search.cross_channel_reference`). It is kept only when it raises the correlation on held-out pixels and a linear contrast explains the map (robust
     |r| at least ``min_refined_correlation``); then the fit carries the refinement's predicted error. Otherwise
     the fit keeps its pose, saying why: with the refinement's correlation and ``contrast_checked`` when only the
     contrast failed (the verdict judges it), with an infinite predicted error when the refinement diverged from
@@ -224,16 +225,21 @@ def refine_fit(ctx: Context, fit: Fit, model: str) -> Fit:
 
     if not ctx.config.refine or model not in REFINABLE or fit.model not in GLOBAL_MODELS:
         return fit
-    if fit.channel in CROSS_CHANNELS:  # the refinement's forward model compares intensities
-        what = "an edge map" if fit.channel == "edges" else "a derivative"
-        return fit.with_note(f"not refined (the moving image matched as {what} of the fixed one; the refinement "
-                             "compares intensities)")
     fixed_small, moving_small = _refine_inputs(ctx)
     start = fixed_small.from_original @ np.asarray(fit.moving_to_fixed.params, float) @ moving_small.to_original
+    reference, against = fixed_small.data, "intensity"
+    if fit.channel in CROSS_CHANNELS:
+        # the moving image matched an edge map or a derivative of the fixed one: the refinement compares it with
+        # that term (a linear function of the fixed image, so averaging over a footprint commutes with it); the
+        # derivative's direction is the moving x axis at the start, which the refinement turns by a fraction
+        # of a degree (its cosine changes by less than 1e-4)
+        reference = cross_channel_reference(fixed_small.data, fit.channel, start[:2, 0])
+        against = ("the fixed image's gradient magnitude" if fit.channel == "edges"
+                   else "the fixed image's derivative along the moving x axis")
     small_scale = ctx.expected_scale * np.sqrt(abs(np.linalg.det(fixed_small.from_original[:2, :2])) / abs(
         np.linalg.det(moving_small.from_original[:2, :2])))
     try:
-        refined = refine_matrix(fixed_small.data, moving_small.data, start, model,
+        refined = refine_matrix(reference, moving_small.data, start, model,
                                 prior_scale=float(small_scale) if model in ("translation", "rigid") else None,
                                 max_iterations=ctx.config.refine_max_iterations, require_improvement=True)
     except RefinementDiverged as err:
@@ -257,7 +263,8 @@ def refine_fit(ctx: Context, fit: Fit, model: str) -> Fit:
     fixed_px_per_small = 1.0 / np.sqrt(abs(np.linalg.det(fixed_small.from_original[:2, :2])))
     predicted = float(refined.predicted_error_px * fixed_px_per_small)
     moved = mean_grid_distance(fit.to_fixed, forward, ctx.moving.shape)
-    note = (f"refined by intensity as {model} (held-out correlation {refined.holdout_before:.3f} -> "
+    note = (f"refined by intensity{'' if against == 'intensity' else ' against ' + against} as {model} "
+            f"(held-out correlation {refined.holdout_before:.3f} -> "
             f"{refined.holdout_after:.3f}, moved {moved:.3g} px, predicted error {predicted:.3g} px)")
     if fit.source == "features" and moved > 2.0 * predicted:
         from .evidence import predicted_error_px
@@ -273,7 +280,9 @@ def refine_fit(ctx: Context, fit: Fit, model: str) -> Fit:
             note += f"; it disagrees with the features (predicted {features_error:.3g} px), which bounds the error"
     return dataclasses.replace(fit, model=model, moving_to_fixed=forward, fixed_to_moving=backward,
                                refinement_error_px=predicted, correlation=float(abs(refined.correlation)),
-                               contrast_checked=True, inverted=bool(refined.gain < 0)).with_note(note)
+                               contrast_checked=True,
+                               inverted=fit.inverted if against != "intensity" else bool(refined.gain < 0),
+                               ).with_note(note)
 
 
 def points_fit(ctx: Context, points: tuple[np.ndarray, np.ndarray], model: str) -> tuple[Fit, bool]:

@@ -283,18 +283,55 @@ def test_a_features_fit_the_refinement_walks_away_from_is_never_ok():
     assert result.to_dict()["uncertainty_px"] is None
 
 
-def test_a_deflection_channel_is_found_by_the_search_but_not_promised():
+def test_a_deflection_channel_is_refined_and_judged_against_the_derivative():
     """An AFM-deflection-like moving image (-d/dx of the topography along its own scan axis) matches the fixed
-    topography's slope: the search's derivative pairing finds it; the fit is not refined by intensity (whose model
-    does not hold) and is never ok (its accuracy is not predicted)."""
+    topography's slope: the search's derivative pairing finds it; the refinement compares it with the fixed image's
+    derivative along the moving x axis (not with its intensity, whose linear model does not hold), and the
+    correlations are judged against that derivative too: a hundredth of a pixel, predicted, and ok."""
     from test_search import make_search_pair
 
     pair = make_search_pair(1, ratio=1.0, moving_px=96, fixed_px=192, noise=0.0, lines=0.0, feature_px=1.5)
     deflection = -np.gradient(pair.moving.astype(float), axis=1)
     deflection += np.random.default_rng(1).normal(0, 0.05 * deflection.std(), deflection.shape)
     result = autoreg.register(pair.fixed, deflection.astype(np.float32), rng=0)
-    assert result.verdict.level == "low_confidence", result.verdict.reasons
     assert result.source == "intensity" and "on the derivative" in result.fit.why, result.fit.why
-    assert "matched as a derivative" in result.fit.why
+    assert "against the fixed image's derivative along the moving x axis" in result.fit.why, result.fit.why
     error = mean_grid_distance(result.fit.to_fixed, lambda g: apply_matrix(pair.moving_to_fixed, g), deflection.shape)
-    assert error <= 1.0
+    assert error <= 0.1, error
+    assert 0 < result.scores.uncertainty_px <= 0.1, result.scores.uncertainty_px
+    assert result.scores.matched_channel == "derivative" and abs(result.scores.pearson) > 0.9, result.scores
+    assert not result.scores.inverted_contrast  # -d/dx against +d/dx: a slope has no polarity of its own
+    assert result.verdict.level == "ok", result.verdict.reasons
+    assert result.to_dict()["matched_channel"] == "derivative"
+
+
+@pytest.mark.parametrize("seed", [2, 3, 4])
+def test_a_deflection_map_of_another_area_is_never_ok(seed):
+    """The deflection map of an unrelated scene: the derivative pairing may find a pose, but judged against the
+    fixed image's derivative nothing there is ok."""
+    from test_search import make_search_pair
+
+    fixed = make_search_pair(1, ratio=1.0, moving_px=96, fixed_px=192, noise=0.0, lines=0.0, feature_px=1.5).fixed
+    other = make_search_pair(seed + 10, ratio=1.0, moving_px=96, fixed_px=192, noise=0.0, lines=0.0, feature_px=1.5)
+    deflection = -np.gradient(other.moving.astype(float), axis=1)
+    deflection += np.random.default_rng(seed).normal(0, 0.05 * deflection.std(), deflection.shape)
+    result = autoreg.register(fixed, deflection.astype(np.float32), rng=0)
+    assert result.verdict.level != "ok", (result.verdict, result.fit.why if result.fit is not None else None)
+
+
+def test_an_edge_map_is_refined_against_the_gradient_magnitude():
+    """A moving image that is the gradient magnitude of the topography: the search's edge pairing finds it, the
+    refinement compares it with the fixed image's gradient magnitude, to a small fraction of a pixel, and the
+    verdict judges it against that edge map."""
+    from test_search import make_search_pair
+
+    pair = make_search_pair(1, ratio=1.0, moving_px=96, fixed_px=192, noise=0.0, lines=0.0, feature_px=1.5)
+    gy, gx = np.gradient(pair.moving.astype(float))
+    edges = np.hypot(gx, gy)
+    edges += np.random.default_rng(1).normal(0, 0.05 * edges.std(), edges.shape)
+    result = autoreg.register(pair.fixed, edges.astype(np.float32), rng=0)
+    assert "on the edges" in result.fit.why and "against the fixed image's gradient magnitude" in result.fit.why, (
+        result.fit.why)
+    error = mean_grid_distance(result.fit.to_fixed, lambda g: apply_matrix(pair.moving_to_fixed, g), edges.shape)
+    assert error <= 0.1, error
+    assert result.scores.matched_channel == "edges" and result.verdict.level == "ok", result.verdict.reasons

@@ -507,3 +507,30 @@ def test_separation_is_never_looser_than_the_per_axis_windows():
 
 def test_a_genuine_second_place_is_the_runner_up():
     assert _runner_up([_pose(0.9), _pose(0.8, centre=(70.0, 64.0)), _pose(0.3, centre=(100, 30))]) == 0.8
+
+
+def test_cross_channel_reference_is_the_term_the_channel_correlates():
+    """``derivative``: the slope along the moving x axis (its length does not count); ``edges``: the gradient
+    magnitude; a missing pixel leaves its neighbours' derivatives missing."""
+    from autoreg.search import cross_channel_reference
+
+    rows, cols = np.mgrid[0:20, 0:30].astype(float)
+    plane = 0.5 * cols - 2.0 * rows
+    along = np.array([3.0, 4.0])  # the moving x axis, 5 px long
+    derivative = cross_channel_reference(plane, "derivative", along)
+    assert np.allclose(derivative, (0.5 * 3 - 2.0 * 4) / 5)
+    assert np.allclose(cross_channel_reference(plane, "derivative", 10 * along), derivative)
+    assert np.allclose(cross_channel_reference(plane, "edges", along), np.hypot(0.5, 2.0))
+    holed = plane.copy()
+    holed[10, 15] = np.nan
+    out = cross_channel_reference(holed, "derivative", along)
+    assert np.isnan(out[10, 14]) and np.isnan(out[9, 15]) and np.isfinite(out[10, 12]) and np.isfinite(out[5, 5])
+
+
+@pytest.mark.parametrize(("channel", "axis"), [("intensity", [1.0, 0.0]), ("derivative", [0.0, 0.0]),
+                                               ("derivative", [np.nan, 1.0])])
+def test_cross_channel_reference_rejects_what_it_cannot_compute(channel, axis):
+    from autoreg.search import cross_channel_reference
+
+    with pytest.raises(InputError):
+        cross_channel_reference(np.ones((5, 5)), channel, np.array(axis))
