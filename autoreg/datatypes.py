@@ -179,6 +179,10 @@ class Fit:
     contrast_checked : bool
         The intensity refinement ran to its optimum on this fit, and ``correlation`` is its robust correlation
         (whether or not its pose was kept): the verdict then judges how well a linear contrast explains the map.
+    matched_channel : str
+        The pairing of :data:`autoreg.search.CHANNELS` the refinement compares and the verdict judges the fit on:
+        ``intensity``; a cross-modal one (``edges``, ``derivative``) when the search matched on it, or when the
+        intensities' contrast was not linear and its terms explained the map best.
     """
 
     model: str
@@ -196,6 +200,7 @@ class Fit:
     channel: str = ""
     refinement_error_px: float = float("nan")
     contrast_checked: bool = False
+    matched_channel: str = "intensity"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inliers", _readonly(self.inliers, bool))
@@ -239,9 +244,9 @@ class Scores:
     ``log10_nfa``, ``peak_gap`` and ``peak_ratio`` say whether the match is real, ``shift_peak_gap`` whether
     the images support a different answer as well; ``predicted_error_px`` (also
     reported as ``uncertainty_px``) how accurate it is, against ``tolerance_px``. ``pearson``, ``pearson_before``
-    and ``shift_peak_gap`` compare the moving image with the fixed image's ``matched_channel``: its intensity, or,
-    for a search match on a cross-modal channel, its gradient magnitude (``edges``) or its slope along the moving
-    x axis (``derivative``), which is what such a moving image shows.
+    and ``shift_peak_gap`` compare the two images on the fit's ``matched_channel`` (``Fit.matched_channel``):
+    intensities, or the moving intensity against the fixed image's gradient magnitude (``edges``) or its slope
+    along the moving x axis (``derivative``).
     """
 
     n_matches: int = 0

@@ -48,25 +48,32 @@ def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False) -> tuple[Regi
     from .confidence import judge
     from .evidence import feature_log10_nfa, predicted_error_px, tolerance_px
     from .score import affine_part, score_registration
-    from .search import CROSS_CHANNELS, cross_channel_reference
+    from .search import fixed_term, moving_term
     from .warp import apply_transform
 
     warped, footprint = apply_transform(ctx.moving.data, fit, ctx.fixed.shape)
-    reference, reference_valid = np.asarray(ctx.fixed.data), ctx.fixed_valid
-    if fit.channel in CROSS_CHANNELS:
-        # the moving image shows an edge map or a slope of the fixed one: its correlations are judged against that
-        reference = cross_channel_reference(reference, fit.channel, affine_part(fit)[:, 0])
-        reference_valid = ctx.fixed_valid & np.isfinite(reference)
-    scores = score_registration(fit, reference, np.asarray(ctx.moving.data), warped, footprint,
+    # the correlations are judged on what the fit matched: intensities, or the terms of another pairing (a
+    # deflection map against the fixed image's slope, gradient magnitudes under a non-monotonic contrast)
+    channel = fit.matched_channel
+    fixed_judged, moving_judged, warped_judged = np.asarray(ctx.fixed.data), np.asarray(ctx.moving.data), warped
+    moving_levelled, fixed_valid = ctx.moving_levelled, ctx.fixed_valid
+    if channel != "intensity":
+        fixed_judged = fixed_term(fixed_judged, channel, affine_part(fit)[:, 0])
+        fixed_valid = fixed_valid & np.isfinite(fixed_judged)
+        moving_judged = moving_term(moving_judged, channel)
+        if moving_judged is not ctx.moving.data:
+            warped_judged = apply_transform(moving_judged, fit, ctx.fixed.shape)[0]
+        moving_levelled = moving_term(moving_levelled, channel)
+    scores = score_registration(fit, fixed_judged, moving_judged, warped_judged, footprint,
                                 expected_scale=ctx.expected_scale, working_pixel_px=ctx.working_pixel_px,
-                                fixed_valid=reference_valid)
+                                fixed_valid=fixed_valid)
     overlap_px2 = float(np.count_nonzero(footprint & ctx.fixed_valid))
     truncation = ctx.inlier_threshold_px if fit.source == "features" else None
     log10_nfa = feature_log10_nfa(fit, overlap_px2, ctx.working_pixel_px, ctx.config)
     tolerance = tolerance_px(ctx.config, min(ctx.expected_scale, scores.scale) if np.isfinite(scores.scale)
                              else ctx.expected_scale)
     try:  # evidence about a fit (the verdict decides which sources it judges), not a way of finding one
-        shift_gap = shift_peak_gap(reference, ctx.moving_levelled, fit, footprint & reference_valid,
+        shift_gap = shift_peak_gap(fixed_judged, moving_levelled, fit, footprint & fixed_valid,
                                    coarse_px=max(1.0, ctx.expected_scale),
                                    exclusion_px=ctx.config.shift_exclusion_tolerances * tolerance,
                                    window_fraction=ctx.config.shift_window_fraction,
@@ -81,8 +88,8 @@ def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False) -> tuple[Regi
                                           prior_scale=ctx.expected_scale, config=ctx.config),
         tolerance_px=tolerance,
     )
-    if fit.channel in CROSS_CHANNELS:  # a slope or an edge map has no contrast polarity of its own
-        scores = dataclasses.replace(scores, inverted_contrast=fit.inverted, matched_channel=fit.channel)
+    if channel != "intensity":  # a slope or a gradient magnitude has no contrast polarity of its own
+        scores = dataclasses.replace(scores, inverted_contrast=fit.inverted, matched_channel=channel)
     verdict = judge(scores, ctx.config, source=fit.source, exact_points=exact_points,
                     refined=fit.contrast_checked)
     result = RegistrationResult(fit=fit, scores=scores, verdict=verdict, warped=warped, footprint=footprint,

@@ -48,7 +48,8 @@ import numpy as np
 
 from .errors import EstimationError, InputError
 
-__all__ = ["CROSS_CHANNELS", "SearchCandidate", "SearchResult", "cross_channel_reference", "search_similarity"]
+__all__ = ["CHANNELS", "CROSS_CHANNELS", "SearchCandidate", "SearchResult", "fixed_term", "moving_term",
+           "search_similarity"]
 
 #: Channels of the NCC, each a pair (fixed term, moving term); see :func:`_masked_ncc`.
 CHANNELS = ("intensity", "gradient", "edges", "derivative")
@@ -255,46 +256,62 @@ def _channels(image: np.ndarray, mask: np.ndarray, *, derivatives: bool = False)
     return np.stack(out), shared
 
 
-def cross_channel_reference(fixed: np.ndarray, channel: str, moving_x_xy: np.ndarray) -> np.ndarray:
-    """The fixed term that a cross-modal channel of the search correlates with the moving intensity.
+def _gradient(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(∂y, ∂x)`` by central differences (one-sided at the border); NaN spreads to the neighbours."""
+    return np.gradient(np.asarray(image, np.float64))
 
-    ``edges``: the fixed image's gradient magnitude (the moving image is an edge map); ``derivative``: its
-    derivative along the moving image's own x axis (the moving image is an error signal such as AFM deflection,
-    the slope along its fast scan axis). Central differences, one-sided at the border, as in the sweep; NaN
-    (missing) pixels make their neighbours' derivatives NaN.
+
+def fixed_term(fixed: np.ndarray, channel: str, moving_x_xy: np.ndarray | None = None) -> np.ndarray:
+    """What a pairing of :data:`CHANNELS` compares on the fixed side (the search's sweep does the same on its own
+    working grid): ``intensity`` the image itself, ``gradient`` and ``edges`` its gradient magnitude,
+    ``derivative`` its slope along the moving image's own x axis (an error signal such as AFM deflection follows
+    the topography's slope along its fast scan axis).
 
     Parameters
     ----------
     fixed : ndarray of shape (rows, cols)
-        The fixed image (NaN where missing).
-    channel : {"edges", "derivative"}
-        One of :data:`CROSS_CHANNELS`.
-    moving_x_xy : array_like of shape (2,)
-        The moving image's x axis in fixed pixels (x, y); only its direction counts (``derivative`` only).
+        The fixed image (NaN where missing; a missing pixel leaves its neighbours' derivatives missing).
+    channel : str
+        One of :data:`CHANNELS`.
+    moving_x_xy : array_like of shape (2,), optional
+        The moving image's x axis in fixed pixels (x, y); only its direction counts. Required for ``derivative``.
 
     Returns
     -------
-    ndarray of shape (rows, cols), float64
+    ndarray of shape (rows, cols)
 
     Examples
     --------
     >>> import numpy as np
     >>> ramp = np.tile(np.arange(5.0), (3, 1))  # rises by 1 per column
-    >>> float(cross_channel_reference(ramp, "derivative", np.array([0.0, 2.0]))[1, 2])  # along y: flat
+    >>> float(fixed_term(ramp, "derivative", np.array([0.0, 2.0]))[1, 2])  # along y: flat
     0.0
-    >>> float(cross_channel_reference(ramp, "derivative", np.array([-3.0, 0.0]))[1, 2])
+    >>> float(fixed_term(ramp, "derivative", np.array([-3.0, 0.0]))[1, 2])
     -1.0
     """
-    if channel not in CROSS_CHANNELS:
-        raise InputError(f"No cross-modal channel {channel!r}; expected one of {CROSS_CHANNELS}.")
-    gy, gx = np.gradient(np.asarray(fixed, np.float64))
-    if channel == "edges":
+    if channel not in CHANNELS:
+        raise InputError(f"No pairing {channel!r}; expected one of {CHANNELS}.")
+    if channel == "intensity":
+        return np.asarray(fixed)
+    gy, gx = _gradient(fixed)
+    if channel != "derivative":
         return np.hypot(gx, gy)
-    direction = np.asarray(moving_x_xy, np.float64)
+    direction = np.asarray(moving_x_xy if moving_x_xy is not None else (np.nan, np.nan), np.float64)
     length = float(np.hypot(*direction))
     if not (math.isfinite(length) and length > 0):
         raise InputError(f"The moving x axis must be a finite non-zero vector; got {moving_x_xy}.")
     return (direction[0] * gx + direction[1] * gy) / length
+
+
+def moving_term(moving: np.ndarray, channel: str) -> np.ndarray:
+    """What a pairing of :data:`CHANNELS` compares on the moving side: its gradient magnitude for ``gradient``,
+    the image itself otherwise (:func:`fixed_term` is the other side)."""
+    if channel not in CHANNELS:
+        raise InputError(f"No pairing {channel!r}; expected one of {CHANNELS}.")
+    if channel != "gradient":
+        return np.asarray(moving)
+    gy, gx = _gradient(moving)
+    return np.hypot(gx, gy)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

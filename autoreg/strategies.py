@@ -22,7 +22,7 @@ from .config import RegistrationConfig
 from .datatypes import Fit, Image, Matches
 from .errors import AutoregError, EstimationError
 from .geometry import apply_matrix, grid_xy, mean_grid_distance
-from .search import CROSS_CHANNELS, cross_channel_reference
+from .search import CROSS_CHANNELS, fixed_term, moving_term
 from .vocabulary import GLOBAL_MODELS
 
 __all__ = ["Context", "working_views", "feature_fit", "search_fit", "points_fit", "refine_fit", "INTENSITY_MODEL"]
@@ -186,7 +186,8 @@ def search_fit(ctx: Context, model: str, views: tuple[Any, Any]) -> Fit:
     return Fit(model=fitted, moving_to_fixed=forward, fixed_to_moving=backward, inliers=np.zeros(0, bool),
                source="intensity", matches=Matches(np.zeros((0, 2)), np.zeros((0, 2))), why=why,
                correlation=found.score, peak_gap=found.peak_gap, peak_ratio=found.peak_ratio,
-               inverted=found.inverted, channel=found.channel)
+               inverted=found.inverted, channel=found.channel,
+               matched_channel=found.channel if found.channel in CROSS_CHANNELS else "intensity")
 
 
 def _refine_inputs(ctx: Context) -> tuple[Any, Any]:
@@ -209,62 +210,98 @@ def _refine_inputs(ctx: Context) -> tuple[Any, Any]:
     return reduced(ctx.fixed, k_fixed, plane_only), reduced(ctx.moving, k_moving, plane_only)
 
 
-def refine_fit(ctx: Context, fit: Fit, model: str) -> Fit:
-    """Refine a global fit as ``model`` by intensity where the information is (:func:`autoreg.refine.refine_matrix`).
+#: How each pairing's refinement is described in ``Fit.why``.
+_COMPARED = {"intensity": "by intensity", "edges": "against the fixed image's gradient magnitude",
+             "derivative": "against the fixed image's derivative along the moving x axis"}
 
-    The refinement compares the coarser image with the finer one averaged over each coarse pixel's footprint; a
-    search fit found on a cross-modal channel (:data:`~autoreg.search.CROSS_CHANNELS`) is compared with that
-    channel's fixed term instead (:func:`~autoreg.search.cross_channel_reference`). It is kept only when it raises the correlation on held-out pixels and a linear contrast explains the map (robust
-    |r| at least ``min_refined_correlation``); then the fit carries the refinement's predicted error. Otherwise
-    the fit keeps its pose, saying why: with the refinement's correlation and ``contrast_checked`` when only the
-    contrast failed (the verdict judges it), with an infinite predicted error when the refinement diverged from
-    it (the intensities contradict it), unchanged otherwise.
+
+def refine_fit(ctx: Context, fit: Fit, model: str) -> Fit:
+    """Refine a global fit as ``model`` where the information is (:func:`autoreg.refine.refine_matrix`).
+
+    The refinement compares the coarser image with the finer one averaged over each coarse pixel's footprint, on
+    the fit's ``matched_channel`` (:func:`~autoreg.search.fixed_term`, :func:`~autoreg.search.moving_term`):
+    intensities, or for a search match on a cross-modal pairing the moving intensity against that pairing's fixed
+    term (a linear function of the fixed image, so the footprint average applies unchanged). It is kept only when
+    it raises the correlation on held-out pixels and a linear contrast explains the map (robust |r| at least
+    ``min_refined_correlation``); then the fit carries the refinement's predicted error. When the intensities'
+    contrast is not linear, the cross-modal pairings are refined too — the moving intensity against the fixed
+    gradient magnitude (``edges``) and slope (``derivative``) — and the one a linear contrast explains best is
+    kept on the same terms; it becomes the fit's ``matched_channel``. Otherwise the fit keeps its pose, saying why: with the refinement's correlation and
+    ``contrast_checked`` when only the contrast failed (the verdict judges it), with an infinite predicted error
+    when the refinement diverged from it (the intensities contradict it), unchanged otherwise.
     """
     from .refine import MODELS as REFINABLE
     from .refine import RefinementDiverged, refine_matrix
 
-    if not ctx.config.refine or model not in REFINABLE or fit.model not in GLOBAL_MODELS:
+    cfg = ctx.config
+    if not cfg.refine or model not in REFINABLE or fit.model not in GLOBAL_MODELS:
         return fit
-    fixed_small, moving_small = _refine_inputs(ctx)
-    start = fixed_small.from_original @ np.asarray(fit.moving_to_fixed.params, float) @ moving_small.to_original
-    reference, against = fixed_small.data, "intensity"
-    if fit.channel in CROSS_CHANNELS:
-        # the moving image matched an edge map or a derivative of the fixed one: the refinement compares it with
-        # that term (a linear function of the fixed image, so averaging over a footprint commutes with it); the
-        # derivative's direction is the moving x axis at the start, which the refinement turns by a fraction
-        # of a degree (its cosine changes by less than 1e-4)
-        reference = cross_channel_reference(fixed_small.data, fit.channel, start[:2, 0])
-        against = ("the fixed image's gradient magnitude" if fit.channel == "edges"
-                   else "the fixed image's derivative along the moving x axis")
-    small_scale = ctx.expected_scale * np.sqrt(abs(np.linalg.det(fixed_small.from_original[:2, :2])) / abs(
-        np.linalg.det(moving_small.from_original[:2, :2])))
-    try:
-        refined = refine_matrix(reference, moving_small.data, start, model,
+
+    def run(channel: str) -> tuple[Any, Any, Any]:
+        fixed_small, moving_small = _refine_inputs(ctx)
+        start = fixed_small.from_original @ np.asarray(fit.moving_to_fixed.params, float) @ moving_small.to_original
+        small_scale = ctx.expected_scale * np.sqrt(abs(np.linalg.det(fixed_small.from_original[:2, :2])) / abs(
+            np.linalg.det(moving_small.from_original[:2, :2])))
+        # a derivative's direction is the moving x axis at the start, which the refinement turns by a fraction of
+        # a degree (its cosine changes by less than 1e-4)
+        refined = refine_matrix(fixed_term(fixed_small.data, channel, start[:2, 0]),
+                                moving_term(moving_small.data, channel), start, model,
                                 prior_scale=float(small_scale) if model in ("translation", "rigid") else None,
-                                max_iterations=ctx.config.refine_max_iterations, require_improvement=True)
+                                max_iterations=cfg.refine_max_iterations, require_improvement=True)
+        return refined, fixed_small, moving_small
+
+    channel = fit.matched_channel
+    diverged: RefinementDiverged | None = None
+    try:
+        refined, fixed_small, moving_small = run(channel)
     except RefinementDiverged as err:
-        # the intensities put their optimum far from this fit, or have none near it: whatever predicted its
-        # error (keypoint residuals) is contradicted, and the fit keeps no error prediction
-        return dataclasses.replace(fit, refinement_error_px=math.inf).with_note(
-            f"not refined ({err}); the intensities contradict this fit, so its error is unknown")
+        diverged = err
     except EstimationError as err:
         return fit.with_note(f"not refined ({err})")
-    if not refined.improved:
+    if diverged is None and not refined.improved:
         return fit.with_note(f"not refined (held-out correlation {refined.holdout_before:.3f} -> "
                               f"{refined.holdout_after:.3f})")
-    if not abs(refined.correlation) >= ctx.config.min_refined_correlation:
-        # its optimum is biased when a linear contrast does not explain the map (a deflection or non-monotonic
-        # channel): the pose found without it is kept, and the verdict hears the contrast is not linear
-        return dataclasses.replace(fit, correlation=float(abs(refined.correlation)), contrast_checked=True).with_note(
-            f"not refined (a linear contrast explains the map with |r| {abs(refined.correlation):.3f} < "
-            f"{ctx.config.min_refined_correlation:g}; the refinement's optimum would be biased)")
+    prefix = ""
+    if diverged is not None or not abs(refined.correlation) >= cfg.min_refined_correlation:
+        linear_r = math.nan if diverged is not None else float(abs(refined.correlation))
+        # the contrast is not linear: the cross-modal pairing whose terms a linear contrast explains best, if one
+        # does (an error signal against the fixed slope, an edge map against its gradient magnitude). Both are
+        # linear in the fixed image, so the footprint average holds for them at any pixel size. Gradient
+        # magnitudes on both sides are not tried: on the calibration split a deflection map's matched a
+        # topography's at |r| 0.88, within the non-monotonic pairs' 0.81-0.99, with its optimum 1.8 px off and
+        # 0.3 px predicted (a pairing that does not hold still has a sharp optimum, but a biased one)
+        others = [c for c in CROSS_CHANNELS if channel == "intensity"]
+        tried = []
+        for other in others:
+            try:
+                attempt = run(other)
+            except EstimationError:  # RefinementDiverged included: these terms contradict the fit
+                continue
+            if attempt[0].improved and abs(attempt[0].correlation) >= cfg.min_refined_correlation:
+                tried.append((abs(attempt[0].correlation), other, attempt))
+        if not tried and diverged is not None:
+            # the intensities put their optimum far from this fit, or have none near it, and no other pairing
+            # explains the map there: whatever predicted its error (keypoint residuals) is contradicted, and the
+            # fit keeps no error prediction
+            return dataclasses.replace(fit, refinement_error_px=math.inf).with_note(
+                f"not refined ({diverged}); the intensities contradict this fit, so its error is unknown")
+        if not tried:
+            # its optimum is biased when a linear contrast does not explain the map (a deflection or
+            # non-monotonic channel): the pose found without it is kept, and the verdict hears the contrast is
+            # not linear
+            return dataclasses.replace(fit, correlation=linear_r, contrast_checked=True).with_note(
+                f"not refined (a linear contrast explains the map with |r| {linear_r:.3f} < "
+                f"{cfg.min_refined_correlation:g}; the refinement's optimum would be biased)")
+        best_r, channel, (refined, fixed_small, moving_small) = max(tried, key=lambda t: t[0])
+        said = (f"the intensity refinement diverged ({diverged})" if diverged is not None
+                else f"a linear contrast explains the intensities with |r| {linear_r:.3f} only")
+        prefix = f"{said}, the {channel} pairing with {best_r:.3f} (best of {', '.join(others)}); "
     matrix = fixed_small.to_original @ refined.moving_to_fixed @ moving_small.from_original
     forward, backward = _fit_through(model, matrix, ctx.moving.shape, ctx.expected_scale)
     fixed_px_per_small = 1.0 / np.sqrt(abs(np.linalg.det(fixed_small.from_original[:2, :2])))
     predicted = float(refined.predicted_error_px * fixed_px_per_small)
     moved = mean_grid_distance(fit.to_fixed, forward, ctx.moving.shape)
-    note = (f"refined by intensity{'' if against == 'intensity' else ' against ' + against} as {model} "
-            f"(held-out correlation {refined.holdout_before:.3f} -> "
+    note = (f"{prefix}refined {_COMPARED[channel]} as {model} (held-out correlation {refined.holdout_before:.3f} -> "
             f"{refined.holdout_after:.3f}, moved {moved:.3g} px, predicted error {predicted:.3g} px)")
     if fit.source == "features" and moved > 2.0 * predicted:
         from .evidence import predicted_error_px
@@ -280,8 +317,8 @@ def refine_fit(ctx: Context, fit: Fit, model: str) -> Fit:
             note += f"; it disagrees with the features (predicted {features_error:.3g} px), which bounds the error"
     return dataclasses.replace(fit, model=model, moving_to_fixed=forward, fixed_to_moving=backward,
                                refinement_error_px=predicted, correlation=float(abs(refined.correlation)),
-                               contrast_checked=True,
-                               inverted=fit.inverted if against != "intensity" else bool(refined.gain < 0),
+                               contrast_checked=True, matched_channel=channel,
+                               inverted=bool(refined.gain < 0) if channel == "intensity" else fit.inverted,
                                ).with_note(note)
 
 

@@ -335,3 +335,54 @@ def test_an_edge_map_is_refined_against_the_gradient_magnitude():
     error = mean_grid_distance(result.fit.to_fixed, lambda g: apply_matrix(pair.moving_to_fixed, g), edges.shape)
     assert error <= 0.1, error
     assert result.scores.matched_channel == "edges" and result.verdict.level == "ok", result.verdict.reasons
+
+
+def _context(fixed: np.ndarray, moving: np.ndarray):
+    """The pipeline's context for two same-resolution arrays (what ``register`` builds before its strategies)."""
+    from autoreg.config import RegistrationConfig
+    from autoreg.levelling import level_scan
+    from autoreg.strategies import Context
+
+    fixed_img, moving_img = autoreg.load_image(fixed), autoreg.load_image(moving)
+    return Context(fixed=fixed_img, moving=moving_img, config=RegistrationConfig(), seed=0, expected_scale=1.0,
+                   scale_source="user", scale_fixed=1.0, scale_moving=1.0, fixed_valid=np.isfinite(fixed_img.data),
+                   moving_levelled=level_scan(moving_img.data, scars=False, spikes=False).data)
+
+
+def _fit_at(matrix: np.ndarray):
+    from autoreg.datatypes import Fit, Matches
+    from skimage.transform import AffineTransform
+
+    return Fit(model="similarity", moving_to_fixed=AffineTransform(matrix=matrix),
+               fixed_to_moving=AffineTransform(matrix=np.linalg.inv(matrix)), inliers=np.zeros(0, bool),
+               source="features", matches=Matches(np.zeros((0, 2)), np.zeros((0, 2))))
+
+
+@pytest.mark.parametrize("kind", ["deflection", "edges", "folded"])
+def test_a_non_linear_contrast_is_refined_on_the_pairing_that_explains_it(kind):
+    """A fit 1.5 px off (as features leave a deflection map) whose intensities no linear contrast explains (here
+    the intensity refinement diverges): the refinement tries the cross-modal pairings and keeps the one that
+    explains the map, if any. A deflection map comes back on the fixed slope and an edge map on the fixed gradient
+    magnitude, both within 0.1 px; a folded (non-monotonic) contrast is explained by neither and keeps its pose,
+    with no error prediction."""
+    from autoreg.geometry import apply_matrix, mean_grid_distance
+    from autoreg.strategies import refine_fit
+    from test_search import make_search_pair
+
+    pair = make_search_pair(1, ratio=1.0, moving_px=96, fixed_px=192, noise=0.0, lines=0.0, feature_px=1.5)
+    height = pair.moving.astype(float)
+    gy, gx = np.gradient(height)
+    moving = {"deflection": -gx, "edges": np.hypot(gx, gy), "folded": np.abs(height - np.median(height))}[kind]
+    moving = moving + np.random.default_rng(1).normal(0, 0.05 * moving.std(), moving.shape)
+    truth = np.asarray(pair.moving_to_fixed, float)
+    start = np.array([[1, 0, 1.2], [0, 1, -0.9], [0, 0, 1.0]]) @ truth
+    ctx = _context(pair.fixed, moving.astype(np.float32))
+    refined = refine_fit(ctx, _fit_at(start), "similarity")
+    error = mean_grid_distance(refined.to_fixed, lambda g: apply_matrix(truth, g), moving.shape)
+    if kind == "folded":
+        assert refined.matched_channel == "intensity" and "not refined" in refined.why, refined.why
+        assert not np.isfinite(refined.refinement_error_px) and error == pytest.approx(1.5, abs=1e-6)
+        return
+    assert refined.matched_channel == {"deflection": "derivative", "edges": "edges"}[kind], refined.why
+    assert "the intensity refinement diverged" in refined.why and "pairing with" in refined.why, refined.why
+    assert error <= 0.1 and refined.refinement_error_px <= 0.1, (error, refined.why)

@@ -509,28 +509,37 @@ def test_a_genuine_second_place_is_the_runner_up():
     assert _runner_up([_pose(0.9), _pose(0.8, centre=(70.0, 64.0)), _pose(0.3, centre=(100, 30))]) == 0.8
 
 
-def test_cross_channel_reference_is_the_term_the_channel_correlates():
-    """``derivative``: the slope along the moving x axis (its length does not count); ``edges``: the gradient
-    magnitude; a missing pixel leaves its neighbours' derivatives missing."""
-    from autoreg.search import cross_channel_reference
+def test_pairing_terms_are_what_each_channel_correlates():
+    """``derivative``: the fixed image's slope along the moving x axis (its length does not count); ``edges`` and
+    ``gradient``: its gradient magnitude; the moving side is its gradient magnitude for ``gradient`` only; a
+    missing pixel leaves its neighbours' derivatives missing."""
+    from autoreg.search import fixed_term, moving_term
 
     rows, cols = np.mgrid[0:20, 0:30].astype(float)
     plane = 0.5 * cols - 2.0 * rows
     along = np.array([3.0, 4.0])  # the moving x axis, 5 px long
-    derivative = cross_channel_reference(plane, "derivative", along)
+    derivative = fixed_term(plane, "derivative", along)
     assert np.allclose(derivative, (0.5 * 3 - 2.0 * 4) / 5)
-    assert np.allclose(cross_channel_reference(plane, "derivative", 10 * along), derivative)
-    assert np.allclose(cross_channel_reference(plane, "edges", along), np.hypot(0.5, 2.0))
+    assert np.allclose(fixed_term(plane, "derivative", 10 * along), derivative)
+    for channel in ("edges", "gradient"):
+        assert np.allclose(fixed_term(plane, channel), np.hypot(0.5, 2.0))
+    assert np.array_equal(fixed_term(plane, "intensity"), plane)
+    assert np.allclose(moving_term(plane, "gradient"), np.hypot(0.5, 2.0))
+    for channel in ("intensity", "edges", "derivative"):
+        assert np.array_equal(moving_term(plane, channel), plane)
     holed = plane.copy()
     holed[10, 15] = np.nan
-    out = cross_channel_reference(holed, "derivative", along)
+    out = fixed_term(holed, "derivative", along)
     assert np.isnan(out[10, 14]) and np.isnan(out[9, 15]) and np.isfinite(out[10, 12]) and np.isfinite(out[5, 5])
 
 
-@pytest.mark.parametrize(("channel", "axis"), [("intensity", [1.0, 0.0]), ("derivative", [0.0, 0.0]),
-                                               ("derivative", [np.nan, 1.0])])
-def test_cross_channel_reference_rejects_what_it_cannot_compute(channel, axis):
-    from autoreg.search import cross_channel_reference
+@pytest.mark.parametrize(("channel", "axis"), [("phase", [1.0, 0.0]), ("derivative", [0.0, 0.0]),
+                                               ("derivative", [np.nan, 1.0]), ("derivative", None)])
+def test_pairing_terms_reject_what_they_cannot_compute(channel, axis):
+    from autoreg.search import fixed_term, moving_term
 
     with pytest.raises(InputError):
-        cross_channel_reference(np.ones((5, 5)), channel, np.array(axis))
+        fixed_term(np.ones((5, 5)), channel, None if axis is None else np.array(axis))
+    if channel == "phase":
+        with pytest.raises(InputError):
+            moving_term(np.ones((5, 5)), channel)
