@@ -5,22 +5,22 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from helpers import exact_fit
 import pytest
+from helpers import exact_fit
 
-from autoreg.preprocess import resize_matrix
-from autoreg.score import masked_pearson
-from autoreg.warp import apply_transform
-from autoreg.geometry import apply_matrix, mean_grid_distance
 import autoreg
 from autoreg.datatypes import Image
 from autoreg.fixture import load_truth
+from autoreg.geometry import apply_matrix, mean_grid_distance
+from autoreg.preprocess import resize_matrix
+from autoreg.score import masked_pearson
 from autoreg.synthetic import (
     expected_spectra,
     make_pair,
     make_stm_sts_pair,
     true_moving_to_fixed,
 )
+from autoreg.warp import apply_transform
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 STM = f"{FIXTURES / 'stm_sts.h5'}::/Measurement_000/Channel_000/STM_Topography"
@@ -350,8 +350,9 @@ def _context(fixed: np.ndarray, moving: np.ndarray):
 
 
 def _fit_at(matrix: np.ndarray):
-    from autoreg.datatypes import Fit, Matches
     from skimage.transform import AffineTransform
+
+    from autoreg.datatypes import Fit, Matches
 
     return Fit(model="similarity", moving_to_fixed=AffineTransform(matrix=matrix),
                fixed_to_moving=AffineTransform(matrix=np.linalg.inv(matrix)), inliers=np.zeros(0, bool),
@@ -365,9 +366,10 @@ def test_a_non_linear_contrast_is_refined_on_the_pairing_that_explains_it(kind):
     explains the map, if any. A deflection map comes back on the fixed slope and an edge map on the fixed gradient
     magnitude, both within 0.1 px; a folded (non-monotonic) contrast is explained by neither and keeps its pose,
     with no error prediction."""
+    from test_search import make_search_pair
+
     from autoreg.geometry import apply_matrix, mean_grid_distance
     from autoreg.strategies import refine_fit
-    from test_search import make_search_pair
 
     pair = make_search_pair(1, ratio=1.0, moving_px=96, fixed_px=192, noise=0.0, lines=0.0, feature_px=1.5)
     height = pair.moving.astype(float)
