@@ -125,9 +125,17 @@ class RegistrationConfig:
         deflection channel against a topography) still gives a sharp optimum, but a biased one. On the calibration
         split the one wrong ``ok`` left, a deflection map 1.7× the tolerance off, read 0.73; every correct ``ok``
         0.84 or more (spikes, which lowered the plain correlation, do not lower the robust one). Below it the
-        refined pose is not taken either (its optimum is biased). The search uses the same bound for "the contrast
-        is the same" at a gradient-magnitude peak, which then skips its cross-modal pass (same-contrast maps read
-        0.93 or more there, deflection and edge maps 0.3 or less).
+        refined pose is not taken either (its optimum is biased); the cross-modal pairings are refined then, and
+        one is kept only when it reaches this bound (:func:`autoreg.strategies.refine_fit`). The search uses the
+        same bound for "the contrast is the same" at a gradient-magnitude peak, which then skips its cross-modal
+        pass (same-contrast maps read 0.93 or more there, deflection and edge maps 0.3 or less).
+    max_edges_refine_ratio : float
+        The refinement compares a moving edge map with the fixed image's gradient magnitude (the search's ``edges``
+        pairing) only when the larger pixel is at most this many times the smaller one. Its forward model averages
+        the fixed term over each coarse pixel's footprint, which holds for a term linear in the image (the slope of
+        the ``derivative`` pairing, at any pixel size) but not for a gradient magnitude: the edge map of a coarse
+        map is not the average of the fine edge map. 1.5: cross-modal channels are usually two channels of one
+        scan, at one pixel size, which is all the benchmark's cross-modal pairs test.
     nfa_tests : int
         Hypotheses counted per minimal sample in the a-contrario test of a feature consensus: 6 models compared by
         ``auto`` × 3 feature strategies tried (a Bonferroni count; log10(18) = 1.26 added to every log10 NFA).
@@ -279,6 +287,7 @@ class RegistrationConfig:
     tolerance_moving_fraction: float = 0.5
     ok_error_fraction: float = 0.75
     min_refined_correlation: float = 0.8
+    max_edges_refine_ratio: float = 1.5
     nfa_tests: int = 18
     nfa_duplicate_wpx: float = 5.0
     max_log10_nfa: float = -1.0

@@ -161,7 +161,8 @@ class Fit:
     why : str
         Why this model was chosen (for ``model="auto"``), and how it was refined.
     correlation : float
-        Correlation of the intensity match under the fit (the refinement's, or the search peak's), NaN otherwise.
+        Correlation of the intensity match under the fit (the refinement's on its ``matched_channel``, or the
+        search peak's), NaN otherwise.
     n_inliers_general : int
         Inliers of an affine consensus on the same matches, for constrained models (-1 when not computed).
     peak_gap, peak_ratio : float
@@ -177,8 +178,9 @@ class Fit:
         was not refined; +inf when the refinement diverged from it (the intensities contradict the fit, whose
         error is then unknown).
     contrast_checked : bool
-        The intensity refinement ran to its optimum on this fit, and ``correlation`` is its robust correlation
-        (whether or not its pose was kept): the verdict then judges how well a linear contrast explains the map.
+        The intensity refinement (on the fit's ``matched_channel``) ran to its optimum on this fit, and
+        ``correlation`` is its robust correlation (whether or not its pose was kept): the verdict then judges how
+        well a linear contrast explains the map.
     matched_channel : str
         The pairing of :data:`autoreg.search.CHANNELS` the refinement compares and the verdict judges the fit on:
         ``intensity``; a cross-modal one (``edges``, ``derivative``) when the search matched on it, or when the

@@ -48,23 +48,18 @@ def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False) -> tuple[Regi
     from .confidence import judge
     from .evidence import feature_log10_nfa, predicted_error_px, tolerance_px
     from .score import affine_part, score_registration
-    from .search import fixed_term, moving_term
+    from .search import fixed_term
     from .warp import apply_transform
 
     warped, footprint = apply_transform(ctx.moving.data, fit, ctx.fixed.shape)
-    # the correlations are judged on what the fit matched: intensities, or the terms of another pairing (a
-    # deflection map against the fixed image's slope, gradient magnitudes under a non-monotonic contrast)
+    # the correlations are judged on what the fit matched: the moving intensity against the fixed intensity, or
+    # against the fixed term of a cross-modal pairing (a deflection map against the fixed image's slope)
     channel = fit.matched_channel
-    fixed_judged, moving_judged, warped_judged = np.asarray(ctx.fixed.data), np.asarray(ctx.moving.data), warped
-    moving_levelled, fixed_valid = ctx.moving_levelled, ctx.fixed_valid
+    fixed_judged, fixed_valid = np.asarray(ctx.fixed.data), ctx.fixed_valid
     if channel != "intensity":
         fixed_judged = fixed_term(fixed_judged, channel, affine_part(fit)[:, 0])
         fixed_valid = fixed_valid & np.isfinite(fixed_judged)
-        moving_judged = moving_term(moving_judged, channel)
-        if moving_judged is not ctx.moving.data:
-            warped_judged = apply_transform(moving_judged, fit, ctx.fixed.shape)[0]
-        moving_levelled = moving_term(moving_levelled, channel)
-    scores = score_registration(fit, fixed_judged, moving_judged, warped_judged, footprint,
+    scores = score_registration(fit, fixed_judged, np.asarray(ctx.moving.data), warped, footprint,
                                 expected_scale=ctx.expected_scale, working_pixel_px=ctx.working_pixel_px,
                                 fixed_valid=fixed_valid)
     overlap_px2 = float(np.count_nonzero(footprint & ctx.fixed_valid))
@@ -73,7 +68,7 @@ def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False) -> tuple[Regi
     tolerance = tolerance_px(ctx.config, min(ctx.expected_scale, scores.scale) if np.isfinite(scores.scale)
                              else ctx.expected_scale)
     try:  # evidence about a fit (the verdict decides which sources it judges), not a way of finding one
-        shift_gap = shift_peak_gap(fixed_judged, moving_levelled, fit, footprint & fixed_valid,
+        shift_gap = shift_peak_gap(fixed_judged, ctx.moving_levelled, fit, footprint & fixed_valid,
                                    coarse_px=max(1.0, ctx.expected_scale),
                                    exclusion_px=ctx.config.shift_exclusion_tolerances * tolerance,
                                    window_fraction=ctx.config.shift_window_fraction,
@@ -88,8 +83,8 @@ def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False) -> tuple[Regi
                                           prior_scale=ctx.expected_scale, config=ctx.config),
         tolerance_px=tolerance,
     )
-    if channel != "intensity":  # a slope or a gradient magnitude has no contrast polarity of its own
-        scores = dataclasses.replace(scores, inverted_contrast=fit.inverted, matched_channel=channel)
+    if channel != "intensity":  # a slope or an edge map has no contrast polarity of its own
+        scores = dataclasses.replace(scores, inverted_contrast=False, matched_channel=channel)
     verdict = judge(scores, ctx.config, source=fit.source, exact_points=exact_points,
                     refined=fit.contrast_checked)
     result = RegistrationResult(fit=fit, scores=scores, verdict=verdict, warped=warped, footprint=footprint,

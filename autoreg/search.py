@@ -48,8 +48,7 @@ import numpy as np
 
 from .errors import EstimationError, InputError
 
-__all__ = ["CHANNELS", "CROSS_CHANNELS", "SearchCandidate", "SearchResult", "fixed_term", "moving_term",
-           "search_similarity"]
+__all__ = ["CHANNELS", "CROSS_CHANNELS", "SearchCandidate", "SearchResult", "fixed_term", "search_similarity"]
 
 #: Channels of the NCC, each a pair (fixed term, moving term); see :func:`_masked_ncc`.
 CHANNELS = ("intensity", "gradient", "edges", "derivative")
@@ -256,16 +255,12 @@ def _channels(image: np.ndarray, mask: np.ndarray, *, derivatives: bool = False)
     return np.stack(out), shared
 
 
-def _gradient(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(∂y, ∂x)`` by central differences (one-sided at the border); NaN spreads to the neighbours."""
-    return np.gradient(np.asarray(image, np.float64))
-
-
 def fixed_term(fixed: np.ndarray, channel: str, moving_x_xy: np.ndarray | None = None) -> np.ndarray:
     """What a pairing of :data:`CHANNELS` compares on the fixed side (the search's sweep does the same on its own
     working grid): ``intensity`` the image itself, ``gradient`` and ``edges`` its gradient magnitude,
     ``derivative`` its slope along the moving image's own x axis (an error signal such as AFM deflection follows
-    the topography's slope along its fast scan axis).
+    the topography's slope along its fast scan axis). The moving side is the moving intensity on every pairing but
+    ``gradient``.
 
     Parameters
     ----------
@@ -293,7 +288,7 @@ def fixed_term(fixed: np.ndarray, channel: str, moving_x_xy: np.ndarray | None =
         raise InputError(f"No pairing {channel!r}; expected one of {CHANNELS}.")
     if channel == "intensity":
         return np.asarray(fixed)
-    gy, gx = _gradient(fixed)
+    gy, gx = np.gradient(np.asarray(fixed, np.float64))  # central differences, one-sided at the border
     if channel != "derivative":
         return np.hypot(gx, gy)
     direction = np.asarray(moving_x_xy if moving_x_xy is not None else (np.nan, np.nan), np.float64)
@@ -301,17 +296,6 @@ def fixed_term(fixed: np.ndarray, channel: str, moving_x_xy: np.ndarray | None =
     if not (math.isfinite(length) and length > 0):
         raise InputError(f"The moving x axis must be a finite non-zero vector; got {moving_x_xy}.")
     return (direction[0] * gx + direction[1] * gy) / length
-
-
-def moving_term(moving: np.ndarray, channel: str) -> np.ndarray:
-    """What a pairing of :data:`CHANNELS` compares on the moving side: its gradient magnitude for ``gradient``,
-    the image itself otherwise (:func:`fixed_term` is the other side)."""
-    if channel not in CHANNELS:
-        raise InputError(f"No pairing {channel!r}; expected one of {CHANNELS}.")
-    if channel != "gradient":
-        return np.asarray(moving)
-    gy, gx = _gradient(moving)
-    return np.hypot(gx, gy)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

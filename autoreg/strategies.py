@@ -22,7 +22,7 @@ from .config import RegistrationConfig
 from .datatypes import Fit, Image, Matches
 from .errors import AutoregError, EstimationError
 from .geometry import apply_matrix, grid_xy, mean_grid_distance
-from .search import CROSS_CHANNELS, fixed_term, moving_term
+from .search import CROSS_CHANNELS, fixed_term
 from .vocabulary import GLOBAL_MODELS
 
 __all__ = ["Context", "working_views", "feature_fit", "search_fit", "points_fit", "refine_fit", "INTENSITY_MODEL"]
@@ -215,20 +215,27 @@ _COMPARED = {"intensity": "by intensity", "edges": "against the fixed image's gr
              "derivative": "against the fixed image's derivative along the moving x axis"}
 
 
+def _refinable_pairings(ctx: Context, channels: tuple[str, ...]) -> tuple[str, ...]:
+    """The pairings of ``channels`` whose fixed term the footprint average of the refinement holds for: all but
+    ``edges`` beyond ``max_edges_refine_ratio`` (a gradient magnitude is not linear in the image)."""
+    return tuple(c for c in channels if c != "edges" or ctx.resolution_ratio <= ctx.config.max_edges_refine_ratio)
+
+
 def refine_fit(ctx: Context, fit: Fit, model: str) -> Fit:
     """Refine a global fit as ``model`` where the information is (:func:`autoreg.refine.refine_matrix`).
 
     The refinement compares the coarser image with the finer one averaged over each coarse pixel's footprint, on
-    the fit's ``matched_channel`` (:func:`~autoreg.search.fixed_term`, :func:`~autoreg.search.moving_term`):
-    intensities, or for a search match on a cross-modal pairing the moving intensity against that pairing's fixed
-    term (a linear function of the fixed image, so the footprint average applies unchanged). It is kept only when
-    it raises the correlation on held-out pixels and a linear contrast explains the map (robust |r| at least
-    ``min_refined_correlation``); then the fit carries the refinement's predicted error. When the intensities'
-    contrast is not linear, the cross-modal pairings are refined too — the moving intensity against the fixed
-    gradient magnitude (``edges``) and slope (``derivative``) — and the one a linear contrast explains best is
-    kept on the same terms; it becomes the fit's ``matched_channel``. Otherwise the fit keeps its pose, saying why: with the refinement's correlation and
+    the fit's ``matched_channel`` (:func:`~autoreg.search.fixed_term`): intensities, or for a search match on a
+    cross-modal pairing the moving intensity against that pairing's fixed term — the fixed image's slope along the
+    moving x axis (linear in the image, so the footprint average holds at any pixel size) or its gradient
+    magnitude (only up to ``max_edges_refine_ratio``). It is kept only when it raises the correlation on held-out
+    pixels and a linear contrast explains the map (robust |r| at least ``min_refined_correlation``); then the fit
+    carries the refinement's predicted error. When the intensities' contrast is not linear, or their refinement
+    diverges, the cross-modal pairings are refined too, and the one a linear contrast explains best is kept on the
+    same terms and becomes the fit's ``matched_channel`` (after a divergence its predicted error is at least how far
+    it moved the fit). Otherwise the fit keeps its pose, saying why: with the refinement's correlation and
     ``contrast_checked`` when only the contrast failed (the verdict judges it), with an infinite predicted error
-    when the refinement diverged from it (the intensities contradict it), unchanged otherwise.
+    when the refinement diverged from it (the data contradict it), unchanged otherwise.
     """
     from .refine import MODELS as REFINABLE
     from .refine import RefinementDiverged, refine_matrix
@@ -236,24 +243,25 @@ def refine_fit(ctx: Context, fit: Fit, model: str) -> Fit:
     cfg = ctx.config
     if not cfg.refine or model not in REFINABLE or fit.model not in GLOBAL_MODELS:
         return fit
+    channel = fit.matched_channel
+    if not _refinable_pairings(ctx, (channel,)):
+        return fit.with_note(f"not refined (the gradient magnitude of a map {ctx.resolution_ratio:.3g}× coarser is "
+                             f"not the average of the fixed one's; up to {cfg.max_edges_refine_ratio:g}× only)")
+    fixed_small, moving_small = _refine_inputs(ctx)
+    start = fixed_small.from_original @ np.asarray(fit.moving_to_fixed.params, float) @ moving_small.to_original
+    small_scale = ctx.expected_scale * np.sqrt(abs(np.linalg.det(fixed_small.from_original[:2, :2])) / abs(
+        np.linalg.det(moving_small.from_original[:2, :2])))
 
-    def run(channel: str) -> tuple[Any, Any, Any]:
-        fixed_small, moving_small = _refine_inputs(ctx)
-        start = fixed_small.from_original @ np.asarray(fit.moving_to_fixed.params, float) @ moving_small.to_original
-        small_scale = ctx.expected_scale * np.sqrt(abs(np.linalg.det(fixed_small.from_original[:2, :2])) / abs(
-            np.linalg.det(moving_small.from_original[:2, :2])))
+    def run(pairing: str) -> Any:
         # a derivative's direction is the moving x axis at the start, which the refinement turns by a fraction of
         # a degree (its cosine changes by less than 1e-4)
-        refined = refine_matrix(fixed_term(fixed_small.data, channel, start[:2, 0]),
-                                moving_term(moving_small.data, channel), start, model,
-                                prior_scale=float(small_scale) if model in ("translation", "rigid") else None,
-                                max_iterations=cfg.refine_max_iterations, require_improvement=True)
-        return refined, fixed_small, moving_small
+        return refine_matrix(fixed_term(fixed_small.data, pairing, start[:2, 0]), moving_small.data, start, model,
+                             prior_scale=float(small_scale) if model in ("translation", "rigid") else None,
+                             max_iterations=cfg.refine_max_iterations, require_improvement=True)
 
-    channel = fit.matched_channel
     diverged: RefinementDiverged | None = None
     try:
-        refined, fixed_small, moving_small = run(channel)
+        refined = run(channel)
     except RefinementDiverged as err:
         diverged = err
     except EstimationError as err:
@@ -265,34 +273,34 @@ def refine_fit(ctx: Context, fit: Fit, model: str) -> Fit:
     if diverged is not None or not abs(refined.correlation) >= cfg.min_refined_correlation:
         linear_r = math.nan if diverged is not None else float(abs(refined.correlation))
         # the contrast is not linear: the cross-modal pairing whose terms a linear contrast explains best, if one
-        # does (an error signal against the fixed slope, an edge map against its gradient magnitude). Both are
-        # linear in the fixed image, so the footprint average holds for them at any pixel size. Gradient
+        # does (an error signal against the fixed slope, an edge map against its gradient magnitude). Gradient
         # magnitudes on both sides are not tried: on the calibration split a deflection map's matched a
         # topography's at |r| 0.88, within the non-monotonic pairs' 0.81-0.99, with its optimum 1.8 px off and
         # 0.3 px predicted (a pairing that does not hold still has a sharp optimum, but a biased one)
-        others = [c for c in CROSS_CHANNELS if channel == "intensity"]
-        tried = []
+        others = _refinable_pairings(ctx, CROSS_CHANNELS) if channel == "intensity" else ()
+        explained = []
         for other in others:
             try:
                 attempt = run(other)
             except EstimationError:  # RefinementDiverged included: these terms contradict the fit
                 continue
-            if attempt[0].improved and abs(attempt[0].correlation) >= cfg.min_refined_correlation:
-                tried.append((abs(attempt[0].correlation), other, attempt))
-        if not tried and diverged is not None:
-            # the intensities put their optimum far from this fit, or have none near it, and no other pairing
-            # explains the map there: whatever predicted its error (keypoint residuals) is contradicted, and the
-            # fit keeps no error prediction
+            if attempt.improved and abs(attempt.correlation) >= cfg.min_refined_correlation:
+                explained.append((abs(attempt.correlation), other, attempt))
+        if not explained and diverged is not None:
+            # the data put their optimum far from this fit, or have none near it, and no other pairing explains
+            # the map there: whatever predicted its error (keypoint residuals) is contradicted, and the fit keeps
+            # no error prediction
+            what = "intensities" if channel == "intensity" else f"{channel} pairing's terms"
             return dataclasses.replace(fit, refinement_error_px=math.inf).with_note(
-                f"not refined ({diverged}); the intensities contradict this fit, so its error is unknown")
-        if not tried:
+                f"not refined ({diverged}); the {what} contradict this fit, so its error is unknown")
+        if not explained:
             # its optimum is biased when a linear contrast does not explain the map (a deflection or
             # non-monotonic channel): the pose found without it is kept, and the verdict hears the contrast is
             # not linear
             return dataclasses.replace(fit, correlation=linear_r, contrast_checked=True).with_note(
                 f"not refined (a linear contrast explains the map with |r| {linear_r:.3f} < "
                 f"{cfg.min_refined_correlation:g}; the refinement's optimum would be biased)")
-        best_r, channel, (refined, fixed_small, moving_small) = max(tried, key=lambda t: t[0])
+        best_r, channel, refined = max(explained, key=lambda t: t[0])
         said = (f"the intensity refinement diverged ({diverged})" if diverged is not None
                 else f"a linear contrast explains the intensities with |r| {linear_r:.3f} only")
         prefix = f"{said}, the {channel} pairing with {best_r:.3f} (best of {', '.join(others)}); "
@@ -301,8 +309,13 @@ def refine_fit(ctx: Context, fit: Fit, model: str) -> Fit:
     fixed_px_per_small = 1.0 / np.sqrt(abs(np.linalg.det(fixed_small.from_original[:2, :2])))
     predicted = float(refined.predicted_error_px * fixed_px_per_small)
     moved = mean_grid_distance(fit.to_fixed, forward, ctx.moving.shape)
-    note = (f"{prefix}refined {_COMPARED[channel]} as {model} (held-out correlation {refined.holdout_before:.3f} -> "
-            f"{refined.holdout_after:.3f}, moved {moved:.3g} px, predicted error {predicted:.3g} px)")
+    note = (f"{prefix}refined {_COMPARED[channel]} as {model} (held-out correlation {refined.holdout_before:.3f} "
+            f"-> {refined.holdout_after:.3f}, moved {moved:.3g} px, predicted error {predicted:.3g} px)")
+    if diverged is not None and moved > predicted:
+        # the intensities contradicted the fit and another pairing moved it: nothing says the move found the
+        # optimum rather than a nearby one, so the move bounds the error
+        predicted = moved
+        note += "; after the intensities' divergence, the move bounds the error"
     if fit.source == "features" and moved > 2.0 * predicted:
         from .evidence import predicted_error_px
 
@@ -315,11 +328,11 @@ def refine_fit(ctx: Context, fit: Fit, model: str) -> Fit:
         if moved > 2.0 * np.hypot(predicted, features_error):
             predicted = moved
             note += f"; it disagrees with the features (predicted {features_error:.3g} px), which bounds the error"
+    # a slope or an edge map has no contrast polarity of its own
+    inverted = bool(refined.gain < 0) if channel == "intensity" else False
     return dataclasses.replace(fit, model=model, moving_to_fixed=forward, fixed_to_moving=backward,
                                refinement_error_px=predicted, correlation=float(abs(refined.correlation)),
-                               contrast_checked=True, matched_channel=channel,
-                               inverted=bool(refined.gain < 0) if channel == "intensity" else fit.inverted,
-                               ).with_note(note)
+                               contrast_checked=True, matched_channel=channel, inverted=inverted).with_note(note)
 
 
 def points_fit(ctx: Context, points: tuple[np.ndarray, np.ndarray], model: str) -> tuple[Fit, bool]:

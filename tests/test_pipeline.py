@@ -364,11 +364,11 @@ def test_a_non_linear_contrast_is_refined_on_the_pairing_that_explains_it(kind):
     """A fit 1.5 px off (as features leave a deflection map) whose intensities no linear contrast explains (here
     the intensity refinement diverges): the refinement tries the cross-modal pairings and keeps the one that
     explains the map, if any. A deflection map comes back on the fixed slope and an edge map on the fixed gradient
-    magnitude, both within 0.1 px; a folded (non-monotonic) contrast is explained by neither and keeps its pose,
-    with no error prediction."""
+    magnitude, both within 0.1 px, each predicted no better than its move (the intensities contradicted the
+    start); a folded (non-monotonic) contrast is explained by neither and keeps its pose, with no error
+    prediction."""
     from test_search import make_search_pair
 
-    from autoreg.geometry import apply_matrix, mean_grid_distance
     from autoreg.strategies import refine_fit
 
     pair = make_search_pair(1, ratio=1.0, moving_px=96, fixed_px=192, noise=0.0, lines=0.0, feature_px=1.5)
@@ -387,4 +387,29 @@ def test_a_non_linear_contrast_is_refined_on_the_pairing_that_explains_it(kind):
         return
     assert refined.matched_channel == {"deflection": "derivative", "edges": "edges"}[kind], refined.why
     assert "the intensity refinement diverged" in refined.why and "pairing with" in refined.why, refined.why
-    assert error <= 0.1 and refined.refinement_error_px <= 0.1, (error, refined.why)
+    assert error <= 0.1, (error, refined.why)
+    assert 1.4 <= refined.refinement_error_px <= 1.6, refined.why  # the move, not the 0.01 px the pairing predicts
+    assert not refined.inverted
+
+
+def test_an_edge_map_coarser_than_the_bound_is_not_refined_on_gradient_magnitudes():
+    """The edge map of a coarse map is not the average of the fine edge map: beyond ``max_edges_refine_ratio`` a
+    search fit matched on the edge pairing keeps its pose, saying why."""
+    import dataclasses
+
+    from test_search import make_search_pair
+
+    from autoreg.strategies import refine_fit
+
+    pair = make_search_pair(1, ratio=1.0, moving_px=96, fixed_px=192, noise=0.0, lines=0.0, feature_px=1.5)
+    gy, gx = np.gradient(pair.moving.astype(float))
+    ctx = _context(pair.fixed, np.hypot(gx, gy).astype(np.float32))
+    start = np.array([[1, 0, 0.8], [0, 1, 0.6], [0, 0, 1.0]]) @ np.asarray(pair.moving_to_fixed, float)
+    fit = dataclasses.replace(_fit_at(start), source="intensity",
+                              channel="edges", matched_channel="edges")
+    same = refine_fit(ctx, fit, "similarity")
+    assert "refined against the fixed image's gradient magnitude" in same.why, same.why
+    coarse = dataclasses.replace(ctx, config=dataclasses.replace(ctx.config, max_edges_refine_ratio=0.9))
+    kept = refine_fit(coarse, fit, "similarity")
+    assert "not refined (the gradient magnitude of a map" in kept.why, kept.why
+    assert kept.moving_to_fixed is fit.moving_to_fixed

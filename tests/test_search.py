@@ -511,9 +511,8 @@ def test_a_genuine_second_place_is_the_runner_up():
 
 def test_pairing_terms_are_what_each_channel_correlates():
     """``derivative``: the fixed image's slope along the moving x axis (its length does not count); ``edges`` and
-    ``gradient``: its gradient magnitude; the moving side is its gradient magnitude for ``gradient`` only; a
-    missing pixel leaves its neighbours' derivatives missing."""
-    from autoreg.search import fixed_term, moving_term
+    ``gradient``: its gradient magnitude; a missing pixel leaves its neighbours' derivatives missing."""
+    from autoreg.search import fixed_term
 
     rows, cols = np.mgrid[0:20, 0:30].astype(float)
     plane = 0.5 * cols - 2.0 * rows
@@ -524,22 +523,18 @@ def test_pairing_terms_are_what_each_channel_correlates():
     for channel in ("edges", "gradient"):
         assert np.allclose(fixed_term(plane, channel), np.hypot(0.5, 2.0))
     assert np.array_equal(fixed_term(plane, "intensity"), plane)
-    assert np.allclose(moving_term(plane, "gradient"), np.hypot(0.5, 2.0))
-    for channel in ("intensity", "edges", "derivative"):
-        assert np.array_equal(moving_term(plane, channel), plane)
     holed = plane.copy()
     holed[10, 15] = np.nan
     out = fixed_term(holed, "derivative", along)
     assert np.isnan(out[10, 14]) and np.isnan(out[9, 15]) and np.isfinite(out[10, 12]) and np.isfinite(out[5, 5])
 
 
-@pytest.mark.parametrize(("channel", "axis"), [("phase", [1.0, 0.0]), ("derivative", [0.0, 0.0]),
-                                               ("derivative", [np.nan, 1.0]), ("derivative", None)])
-def test_pairing_terms_reject_what_they_cannot_compute(channel, axis):
-    from autoreg.search import fixed_term, moving_term
+@pytest.mark.parametrize(("channel", "axis", "match"), [("phase", [1.0, 0.0], "No pairing"),
+                                                        ("derivative", [0.0, 0.0], "non-zero vector"),
+                                                        ("derivative", [np.nan, 1.0], "non-zero vector"),
+                                                        ("derivative", None, "non-zero vector")])
+def test_pairing_terms_reject_what_they_cannot_compute(channel, axis, match):
+    from autoreg.search import fixed_term
 
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match=match):
         fixed_term(np.ones((5, 5)), channel, None if axis is None else np.array(axis))
-    if channel == "phase":
-        with pytest.raises(InputError):
-            moving_term(np.ones((5, 5)), channel)
