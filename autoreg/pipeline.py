@@ -132,10 +132,14 @@ def _load_points(points: Any, ctx: Context, model: str) -> tuple[np.ndarray, np.
 
 def _pick(results: list[RegistrationResult]) -> RegistrationResult:
     """The first ``ok`` result; else the user's control points when they gave a usable fit; else the best verdict,
-    and among equal verdicts the smallest predicted error (unknown counts as infinite; earlier strategies win ties).
+    among equal verdicts one whose pose is not in doubt (no ``ambiguous`` reason), and then the smallest predicted
+    error (unknown counts as infinite; earlier strategies win ties).
 
     Several ``low_confidence`` results happen when the right one is only doubted (an ambiguous lattice, a small
-    overlap) and other strategies then find worse ones: their own error predictions are what tells them apart."""
+    overlap) and other strategies then find worse ones: their own error predictions are what tells them apart. A
+    prediction measures the error about the pose found, not whether the pose is a lattice period away, which is
+    what ``ambiguous`` doubts: on the evaluation split a lattice matched on the slope pairing a period off, predicted
+    0.015 px, was picked over the features' right pose predicted 0.23 px."""
     for result in results:
         if result.verdict.level == "ok":
             return result
@@ -147,7 +151,10 @@ def _pick(results: list[RegistrationResult]) -> RegistrationResult:
         value = result.scores.uncertainty_px
         return value if np.isfinite(value) else np.inf
 
-    return min(results, key=lambda r: (r.verdict.rank, predicted(r)))
+    def ambiguous(result: RegistrationResult) -> bool:
+        return any(reason.startswith("ambiguous:") for reason in result.verdict.reasons)
+
+    return min(results, key=lambda r: (r.verdict.rank, ambiguous(r), predicted(r)))
 
 
 def _check_texture(image: Image, what: str, config: RegistrationConfig) -> None:

@@ -413,3 +413,29 @@ def test_an_edge_map_coarser_than_the_bound_is_not_refined_on_gradient_magnitude
     kept = refine_fit(coarse, fit, "similarity")
     assert "not refined (the gradient magnitude of a map" in kept.why, kept.why
     assert kept.moving_to_fixed is fit.moving_to_fixed
+
+
+def test_among_doubted_results_the_pose_not_in_doubt_wins_then_the_smaller_predicted_error():
+    """No result is ok: the best verdict wins; among equal verdicts a result whose pose is not ``ambiguous`` (its
+    prediction says nothing about a pose a period away) beats a better-predicted ambiguous one; then the smaller
+    predicted error wins, unknown last, earlier first on ties."""
+    from types import SimpleNamespace
+
+    from autoreg.datatypes import Scores, Verdict
+    from autoreg.pipeline import _pick
+
+    def result(name, level, predicted, *reasons):
+        return SimpleNamespace(name=name, source="features", verdict=Verdict(level, tuple(reasons)),
+                               scores=Scores(uncertainty_px=predicted))
+
+    doubted = "ambiguous: a pose shifted by more than 2 tolerances correlates within 0.01 of this one"
+    low = "low_correlation: |pearson| 0.289 < 0.3"
+    picks = [
+        ([result("a", "low_confidence", 0.015, doubted), result("b", "low_confidence", 0.23, low)], "b"),
+        ([result("a", "low_confidence", 0.5, low), result("b", "low_confidence", 0.2, low)], "b"),
+        ([result("a", "low_confidence", float("nan"), low), result("b", "low_confidence", 3.0, low)], "b"),
+        ([result("a", "failed", 0.01, low), result("b", "low_confidence", 5.0, doubted)], "b"),
+        ([result("a", "low_confidence", 0.2, low), result("b", "low_confidence", 0.2, low)], "a"),
+    ]
+    for candidates, expected in picks:
+        assert _pick(candidates).name == expected, [(c.name, c.verdict, c.scores.uncertainty_px) for c in candidates]
