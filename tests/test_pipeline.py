@@ -283,17 +283,23 @@ def test_a_features_fit_the_refinement_walks_away_from_is_never_ok():
     assert result.to_dict()["uncertainty_px"] is None
 
 
+def _terrain_pair(seed: int = 1):
+    """A same-resolution terrain pair with exact truth (``test_search.make_search_pair``, 96 px in 192 px)."""
+    from test_search import make_search_pair
+
+    return make_search_pair(seed, ratio=1.0, moving_px=96, fixed_px=192, noise=0.0, lines=0.0, feature_px=1.5)
+
+
 def test_a_deflection_channel_is_refined_and_judged_against_the_derivative():
     """An AFM-deflection-like moving image (-d/dx of the topography along its own scan axis) matches the fixed
     topography's slope: the search's derivative pairing finds it; the refinement compares it with the fixed image's
     derivative along the moving x axis (not with its intensity, whose linear model does not hold), and the
     correlations are judged against that derivative too: a hundredth of a pixel, predicted, and ok."""
-    from test_search import make_search_pair
+    from test_search import _deflection
 
-    pair = make_search_pair(1, ratio=1.0, moving_px=96, fixed_px=192, noise=0.0, lines=0.0, feature_px=1.5)
-    deflection = -np.gradient(pair.moving.astype(float), axis=1)
-    deflection += np.random.default_rng(1).normal(0, 0.05 * deflection.std(), deflection.shape)
-    result = autoreg.register(pair.fixed, deflection.astype(np.float32), rng=0)
+    pair = _terrain_pair()
+    deflection = _deflection(pair, 1)
+    result = autoreg.register(pair.fixed, deflection, rng=0)
     assert result.source == "intensity" and "on the derivative" in result.fit.why, result.fit.why
     assert "against the fixed image's derivative along the moving x axis" in result.fit.why, result.fit.why
     error = mean_grid_distance(result.fit.to_fixed, lambda g: apply_matrix(pair.moving_to_fixed, g), deflection.shape)
@@ -309,13 +315,9 @@ def test_a_deflection_channel_is_refined_and_judged_against_the_derivative():
 def test_a_deflection_map_of_another_area_is_never_ok(seed):
     """The deflection map of an unrelated scene: the derivative pairing may find a pose, but judged against the
     fixed image's derivative nothing there is ok."""
-    from test_search import make_search_pair
+    from test_search import _deflection
 
-    fixed = make_search_pair(1, ratio=1.0, moving_px=96, fixed_px=192, noise=0.0, lines=0.0, feature_px=1.5).fixed
-    other = make_search_pair(seed + 10, ratio=1.0, moving_px=96, fixed_px=192, noise=0.0, lines=0.0, feature_px=1.5)
-    deflection = -np.gradient(other.moving.astype(float), axis=1)
-    deflection += np.random.default_rng(seed).normal(0, 0.05 * deflection.std(), deflection.shape)
-    result = autoreg.register(fixed, deflection.astype(np.float32), rng=0)
+    result = autoreg.register(_terrain_pair().fixed, _deflection(_terrain_pair(seed + 10), seed), rng=0)
     assert result.verdict.level != "ok", (result.verdict, result.fit.why if result.fit is not None else None)
 
 
@@ -323,13 +325,11 @@ def test_an_edge_map_is_refined_against_the_gradient_magnitude():
     """A moving image that is the gradient magnitude of the topography: the search's edge pairing finds it, the
     refinement compares it with the fixed image's gradient magnitude, to a small fraction of a pixel, and the
     verdict judges it against that edge map."""
-    from test_search import make_search_pair
+    from test_search import _edge_map
 
-    pair = make_search_pair(1, ratio=1.0, moving_px=96, fixed_px=192, noise=0.0, lines=0.0, feature_px=1.5)
-    gy, gx = np.gradient(pair.moving.astype(float))
-    edges = np.hypot(gx, gy)
-    edges += np.random.default_rng(1).normal(0, 0.05 * edges.std(), edges.shape)
-    result = autoreg.register(pair.fixed, edges.astype(np.float32), rng=0)
+    pair = _terrain_pair()
+    edges = _edge_map(pair)
+    result = autoreg.register(pair.fixed, edges, rng=0)
     assert "on the edges" in result.fit.why and "against the fixed image's gradient magnitude" in result.fit.why, (
         result.fit.why)
     error = mean_grid_distance(result.fit.to_fixed, lambda g: apply_matrix(pair.moving_to_fixed, g), edges.shape)
@@ -367,15 +367,13 @@ def test_a_non_linear_contrast_is_refined_on_the_pairing_that_explains_it(kind):
     magnitude, both within 0.1 px, each predicted no better than its move (the intensities contradicted the
     start); a folded (non-monotonic) contrast is explained by neither and keeps its pose, with no error
     prediction."""
-    from test_search import make_search_pair
+    from test_search import _deflection, _edge_map
 
     from autoreg.strategies import refine_fit
 
-    pair = make_search_pair(1, ratio=1.0, moving_px=96, fixed_px=192, noise=0.0, lines=0.0, feature_px=1.5)
-    height = pair.moving.astype(float)
-    gy, gx = np.gradient(height)
-    moving = {"deflection": -gx, "edges": np.hypot(gx, gy), "folded": np.abs(height - np.median(height))}[kind]
-    moving = moving + np.random.default_rng(1).normal(0, 0.05 * moving.std(), moving.shape)
+    pair = _terrain_pair()
+    folded = np.abs(pair.moving - np.median(pair.moving))
+    moving = {"deflection": _deflection(pair, 1), "edges": _edge_map(pair), "folded": folded}[kind]
     truth = np.asarray(pair.moving_to_fixed, float)
     start = np.array([[1, 0, 1.2], [0, 1, -0.9], [0, 0, 1.0]]) @ truth
     ctx = _context(pair.fixed, moving.astype(np.float32))
@@ -397,13 +395,12 @@ def test_an_edge_map_coarser_than_the_bound_is_not_refined_on_gradient_magnitude
     search fit matched on the edge pairing keeps its pose, saying why."""
     import dataclasses
 
-    from test_search import make_search_pair
+    from test_search import _edge_map
 
     from autoreg.strategies import refine_fit
 
-    pair = make_search_pair(1, ratio=1.0, moving_px=96, fixed_px=192, noise=0.0, lines=0.0, feature_px=1.5)
-    gy, gx = np.gradient(pair.moving.astype(float))
-    ctx = _context(pair.fixed, np.hypot(gx, gy).astype(np.float32))
+    pair = _terrain_pair()
+    ctx = _context(pair.fixed, _edge_map(pair))
     start = np.array([[1, 0, 0.8], [0, 1, 0.6], [0, 0, 1.0]]) @ np.asarray(pair.moving_to_fixed, float)
     fit = dataclasses.replace(_fit_at(start), source="intensity",
                               channel="edges", matched_channel="edges")
