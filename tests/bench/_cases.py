@@ -26,6 +26,10 @@ blind
     Synthetic only, scene seeds 210000-220999, case seeds 6000000-6010999, 60 cases per category (660 pairs). Added
     on 2026-12-02 (second stop that day), after ``audit``'s wrong ``ok``s had been read case by case: the next split
     nobody has looked at, kept the same way (aggregates only until the note that reports it).
+sealed
+    Synthetic only, scene seeds 250000-260999, case seeds 7000000-7010999, 60 cases per category (660 pairs). Added
+    on 2026-12-02 (third stop that day), after ``blind``'s cases had been read: the next split nobody has looked at,
+    kept the same way (aggregates only until the note that reports it).
 lattice
     A tuning split for periodic content: the lattice family only, scene seeds 170000-180999, case seeds
     5000000-5010999, 40 cases per category. Thresholds for ambiguity may be set here; it reports nothing. Its
@@ -120,6 +124,7 @@ SPLITS = {
                      scene_seed_base=90_000, case_seed_base=3_000_000, pfm=False, per_category=60),
     "audit": Split("audit", (), scene_seed_base=130_000, case_seed_base=4_000_000, pfm=False, per_category=60),
     "blind": Split("blind", (), scene_seed_base=210_000, case_seed_base=6_000_000, pfm=False, per_category=60),
+    "sealed": Split("sealed", (), scene_seed_base=250_000, case_seed_base=7_000_000, pfm=False, per_category=60),
     "lattice": Split("lattice", (), scene_seed_base=170_000, case_seed_base=5_000_000, pfm=False, per_category=40,
                      families=("lattice",)),
 }
