@@ -332,6 +332,14 @@ def register(
     search = ("search", checked(lambda: refined(search_fit(ctx, model, views))))
     early = ctx.scale_known or ctx.resolution_ratio >= cfg.search_min_ratio
     automatic_strategies.insert(1 if early else len(automatic_strategies), search)
+    if scale_source == "field_of_view" and early and model not in ("translation", "rigid"):
+        # a map taken over part of the fixed field: smaller than the image sizes say (last, as it costs a sweep
+        # over several times the scales; nothing that is ok already pays for it)
+        band = cfg.search_fov_coverage
+        note = f"searched a map covering {band[0]:.0%}-{band[1]:.0%} of the fixed field's side"
+        automatic_strategies.append(("search-part-of-field", checked(
+            lambda: refined(search_fit(ctx, model, views, scale_band=band, channels=cfg.search_fov_channels)
+                            ).with_note(note))))
     if scale_source == "field_of_view" and ctx.resolution_ratio <= cfg.ambiguous_size_ratio:
         # a crop of a scan at the same pixel size looks like a coarser map of the same field of view: try both
         same = dataclasses.replace(ctx, expected_scale=1.0, scale_source="same_pixel_size")

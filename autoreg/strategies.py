@@ -154,11 +154,14 @@ def _search_inputs(ctx: Context, views: tuple[Any, Any]) -> tuple[Any, Any]:
     return _from_views(views, k_fixed, k_moving)
 
 
-def search_fit(ctx: Context, model: str, views: tuple[Any, Any]) -> Fit:
+def search_fit(ctx: Context, model: str, views: tuple[Any, Any],
+               scale_band: tuple[float, float] | None = None, channels: tuple[str, ...] | None = None) -> Fit:
     """Rotation and translation (and scale, when only roughly known) found exhaustively by masked correlation.
 
     The search finds a similarity; ``translation`` and ``rigid`` keep the expected scale, every other model is
-    refined from it as :data:`INTENSITY_MODEL` or itself (:func:`refine_fit`).
+    refined from it as :data:`INTENSITY_MODEL` or itself (:func:`refine_fit`). ``scale_band`` sweeps the scale
+    from that fraction of the expected one to that one instead (a map over part of the fixed field); ``channels``
+    replaces ``search_channels``.
     """
     from .search import search_similarity
 
@@ -168,10 +171,12 @@ def search_fit(ctx: Context, model: str, views: tuple[Any, Any]) -> Fit:
             raise EstimationError(f"The {name} image has too few valid pixels to search.")
     scale = ctx.expected_scale * np.sqrt(abs(np.linalg.det(fixed_small.from_original[:2, :2]))) / np.sqrt(
         abs(np.linalg.det(moving_small.from_original[:2, :2])))
+    scale_range = 1.0 if ctx.scale_known or model in ("translation", "rigid") else ctx.config.search_scale_range
+    if scale_band is not None:
+        scale, scale_range = scale * np.sqrt(scale_band[0] * scale_band[1]), np.sqrt(scale_band[1] / scale_band[0])
     found = search_similarity(fixed_small.data, moving_small.data, scale=float(scale),
-                              scale_range=1.0 if ctx.scale_known or model in ("translation", "rigid")
-                              else ctx.config.search_scale_range, min_overlap=ctx.config.search_min_overlap,
-                              sweep_px=ctx.config.search_sweep_px, channels=ctx.config.search_channels,
+                              scale_range=float(scale_range), min_overlap=ctx.config.search_min_overlap,
+                              sweep_px=ctx.config.search_sweep_px, channels=channels or ctx.config.search_channels,
                               first_pass_gap=ctx.config.min_peak_gap, first_pass_ratio=ctx.config.min_peak_ratio,
                               first_pass_same_contrast=ctx.config.min_refined_correlation)
     matrix = fixed_small.to_original @ found.moving_to_fixed @ moving_small.from_original

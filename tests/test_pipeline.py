@@ -247,6 +247,35 @@ def test_a_small_same_pixel_size_crop_is_also_searched_at_that_pixel_size():
     assert "search-same-pixel-size" not in [a.strategy for a in far.attempts]
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_map_over_part_of_the_field_is_found_by_the_last_search(seed):
+    """A 32 px map at 9.6 fixed px per map px covers 60 % of a 512 px scan's side. Without pixel sizes the image
+    sizes say 16: the first search (±10 %) finds nothing, the last one (``search_fov_coverage``) finds the map."""
+    from test_search import make_search_pair
+
+    pair = make_search_pair(seed, fixed_px=512, ratio=9.6, moving_px=32)
+    result = autoreg.register(pair.fixed, pair.moving, rng=0)
+    first_search = next(a for a in result.attempts if a.strategy == "search")
+    assert first_search.verdict == "failed" and first_search.reasons[0].startswith("no_evidence")
+    assert result.attempts[-1].strategy == "search-part-of-field" and result.verdict.level == "ok"
+    error = mean_grid_distance(lambda xy: apply_matrix(pair.moving_to_fixed, xy),
+                               lambda xy: apply_matrix(result.matrix, xy), pair.moving.shape)
+    assert error < 0.5  # fixed px; the tolerance is half a map pixel, 4.8 px
+
+
+def test_a_map_with_pixel_sizes_or_at_the_same_resolution_gets_no_part_of_field_search():
+    from test_search import make_search_pair
+
+    pair = make_search_pair(1, fixed_px=512, ratio=9.6, moving_px=32)
+    rng = np.random.default_rng(0)
+    unrelated = autoreg.register(pair.fixed, rng.normal(size=(200, 200)), rng=0)  # 2.6×: a crop or a map
+    known = autoreg.register(Image(pair.fixed, pixel_size_xy=(1.0, 1.0), units="nm"),
+                             Image(pair.moving, pixel_size_xy=(9.6, 9.6), units="nm"), rng=0)
+    for result in (unrelated, known):
+        assert "search-part-of-field" not in [a.strategy for a in result.attempts]
+    assert known.verdict.level == "ok"
+
+
 def test_a_refinement_whose_contrast_model_does_not_explain_the_map_leaves_the_pose_alone():
     """Below ``min_refined_correlation`` the refinement's optimum may be biased (a non-linear contrast): the fit
     keeps the pose it was started from, and the verdict still hears that the contrast is not linear. Forced here
