@@ -28,8 +28,8 @@ blind
     nobody has looked at, kept the same way (aggregates only until the note that reports it).
 sealed
     Synthetic only, scene seeds 250000-260999, case seeds 7000000-7010999, 60 cases per category (660 pairs). Added
-    on 2026-12-02 (third stop that day), after ``blind``'s cases had been read: the next split nobody has looked at,
-    kept the same way (aggregates only until the note that reports it).
+    on 2026-12-02, after ``blind``'s cases had been read: the next split nobody has looked at, kept the same way
+    (aggregates only until the note that reports it).
 lattice
     A tuning split for periodic content: the lattice family only, scene seeds 170000-180999, case seeds
     5000000-5010999, 40 cases per category. Thresholds for ambiguity may be set here; it reports nothing. Its
