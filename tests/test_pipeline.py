@@ -263,7 +263,9 @@ def test_a_map_over_part_of_the_field_is_found_by_the_last_search(seed):
     assert error < 0.5  # fixed px; the tolerance is half a map pixel, 4.8 px
 
 
-def test_a_map_with_pixel_sizes_or_at_the_same_resolution_gets_no_part_of_field_search():
+def test_no_part_of_field_search_with_pixel_sizes_or_below_4x():
+    """The last search is for a map whose scale only the image sizes give: not with pixel sizes, nor at 2.6×
+    (a crop at the same pixel size or a map: searched at the same pixel size instead)."""
     from test_search import make_search_pair
 
     pair = make_search_pair(1, fixed_px=512, ratio=9.6, moving_px=32)
