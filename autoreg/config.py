@@ -187,7 +187,8 @@ class RegistrationConfig:
         part of a topography. On the calibration split, where maps cover 50-90 %, one sweep over 0.5-1.1 in place
         of the first solved 2 more of 252 pairs and made 4 more ``ok`` (none wrong), but cost 42 % more time on
         the whole split, so it runs last, over the band the first one leaves (13 % more time, the same gains; on
-        the lattice tuning split 9 more solved of 360, 12 more ``ok``, none wrong).
+        the lattice tuning split 9 more solved of 360, 12 more ``ok``, none wrong). Two fractions, the smaller first,
+        at most 16× apart (the search sweeps at most 4× either way); ``register`` refuses others before any work.
     search_fov_channels : tuple of str
         The pairings of that last search: intensity and gradient only. The cross-modal pairings run in a second
         pass whenever the first finds nothing, which doubles the cost of every pair that fails; a cross-modal map

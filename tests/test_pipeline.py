@@ -278,6 +278,15 @@ def test_no_part_of_field_search_with_pixel_sizes_or_below_4x():
     assert known.verdict.level == "ok"
 
 
+@pytest.mark.parametrize("coverage", [(0.9, 0.5), (0.0, 0.5), (0.5,), (0.01, 0.9), ("a", 0.9), (float("nan"), 0.9)])
+def test_a_bad_part_of_field_band_is_refused_before_any_work(coverage):
+    from autoreg.config import RegistrationConfig
+
+    pair = make_pair(seed=8)
+    with pytest.raises(autoreg.InputError, match="search_fov_coverage"):
+        autoreg.register(pair.fixed, pair.fixed[:40, :40], config=RegistrationConfig(search_fov_coverage=coverage))
+
+
 def test_a_refinement_whose_contrast_model_does_not_explain_the_map_leaves_the_pose_alone():
     """Below ``min_refined_correlation`` the refinement's optimum may be biased (a non-linear contrast): the fit
     keeps the pose it was started from, and the verdict still hears that the contrast is not linear. Forced here
