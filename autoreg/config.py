@@ -188,7 +188,7 @@ class RegistrationConfig:
         of the first solved 2 more of 252 pairs and made 4 more ``ok`` (none wrong), but cost 42 % more time on
         the whole split, so it runs last, over the band the first one leaves (13 % more time, the same gains; on
         the lattice tuning split 9 more solved of 360, 12 more ``ok``, none wrong). Two fractions, the smaller first,
-        at most 16× apart (the search sweeps at most 4× either way); ``register`` refuses others before any work.
+        at most 16× apart (the search sweeps at most 4× either way); others are refused (``InputError``).
     search_fov_channels : tuple of str
         The pairings of that last search: intensity and gradient only. The cross-modal pairings run in a second
         pass whenever the first finds nothing, which doubles the cost of every pair that fails; a cross-modal map
@@ -331,6 +331,17 @@ class RegistrationConfig:
     cpcorr_min_isotropy: float = 0.2
     loo_outlier_factor: float = 3.0
     loo_outlier_min_coarse_px: float = 1.0
+
+    def __post_init__(self) -> None:
+        from .errors import InputError
+
+        try:
+            low, high = (float(v) for v in self.search_fov_coverage)
+        except (TypeError, ValueError):
+            low = high = float("nan")
+        if not 0 < low < high <= 16 * low:  # the search sweeps a scale range of at most 4× either way
+            raise InputError(f"search_fov_coverage must be two fractions, the smaller first and at most 16× apart; "
+                             f"got {self.search_fov_coverage}.")
 
     def with_(self, **changes: object) -> RegistrationConfig:
         """Return a copy with some fields changed.

@@ -276,13 +276,6 @@ def register(
         raise InputError(f"config must be a RegistrationConfig, not {type(cfg).__name__}.")
     if model != "auto" and model not in MODELS:
         raise InputError(f"Unknown model {model!r}; choose auto or one of: {', '.join(MODELS)}.")
-    try:
-        low, high = (float(v) for v in cfg.search_fov_coverage)
-    except (TypeError, ValueError):
-        low = high = float("nan")
-    if not 0 < low < high <= 16 * low:  # the search sweeps a scale range of at most 4× either way
-        raise InputError(f"search_fov_coverage must be two fractions, the smaller first and at most 16× apart; got "
-                         f"{cfg.search_fov_coverage}.")
     seed = _seed_of(rng)
     given = _given_scale(scale, pixel_size)
     say = progress or (lambda _msg: None)
