@@ -21,6 +21,17 @@ def test_slice_is_from_the_calibration_split():
     assert all(c in CATEGORIES for c, _ in POSITIVES + NEGATIVES)
 
 
+def test_splits_share_no_seed_and_no_source_image():
+    names = sorted(SPLITS)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            first, second = SPLITS[a], SPLITS[b]
+            assert not set(first.skimage) & set(second.skimage), (a, b)
+            for seeds in ("scene_seeds", "case_seeds"):
+                one, other = getattr(first, seeds)(), getattr(second, seeds)()
+                assert one.stop <= other.start or other.stop <= one.start, (a, b, seeds)
+
+
 @pytest.mark.parametrize(("category", "index"), POSITIVES)
 def test_positive_ok_is_correct(category, index):
     row = _row(category, index)
