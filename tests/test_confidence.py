@@ -28,7 +28,7 @@ def test_good_scores_are_ok():
         ({"n_inliers": 3}, "failed", "few_inliers"),
         ({"n_inliers": 10}, "low_confidence", "few_inliers"),
         ({"overlap_fraction": 0.0}, "failed", "no_overlap"),
-        ({"overlap_fraction": 0.1}, "low_confidence", "small_overlap"),
+        ({"overlap_fraction": 0.05}, "low_confidence", "small_overlap"),
         ({"scale": 5.0}, "failed", "implausible_scale"),
         ({"scale": 0.2}, "failed", "implausible_scale"),
         ({"log10_nfa": 0.5}, "failed", "no_evidence"),
