@@ -302,6 +302,7 @@ class Attempt:
     n_inliers: int = 0
     rmse_px: float = float("nan")
     pearson: float = float("nan")
+    seconds: float = float("nan")  # what the strategy cost, fit and scores (NaN when not timed)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -437,7 +438,7 @@ class RegistrationResult:
             "why_model": self.fit.why if self.fit is not None else None,
             "attempts": [
                 {"strategy": a.strategy, "verdict": a.verdict, "reasons": list(a.reasons), "n_inliers": a.n_inliers,
-                 "rmse_px": a.rmse_px, "pearson": a.pearson}
+                 "rmse_px": a.rmse_px, "pearson": a.pearson, "seconds": a.seconds}
                 for a in self.attempts
             ],
             "fixed_shape": list(self.fixed_shape),

@@ -115,6 +115,11 @@ def _failed_attempt(strategy: str, err: AutoregError) -> Attempt:
     return Attempt(strategy=strategy, verdict="failed", reasons=(f"{slug}: {err}",))
 
 
+def _timed(attempt: Attempt, began: float) -> Attempt:
+    """``attempt`` with the seconds since ``began`` (``time.perf_counter``)."""
+    return dataclasses.replace(attempt, seconds=round(time.perf_counter() - began, 4))
+
+
 def _load_points(points: Any, ctx: Context, model: str) -> tuple[np.ndarray, np.ndarray] | None:
     if points is None:
         return None
@@ -351,32 +356,34 @@ def register(
         if any(r.verdict.level == "ok" for r in results):
             break
         say(name)
+        began = time.perf_counter()
         try:
             fit, exact = attempt_fit()
             result, attempt = _finish(ctx, fit, exact_points=exact)
         except _STAGE_FAILURES as err:
-            attempts.append(_failed_attempt(name, err))
+            attempts.append(_timed(_failed_attempt(name, err), began))
             continue
         results.append(result)
-        attempts.append(dataclasses.replace(attempt, strategy=name))
+        attempts.append(_timed(dataclasses.replace(attempt, strategy=name), began))
 
     extra: dict[str, Any] = {"scale_source": scale_source, "working_scale_fixed": scale_fixed,
                              "working_scale_moving": scale_moving,
                              "preprocessing": {"fixed": list(views[0].steps), "moving": list(views[1].steps)}}
     if control is not None and not any(r.verdict.level == "ok" for r in results):
         say("points")
+        began = time.perf_counter()
         best_automatic = _pick(results) if results else None
         control, extra["control_points"] = _refined_points(ctx, control, model, best_automatic, refine=automatic)
         try:
             fit, exact = points_fit(ctx, control, model)
             result, attempt = _finish(ctx, fit, exact_points=exact)
             results.append(result)
-            attempts.append(dataclasses.replace(attempt, strategy="points"))
+            attempts.append(_timed(dataclasses.replace(attempt, strategy="points"), began))
             if best_automatic is not None and best_automatic.fit is not None:
                 extra["control_points"]["disagreement_px"] = _disagreement_px(best_automatic.fit, fit,
                                                                               moving_img.shape)
         except _STAGE_FAILURES as err:
-            attempts.append(_failed_attempt("points", err))
+            attempts.append(_timed(_failed_attempt("points", err), began))
 
     common = dict(model=model, attempts=tuple(attempts), fixed_shape=fixed_img.shape, moving_shape=moving_img.shape,
                   fixed_calibration=fixed_img.calibration, moving_calibration=moving_img.calibration, extra=extra)

@@ -135,3 +135,12 @@ def test_an_unmeasured_or_unrivalled_pose_is_not_ambiguous():
     shifted = dataclasses.replace(SEARCHED, shift_peak_gap=0.02)
     assert judge(shifted, source="intensity").level == "low_confidence"
     assert judge(dataclasses.replace(GOOD, shift_peak_gap=0.02), source="points").level == "ok"
+
+
+def test_an_overlap_of_10_to_20_percent_alone_is_no_doubt_but_a_smaller_one_is():
+    # the predicted error covers the whole moving image (extrapolation included); below 10 % nothing was measured
+    cfg = RegistrationConfig()
+    assert judge(dataclasses.replace(GOOD, overlap_fraction=0.15), cfg).level == "ok"
+    assert judge(dataclasses.replace(GOOD, overlap_fraction=1.01 * cfg.min_overlap_fraction), cfg).level == "ok"
+    below = judge(dataclasses.replace(GOOD, overlap_fraction=0.99 * cfg.min_overlap_fraction), cfg)
+    assert below.level == "low_confidence" and below.reasons[0].startswith("small_overlap:"), below.reasons

@@ -124,6 +124,15 @@ def test_a_flat_image_fails_as_a_value_not_an_exception():
     assert result.to_dict()["matrix"] is None
 
 
+@pytest.mark.parametrize("which", ["fixture", "flat"])
+def test_every_attempt_says_what_it_cost_within_the_total(which, fixture_affine):
+    result = fixture_affine if which == "fixture" else autoreg.register(make_pair(seed=4).fixed, np.ones((128, 128)))
+    seconds = [a.seconds for a in result.attempts]
+    assert seconds and all(np.isfinite(t) and t >= 0 for t in seconds)
+    assert sum(seconds) <= result.extra["seconds"] + 1e-3  # each is rounded to 0.1 ms
+    assert [a["seconds"] for a in result.to_dict()["attempts"]] == seconds
+
+
 def test_control_points_rescue_a_textureless_moving_image():
     pair = make_pair(seed=6)
     flat = np.ones((256, 256)) + np.linspace(0, 1e-6, 256)[None, :]
@@ -204,6 +213,7 @@ def test_control_points_alone_are_judged_by_the_same_rules():
     fixed_xy = apply_matrix(pair.moving_to_fixed, moving_xy)
     result = autoreg.register(pair.fixed, pair.moving, points=(fixed_xy, moving_xy), model="affine", automatic=False)
     assert [a.strategy for a in result.attempts] == ["points"]
+    assert 0 <= result.attempts[0].seconds <= result.extra["seconds"] + 1e-3
     assert result.source == "points" and result.verdict.level == "ok", result.verdict.reasons
     np.testing.assert_allclose(result.matrix, pair.moving_to_fixed, atol=1e-6)
     with pytest.raises(autoreg.InputError, match="give points"):

@@ -454,7 +454,27 @@ def report(rows: list[dict[str, Any]]) -> str:
                   *_false_ok_lines(ours)]
         lines.append(f"autoreg time: median {1e3 * _median(r['seconds'] for r in ours):.0f} ms, "
                      f"max {max(r['seconds'] for r in ours):.2f} s, total {sum(r['seconds'] for r in ours):.0f} s")
+        lines += _strategy_time_lines(ours)
     return "\n".join(lines)
+
+
+def _strategy_time_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Where autoreg's time went: per strategy, the pairs that tried it, its total and its median seconds (rows
+    from releases whose attempts carry no ``seconds`` give nothing)."""
+    spent: dict[str, list[float]] = {}
+    for row in rows:
+        for attempt in (row.get("result") or {}).get("attempts", []):
+            seconds = attempt.get("seconds")
+            if isinstance(seconds, (int, float)) and math.isfinite(seconds):
+                spent.setdefault(attempt["strategy"], []).append(float(seconds))
+    total = sum(sum(v) for v in spent.values())
+    if not total:
+        return []
+    lines = ["autoreg time by strategy: pairs that tried it, share of all strategy time, median per pair"]
+    for name, values in sorted(spent.items(), key=lambda kv: -sum(kv[1])):
+        lines.append(f"  {name:24s} {len(values):4d} pairs  {100 * sum(values) / total:5.1f} %  "
+                     f"{1e3 * _median(values):6.0f} ms")
+    return lines
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
