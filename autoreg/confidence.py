@@ -57,9 +57,9 @@ def _accuracy_doubts(s: Scores, cfg: RegistrationConfig, exact_points: bool, ref
     return reasons
 
 
-def _doubts(s: Scores, cfg: RegistrationConfig, source: str) -> list[str]:
+def _doubts(s: Scores, cfg: RegistrationConfig, source: str, predicted_by_refinement: bool) -> list[str]:
     reasons = []
-    if source == "features" and s.n_inliers < cfg.ok_inliers:
+    if source == "features" and s.n_inliers < cfg.ok_inliers and not predicted_by_refinement:
         reasons.append(f"few_inliers: {s.n_inliers} < {cfg.ok_inliers}")
     if source == "features" and s.n_inliers_general > 0 and s.n_inliers < cfg.min_model_support * s.n_inliers_general:
         reasons.append(f"model_too_simple: it explains {s.n_inliers} matches where an affine map explains "
@@ -89,7 +89,7 @@ def _doubts(s: Scores, cfg: RegistrationConfig, source: str) -> list[str]:
 
 
 def judge(scores: Scores, config: RegistrationConfig | None = None, *, source: str = "features",
-          exact_points: bool = False, refined: bool = False) -> Verdict:
+          exact_points: bool = False, refined: bool = False, predicted_by_refinement: bool = False) -> Verdict:
     """Turn scores into a verdict.
 
     Parameters
@@ -103,6 +103,9 @@ def judge(scores: Scores, config: RegistrationConfig | None = None, *, source: s
     refined : bool
         True when the intensity refinement ran to its optimum on the fit (``Fit.contrast_checked``): its
         correlation is then judged, whether or not its pose was kept.
+    predicted_by_refinement : bool
+        True when ``uncertainty_px`` is the intensity refinement's prediction (``Fit.refinement_error_px``), not
+        one from the feature inliers: fewer than ``ok_inliers`` of them is then no doubt of its own.
 
     Returns
     -------
@@ -118,9 +121,11 @@ def judge(scores: Scores, config: RegistrationConfig | None = None, *, source: s
     cfg = config or RegistrationConfig()
     failures = _failures(scores, cfg, source)
     if failures:
-        doubts = _doubts(scores, cfg, source) + _accuracy_doubts(scores, cfg, exact_points, refined)
+        doubts = (_doubts(scores, cfg, source, predicted_by_refinement)
+                  + _accuracy_doubts(scores, cfg, exact_points, refined))
         return Verdict("failed", tuple(failures + doubts))
-    doubts = _doubts(scores, cfg, source) + _accuracy_doubts(scores, cfg, exact_points, refined)
+    doubts = _doubts(scores, cfg, source, predicted_by_refinement) + _accuracy_doubts(scores, cfg, exact_points,
+                                                                                      refined)
     if exact_points:
         doubts.append("unverifiable_points: exactly as many points as the model needs; residuals cannot check them")
     return Verdict("low_confidence" if doubts else "ok", tuple(doubts))

@@ -51,7 +51,12 @@ class RegistrationConfig:
     min_inliers : int
         Fewer inliers than this is ``failed``.
     ok_inliers : int
-        Fewer inliers than this (but at least ``min_inliers``) is ``low_confidence``.
+        Fewer inliers than this (but at least ``min_inliers``) is ``low_confidence`` when the predicted error comes
+        from the inliers (leave-one-out refits of a handful of points are a rough guide to the error). A fit the
+        intensity refinement refined carries the refinement's prediction, and whether it is the right match is
+        judged by the NFA and the shift check: on the calibration and lattice tuning splits the 14 refined results
+        doubted only for 6-14 inliers were all correct (the two refined few-inlier fits that were wrong, on lattices,
+        were ``ambiguous`` and ``clustered_inliers`` too).
     min_inlier_ratio : float
         An inlier ratio below this is ``low_confidence``.
     min_model_support : float

@@ -86,7 +86,8 @@ def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False) -> tuple[Regi
     if channel != "intensity":  # a slope or an edge map has no contrast polarity of its own
         scores = dataclasses.replace(scores, inverted_contrast=False, matched_channel=channel)
     verdict = judge(scores, ctx.config, source=fit.source, exact_points=exact_points,
-                    refined=fit.contrast_checked)
+                    refined=fit.contrast_checked,
+                    predicted_by_refinement=bool(np.isfinite(fit.refinement_error_px)))
     result = RegistrationResult(fit=fit, scores=scores, verdict=verdict, warped=warped, footprint=footprint,
                                 model=fit.model, fixed_shape=ctx.fixed.shape,
                                 moving_shape=ctx.moving.shape)

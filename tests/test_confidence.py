@@ -144,3 +144,15 @@ def test_an_overlap_of_10_to_20_percent_alone_is_no_doubt_but_a_smaller_one_is()
     assert judge(dataclasses.replace(GOOD, overlap_fraction=1.01 * cfg.min_overlap_fraction), cfg).level == "ok"
     below = judge(dataclasses.replace(GOOD, overlap_fraction=0.99 * cfg.min_overlap_fraction), cfg)
     assert below.level == "low_confidence" and below.reasons[0].startswith("small_overlap:"), below.reasons
+
+
+def test_few_inliers_are_no_doubt_of_their_own_when_the_refinement_predicts_the_error():
+    few = dataclasses.replace(GOOD, n_inliers=10)
+    assert judge(few).level == "low_confidence"
+    assert judge(few, predicted_by_refinement=True).level == "ok"
+    too_few = judge(dataclasses.replace(GOOD, n_inliers=4), predicted_by_refinement=True)
+    assert too_few.level == "failed" and too_few.reasons[0].startswith("few_inliers:"), too_few.reasons
+    # the other doubts about a few-inlier consensus still apply
+    clustered = judge(dataclasses.replace(few, inlier_spread=0.01), predicted_by_refinement=True)
+    assert clustered.level == "low_confidence"
+    assert [r.split(":")[0] for r in clustered.reasons] == ["clustered_inliers"], clustered.reasons
