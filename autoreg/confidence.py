@@ -120,12 +120,10 @@ def judge(scores: Scores, config: RegistrationConfig | None = None, *, source: s
     """
     cfg = config or RegistrationConfig()
     failures = _failures(scores, cfg, source)
-    if failures:
-        doubts = (_doubts(scores, cfg, source, predicted_by_refinement)
-                  + _accuracy_doubts(scores, cfg, exact_points, refined))
-        return Verdict("failed", tuple(failures + doubts))
     doubts = _doubts(scores, cfg, source, predicted_by_refinement) + _accuracy_doubts(scores, cfg, exact_points,
                                                                                       refined)
+    if failures:
+        return Verdict("failed", tuple(failures + doubts))
     if exact_points:
         doubts.append("unverifiable_points: exactly as many points as the model needs; residuals cannot check them")
     return Verdict("low_confidence" if doubts else "ok", tuple(doubts))

@@ -362,9 +362,9 @@ def register(
             fit, exact = attempt_fit()
             result, attempt = _finish(ctx, fit, exact_points=exact)
         except _STAGE_FAILURES as err:
-            attempts.append(_timed(_failed_attempt(name, err), began))
-            continue
-        results.append(result)
+            attempt = _failed_attempt(name, err)
+        else:
+            results.append(result)
         attempts.append(_timed(dataclasses.replace(attempt, strategy=name), began))
 
     extra: dict[str, Any] = {"scale_source": scale_source, "working_scale_fixed": scale_fixed,
@@ -378,13 +378,14 @@ def register(
         try:
             fit, exact = points_fit(ctx, control, model)
             result, attempt = _finish(ctx, fit, exact_points=exact)
+        except _STAGE_FAILURES as err:
+            attempt = _failed_attempt("points", err)
+        else:
             results.append(result)
-            attempts.append(_timed(dataclasses.replace(attempt, strategy="points"), began))
             if best_automatic is not None and best_automatic.fit is not None:
                 extra["control_points"]["disagreement_px"] = _disagreement_px(best_automatic.fit, fit,
                                                                               moving_img.shape)
-        except _STAGE_FAILURES as err:
-            attempts.append(_timed(_failed_attempt("points", err), began))
+        attempts.append(_timed(dataclasses.replace(attempt, strategy="points"), began))
 
     common = dict(model=model, attempts=tuple(attempts), fixed_shape=fixed_img.shape, moving_shape=moving_img.shape,
                   fixed_calibration=fixed_img.calibration, moving_calibration=moving_img.calibration, extra=extra)
