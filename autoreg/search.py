@@ -898,9 +898,14 @@ class _Grid:
     stacks: tuple[tuple[np.ndarray, np.ndarray], ...]  # per scale, the warped values and masks
     spec: _FixedSpectra
     centre: np.ndarray  # the moving centre's canvas position
-    n_angles: int
+    n_angles: int  # angles over 360° at this level's step (the samples may be a shortlist of them)
     rim: float
     exclusion: float
+    kept: tuple[np.ndarray, ...] = ()  # per scale, the indices into ``angles`` sampled (all when empty)
+
+    def samples(self, s: int) -> np.ndarray:
+        """The angles sampled at scale index ``s``, in batching order."""
+        return self.angles if not self.kept else self.angles[self.kept[s]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -974,25 +979,48 @@ def _feasible_origins(masks: np.ndarray, n: int, min_overlap: float, axis: int) 
     return int(origins[ok[0]]), int(origins[ok[-1]])
 
 
-def _grid(level: _Level, scale: float, scale_range: float, opts: _Options) -> _Grid:
-    """Every angle (and scale) of the sweep, warped once, and the translations where an overlap can qualify."""
+def _grid(level: _Level, scale: float, scale_range: float, opts: _Options,
+          shortlist: tuple[_Pose, ...] | None = None, near: tuple[float, float] = (0.0, 0.0)) -> _Grid:
+    """Every angle (and scale) of the sweep, warped once, and the translations where an overlap can qualify.
+
+    With ``shortlist``, only the samples within ``near = (angle, log scale)`` of one of its poses (a coarser
+    sweep's best): the same angles and scales, fewer of them.
+    """
     rim = _rim_radius(level, scale)
     n_angles = _angle_count(rim, opts.angle_step_px)
     quarter = n_angles // 4  # batch θ, θ+90°, θ+180°, θ+270° together: they often share one mask
     order = (np.arange(quarter)[:, None] + quarter * np.arange(4)[None, :]).ravel()
     angles = order * (2 * math.pi / n_angles)
     scales = _scale_samples(scale, scale_range, rim, 2 * opts.angle_step_px)  # refined afterwards
+    kept: tuple[np.ndarray, ...] = ()
+    if shortlist is not None:
+        kept = tuple(_near_poses(angles, s, shortlist, near) for s in scales)
+        if not any(k.size for k in kept):
+            raise EstimationError("The coarse sweep kept no pose to look at more closely.")
+        scales, kept = scales[[k.size > 0 for k in kept]], tuple(k for k in kept if k.size)
     side = min(level.moving_mask.shape) * scale * min(level.fixed_k) / max(level.moving_k)
     exclusion = max(2.0, opts.exclusion_fraction * side)
     canvas = _canvas_size(level, float(scales.max()))
-    stacks = tuple(_warp_stack(level, _linears(level, angles, np.full(n_angles, s)), canvas) for s in scales)
+    stacks = tuple(_warp_stack(level, _linears(level, a, np.full(a.size, s)), canvas)
+                   for s, a in zip(scales, [angles[k] for k in kept] if kept else [angles] * len(scales)))
     rows, cols = level.fixed_mask.shape
     spans = np.array([[*_feasible_origins(m, cols, opts.min_overlap, 1),
                        *_feasible_origins(m, rows, opts.min_overlap, 2)] for _, m in stacks])
     x_lo, y_lo = int(spans[:, 0].min()), int(spans[:, 2].min())
     spec = _fixed_spectra(level, canvas, (x_lo, y_lo),
                           (int(spans[:, 1].max()) - x_lo + 1, int(spans[:, 3].max()) - y_lo + 1))
-    return _Grid(angles, scales, stacks, spec, _canvas_centre(level, canvas), n_angles, rim, exclusion)
+    return _Grid(angles, scales, stacks, spec, _canvas_centre(level, canvas), n_angles, rim, exclusion, kept)
+
+
+def _near_poses(angles: np.ndarray, scale: float, poses: tuple[_Pose, ...], near: tuple[float, float]) -> np.ndarray:
+    """Indices of ``angles`` within ``near[0]`` radians of a pose whose scale is within a factor ``exp(near[1])``
+    of ``scale`` (in the order of ``angles``)."""
+    close = np.zeros(angles.size, bool)
+    for pose in poses:
+        if abs(math.log(scale / pose.scale)) <= near[1] + 1e-9:
+            turn = np.abs((angles - pose.angle + math.pi) % (2 * math.pi) - math.pi)
+            close |= turn <= near[0] + 1e-9
+    return np.flatnonzero(close)
 
 
 def _sweep(level: _Level, grid: _Grid, channels: tuple[int, ...], opts: _Options,
@@ -1008,12 +1036,12 @@ def _sweep(level: _Level, grid: _Grid, channels: tuple[int, ...], opts: _Options
     poses: list[list[_Pose]] = [[] for _ in CHANNELS]
     moments = np.zeros((len(CHANNELS), 3))
     keep = opts.n_candidates + 3
-    n = grid.n_angles
-    batches = [(s, values, masks, slice(start, start + opts.chunk)) for s, (values, masks) in
-               zip(grid.scales, grid.stacks) for start in range(0, n, opts.chunk)]
+    batches = [(s, grid.samples(i), values, masks, slice(start, start + opts.chunk))
+               for i, (s, (values, masks)) in enumerate(zip(grid.scales, grid.stacks))
+               for start in range(0, len(masks), opts.chunk)]
     kept_terms = []
-    for b, (s, values, masks, part) in enumerate(batches):
-        maps, terms = _maps(grid.spec, values[part], masks[part], grid.angles[part], np.full(n, s)[part],
+    for b, (s, angles, values, masks, part) in enumerate(batches):
+        maps, terms = _maps(grid.spec, values[part], masks[part], angles[part], np.full(len(masks), s)[part],
                             grid.centre, opts, shared[b] if shared else None)
         if later:
             kept_terms.append(_pruned(terms, later))
@@ -1028,7 +1056,7 @@ def _sweep(level: _Level, grid: _Grid, channels: tuple[int, ...], opts: _Options
         mean = total / max(count, 1)
         mean_std.append((mean, math.sqrt(max(squares / max(count, 1) - mean * mean, 0.0))))
     kept = tuple(tuple(_suppress(level, p, grid.exclusion, grid.rim, keep)) for p in poses)
-    return _Sweep(kept, tuple(mean_std), n, grid.rim, grid.exclusion, channels), tuple(kept_terms)
+    return _Sweep(kept, tuple(mean_std), grid.n_angles, grid.rim, grid.exclusion, channels), tuple(kept_terms)
 
 
 def _pruned(terms: _Shared, channels: tuple[int, ...]) -> _Shared:
@@ -1149,6 +1177,7 @@ def search_similarity(
     first_pass_gap: float | None = 0.10,
     first_pass_ratio: float = 1.20,
     first_pass_same_contrast: float = 0.8,
+    prune_px: int | None = None,
 ) -> SearchResult:
     """Find rotation and translation (and optionally scale) of ``moving`` in ``fixed`` exhaustively.
 
@@ -1209,6 +1238,12 @@ def search_similarity(
         pairing does not miss. When the second pass runs,
         the result is that of one pass over every pairing; when it does not, that of ``intensity`` and
         ``gradient`` alone. ``first_pass_gap=None`` always runs both passes.
+    prune_px : int, optional
+        When the sweep's moving image is at least 1.9× this size, a sweep at this size (the same angle step in rim
+        pixels, so about half the angles, on images a quarter the area) runs first, and the full sweep then
+        samples only the angles and scales within one of that sweep's steps of its best separated poses, per
+        pass. The peak's significance is taken over those samples: a competitor the coarser sweep did not rank
+        among its best is not seen. None (default) samples every angle and scale.
 
     Returns
     -------
@@ -1231,6 +1266,8 @@ def search_similarity(
     """
     fixed_data, moving_data = _check_image(fixed, "fixed"), _check_image(moving, "moving")
     _check_options(scale, scale_range, min_overlap, angle_step_px, sweep_px, max_fixed_px)
+    if prune_px is not None and prune_px < 8:
+        raise InputError(f"prune_px must be at least 8 (or None: no pruning sweep); got {prune_px}.")
     unknown = sorted(set(channels) - set(CHANNELS))
     if unknown or "intensity" not in channels:
         raise InputError(f"Search channels must include intensity and be among {', '.join(CHANNELS)}; "
@@ -1243,14 +1280,32 @@ def search_similarity(
                     max(1, n_refine), tuple(i for i, name in enumerate(CHANNELS) if name in channels))
     pixels = _level_pixels(fixed_data.shape, moving_data.shape, scale, sweep_px, max_fixed_px)
     coarse = _make_level(fixed_data, moving_data, pixels[0], scale)
-    grid = _grid(coarse, scale, scale_range, opts)
     first = tuple(ch for ch in opts.channels if CHANNELS[ch] not in CROSS_CHANNELS)
     later = tuple(ch for ch in opts.channels if CHANNELS[ch] in CROSS_CHANNELS)
-    sweep, shared = _sweep(coarse, grid, first, opts, later=later)  # keeps what the later pass would reuse
-    if later and (first_pass_gap is None
-                  or not _first_pass_decides(sweep, first_pass_gap, first_pass_ratio, first_pass_same_contrast)):
-        sweep = sweep.merged(_sweep(coarse, grid, later, opts, shared)[0])
-    del shared
+
+    def decided(sweep: _Sweep) -> bool:
+        return bool(first_pass_gap is not None
+                    and _first_pass_decides(sweep, first_pass_gap, first_pass_ratio, first_pass_same_contrast))
+
+    factor = max(coarse.moving_mask.shape) / prune_px if prune_px else 0.0
+    if factor < _MIN_PRUNE_FACTOR:  # every sample of the sweep
+        grid = _grid(coarse, scale, scale_range, opts)
+        sweep, shared = _sweep(coarse, grid, first, opts, later=later)  # keeps what the later pass would reuse
+        if later and not decided(sweep):
+            sweep = sweep.merged(_sweep(coarse, grid, later, opts, shared)[0])
+        del shared
+    else:  # the samples near a coarser sweep's best poses
+        pre = _make_level(fixed_data, moving_data, pixels[0] * factor, scale)
+        pre_grid = _grid(pre, scale, scale_range, opts)
+        near = (2 * math.pi / pre_grid.n_angles, _log_step(pre_grid.scales))
+        pre_sweep, pre_shared = _sweep(pre, pre_grid, first, opts, later=later)
+        sweep = _sweep(coarse, _grid(coarse, scale, scale_range, opts, _best_of(pre_sweep, first), near),
+                       first, opts)[0]
+        if later and not decided(sweep):
+            pre_later = _sweep(pre, pre_grid, later, opts, pre_shared)[0]
+            sweep = sweep.merged(_sweep(coarse, _grid(coarse, scale, scale_range, opts, _best_of(pre_later, later),
+                                                      near), later, opts)[0])
+        del pre_shared
     if not any(sweep.poses):
         raise EstimationError(f"No translation overlaps the fixed image by {opts.min_overlap:.0%} of the "
                               "moving image with contrast on both sides; nothing to compare.")
@@ -1267,6 +1322,20 @@ def search_similarity(
         inverted=_inverted(pose),
         channel=CHANNELS[ch], overlap_fraction=pose.overlap, working_pixel=pixels[0], n_angles=sweep.n_angles,
         candidates=candidates)
+
+
+#: Pruning pays only when the coarser sweep is at least this many times coarser (8× fewer samples per rotation).
+_MIN_PRUNE_FACTOR = 1.9
+
+
+def _log_step(scales: np.ndarray) -> float:
+    """Logarithm of the ratio between consecutive scale samples (0 for a single scale)."""
+    return float(math.log(scales[1] / scales[0])) if scales.size > 1 else 0.0
+
+
+def _best_of(sweep: _Sweep, channels: tuple[int, ...]) -> tuple[_Pose, ...]:
+    """The best separated poses of a sweep's ``channels``: where a finer sweep looks."""
+    return tuple(p for ch in channels for p in sweep.poses[ch])
 
 
 def _refine_best(coarse: _Level, sweep: _Sweep, ch: int, fixed: np.ndarray, moving: np.ndarray,

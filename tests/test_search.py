@@ -458,6 +458,82 @@ def test_without_cross_modal_pairings_there_is_one_pass(swept_channels):
     assert result.channel in ("intensity", "gradient")
 
 
+# --------------------------------------------------------------------------------------- the pruning sweep
+
+
+@pytest.fixture
+def swept_samples(monkeypatch):
+    """The number of (angle, scale) samples each level's sweep correlated over every translation, keyed by the
+    level's working pixel size (a spy on ``search._sweep``)."""
+    from autoreg import search
+
+    counts: dict[float, int] = {}
+    sweep = search._sweep
+
+    def spy(level, grid, channels, *args, **kwargs):
+        counts[level.pixel] = counts.get(level.pixel, 0) + sum(len(masks) for _, masks in grid.stacks)
+        return sweep(level, grid, channels, *args, **kwargs)
+
+    monkeypatch.setattr(search, "_sweep", spy)
+    return counts
+
+
+# pairs whose sweep runs on a 48 px moving image (a same-resolution crop, a 64 px map at 8×): pruned at 24 px
+_PRUNABLE = {"same_resolution": {"ratio": 1.0, "moving_px": 200, "fixed_px": 256, "noise": 0.02, "lines": 0.05,
+                                 "feature_px": 0.5},
+             "map64_ratio8": {"ratio": 8.0, "moving_px": 64, "fixed_px": 512}}
+
+
+@pytest.mark.parametrize("case", list(_PRUNABLE))
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_pruning_sweep_finds_the_full_sweeps_pose_from_a_fraction_of_its_samples(case, seed, swept_samples):
+    pair = make_search_pair(seed, **_PRUNABLE[case])
+    full = search_similarity(pair.fixed, pair.moving, scale=pair.ratio, scale_range=1.1)
+    every = dict(swept_samples)
+    swept_samples.clear()
+    pruned = search_similarity(pair.fixed, pair.moving, scale=pair.ratio, scale_range=1.1, prune_px=24)
+    assert len(every) == 1 and len(swept_samples) == 2, (every, swept_samples)  # a coarser level went first
+    sweep_level = next(iter(every))
+    assert swept_samples[sweep_level] < every[sweep_level] / 3, (every, swept_samples)
+    assert max(swept_samples) == pytest.approx(2 * sweep_level, rel=0.01)
+    tolerance = max(0.5, _half_moving_pixel(pair))
+    assert error_px(full, pair) <= tolerance and error_px(pruned, pair) <= tolerance, (full, pruned)
+    assert pruned.channel == full.channel and pruned.n_angles == full.n_angles
+    assert pruned.score == pytest.approx(full.score, abs=0.01)
+    assert pruned.peak_gap > GAP_OK and pruned.peak_ratio > RATIO_OK, pruned
+
+
+def test_a_pruning_sweep_leaves_unrelated_maps_insignificant():
+    results = [search_similarity(p.fixed, p.moving, scale=p.ratio, prune_px=24)
+               for p in (make_search_pair(s, ratio=8.0, moving_px=64, related=False) for s in range(20, 26))]
+    assert all(r.peak_gap <= GAP_OK or r.peak_ratio <= RATIO_OK for r in results), results
+
+
+def test_small_sweeps_are_not_pruned(swept_samples):
+    pair = make_search_pair(1, ratio=12.8, moving_px=40, fixed_px=512)  # a 40 px sweep: 1.7× the pruning size
+    search_similarity(pair.fixed, pair.moving, scale=12.8, prune_px=24)
+    assert len(swept_samples) == 1
+
+
+def test_the_shortlist_keeps_angles_within_a_step_across_360_degrees_and_scales_within_a_step():
+    from autoreg.search import _near_poses, _Pose
+
+    angles = np.arange(36) * (2 * math.pi / 36)  # 10° apart
+    at_350 = _Pose(1.0, 0, math.radians(355.0), 1.0, (0.0, 0.0), 1.0, 1.0)
+    near = (math.radians(12.0), math.log(1.05))
+    np.testing.assert_array_equal(_near_poses(angles, 1.0, (at_350,), near), [0, 35])  # 0° and 350°
+    np.testing.assert_array_equal(_near_poses(angles, 1.04, (at_350,), near), [0, 35])
+    assert _near_poses(angles, 1.1, (at_350,), near).size == 0  # another scale
+    at_90 = _Pose(1.0, 0, math.radians(90.0), 1.0, (0.0, 0.0), 1.0, 1.0)
+    np.testing.assert_array_equal(_near_poses(angles, 1.0, (at_350, at_90), near), [0, 8, 9, 10, 35])
+
+
+def test_pruning_size_is_checked():
+    pair = make_search_pair(1, ratio=8.0, moving_px=32, fixed_px=256)
+    with pytest.raises(InputError, match="prune_px must be at least 8"):
+        search_similarity(pair.fixed, pair.moving, scale=8.0, prune_px=4)
+
+
 # ------------------------------------------------------------------------------- separated peaks (runner-up)
 
 
