@@ -176,7 +176,8 @@ def search_fit(ctx: Context, model: str, views: tuple[Any, Any],
         scale, scale_range = scale * np.sqrt(scale_band[0] * scale_band[1]), np.sqrt(scale_band[1] / scale_band[0])
     found = search_similarity(fixed_small.data, moving_small.data, scale=float(scale),
                               scale_range=float(scale_range), min_overlap=ctx.config.search_min_overlap,
-                              sweep_px=ctx.config.search_sweep_px, channels=channels or ctx.config.search_channels,
+                              sweep_px=ctx.config.search_sweep_px, prune_px=ctx.config.search_prune_px or None,
+                              channels=channels or ctx.config.search_channels,
                               first_pass_gap=ctx.config.min_peak_gap, first_pass_ratio=ctx.config.min_peak_ratio,
                               first_pass_same_contrast=ctx.config.min_refined_correlation)
     matrix = fixed_small.to_original @ found.moving_to_fixed @ moving_small.from_original

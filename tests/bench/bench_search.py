@@ -15,13 +15,15 @@ Timing (medians of ``--repeats`` calls, next to the baselines, on the same data,
   unrotated map over the fixed scan area-reduced to the map's pixel size and zero-padded so partial overlaps
   are scored (one angle, no masks, one channel); the ratio says how many such sweeps one search costs;
 * ``matchTemplate × angles``: that baseline repeated over the search's angles (rotating the map with
-  ``cv2.warpAffine``): the naive way to sweep rotation.
+  ``cv2.warpAffine``): the naive way to sweep rotation;
+* the search with its pruning sweep (``prune_px``, the configuration's ``search_prune_px``) against every sample
+  (the 64 px map and the same-resolution pair; the smaller maps are not pruned), with its error and peak gap.
 
 Wall time and process CPU time are both printed: on a shared machine wall time includes waiting for a core.
 
 Significance (``--significance N``): N true pairs and N unrelated (null) pairs drawn from a mix of maps 24–64
 px, ratios 4–32, any rotation, half of them inverted, a quarter hanging 30 % over the edge; seeds 10 000+
-(the tests use seeds below 100). Prints quantiles of z-score, best/second ratio and gap, and the
+(the tests use seeds below 100); ``--prune-px P`` runs them with the pruning sweep (maps of 46 px or more). Prints quantiles of z-score, best/second ratio and gap, and the
 false-positive and true-positive rates of candidate thresholds (with 95 % Clopper–Pearson intervals).
 """
 
@@ -93,7 +95,7 @@ TIMING_CASES = {
 SAME_KIND = ("intensity", "gradient")  # the channels for two images of one kind (no cross-modal pairings)
 
 
-def run_timing(repeats: int) -> None:
+def run_timing(repeats: int, prune_px: int) -> None:
     print(f"{'case':45s} {'search wall/cpu ms':>20s} {'1 matchTemplate ms':>19s} {'ratio':>6s} "
           f"{'mT×angles ms':>13s} {'error mpx':>9s}")
     for name, kwargs in TIMING_CASES.items():
@@ -117,6 +119,12 @@ def run_timing(repeats: int) -> None:
               f"{search[1] / max(same_kind[1], 1e-9):.2f}x cpu)")
         print(f"{'':45s} (both passes forced: {both[0] * 1e3:.1f} / {both[1] * 1e3:.1f} ms; "
               f"{both[1] / max(same_kind[1], 1e-9):.2f}x cpu of intensity and gradient only)")
+        pruned_result = search_similarity(pair.fixed, pair.moving, scale=pair.ratio, prune_px=prune_px)
+        pruned = timed(lambda pair=pair: search_similarity(pair.fixed, pair.moving, scale=pair.ratio,
+                                                            prune_px=prune_px), repeats)
+        print(f"{'':45s} (pruning sweep at {prune_px} px: {pruned[0] * 1e3:.1f} / {pruned[1] * 1e3:.1f} ms, "
+              f"{search[1] / max(pruned[1], 1e-9):.2f}x less cpu; error {error_px(pruned_result, pair) / pair.ratio:.3f}"
+              f" moving px, peak gap {pruned_result.peak_gap:.3f} against {result.peak_gap:.3f})")
 
 
 def sample_config(rng: np.random.Generator) -> dict:
@@ -139,7 +147,7 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def run_significance(n: int, save: str | None = None) -> None:
+def run_significance(n: int, save: str | None = None, prune_px: int | None = None) -> None:
     rows = {"true": [], "null": []}
     started = time.perf_counter()
     for i in range(n):
@@ -147,7 +155,7 @@ def run_significance(n: int, save: str | None = None) -> None:
         config = sample_config(np.random.default_rng(seed))
         for kind, related in (("true", True), ("null", False)):
             pair = make_search_pair(seed, related=related, **config)
-            r = search_similarity(pair.fixed, pair.moving, scale=pair.ratio)
+            r = search_similarity(pair.fixed, pair.moving, scale=pair.ratio, prune_px=prune_px)
             error = error_px(r, pair) / pair.ratio if related else math.nan
             rows[kind].append((r.z_score, r.peak_ratio, r.peak_gap, r.score, error, r.channel == "gradient",
                                r.gap_z_score))
@@ -195,12 +203,17 @@ def main() -> None:
     parser.add_argument("--significance", type=int, default=0, help="pairs of each kind (0: timing only)")
     parser.add_argument("--no-timing", action="store_true")
     parser.add_argument("--save", help="write the per-pair figures of --significance to this .npz")
+    parser.add_argument("--prune-px", type=int, default=0,
+                        help="--significance with the pruning sweep at this size (0: every sample); timing always "
+                             "compares the configuration's search_prune_px with every sample")
     args = parser.parse_args()
     one_core()
     if not args.no_timing:
-        run_timing(args.repeats)
+        from autoreg.config import RegistrationConfig
+
+        run_timing(args.repeats, RegistrationConfig().search_prune_px)
     if args.significance:
-        run_significance(args.significance, args.save)
+        run_significance(args.significance, args.save, args.prune_px or None)
 
 
 if __name__ == "__main__":
