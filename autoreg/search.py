@@ -994,9 +994,7 @@ def _grid(level: _Level, scale: float, scale_range: float, opts: _Options,
     scales = _scale_samples(scale, scale_range, rim, 2 * opts.angle_step_px)  # refined afterwards
     kept: tuple[np.ndarray, ...] = ()
     if shortlist is not None:
-        kept = tuple(_near_poses(angles, s, shortlist, near) for s in scales)
-        if not any(k.size for k in kept):
-            raise EstimationError("The coarse sweep kept no pose to look at more closely.")
+        kept = tuple(_near_poses(angles, s, shortlist, near) for s in scales)  # each pose's own sample is near it
         scales, kept = scales[[k.size > 0 for k in kept]], tuple(k for k in kept if k.size)
     side = min(level.moving_mask.shape) * scale * min(level.fixed_k) / max(level.moving_k)
     exclusion = max(2.0, opts.exclusion_fraction * side)
@@ -1299,12 +1297,16 @@ def search_similarity(
         pre_grid = _grid(pre, scale, scale_range, opts)
         near = (2 * math.pi / pre_grid.n_angles, _log_step(pre_grid.scales))
         pre_sweep, pre_shared = _sweep(pre, pre_grid, first, opts, later=later)
+        if not _best_of(pre_sweep, first):
+            raise EstimationError(f"No translation overlaps the fixed image by {opts.min_overlap:.0%} of the "
+                                  "moving image with contrast on both sides; nothing to compare.")
         sweep = _sweep(coarse, _grid(coarse, scale, scale_range, opts, _best_of(pre_sweep, first), near),
                        first, opts)[0]
         if later and not decided(sweep):
-            pre_later = _sweep(pre, pre_grid, later, opts, pre_shared)[0]
-            sweep = sweep.merged(_sweep(coarse, _grid(coarse, scale, scale_range, opts, _best_of(pre_later, later),
-                                                      near), later, opts)[0])
+            shortlist = _best_of(_sweep(pre, pre_grid, later, opts, pre_shared)[0], later)
+            if shortlist:  # else those pairings have no defined pose, as a full sweep of them would find
+                sweep = sweep.merged(_sweep(coarse, _grid(coarse, scale, scale_range, opts, shortlist, near), later,
+                                            opts)[0])
         del pre_shared
     if not any(sweep.poses):
         raise EstimationError(f"No translation overlaps the fixed image by {opts.min_overlap:.0%} of the "
