@@ -1298,8 +1298,7 @@ def search_similarity(
         near = (2 * math.pi / pre_grid.n_angles, _log_step(pre_grid.scales))
         pre_sweep, pre_shared = _sweep(pre, pre_grid, first, opts, later=later)
         if not _best_of(pre_sweep, first):
-            raise EstimationError(f"No translation overlaps the fixed image by {opts.min_overlap:.0%} of the "
-                                  "moving image with contrast on both sides; nothing to compare.")
+            raise _nothing_to_compare(opts)
         sweep = _sweep(coarse, _grid(coarse, scale, scale_range, opts, _best_of(pre_sweep, first), near),
                        first, opts)[0]
         if later and not decided(sweep):
@@ -1309,8 +1308,7 @@ def search_similarity(
                                             opts)[0])
         del pre_shared
     if not any(sweep.poses):
-        raise EstimationError(f"No translation overlaps the fixed image by {opts.min_overlap:.0%} of the "
-                              "moving image with contrast on both sides; nothing to compare.")
+        raise _nothing_to_compare(opts)
     ch = _winner(sweep)  # the larger z-score wins
     best, second, z, ratio, gap_z = _significance(sweep, ch)
     if not sweep.poses[ch]:
@@ -1324,6 +1322,11 @@ def search_similarity(
         inverted=_inverted(pose),
         channel=CHANNELS[ch], overlap_fraction=pose.overlap, working_pixel=pixels[0], n_angles=sweep.n_angles,
         candidates=candidates)
+
+
+def _nothing_to_compare(opts: _Options) -> EstimationError:
+    return EstimationError(f"No translation overlaps the fixed image by {opts.min_overlap:.0%} of the moving image "
+                           "with contrast on both sides; nothing to compare.")
 
 
 #: Pruning pays only when the coarser sweep is at least this many times coarser (8× fewer samples per rotation).
