@@ -893,7 +893,7 @@ class _Grid:
     """The samples of the sweep, shared by its passes over the pairings: the rotated (and scaled) moving
     images on their canvases and the fixed spectra over every feasible translation."""
 
-    angles: np.ndarray  # (n_angles,) radians, in batching order
+    angles: tuple[np.ndarray, ...]  # per scale, the angles sampled (radians, in batching order)
     scales: np.ndarray  # (n_scales,)
     stacks: tuple[tuple[np.ndarray, np.ndarray], ...]  # per scale, the warped values and masks
     spec: _FixedSpectra
@@ -901,11 +901,6 @@ class _Grid:
     n_angles: int  # angles over 360° at this level's step (the samples may be a shortlist of them)
     rim: float
     exclusion: float
-    kept: tuple[np.ndarray, ...] = ()  # per scale, the indices into ``angles`` sampled (all when empty)
-
-    def samples(self, s: int) -> np.ndarray:
-        """The angles sampled at scale index ``s``, in batching order."""
-        return self.angles if not self.kept else self.angles[self.kept[s]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -992,22 +987,21 @@ def _grid(level: _Level, scale: float, scale_range: float, opts: _Options,
     order = (np.arange(quarter)[:, None] + quarter * np.arange(4)[None, :]).ravel()
     angles = order * (2 * math.pi / n_angles)
     scales = _scale_samples(scale, scale_range, rim, 2 * opts.angle_step_px)  # refined afterwards
-    kept: tuple[np.ndarray, ...] = ()
-    if shortlist is not None:
-        kept = tuple(_near_poses(angles, s, shortlist, near) for s in scales)  # each pose's own sample is near it
-        scales, kept = scales[[k.size > 0 for k in kept]], tuple(k for k in kept if k.size)
+    sampled = tuple(angles for _ in scales)
+    if shortlist is not None:  # each pose's own sample is near it: some scale keeps an angle
+        sampled = tuple(angles[_near_poses(angles, s, shortlist, near)] for s in scales)
+        scales, sampled = scales[[a.size > 0 for a in sampled]], tuple(a for a in sampled if a.size)
     side = min(level.moving_mask.shape) * scale * min(level.fixed_k) / max(level.moving_k)
     exclusion = max(2.0, opts.exclusion_fraction * side)
     canvas = _canvas_size(level, float(scales.max()))
-    stacks = tuple(_warp_stack(level, _linears(level, a, np.full(a.size, s)), canvas)
-                   for s, a in zip(scales, [angles[k] for k in kept] if kept else [angles] * len(scales)))
+    stacks = tuple(_warp_stack(level, _linears(level, a, np.full(a.size, s)), canvas) for s, a in zip(scales, sampled))
     rows, cols = level.fixed_mask.shape
     spans = np.array([[*_feasible_origins(m, cols, opts.min_overlap, 1),
                        *_feasible_origins(m, rows, opts.min_overlap, 2)] for _, m in stacks])
     x_lo, y_lo = int(spans[:, 0].min()), int(spans[:, 2].min())
     spec = _fixed_spectra(level, canvas, (x_lo, y_lo),
                           (int(spans[:, 1].max()) - x_lo + 1, int(spans[:, 3].max()) - y_lo + 1))
-    return _Grid(angles, scales, stacks, spec, _canvas_centre(level, canvas), n_angles, rim, exclusion, kept)
+    return _Grid(sampled, scales, stacks, spec, _canvas_centre(level, canvas), n_angles, rim, exclusion)
 
 
 def _near_poses(angles: np.ndarray, scale: float, poses: tuple[_Pose, ...], near: tuple[float, float]) -> np.ndarray:
@@ -1034,8 +1028,8 @@ def _sweep(level: _Level, grid: _Grid, channels: tuple[int, ...], opts: _Options
     poses: list[list[_Pose]] = [[] for _ in CHANNELS]
     moments = np.zeros((len(CHANNELS), 3))
     keep = opts.n_candidates + 3
-    batches = [(s, grid.samples(i), values, masks, slice(start, start + opts.chunk))
-               for i, (s, (values, masks)) in enumerate(zip(grid.scales, grid.stacks))
+    batches = [(s, angles, values, masks, slice(start, start + opts.chunk))
+               for s, angles, (values, masks) in zip(grid.scales, grid.angles, grid.stacks)
                for start in range(0, len(masks), opts.chunk)]
     kept_terms = []
     for b, (s, angles, values, masks, part) in enumerate(batches):
@@ -1297,10 +1291,10 @@ def search_similarity(
         pre_grid = _grid(pre, scale, scale_range, opts)
         near = (2 * math.pi / pre_grid.n_angles, _log_step(pre_grid.scales))
         pre_sweep, pre_shared = _sweep(pre, pre_grid, first, opts, later=later)
-        if not _best_of(pre_sweep, first):
+        shortlist = _best_of(pre_sweep, first)
+        if not shortlist:
             raise _nothing_to_compare(opts)
-        sweep = _sweep(coarse, _grid(coarse, scale, scale_range, opts, _best_of(pre_sweep, first), near),
-                       first, opts)[0]
+        sweep = _sweep(coarse, _grid(coarse, scale, scale_range, opts, shortlist, near), first, opts)[0]
         if later and not decided(sweep):
             shortlist = _best_of(_sweep(pre, pre_grid, later, opts, pre_shared)[0], later)
             if shortlist:  # else those pairings have no defined pose, as a full sweep of them would find
