@@ -1231,11 +1231,12 @@ def search_similarity(
         the result is that of one pass over every pairing; when it does not, that of ``intensity`` and
         ``gradient`` alone. ``first_pass_gap=None`` always runs both passes.
     prune_px : int, optional
-        When the sweep's moving image is at least 1.9× this size, a sweep at this size (the same angle step in rim
-        pixels, so about half the angles, on images a quarter the area) runs first, and the full sweep then
-        samples only the angles and scales within one of that sweep's steps of its best separated poses, per
-        pass. The peak's significance is taken over those samples: a competitor the coarser sweep did not rank
-        among its best is not seen. None (default) samples every angle and scale.
+        When the sweep's moving image is at least 1.3× this size, a sweep at this size (the same angle step in rim
+        pixels, so fewer angles, on smaller images: half the angles and a quarter the area for a 48 px sweep at
+        24) runs first, and the full sweep then samples only the angles and scales within one of that sweep's
+        steps of its best separated poses, per pass. The peak's significance is taken over those samples: a
+        competitor the coarser sweep did not rank among its best is not seen. None (default) samples every angle
+        and scale.
 
     Returns
     -------
@@ -1323,8 +1324,12 @@ def _nothing_to_compare(opts: _Options) -> EstimationError:
                            "with contrast on both sides; nothing to compare.")
 
 
-#: Pruning pays only when the coarser sweep is at least this many times coarser (8× fewer samples per rotation).
-_MIN_PRUNE_FACTOR = 1.9
+#: Pruning pays once the coarser sweep is this many times coarser: each of its samples costs about 1/factor² as
+#: much, and its shorter rim needs about 1/factor as many angles (and scales). At 1.3 (maps of 32 px or more at
+#: ``prune_px`` 24) a 40×40 map's search costs 1.8× less and a 32 px map's 1.5× less than every sample, with the
+#: same pose and peak gap (``tests/bench/bench_search.py``). Smaller sweeps are not pruned: the coarser one would
+#: be barely coarser.
+_MIN_PRUNE_FACTOR = 1.3
 
 
 def _log_step(scales: np.ndarray) -> float:

@@ -478,10 +478,13 @@ def swept_samples(monkeypatch):
     return counts
 
 
-# pairs whose sweep runs on a 48 px moving image (a same-resolution crop, a 64 px map at 8×): pruned at 24 px
+# pairs whose sweep runs on a 48 px moving image (a same-resolution crop, a 64 px map at 8×) or on the 40 px map
+# itself (the seed's case at 25.6×): pruned at 24 px
 _PRUNABLE = {"same_resolution": {"ratio": 1.0, "moving_px": 200, "fixed_px": 256, "noise": 0.02, "lines": 0.05,
                                  "feature_px": 0.5},
-             "map64_ratio8": {"ratio": 8.0, "moving_px": 64, "fixed_px": 512}}
+             "map64_ratio8": {"ratio": 8.0, "moving_px": 64, "fixed_px": 512},
+             "map40_ratio25.6": {"ratio": 25.6, "moving_px": 40, "fixed_px": 1024}}
+_SWEEP_PX = 48  # search_similarity's default sweep size
 
 
 @pytest.mark.parametrize("case", list(_PRUNABLE))
@@ -495,7 +498,8 @@ def test_a_pruning_sweep_finds_the_full_sweeps_pose_from_a_fraction_of_its_sampl
     assert len(every) == 1 and len(swept_samples) == 2, (every, swept_samples)  # a coarser level went first
     sweep_level = next(iter(every))
     assert swept_samples[sweep_level] < every[sweep_level] / 3, (every, swept_samples)
-    assert max(swept_samples) == pytest.approx(2 * sweep_level, rel=0.01)
+    sweep_side = min(_SWEEP_PX, _PRUNABLE[case]["moving_px"])
+    assert max(swept_samples) == pytest.approx(sweep_level * sweep_side / 24, rel=0.01)
     tolerance = max(0.5, _half_moving_pixel(pair))
     assert error_px(full, pair) <= tolerance and error_px(pruned, pair) <= tolerance, (full, pruned)
     assert pruned.channel == full.channel and pruned.n_angles == full.n_angles
@@ -510,9 +514,13 @@ def test_a_pruning_sweep_leaves_unrelated_maps_insignificant():
 
 
 def test_small_sweeps_are_not_pruned(swept_samples):
-    pair = make_search_pair(1, ratio=12.8, moving_px=40, fixed_px=512)  # a 40 px sweep: 1.7× the pruning size
+    pair = make_search_pair(1, ratio=12.8, moving_px=28, fixed_px=512)  # a 28 px sweep: 1.17× the pruning size
     search_similarity(pair.fixed, pair.moving, scale=12.8, prune_px=24)
     assert len(swept_samples) == 1
+    swept_samples.clear()
+    pair = make_search_pair(1, ratio=12.8, moving_px=32, fixed_px=512)  # 1.33×: pruned
+    search_similarity(pair.fixed, pair.moving, scale=12.8, prune_px=24)
+    assert len(swept_samples) == 2
 
 
 def test_the_shortlist_keeps_angles_within_a_step_across_360_degrees_and_scales_within_a_step():

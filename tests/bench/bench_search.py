@@ -17,13 +17,13 @@ Timing (medians of ``--repeats`` calls, next to the baselines, on the same data,
 * ``matchTemplate × angles``: that baseline repeated over the search's angles (rotating the map with
   ``cv2.warpAffine``): the naive way to sweep rotation;
 * the search with its pruning sweep (``prune_px``, the configuration's ``search_prune_px``) against every sample
-  (the 64 px map and the same-resolution pair; the smaller maps are not pruned), with its error and peak gap.
+  (maps of 32 px or more at the default 24 px), with its error and peak gap.
 
 Wall time and process CPU time are both printed: on a shared machine wall time includes waiting for a core.
 
 Significance (``--significance N``): N true pairs and N unrelated (null) pairs drawn from a mix of maps 24–64
 px, ratios 4–32, any rotation, half of them inverted, a quarter hanging 30 % over the edge; seeds 10 000+
-(the tests use seeds below 100); ``--prune-px P`` runs them with the pruning sweep (maps of 46 px or more). Prints quantiles of z-score, best/second ratio and gap, and the
+(the tests use seeds below 100); ``--prune-px P`` runs them with the pruning sweep (maps of 1.3 × P px or more). Prints quantiles of z-score, best/second ratio and gap, and the
 false-positive and true-positive rates of candidate thresholds (with 95 % Clopper–Pearson intervals).
 """
 
