@@ -1326,9 +1326,9 @@ def _nothing_to_compare(opts: _Options) -> EstimationError:
 
 #: Pruning pays once the coarser sweep is this many times coarser: each of its samples costs about 1/factor² as
 #: much, and its shorter rim needs about 1/factor as many angles (and scales). At 1.3 (maps of 32 px or more at
-#: ``prune_px`` 24) a 40×40 map's search costs 1.8× less and a 32 px map's 1.5× less than every sample, with the
-#: same pose and peak gap (``tests/bench/bench_search.py``). Smaller sweeps are not pruned: the coarser one would
-#: be barely coarser.
+#: ``prune_px`` 24) a 40×40 map's search took 1.4-1.8× less CPU and a 32 px map's 1.1-1.5× less than every sample
+#: (three runs on ``tests/bench/bench_search.py``'s cases), with the same pose and peak gap. Smaller sweeps are not
+#: pruned: the coarser one would be barely coarser.
 _MIN_PRUNE_FACTOR = 1.3
 
 
