@@ -974,6 +974,7 @@ def refine_matrix(
     min_smoothing_px: float = 1.0,
     misfit_check: bool = True,
     require_improvement: bool = False,
+    min_holdout_after: float = -1.0,
 ) -> Refinement:
     """Refine a global moving → fixed matrix to sub-pixel accuracy by intensity, on the coarser grid.
 
@@ -1057,6 +1058,10 @@ def refine_matrix(
         NaN where nothing was measured (correlation, gain, covariance, predicted error, sigma). Default False.
         For callers that discard a refinement that does not help: the full fit, its covariance and the misfit
         check are most of the cost.
+    min_holdout_after : float
+        With ``require_improvement``, also stop there when the held-out correlation after the half fit is below
+        this (default -1: never), for callers that discard a fit the data explain less well; ``improved`` then
+        says whether it rose, and the correlation is NaN as above.
 
     Returns
     -------
@@ -1120,7 +1125,7 @@ def refine_matrix(
             if require_improvement:  # the half fit failed: the caller gets why, as from the full fit
                 raise
             after = float("nan")
-        if require_improvement and not after > before:
+        if require_improvement and not (after > before and after >= min_holdout_after):
             return _unimproved(setup, model, before, after)
     matrix, iterations, converged = _solve(levels, setup.matrix, opts, max_shift)
     state = _evaluate(levels[-1], matrix, opts, levels[-1].fit_mask)

@@ -258,12 +258,13 @@ def refine_fit(ctx: Context, fit: Fit, model: str) -> Fit:
     small_scale = ctx.expected_scale * np.sqrt(abs(np.linalg.det(fixed_small.from_original[:2, :2])) / abs(
         np.linalg.det(moving_small.from_original[:2, :2])))
 
-    def run(pairing: str) -> Any:
+    def run(pairing: str, min_holdout_after: float = -1.0) -> Any:
         # a derivative's direction is the moving x axis at the start, which the refinement turns by a fraction of
         # a degree (its cosine changes by less than 1e-4)
         return refine_matrix(fixed_term(fixed_small.data, pairing, start[:2, 0]), moving_small.data, start, model,
                              prior_scale=float(small_scale) if model in ("translation", "rigid") else None,
-                             max_iterations=cfg.refine_max_iterations, require_improvement=True)
+                             max_iterations=cfg.refine_max_iterations, require_improvement=True,
+                             min_holdout_after=min_holdout_after)
 
     diverged: RefinementDiverged | None = None
     try:
@@ -287,7 +288,7 @@ def refine_fit(ctx: Context, fit: Fit, model: str) -> Fit:
         explained = []
         for other in others:
             try:
-                attempt = run(other)
+                attempt = run(other, cfg.refine_pairing_min_holdout)
             except EstimationError:  # RefinementDiverged included: these terms contradict the fit
                 continue
             if attempt.improved and abs(attempt.correlation) >= cfg.min_refined_correlation:

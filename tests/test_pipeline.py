@@ -440,6 +440,27 @@ def test_a_non_linear_contrast_is_refined_on_the_pairing_that_explains_it(kind):
     assert not refined.inverted
 
 
+def test_a_pairing_short_of_the_held_out_minimum_is_not_refined_in_full():
+    """The deflection map above, with ``refine_pairing_min_holdout`` at 1: the derivative pairing's held-out
+    correlation falls short of it, so that pairing stops after its half fit and, nothing else explaining the map,
+    the fit keeps its pose with no error prediction (the intensities contradicted it)."""
+    import dataclasses
+
+    from test_search import _deflection
+
+    from autoreg.strategies import refine_fit
+
+    pair = _terrain_pair()
+    moving = _deflection(pair, 1)
+    start = np.array([[1, 0, 1.2], [0, 1, -0.9], [0, 0, 1.0]]) @ np.asarray(pair.moving_to_fixed, float)
+    ctx = _context(pair.fixed, moving.astype(np.float32))
+    strict = dataclasses.replace(ctx, config=dataclasses.replace(ctx.config, refine_pairing_min_holdout=1.0))
+    kept = refine_fit(strict, _fit_at(start), "similarity")
+    assert kept.matched_channel == "intensity" and "not refined" in kept.why, kept.why
+    assert not np.isfinite(kept.refinement_error_px)
+    np.testing.assert_allclose(kept.moving_to_fixed.params, start, atol=1e-9)
+
+
 def test_an_edge_map_coarser_than_the_bound_is_not_refined_on_gradient_magnitudes():
     """The edge map of a coarse map is not the average of the fine edge map: beyond ``max_edges_refine_ratio`` a
     search fit matched on the edge pairing keeps its pose, saying why."""

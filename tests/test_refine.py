@@ -331,6 +331,22 @@ def test_require_improvement_stops_early_only_when_the_holdout_does_not_rise():
     np.testing.assert_allclose(stopped.moving_to_fixed, full.moving_to_fixed, atol=1e-9)
 
 
+def test_a_minimum_held_out_correlation_stops_a_refinement_that_rises_but_not_enough():
+    """``min_holdout_after`` stops after the hold-out check even when the held-out correlation rose, and changes
+    nothing when that correlation reaches it."""
+    fixed, moving, _, start = same_resolution_pair(1, model="rigid")
+    full = refine_matrix(fixed, moving, start, "rigid", require_improvement=True)
+    assert full.improved and full.iterations > 0
+    reached = refine_matrix(fixed, moving, start, "rigid", require_improvement=True,
+                            min_holdout_after=full.holdout_after - 0.01)
+    np.testing.assert_allclose(reached.moving_to_fixed, full.moving_to_fixed, atol=1e-9)
+    assert reached.iterations == full.iterations
+    stopped = refine_matrix(fixed, moving, start, "rigid", require_improvement=True,
+                            min_holdout_after=full.holdout_after + 0.01)
+    assert stopped.improved and stopped.iterations == 0 and np.isnan(stopped.correlation)
+    np.testing.assert_allclose(stopped.moving_to_fixed, start, atol=1e-9)
+
+
 def test_photometric_least_squares_match_the_svd_solution():
     """The normal equations (well conditioned) and the SVD fallback (nearly collinear columns) agree with lstsq."""
     from autoreg.refine import _wls
