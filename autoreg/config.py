@@ -218,8 +218,8 @@ class RegistrationConfig:
         sweep at this size first picks where the full one looks: the angles and scales within one of its steps of
         its best separated poses. 0 sweeps every sample. 24 is half the sweep's size, the step at which the
         sweep's own pose is still found (a 64 px map at 8×, a 40 px map at 25.6× and a same-resolution crop: the
-        same pose and channel from under a third of the samples, ``tests/test_search.py``). Measured against every sample in the same
-        session: the calibration split's searches took 124 s instead of 219 s in all, the lattice split's 142 s
+        same pose and channel from under a third of the samples, ``tests/test_search.py``). Measured against every
+        sample in the same session: the calibration split's searches took 124 s instead of 219 s in all, the lattice split's 142 s
         instead of 307 s (median 0.47× per search); one more pair solved and ``ok`` on calibration, two more solved
         on lattice, no ``ok`` turned wrong, every negative still failed. Its price: the peak gap is taken over fewer
         samples, so a few searches that failed stand just past ``min_peak_gap`` (one lattice pair here; 7 more
@@ -249,10 +249,11 @@ class RegistrationConfig:
     refine_pairing_min_holdout : float
         When the intensities' refinement leaves a contrast no linear map explains and the cross-modal pairings are
         refined in its place, a pairing whose held-out correlation after the half fit is below this is dropped
-        there, before its full fit: none would reach ``min_refined_correlation`` over all pixels. On the tuning
-        splits' cross-modal, degraded and partial-overlap pairs the pairings that did reached a held-out
-        correlation of 0.87 or more (12 of 12), those that did not at most 0.62 (33 of 35; 0.82 and 0.83 for the
-        other two). 0.7: the same verdict on every calibration pair, the cross-modal pairs' time 49 → 44 s on
+        there, before its full fit, as one that would not reach ``min_refined_correlation``. On the tuning splits
+        (246 refinements of cross-modal, degraded, partial-overlap and lattice pairs) every pairing that was kept
+        had reached a held-out correlation of 0.87 or more (12 of 12), and 33 of the 35 refined in full and then
+        dropped at most 0.62 (the other two 0.82 and 0.83). 0.7: the same verdict on every calibration and lattice
+        pair (and on the locker and evaluation report splits), the cross-modal pairs' time 49 → 44 s on
         calibration and 66 → 64 s on lattice (same session). -1 refines every pairing in full.
     refine_max_side : int
         The coarser image is area-reduced to at most this many pixels a side for the refinement: 128 px keeps a

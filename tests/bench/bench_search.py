@@ -23,8 +23,9 @@ Wall time and process CPU time are both printed: on a shared machine wall time i
 
 Significance (``--significance N``): N true pairs and N unrelated (null) pairs drawn from a mix of maps 24–64
 px, ratios 4–32, any rotation, half of them inverted, a quarter hanging 30 % over the edge; seeds 10 000+
-(the tests use seeds below 100); ``--prune-px P`` runs them with the pruning sweep (maps of 1.3 × P px or more). Prints quantiles of z-score, best/second ratio and gap, and the
-false-positive and true-positive rates of candidate thresholds (with 95 % Clopper–Pearson intervals).
+(the tests use seeds below 100); ``--prune-px P`` runs them with the pruning sweep (maps of 1.3 × P px or more).
+Prints quantiles of z-score, best/second ratio and gap, and the false-positive and true-positive rates of candidate
+thresholds (with 95 % Clopper–Pearson intervals).
 """
 
 from __future__ import annotations
