@@ -216,16 +216,16 @@ class RegistrationConfig:
     search_prune_px : int
         When the sweep's moving image is at least 1.3× this size (same-resolution pairs, maps of 32 px or more), a
         sweep at this size first picks where the full one looks: the angles and scales within one of its steps of
-        its best separated poses. 0 sweeps every sample. 24 is half the sweep's size, the step at which the
-        sweep's own pose is still found (a 64 px map at 8×, a 40 px map at 25.6× and a same-resolution crop: the
-        same pose and channel from under a third of the samples, ``tests/test_search.py``). Measured against every
-        sample in the same session: the calibration split's searches took 124 s instead of 219 s in all, the lattice split's 142 s
-        instead of 307 s (median 0.47× per search); one more pair solved and ``ok`` on calibration, two more solved
-        on lattice, no ``ok`` turned wrong, every negative still failed. Its price: the peak gap is taken over fewer
-        samples, so a few searches that failed stand just past ``min_peak_gap`` (one lattice pair here; 7 more
-        wrong ``low_confidence`` results over the six report splits, none ``ok``). Maps of 32-45 px were first left
-        out (at 1.9×); pruning them too, in the same session: their searches on the calibration split took 15.9 s
-        instead of 44.2 s (the part-of-field ones, which sweep a wide band of scales, 14.7 s instead of 35.5 s),
+        its best separated poses. 0 sweeps every sample. 24 is half the sweep's size, the step at which the sweep's
+        own pose is still found (a 64 px map at 8×, a 40 px map at 25.6× and a same-resolution crop: the same pose
+        and channel from under a third of the samples, ``tests/test_search.py``). Measured against every sample in
+        the same session: the calibration split's searches took 124 s instead of 219 s in all, the lattice split's
+        142 s instead of 307 s (median 0.47× per search); one more pair solved and ``ok`` on calibration, two more
+        solved on lattice, no ``ok`` turned wrong, every negative still failed. Its price: the peak gap is taken
+        over fewer samples, so a few searches that failed stand just past ``min_peak_gap`` (one lattice pair here; 7
+        more wrong ``low_confidence`` results over the six report splits, none ``ok``). Maps of 32-45 px were first
+        left out (at 1.9×); pruning them too, in the same session: their searches on the calibration split took
+        15.9 s instead of 44.2 s (the part-of-field ones, which sweep a wide band of scales, 14.7 s instead of 35.5 s),
         with the same verdict on every calibration and lattice pair and the same null and true peak gaps on
         ``bench_search.py --significance 200``.
     search_min_overlap : float

@@ -994,7 +994,8 @@ def _grid(level: _Level, scale: float, scale_range: float, opts: _Options,
     side = min(level.moving_mask.shape) * scale * min(level.fixed_k) / max(level.moving_k)
     exclusion = max(2.0, opts.exclusion_fraction * side)
     canvas = _canvas_size(level, float(scales.max()))
-    stacks = tuple(_warp_stack(level, _linears(level, a, np.full(a.size, s)), canvas) for s, a in zip(scales, sampled))
+    stacks = tuple(_warp_stack(level, _linears(level, a, np.full(a.size, s)), canvas)
+                   for s, a in zip(scales, sampled))
     rows, cols = level.fixed_mask.shape
     spans = np.array([[*_feasible_origins(m, cols, opts.min_overlap, 1),
                        *_feasible_origins(m, rows, opts.min_overlap, 2)] for _, m in stacks])
