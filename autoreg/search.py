@@ -676,14 +676,26 @@ def _full_overlap_equivalent(ncc: np.ndarray, overlap: np.ndarray) -> np.ndarray
     ndarray
         ``tanh(atanh(ncc) · sqrt(overlap))``, float32, of the sign of ``ncc``.
 
+    Notes
+    -----
+    Computed as ``(q - 1) / (q + 1)`` with ``q = ((1 + r) / (1 - r)) ** sqrt(overlap)``, i.e. through ``exp(2 y)``
+    for ``y = atanh(r) · sqrt(overlap)``: the same values to float32 rounding, from a logarithm and an exponential,
+    which NumPy vectorises, instead of ``arctanh`` and ``tanh`` (``arctanh`` alone took a fifth of a whole search).
+
     Examples
     --------
     >>> import numpy as np
     >>> [round(float(v), 3) for v in _full_overlap_equivalent(np.array([0.9, 0.95]), np.array([1.0, 0.3]))]
     [0.9, 0.763]
     """
-    clipped = np.clip(ncc, -_MAX_NCC, _MAX_NCC).astype(np.float32)  # atanh(±1) is infinite
-    return np.tanh(np.arctanh(clipped) * np.sqrt(overlap, dtype=np.float32))
+    r = np.clip(ncc, -_MAX_NCC, _MAX_NCC).astype(np.float32)  # atanh(±1) is infinite
+    q = np.divide(1 + r, 1 - r)  # exp(2 atanh r)
+    np.log(q, out=q)
+    q *= np.sqrt(overlap, dtype=np.float32)
+    np.exp(q, out=q)  # exp(2 atanh(r) sqrt(overlap))
+    np.subtract(q, 1, out=r)
+    q += 1
+    return np.divide(r, q, out=r)
 
 
 def _conj_spectra(images: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

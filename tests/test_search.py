@@ -269,6 +269,19 @@ def test_the_full_overlap_equivalent_keeps_full_overlaps_and_shrinks_small_ones(
     np.testing.assert_allclose(np.arctanh(small[3]), np.arctanh(0.9) * np.sqrt(0.3), rtol=1e-4)
 
 
+def test_the_full_overlap_equivalent_is_fishers_z_scaled_over_the_whole_range():
+    # computed through a logarithm and an exponential: the same map as tanh(atanh(r) * sqrt(overlap)) everywhere,
+    # at float32 precision, from r near -1 through 0 to near +1 and for overlaps from tiny to whole
+    from autoreg.search import _full_overlap_equivalent
+
+    r, overlap = np.meshgrid(np.linspace(-1.0, 1.0, 801), np.linspace(0.01, 1.0, 100))
+    expected = np.tanh(np.arctanh(np.clip(r, -0.9999, 0.9999)) * np.sqrt(overlap))
+    got = _full_overlap_equivalent(r.astype(np.float32), overlap.astype(np.float32))
+    assert got.dtype == np.float32 and got.shape == r.shape
+    np.testing.assert_allclose(got, expected, atol=3e-5)
+    assert np.all(np.abs(got) <= 0.9999 + 1e-6)
+
+
 def test_candidates_are_separated_and_sorted():
     pair = make_search_pair(9, ratio=12.8, moving_px=40)
     result = search_similarity(pair.fixed, pair.moving, scale=12.8, n_candidates=4)
