@@ -680,7 +680,7 @@ def _full_overlap_equivalent(ncc: np.ndarray, overlap: np.ndarray) -> np.ndarray
     -----
     Computed as ``(q - 1) / (q + 1)`` with ``q = ((1 + r) / (1 - r)) ** sqrt(overlap)``, i.e. through ``exp(2 y)``
     for ``y = atanh(r) · sqrt(overlap)``: the same values to float32 rounding, from a logarithm and an exponential,
-    which NumPy vectorises, instead of ``arctanh`` and ``tanh`` (``arctanh`` alone took a fifth of a whole search).
+    which NumPy vectorises, instead of ``arctanh`` and ``tanh`` (with which this took a fifth of a whole search).
 
     Examples
     --------
