@@ -688,7 +688,7 @@ def _full_overlap_equivalent(ncc: np.ndarray, overlap: np.ndarray) -> np.ndarray
     >>> [round(float(v), 3) for v in _full_overlap_equivalent(np.array([0.9, 0.95]), np.array([1.0, 0.3]))]
     [0.9, 0.763]
     """
-    r = np.clip(ncc, -_MAX_NCC, _MAX_NCC).astype(np.float32)  # atanh(±1) is infinite
+    r = np.clip(ncc, -_MAX_NCC, _MAX_NCC).astype(np.float32, copy=False)  # a new array: atanh(±1) is infinite
     q = np.divide(1 + r, 1 - r)  # exp(2 atanh r)
     np.log(q, out=q)
     q *= np.sqrt(overlap, dtype=np.float32)
