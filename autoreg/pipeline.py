@@ -326,7 +326,7 @@ def register(
         return refine_fit(on, fit, wanted) if wanted in GLOBAL_MODELS and fit.model in GLOBAL_MODELS else fit
 
     def features(detector: str = "orb", gradient: bool = False, note: str = "") -> Fit:
-        fit = feature_fit(ctx, model, working_views(ctx, gradient=True) if gradient else views, detector)
+        fit = feature_fit(ctx, model, working_views(ctx, gradient=True, like=views) if gradient else views, detector)
         fit = fit.with_note(note) if note else fit
         return refined(fit)
 

@@ -302,7 +302,7 @@ def reduced(image: Image, scale: float, config: RegistrationConfig) -> Reduced:
 
 
 def make_working_view(image: Image, scale: float, *, coarse_pixel_wpx: float, config: RegistrationConfig,
-                      gradient: bool = False) -> WorkingView:
+                      gradient: bool = False, levelled: Reduced | None = None) -> WorkingView:
     """Resize ``image`` by ``scale``, blur it to ``coarse_pixel_wpx`` resolution, flatten, equalise.
 
     With ``gradient`` the view shows the gradient magnitude instead of the intensity: it is the same for an
@@ -316,6 +316,11 @@ def make_working_view(image: Image, scale: float, *, coarse_pixel_wpx: float, co
     coarse_pixel_wpx : float
         Size of the coarser image's pixel in working pixels; finer content is blurred away.
     config : RegistrationConfig
+    gradient : bool
+        Show the gradient magnitude instead of the intensity.
+    levelled : Reduced, optional
+        ``reduced(image, min(scale, 1), config)`` when the caller has it already (another view of the same image
+        at the same scale: its ``levelled``); computed otherwise.
     """
     import cv2
 
@@ -323,7 +328,8 @@ def make_working_view(image: Image, scale: float, *, coarse_pixel_wpx: float, co
     h, w = data.shape
     size = (max(8, int(round(w * scale))), max(8, int(round(h * scale))))
     # level the scan where it is smaller (rows stay rows when area-reduced), then bring it to the working grid
-    levelled = reduced(image, min(scale, 1.0), config)
+    if levelled is None:
+        levelled = reduced(image, min(scale, 1.0), config)
     valid = np.isfinite(levelled.data)
     small, small_valid, to_levelled = _resize(levelled.data, valid, size)
     to_original = levelled.to_original @ to_levelled

@@ -82,15 +82,20 @@ class Context:
         return self.config.ransac_threshold_px / self.scale_fixed
 
 
-def working_views(ctx: Context, *, gradient: bool = False) -> tuple[Any, Any]:
-    """The fixed and moving working views (levelled, at one pixel scale) for the feature detectors."""
+def working_views(ctx: Context, *, gradient: bool = False, like: tuple[Any, Any] | None = None) -> tuple[Any, Any]:
+    """The fixed and moving working views (levelled, at one pixel scale) for the feature detectors.
+
+    ``like``: views of the same context made already (the intensity views when the gradient ones are wanted),
+    whose levelled images are taken instead of levelling both images again.
+    """
     from .preprocess import make_working_view
 
     coarse_wpx = max(1.0, ctx.expected_scale) * ctx.scale_fixed
+    fixed_levelled, moving_levelled = (None, None) if like is None else (like[0].levelled, like[1].levelled)
     fixed_view = make_working_view(ctx.fixed, ctx.scale_fixed, coarse_pixel_wpx=coarse_wpx, config=ctx.config,
-                                   gradient=gradient)
+                                   gradient=gradient, levelled=fixed_levelled)
     moving_view = make_working_view(ctx.moving, ctx.scale_moving, coarse_pixel_wpx=coarse_wpx, config=ctx.config,
-                                    gradient=gradient)
+                                    gradient=gradient, levelled=moving_levelled)
     return fixed_view, moving_view
 
 

@@ -80,6 +80,28 @@ def test_working_view_maps_back_to_original_pixels_and_masks_nan():
     np.testing.assert_allclose(view.to_original @ [0, 0, 1], [0.5, 0.5, 1])
 
 
+def test_a_gradient_view_made_from_the_intensity_views_levelled_image_is_the_one_made_from_scratch(monkeypatch):
+    from autoreg import preprocess
+    from autoreg.synthetic import make_scene
+
+    rng = np.random.default_rng(3)
+    data = make_scene((300, 260), seed=2, feature_px=1.0).height + rng.normal(0, 0.3, (300, 1))  # line offsets
+    config = RegistrationConfig()
+    intensity = make_working_view(Image(data), 0.6, coarse_pixel_wpx=2.0, config=config)
+    scratch = make_working_view(Image(data), 0.6, coarse_pixel_wpx=2.0, config=config, gradient=True)
+    calls = []
+    monkeypatch.setattr(preprocess, "reduced", lambda *a, **k: calls.append(a))
+    shared = make_working_view(Image(data), 0.6, coarse_pixel_wpx=2.0, config=config, gradient=True,
+                               levelled=intensity.levelled)
+    assert calls == []  # nothing levelled again
+    assert shared.levelled is intensity.levelled and shared.levelled.steps == scratch.levelled.steps
+    np.testing.assert_allclose(shared.unit, scratch.unit, atol=1e-5)
+    assert np.abs(shared.image8.astype(int) - scratch.image8.astype(int)).max() <= 1
+    np.testing.assert_array_equal(shared.valid, scratch.valid)
+    np.testing.assert_allclose(shared.to_original, scratch.to_original)
+    assert not np.allclose(shared.unit, intensity.unit, atol=0.05)  # a gradient view, not the intensity one
+
+
 def test_scan_line_contrast_tells_line_artefacts_from_texture():
     from autoreg.preprocess import scan_line_contrast
     from autoreg.synthetic import make_scene
