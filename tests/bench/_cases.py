@@ -46,6 +46,11 @@ cabinet
     Synthetic only, scene seeds 410000-420999, case seeds 11000000-11010999, 60 cases per category (660 pairs).
     Added on 2026-12-02 (a fifth session that day), after ``locker``'s report had been published: the next split
     nobody has looked at, kept the same way (aggregates only until the note that reports it).
+shelf
+    Synthetic only, scene seeds 490000-500999, case seeds 13000000-13010999, 60 cases per category (660 pairs).
+    Added on 2026-12-03, after ``cabinet``'s report had been published (and after a session whose work was lost
+    before it landed, which may have drawn the next seeds in line, 450000 and 12000000; these are past them): the
+    next split nobody has looked at, kept the same way (aggregates only until the note that reports it).
 lattice
     A tuning split for periodic content: the lattice family only, scene seeds 170000-180999, case seeds
     5000000-5010999, 40 cases per category. Thresholds for ambiguity may be set here; it reports nothing. Its
@@ -145,6 +150,7 @@ SPLITS = {
     "reserve": Split("reserve", (), scene_seed_base=330_000, case_seed_base=9_000_000, pfm=False, per_category=60),
     "locker": Split("locker", (), scene_seed_base=370_000, case_seed_base=10_000_000, pfm=False, per_category=60),
     "cabinet": Split("cabinet", (), scene_seed_base=410_000, case_seed_base=11_000_000, pfm=False, per_category=60),
+    "shelf": Split("shelf", (), scene_seed_base=490_000, case_seed_base=13_000_000, pfm=False, per_category=60),
     "lattice": Split("lattice", (), scene_seed_base=170_000, case_seed_base=5_000_000, pfm=False, per_category=40,
                      families=("lattice",)),
 }
