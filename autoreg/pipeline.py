@@ -102,11 +102,14 @@ _STAGE_FAILURES = (InsufficientLandmarksError, EstimationError)
 
 
 def _meaningful(ctx: Context, fit: Fit) -> bool:
-    """True when a feature fit's consensus may be a real match by the a-contrario test. Judged here on the whole
-    fixed image, which is never smaller than the overlap the verdict judges on: a larger area makes chance
-    agreement less likely and the test more lenient, so a fit that fails here fails the verdict too."""
+    """True when a feature fit's consensus may be a real match: it has the verdict's ``min_inliers`` (a refinement
+    moves the fit, not its inliers) and passes the a-contrario test. The test is judged here on the whole fixed
+    image, which is never smaller than the overlap the verdict judges on: a larger area makes chance agreement less
+    likely and the test more lenient, so a fit that fails here fails the verdict too."""
     from .evidence import feature_log10_nfa
 
+    if fit.n_inliers < ctx.config.min_inliers:
+        return False
     area = float(np.count_nonzero(ctx.fixed_valid))
     return bool(feature_log10_nfa(fit, area, ctx.working_pixel_px, ctx.config) <= ctx.config.max_log10_nfa)
 

@@ -507,3 +507,30 @@ def test_among_doubted_results_the_pose_not_in_doubt_wins_then_the_smaller_predi
     ]
     for candidates, expected in picks:
         assert _pick(candidates).name == expected, [(c.name, c.verdict, c.scores.uncertainty_px) for c in candidates]
+
+
+def test_a_feature_fit_with_fewer_inliers_than_the_verdict_needs_is_not_refined(monkeypatch):
+    """The verdict fails such a fit whatever a refinement would do to it (it moves the fit, not its inliers): the
+    refinement only cost time (a second on the tuning splits' slowest such attempts)."""
+    from autoreg import pipeline
+    from autoreg.config import RegistrationConfig
+
+    refined_sources = []
+    refine_fit = pipeline.refine_fit
+
+    def spy(ctx, fit, model):
+        refined_sources.append(fit.source)
+        return refine_fit(ctx, fit, model)
+
+    monkeypatch.setattr(pipeline, "refine_fit", spy)
+    pair = make_pair(seed=5, fixed_shape=(192, 192), moving_shape=(160, 160),
+                     matrix=np.array([[0.98, -0.17, 20.0], [0.17, 0.98, 8.0], [0, 0, 1]]))
+    usual = autoreg.register(pair.fixed, pair.moving)
+    assert usual.verdict.level == "ok" and usual.source == "features" and refined_sources == ["features"]
+    refined_sources.clear()
+    strict = RegistrationConfig(min_inliers=10_000)
+    doubted = autoreg.register(pair.fixed, pair.moving, config=strict)
+    feature_attempts = [a for a in doubted.attempts if a.strategy.startswith("features")]
+    assert feature_attempts and all(a.verdict == "failed" and any(r.startswith("few_inliers") for r in a.reasons)
+                                    for a in feature_attempts), doubted.attempts
+    assert "features" not in refined_sources, refined_sources
