@@ -168,6 +168,13 @@ class RegistrationConfig:
     shift_exclusion_tolerances : float
         Shifts beyond this many tolerances are a different pose (two: a pose that moves points by more than twice
         what an ``ok`` promises is a different answer, not the ragged edge of this one).
+    disagreement_errors : float
+        Two estimates of one pose disagree when they lie further apart, over the moving image, than this many times
+        their combined predicted errors (root sum of squares): each prediction is a typical error, and true errors
+        stay within twice it for 96-98 % of the report splits' results, so a gap beyond twice the combined
+        prediction means one estimate is off by about the gap. Used where a refinement moves a feature fit (the
+        move then bounds the error) and between an ``ok`` result and an earlier attempt's ``low_confidence`` one at
+        another pose (``conflicting``), there with at least ``shift_exclusion_tolerances`` tolerances between them.
     shift_window_fraction : float
         Largest shift of that check, as a fraction of the overlap's shorter side (0.2: several periods of any
         lattice a registration can resolve, while the inset template keeps 60 % of the overlap per side).
@@ -339,6 +346,7 @@ class RegistrationConfig:
     max_log10_nfa: float = -1.0
     min_shift_peak_gap: float = 0.10
     shift_exclusion_tolerances: float = 2.0
+    disagreement_errors: float = 2.0
     shift_window_fraction: float = 0.2
     shift_check_max_side: int = 256
     min_peak_gap: float = 0.10

@@ -328,7 +328,8 @@ def refine_fit(ctx: Context, fit: Fit, model: str) -> Fit:
         # optimum rather than a nearby one, so the move bounds the error
         predicted = moved
         note += "; after the intensities' divergence, the move bounds the error"
-    if fit.source == "features" and moved > 2.0 * predicted:
+    factor = ctx.config.disagreement_errors
+    if fit.source == "features" and moved > factor * predicted:
         from .evidence import predicted_error_px
 
         # Two estimates from independent evidence (keypoints, intensities): when they disagree by more than twice
@@ -337,7 +338,7 @@ def refine_fit(ctx: Context, fit: Fit, model: str) -> Fit:
         # when the move exceeds twice the refinement's alone.
         features_error = predicted_error_px(fit, ctx.moving.shape, truncation_px=ctx.inlier_threshold_px,
                                             prior_scale=ctx.expected_scale, config=ctx.config)
-        if moved > 2.0 * np.hypot(predicted, features_error):
+        if moved > factor * np.hypot(predicted, features_error):
             predicted = moved
             note += f"; it disagrees with the features (predicted {features_error:.3g} px), which bounds the error"
     # a slope or an edge map has no contrast polarity of its own

@@ -1,5 +1,6 @@
 """End to end: hands-off registration against ground truth, fallbacks, failure as a value."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -534,3 +535,51 @@ def test_a_feature_fit_with_fewer_inliers_than_the_verdict_needs_is_not_refined(
     assert feature_attempts and all(a.verdict == "failed" and any(r.startswith("few_inliers") for r in a.reasons)
                                     for a in feature_attempts), doubted.attempts
     assert "features" not in refined_sources, refined_sources
+
+
+def _result_at(shift_x: float, predicted_px: float, level: str = "low_confidence") -> "autoreg.RegistrationResult":
+    from autoreg.datatypes import RegistrationResult, Scores, Verdict
+
+    fit = dataclasses.replace(exact_fit(np.array([[1.0, 0, 10 + shift_x], [0, 1.0, 5], [0, 0, 1]])), source="features")
+    return RegistrationResult(fit=fit, scores=Scores(uncertainty_px=predicted_px, tolerance_px=2.0),
+                              verdict=Verdict(level), moving_shape=(40, 40))
+
+
+@pytest.mark.parametrize(("shift_x", "predicted_px", "conflicts"), [
+    (3.9, 0.1, False),  # within two tolerances: the same pose
+    (4.1, 0.1, True),  # beyond two tolerances and twice the combined predicted errors
+    (9.0, 5.0, False),  # an imprecise estimate of the same pose: twice its prediction explains the gap
+    (11.0, 5.0, True),
+    (4.1, float("nan"), True),  # an unknown prediction explains nothing
+])
+def test_an_ok_result_is_doubted_when_an_earlier_result_with_evidence_is_elsewhere(shift_x, predicted_px, conflicts):
+    from autoreg.config import RegistrationConfig
+    from autoreg.pipeline import _conflict
+
+    ok = _result_at(0.0, 0.05, "ok")
+    reason = _conflict(ok, [("features-sift", _result_at(shift_x, predicted_px))], RegistrationConfig())
+    assert bool(reason) == conflicts, reason
+    if conflicts:
+        assert reason.startswith("conflicting: the features-sift attempt") and f"{shift_x:.3g} px" in reason
+    assert _conflict(ok, [], RegistrationConfig()) == ""
+
+
+def test_register_doubts_an_ok_that_an_earlier_attempts_evidence_contradicts(monkeypatch):
+    from autoreg import pipeline
+    from autoreg.datatypes import Attempt, Verdict
+
+    outcomes = [_result_at(0.0, 0.1), _result_at(30.0, 0.05, "ok")]  # then every attempt fails
+
+    def finish(ctx, fit, exact_points=False):
+        result = outcomes.pop(0) if outcomes else _result_at(60.0, 0.1, "failed")
+        result = dataclasses.replace(result, verdict=Verdict(result.verdict.level, result.verdict.reasons))
+        return result, Attempt(strategy=fit.source, verdict=result.verdict.level, reasons=result.verdict.reasons)
+
+    monkeypatch.setattr(pipeline, "_finish", finish)
+    pair = make_pair(seed=5, fixed_shape=(192, 192), moving_shape=(160, 160),
+                     matrix=np.array([[0.98, -0.17, 20.0], [0.17, 0.98, 8.0], [0, 0, 1]]))
+    result = autoreg.register(pair.fixed, pair.moving)
+    assert result.verdict.level == "low_confidence", result.verdict
+    assert result.verdict.reasons[0].startswith("conflicting: the features attempt found a pose 30 px"), result.verdict
+    assert [a.verdict for a in result.attempts][:2] == ["low_confidence", "low_confidence"]
+    assert len(result.attempts) > 2  # a doubted result does not end the chain
