@@ -332,10 +332,10 @@ def refine_fit(ctx: Context, fit: Fit, model: str) -> Fit:
     if fit.source == "features" and moved > factor * predicted:
         from .evidence import predicted_error_px
 
-        # Two estimates from independent evidence (keypoints, intensities): when they disagree by more than twice
-        # their combined predicted errors, one of them is off by about their disagreement, and nothing says which.
-        # Their combined error is at least the refinement's: the features' leave-one-out estimate is needed only
-        # when the move exceeds twice the refinement's alone.
+        # Two estimates from independent evidence (keypoints, intensities): when they disagree by more than
+        # ``disagreement_errors`` (2) times their combined predicted errors, one of them is off by about their
+        # disagreement, and nothing says which. Their combined error is at least the refinement's: the features'
+        # leave-one-out estimate is needed only when the move exceeds that many times the refinement's alone.
         features_error = predicted_error_px(fit, ctx.moving.shape, truncation_px=ctx.inlier_threshold_px,
                                             prior_scale=ctx.expected_scale, config=ctx.config)
         if moved > factor * np.hypot(predicted, features_error):
