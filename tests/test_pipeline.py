@@ -462,6 +462,60 @@ def test_a_pairing_short_of_the_held_out_minimum_is_not_refined_in_full():
     np.testing.assert_allclose(kept.moving_to_fixed.params, start, atol=1e-9)
 
 
+@pytest.mark.parametrize("case", ["restarted", "similarity_no_better", "restart_no_better", "similarity_fails"])
+def test_a_richer_refinement_a_similarity_beats_is_restarted_from_the_similarity(monkeypatch, case):
+    """An affine refinement whose held-out correlation a similarity refined from the same start beats by more than
+    ``refine_restart_gain`` is in a worse optimum than the model it contains: the affine is refined again from the
+    similarity's optimum and kept when it explains the held-out pixels better (reported from the first start's
+    held-out correlation). Otherwise the first refinement is kept: the similarity no better (and no second
+    refinement run), the restart no better, or the similarity failing. The refinements are scripted here; the
+    crate split's wrong ``ok`` (a lattice map one period skewed) is the real case."""
+    import autoreg.refine
+    from autoreg.config import RegistrationConfig
+    from autoreg.errors import EstimationError
+    from autoreg.refine import refine_matrix
+    from autoreg.strategies import _restart_from_similarity
+
+    pair = _terrain_pair()
+    truth = np.asarray(pair.moving_to_fixed, float)
+    real = refine_matrix(pair.fixed, pair.moving, truth, "affine")
+    start = np.array([[1.0, 0.05, 0.5], [0.0, 1.0, -0.3], [0, 0, 1]]) @ truth
+    similarity_xy = np.array([[1.0, 0, 2.0], [0, 1.0, 3.0], [0, 0, 1]]) @ truth
+    held_out = {"restarted": (0.85, 0.95), "similarity_no_better": (0.81, 0.99), "restart_no_better": (0.9, 0.79),
+                "similarity_fails": (None, 0.99)}[case]
+    calls = []
+
+    def scripted(term, moving, begin, model, **kwargs):
+        calls.append((model, np.array(begin), kwargs))
+        after = held_out[0] if model == "similarity" else held_out[1]
+        if after is None:
+            raise EstimationError("no optimum")
+        return dataclasses.replace(real, model=model, holdout_before=0.5, holdout_after=after,
+                                   moving_to_fixed=similarity_xy if model == "similarity" else truth)
+
+    monkeypatch.setattr(autoreg.refine, "refine_matrix", scripted)
+    first = dataclasses.replace(real, holdout_before=0.4, holdout_after=0.8, moving_to_fixed=start)
+    kept, note = _restart_from_similarity(pair.fixed, pair.moving, start, "affine", first, RegistrationConfig())
+    assert calls[0][0] == "similarity"
+    assert calls[0][2]["min_holdout_after"] == pytest.approx(0.82)  # stops after its half fit below the bar
+    closest = calls[0][1]  # the start's closest similarity: equal linear diagonal, opposite off-diagonal
+    assert closest[0, 0] == pytest.approx(closest[1, 1]) and closest[0, 1] == pytest.approx(-closest[1, 0])
+    if case == "restarted":
+        assert [call[0] for call in calls] == ["similarity", "affine"]
+        np.testing.assert_allclose(calls[1][1], similarity_xy)  # from the similarity's optimum
+        assert kept.holdout_after == 0.95 and kept.holdout_before == 0.4 and kept.improved
+        np.testing.assert_allclose(kept.moving_to_fixed, truth)
+        assert "refined again from the similarity's optimum (0.800 -> 0.950)" in note, note
+        return
+    assert kept is first
+    if case == "similarity_no_better":
+        assert len(calls) == 1 and note == ""
+    elif case == "restart_no_better":
+        assert len(calls) == 2 and "did not (0.790); the first optimum is kept" in note, note
+    else:
+        assert len(calls) == 1 and note == ""
+
+
 def test_an_edge_map_coarser_than_the_bound_is_not_refined_on_gradient_magnitudes():
     """The edge map of a coarse map is not the average of the fine edge map: beyond ``max_edges_refine_ratio`` a
     search fit matched on the edge pairing keeps its pose, saying why."""
