@@ -53,7 +53,11 @@ shelf
     one wrong ``ok`` was read case by case the same day (it led to the ``conflicting`` rule).
 crate
     Synthetic only, scene seeds 530000-540999, case seeds 14000000-14010999, 60 cases per category (660 pairs).
-    Added on 2026-12-03, after ``shelf``'s wrong ``ok`` had been read: the next split nobody has looked at, kept
+    Added on 2026-12-03, after ``shelf``'s wrong ``ok`` had been read. Its aggregates were published the same day;
+    its one wrong ``ok`` was read case by case on 2026-12-03 (it led to the similarity restart of the refinement).
+hamper
+    Synthetic only, scene seeds 570000-580999, case seeds 15000000-15010999, 60 cases per category (660 pairs).
+    Added on 2026-12-03, after ``crate``'s wrong ``ok`` had been read: the next split nobody has looked at, kept
     the same way (aggregates only until the note that reports it).
 lattice
     A tuning split for periodic content: the lattice family only, scene seeds 170000-180999, case seeds
@@ -156,6 +160,7 @@ SPLITS = {
     "cabinet": Split("cabinet", (), scene_seed_base=410_000, case_seed_base=11_000_000, pfm=False, per_category=60),
     "shelf": Split("shelf", (), scene_seed_base=490_000, case_seed_base=13_000_000, pfm=False, per_category=60),
     "crate": Split("crate", (), scene_seed_base=530_000, case_seed_base=14_000_000, pfm=False, per_category=60),
+    "hamper": Split("hamper", (), scene_seed_base=570_000, case_seed_base=15_000_000, pfm=False, per_category=60),
     "lattice": Split("lattice", (), scene_seed_base=170_000, case_seed_base=5_000_000, pfm=False, per_category=40,
                      families=("lattice",)),
 }

@@ -11,9 +11,9 @@ Thresholds may be tuned on ``calibration`` (and on ``lattice``, a tuning split o
 splits, sources and seed ranges are in ``_cases.py`` and printed with every report). ``holdout`` (no seed or image
 in common with either) is run once after changes made while the evaluation split's results were known. Holdout's
 wrong ``ok``s have since been read case by case, and so have ``audit``'s and ``blind``'s; ``sealed``'s, ``vault``'s,
-``reserve``'s, ``locker``'s and ``cabinet``'s aggregates have been published, ``shelf``'s wrong ``ok`` read case by
-case; ``crate`` (no seed or image in common with any other split, synthetic scenes only) is the split nobody has
-looked at: run it after a stop's changes are final and report its aggregates.
+``reserve``'s, ``locker``'s and ``cabinet``'s aggregates have been published, ``shelf``'s and ``crate``'s wrong
+``ok``s read case by case; ``hamper`` (no seed or image in common with any other split, synthetic scenes only) is
+the split nobody has looked at: run it after a stop's changes are final and report its aggregates.
 The lattice split has no ``negative`` category: run it with ``--categories`` and the others.
 
 A positive is correct when the mean distance over a 5x5 grid spanning the moving image, between the method's
