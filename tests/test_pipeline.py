@@ -516,6 +516,30 @@ def test_a_richer_refinement_a_similarity_beats_is_restarted_from_the_similarity
         assert len(calls) == 1 and note == ""
 
 
+@pytest.mark.parametrize("model", ["similarity", "affine", "projective"])
+def test_only_refinements_richer_than_a_similarity_are_checked_against_one(monkeypatch, model):
+    """``refine_fit`` sends an affine or projective refinement to the similarity check, with the fit's start in
+    the refinement's frame, and writes the check's note into the fit's ``why``; a similarity is not checked."""
+    import autoreg.strategies
+    from autoreg.strategies import refine_fit
+
+    pair = _terrain_pair()
+    truth = np.asarray(pair.moving_to_fixed, float)
+    start = np.array([[1, 0, 0.8], [0, 1, -0.6], [0, 0, 1.0]]) @ truth
+    seen = []
+
+    def spy(term, moving, begin, checked_model, refined, cfg):
+        seen.append(checked_model)
+        return refined, "; CHECKED"
+
+    monkeypatch.setattr(autoreg.strategies, "_restart_from_similarity", spy)
+    refined = refine_fit(_context(pair.fixed, pair.moving), _fit_at(start), model)
+    assert seen == ([] if model == "similarity" else [model])
+    assert refined.why.endswith("; CHECKED") == (model != "similarity"), refined.why
+    error = mean_grid_distance(refined.to_fixed, lambda g: apply_matrix(truth, g), pair.moving.shape)
+    assert error <= 0.05, (error, refined.why)
+
+
 def test_an_edge_map_coarser_than_the_bound_is_not_refined_on_gradient_magnitudes():
     """The edge map of a coarse map is not the average of the fine edge map: beyond ``max_edges_refine_ratio`` a
     search fit matched on the edge pairing keeps its pose, saying why."""
