@@ -376,22 +376,28 @@ def register(
         automatic_strategies.append(("search-part-of-field", checked(
             lambda: refined(search_fit(ctx, model, views, scale_band=band, channels=cfg.search_fov_channels)
                             ).with_note(note))))
+    # the scale hypothesis each strategy's fit is judged under (its expected scale: implausible_scale, tolerance)
+    judged_on: dict[str, Context] = {}
     if scale_source == "field_of_view" and ctx.resolution_ratio <= cfg.ambiguous_size_ratio:
-        # a crop of a scan at the same pixel size looks like a coarser map of the same field of view: try both
+        # a crop of a scan at the same pixel size looks like a coarser map of the same field of view: try both,
+        # and judge this one as what it assumes (under the field of view, its scale would be implausible)
         same = dataclasses.replace(ctx, expected_scale=1.0, scale_source="same_pixel_size")
         note = "searched at the same pixel size (the sizes alone did not say)"
         automatic_strategies.append(("search-same-pixel-size",
                                      checked(lambda: refined(search_fit(same, model, views), same).with_note(note))))
+        judged_on["search-same-pixel-size"] = same
     strategies = automatic_strategies if automatic else []
     doubted: list[tuple[str, RegistrationResult]] = []  # earlier results that passed the evidence tests
+    scale_sources: list[str] = []  # the scale hypothesis each result was judged under
     for name, attempt_fit in strategies:
         if any(r.verdict.level == "ok" for r in results):
             break
         say(name)
         began = time.perf_counter()
+        on = judged_on.get(name, ctx)
         try:
             fit, exact = attempt_fit()
-            result, attempt = _finish(ctx, fit, exact_points=exact)
+            result, attempt = _finish(on, fit, exact_points=exact)
         except _STAGE_FAILURES as err:
             attempt = _failed_attempt(name, err)
         else:
@@ -404,6 +410,7 @@ def register(
             if result.verdict.level == "low_confidence":
                 doubted.append((name, result))
             results.append(result)
+            scale_sources.append(on.scale_source)
         attempts.append(_timed(dataclasses.replace(attempt, strategy=name), began))
 
     extra: dict[str, Any] = {"scale_source": scale_source, "working_scale_fixed": scale_fixed,
@@ -421,6 +428,7 @@ def register(
             attempt = _failed_attempt("points", err)
         else:
             results.append(result)
+            scale_sources.append(ctx.scale_source)
             if best_automatic is not None and best_automatic.fit is not None:
                 extra["control_points"]["disagreement_px"] = _disagreement_px(best_automatic.fit, fit,
                                                                               moving_img.shape)
@@ -433,6 +441,7 @@ def register(
         reasons = tuple(r for a in attempts for r in a.reasons) or ("no_strategy: nothing could be tried",)
         return RegistrationResult(fit=None, scores=Scores(), verdict=Verdict("failed", reasons), **common)
     best = _pick(results)
+    extra["scale_source"] = next(source for r, source in zip(results, scale_sources) if r is best)
     warped_cube = None
     if moving_img.cube is not None and cube_step is not None and best.verdict.level != "failed":
         from .warp import apply_transform_cube
