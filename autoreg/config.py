@@ -161,6 +161,10 @@ class RegistrationConfig:
         An automatic fit is ambiguous (``low_confidence``) when its pose correlates at most this much above the best
         pose shifted by more than ``shift_exclusion_tolerances`` (and two coarse pixels) from it
         (:func:`autoreg.ambiguity.shift_peak_gap`): the search's ``min_peak_gap``, the same test around one pose.
+        The gap is judged as its full-overlap equivalent, times the square root of ``overlap_fraction`` (a
+        difference of correlations over fewer pixels is that much less significant; the search ranks its poses
+        the same way): a lattice's neighbouring area at the same pixel size, matched a period off at 37 % overlap,
+        read 0.104, an ``ok`` until then (the lattice split's ``crop_negative`` category).
         On the tuning splits (calibration and lattice) every gross wrong pose read 0.03 or less (a lattice, a
         period away, and 10-20 % overlaps: -0.21 to 0.03), 34 of 240 correct results 0.10 or less (17 of them
         cross-modal, where intensity correlation is a poor judge); 0.10 keeps a margin over a null sampled only

@@ -156,3 +156,16 @@ def test_few_inliers_are_no_doubt_of_their_own_when_the_refinement_predicts_the_
     clustered = judge(dataclasses.replace(few, inlier_spread=0.01), predicted_by_refinement=True)
     assert clustered.level == "low_confidence"
     assert [r.split(":")[0] for r in clustered.reasons] == ["clustered_inliers"], clustered.reasons
+
+
+def test_a_shift_gap_counts_as_much_as_its_overlap_makes_it_significant():
+    """0.15 above the best shifted pose, over the whole image, is no doubt; the same 0.15 over 36 % of the image is
+    as significant as 0.09 over all of it (a difference of correlations over n pixels spreads as 1/sqrt(n)), and
+    ambiguous; over half of it, 0.106, still not."""
+    full = dataclasses.replace(SEARCHED, shift_peak_gap=0.15, overlap_fraction=1.0)
+    assert judge(full, source="intensity").level == "ok"
+    part = judge(dataclasses.replace(full, overlap_fraction=0.36), source="intensity")
+    assert part.level == "low_confidence" and len(part.reasons) == 1, part.reasons
+    assert part.reasons[0].startswith("ambiguous:") and "0.150 of this one over 0.36" in part.reasons[0], part.reasons
+    assert "(0.090 over all of it" in part.reasons[0], part.reasons
+    assert judge(dataclasses.replace(full, overlap_fraction=0.5), source="intensity").level == "ok"
