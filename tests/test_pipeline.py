@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from helpers import exact_fit
+from helpers import exact_fit, rigid_matrix
 
 import autoreg
 from autoreg.datatypes import Image
@@ -256,6 +256,29 @@ def test_a_small_same_pixel_size_crop_is_also_searched_at_that_pixel_size():
     assert "search-same-pixel-size" in [a.strategy for a in clear.attempts]
     far = autoreg.register(make_pair(seed=8).fixed, rng.normal(size=(40, 40)))  # 6×: a map, not a crop
     assert "search-same-pixel-size" not in [a.strategy for a in far.attempts]
+
+
+@pytest.mark.parametrize("side", [80, 100])
+def test_a_same_pixel_size_crop_is_judged_as_one(side):
+    """A crop of a 320 px scan at its pixel size, rotated 25°, 80 or 100 px (sizes 4× and 3.2× apart, no pixel
+    sizes): the field-of-view guess expects a map that many times coarser, under which the scale the
+    same-pixel-size search finds is implausible. That search's fit is judged under its own hypothesis instead: ok,
+    within a twentieth of a pixel, and the result says which scale hypothesis it was judged under."""
+    from scipy.ndimage import map_coordinates
+
+    from autoreg.synthetic import make_scene
+
+    fixed = make_scene((320, 320), seed=9, feature_px=1.0).height.astype(np.float32)
+    truth = rigid_matrix(25.0, 140.0, 90.0)
+    rows, cols = np.mgrid[:side, :side].astype(float)
+    at_xy = apply_matrix(truth, np.stack([cols.ravel(), rows.ravel()], 1))
+    moving = map_coordinates(fixed.astype(float), [at_xy[:, 1], at_xy[:, 0]], order=3).reshape(side, side)
+    result = autoreg.register(fixed, moving.astype(np.float32), rng=0)
+    assert [a.strategy for a in result.attempts][-1] == "search-same-pixel-size"
+    assert result.verdict.level == "ok", [(a.strategy, a.reasons) for a in result.attempts]
+    assert result.extra["scale_source"] == "same_pixel_size" and result.scores.expected_scale == 1.0
+    error = mean_grid_distance(result.fit.to_fixed, lambda g: apply_matrix(truth, g), moving.shape)
+    assert error <= 0.05, error
 
 
 @pytest.mark.parametrize("seed", [1, 2])
