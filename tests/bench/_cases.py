@@ -72,9 +72,13 @@ so ``i < 500``.
 Categories
 ----------
 Positives: ``same_res``, ``cross_res``, ``cross_res_metadata``, ``partial_overlap``, ``cross_modal``,
-``spm_degraded``. Near misses: ``near_periodic`` (+), ``near_neighbour`` (-, a neighbouring non-overlapping area of
-the same sample), ``near_selfsimilar`` (+), ``near_small_overlap`` (+). Negatives: ``negative`` (unrelated image, pure
-noise, nearly flat). ``cross_modal`` pairs (same resolution) draw a contrast kind: ``inverted``, ``nonmonotonic``
+``spm_degraded``, ``crop``. Near misses: ``near_periodic`` (+), ``near_neighbour`` (-, a neighbouring non-overlapping
+area of the same sample), ``near_selfsimilar`` (+), ``near_small_overlap`` (+). Negatives: ``negative`` (unrelated
+image, pure noise, nearly flat), ``crop_negative``. ``crop`` (added on 2026-12-03) is a crop of the scan at its pixel
+size, 2.2-3.7× smaller and without pixel sizes, so that the sizes alone also fit a map 2-4× coarser over the same
+field; ``crop_negative`` has the same geometry over a neighbouring area of the same sample or an unrelated image.
+They came after every other category, so no earlier case changed; their seeds extend each split's ranges below by
+2000 (case ``i`` of ``crop`` has seeds ``base + 11000 + i``, of ``crop_negative`` ``base + 12000 + i``). ``cross_modal`` pairs (same resolution) draw a contrast kind: ``inverted``, ``nonmonotonic``
 (|image - a quantile|), ``gradient`` (Sobel magnitude), ``deflection`` (``-d/dx`` of the moving image along its own x
 axis, the fast scan axis, plus 5 % noise: an AFM deflection / STM current-error channel) and, for synthetic
 families, ``channel`` (their "alt" channel); the PFM pairs of the evaluation split compare height with amplitude,
@@ -115,8 +119,9 @@ __all__ = [
 ]
 
 CATEGORIES = ("same_res", "cross_res", "cross_res_metadata", "partial_overlap", "cross_modal", "spm_degraded",
-              "near_periodic", "near_neighbour", "near_selfsimilar", "near_small_overlap", "negative")
-POSITIVE_CATEGORIES = frozenset(CATEGORIES) - {"near_neighbour", "negative"}
+              "near_periodic", "near_neighbour", "near_selfsimilar", "near_small_overlap", "negative", "crop",
+              "crop_negative")
+POSITIVE_CATEGORIES = frozenset(CATEGORIES) - {"near_neighbour", "negative", "crop_negative"}
 DEGRADATIONS = ("line_offsets", "tilt_bow", "creep", "tip_blur", "spikes", "noise")
 STRENGTHS = ("low", "mid", "high")
 NEGATIVE_KINDS = ("unrelated_same_res", "unrelated_cross_res", "noise_same_res", "noise_cross_res", "flat")
@@ -644,6 +649,53 @@ def _case_same_res(d: _Draw) -> Case:
                      artefacts=artefacts, margin=0.0 if pfm else 16.0)
 
 
+def _crop_geometry(d: _Draw) -> tuple[tuple[int, int], tuple[int, int], dict[str, Any]]:
+    """A crop at the fixed image's pixel size (scale 0.97-1.03, any rotation) whose image-size ratio, 2.2-3.7, lies
+    between ``same_pixel_size_band`` and ``ambiguous_size_ratio``: from the sizes alone it may as well be a map
+    2-4× coarser over the same field of view."""
+    fixed_shape = (int(d.rng.integers(256, 385)), int(d.rng.integers(256, 385)))
+    size_ratio = float(np.exp(d.rng.uniform(np.log(2.2), np.log(3.7))))
+    n = int(round(np.sqrt(fixed_shape[0] * fixed_shape[1]) / size_ratio))
+    moving_shape = (int(n * d.rng.uniform(0.9, 1.0)), n)
+    linear = {"angle_deg": float(d.rng.uniform(-180, 180)), "scale": float(d.rng.uniform(0.97, 1.03))}
+    d.params["size_ratio"] = round(float(np.sqrt(np.prod(np.divide(fixed_shape, moving_shape)))), 3)
+    return fixed_shape, moving_shape, linear
+
+
+def _case_crop(d: _Draw) -> Case:
+    """A crop of a scan at its pixel size, 2.2-3.7× smaller, without pixel sizes (rotated, light SPM artefacts)."""
+    source = d.source()
+    fixed_shape, moving_shape, linear = _crop_geometry(d)
+    matrix = _place_inside(d.rng, linear, moving_shape, fixed_shape, 0.92)
+    artefacts = (float(d.rng.uniform(0.2, 1.0)), float(d.rng.uniform(0.5, 3.0)), float(d.rng.uniform(0.02, 0.1)))
+    return _positive(d, source, fixed_shape, moving_shape, matrix, "crop", artefacts=artefacts)
+
+
+def _case_crop_negative(d: _Draw) -> Case:
+    """A negative of the crop's geometry: a neighbouring area of the same sample (even indices, and every index of
+    a split with one kind of source) or an unrelated image (odd indices)."""
+    source = d.source()
+    fixed_shape, moving_shape, linear = _crop_geometry(d)
+    unrelated = d.index % 2 == 1 and len(d.split.families) + len(d.split.skimage) >= 2
+    if unrelated:
+        matrix = _place_inside(d.rng, linear, moving_shape, fixed_shape, 0.92)
+        fixed, _, _ = _build(d, source, fixed_shape, moving_shape, _to_truth(matrix), kind="crop_unrelated")
+        other = d.source(second=True)
+        while other.label == source.label or (other.kind == source.kind and other.kind != "skimage"):
+            other = d.source(second=True)
+        _, moving, _ = _build(d, other, fixed_shape, moving_shape, _to_truth(matrix), kind="crop_unrelated")
+        d.params["other_source"] = other.label
+    else:
+        gap = float(d.rng.uniform(0.02, 0.25)) * max(moving_shape)
+        matrix = _place_at_overlap(d.rng, linear, moving_shape, fixed_shape, 0.0, gap=gap)
+        fixed, moving, _ = _build(d, source, fixed_shape, moving_shape, _to_truth(matrix), kind="crop_neighbour")
+        d.params["gap_px"] = round(gap, 1)
+    fixed = _spm_scan(fixed, d.rng, lines=0.2, tilt=0.5, noise=0.02)
+    moving = _spm_scan(moving, d.rng, lines=0.2, tilt=0.5, noise=0.03)
+    kind = "crop_unrelated" if unrelated else "crop_neighbour"
+    return _finish(d, source, kind, fixed, moving, None, _moving_pixel(matrix), positive=False)
+
+
 def _case_cross_res(d: _Draw) -> Case:
     source = d.source()
     fixed_shape, moving_shape, linear = _cross_res_geometry(d)
@@ -826,6 +878,8 @@ _GENERATORS = {
     "near_selfsimilar": _case_near_selfsimilar,
     "near_small_overlap": lambda d: _case_partial(d, (0.10, 0.20)),
     "negative": _case_negative,
+    "crop": _case_crop,
+    "crop_negative": _case_crop_negative,
 }
 
 
