@@ -8,8 +8,9 @@ import pytest
 from bench.bench_accuracy import CATEGORIES, SPLITS, evaluate_case, make_case
 
 POSITIVES = [("same_res", 3), ("cross_res", 3), ("cross_res_metadata", 5), ("near_periodic", 3),
-             ("spm_degraded", 1)]
-NEGATIVES = [("negative", 0), ("negative", 2), ("negative", 4), ("near_neighbour", 1)]
+             ("spm_degraded", 1), ("crop", 0)]
+NEGATIVES = [("negative", 0), ("negative", 2), ("negative", 4), ("near_neighbour", 1), ("crop_negative", 0),
+             ("crop_negative", 1)]
 
 
 def _row(category: str, index: int) -> dict:
