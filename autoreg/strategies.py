@@ -329,7 +329,7 @@ def refine_fit(ctx: Context, fit: Fit, model: str) -> Fit:
         refined, restart_note = _restart_from_similarity(term, moving_small.data, start, model, refined, cfg)
     if diverged is None and not refined.improved:
         return fit.with_note(f"not refined (held-out correlation {refined.holdout_before:.3f} -> "
-                              f"{refined.holdout_after:.3f})")
+                              f"{refined.holdout_after:.3f}){restart_note}")
     prefix = ""
     if diverged is not None or not abs(refined.correlation) >= cfg.min_refined_correlation:
         linear_r = math.nan if diverged is not None else float(abs(refined.correlation))
