@@ -655,7 +655,7 @@ def _crop_geometry(d: _Draw) -> tuple[tuple[int, int], tuple[int, int], dict[str
     2-4× coarser over the same field of view."""
     fixed_shape = (int(d.rng.integers(256, 385)), int(d.rng.integers(256, 385)))
     size_ratio = float(np.exp(d.rng.uniform(np.log(2.2), np.log(3.7))))
-    n = int(round(np.sqrt(fixed_shape[0] * fixed_shape[1]) / size_ratio))
+    n = round(float(np.sqrt(fixed_shape[0] * fixed_shape[1])) / size_ratio)
     moving_shape = (int(n * d.rng.uniform(0.9, 1.0)), n)
     linear = {"angle_deg": float(d.rng.uniform(-180, 180)), "scale": float(d.rng.uniform(0.97, 1.03))}
     d.params["size_ratio"] = round(float(np.sqrt(np.prod(np.divide(fixed_shape, moving_shape)))), 3)
