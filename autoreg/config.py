@@ -273,7 +273,7 @@ class RegistrationConfig:
         lattice period skewed across the map — and it is refined again from the similarity's optimum, that result
         kept when it explains the held-out pixels better. At one optimum the two differ by round-off and fitting
         noise: on the tuning splits the similarity's held-out correlation exceeded the richer model's by at most
-        0.013 (129 refinements); the six slipped starts gained 0.055-0.74 (one, at 0.40 correlation, 0.04). 0.02
+        0.013 (253 refinements); the six slipped starts gained 0.055-0.74 (one, at 0.40 correlation, 0.04). 0.02
         changed no calibration or lattice verdict or error; it turned the crate split's one wrong ``ok`` (an affine
         0.81 held out, 8.3 px off) into a correct one (0.996, 0.013 px off).
     refine_max_side : int
