@@ -255,6 +255,8 @@ def _restart_from_similarity(term: np.ndarray, moving: np.ndarray, start: np.nda
 
     closest, _ = _fit_through("similarity", start, moving.shape, 1.0)  # a similarity's scale is free: no prior
     bar = refined.holdout_after + cfg.refine_restart_gain
+    if not bar < 1.0:  # no correlation passes it: nothing to check (a refinement that explains the map that well)
+        return refined, ""
     try:  # stops after its half fit unless it passes the bar (the common case costs half a refinement)
         simple = refine_matrix(term, moving, np.asarray(closest.params, float), "similarity",
                                max_iterations=cfg.refine_max_iterations, require_improvement=True,

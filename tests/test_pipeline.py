@@ -485,14 +485,17 @@ def test_a_pairing_short_of_the_held_out_minimum_is_not_refined_in_full():
     np.testing.assert_allclose(kept.moving_to_fixed.params, start, atol=1e-9)
 
 
-@pytest.mark.parametrize("case", ["restarted", "similarity_no_better", "restart_no_better", "similarity_fails"])
+@pytest.mark.parametrize("case", ["restarted", "similarity_no_better", "restart_no_better", "similarity_fails",
+                                  "no_room"])
 def test_a_richer_refinement_a_similarity_beats_is_restarted_from_the_similarity(monkeypatch, case):
     """An affine refinement whose held-out correlation a similarity refined from the same start beats by more than
     ``refine_restart_gain`` is in a worse optimum than the model it contains: the affine is refined again from the
     similarity's optimum and kept when it explains the held-out pixels better (reported from the first start's
     held-out correlation). Otherwise the first refinement is kept: the similarity no better (and no second
-    refinement run), the restart no better, or the similarity failing. The refinements are scripted here; the
-    crate split's wrong ``ok`` (a lattice map one period skewed) is the real case."""
+    refinement run), the restart no better, or the similarity failing; and when the first refinement's held-out
+    correlation leaves no room below 1 for a gain of ``refine_restart_gain``, nothing is refined at all. The
+    refinements are scripted here; the crate split's wrong ``ok`` (a lattice map one period skewed) is the real
+    case."""
     import autoreg.refine
     from autoreg.config import RegistrationConfig
     from autoreg.errors import EstimationError
@@ -505,7 +508,7 @@ def test_a_richer_refinement_a_similarity_beats_is_restarted_from_the_similarity
     start = np.array([[1.0, 0.05, 0.5], [0.0, 1.0, -0.3], [0, 0, 1]]) @ truth
     similarity_xy = np.array([[1.0, 0, 2.0], [0, 1.0, 3.0], [0, 0, 1]]) @ truth
     held_out = {"restarted": (0.85, 0.95), "similarity_no_better": (0.81, 0.99), "restart_no_better": (0.9, 0.79),
-                "similarity_fails": (None, 0.99)}[case]
+                "similarity_fails": (None, 0.99), "no_room": (0.999, 0.999)}[case]
     calls = []
 
     def scripted(term, moving, begin, model, **kwargs):
@@ -517,8 +520,12 @@ def test_a_richer_refinement_a_similarity_beats_is_restarted_from_the_similarity
                                    moving_to_fixed=similarity_xy if model == "similarity" else truth)
 
     monkeypatch.setattr(autoreg.refine, "refine_matrix", scripted)
-    first = dataclasses.replace(real, holdout_before=0.4, holdout_after=0.8, moving_to_fixed=start)
+    first = dataclasses.replace(real, holdout_before=0.4, holdout_after=0.985 if case == "no_room" else 0.8,
+                                moving_to_fixed=start)
     kept, note = _restart_from_similarity(pair.fixed, pair.moving, start, "affine", first, RegistrationConfig())
+    if case == "no_room":  # 0.985 + 0.02 > 1: no similarity can pass the bar
+        assert kept is first and note == "" and calls == []
+        return
     assert calls[0][0] == "similarity"
     assert calls[0][2]["min_holdout_after"] == pytest.approx(0.82)  # stops after its half fit below the bar
     closest = calls[0][1]  # the start's closest similarity: equal linear diagonal, opposite off-diagonal
