@@ -288,7 +288,9 @@ def refine_fit(ctx: Context, fit: Fit, model: str) -> Fit:
     moving x axis (linear in the image, so the footprint average holds at any pixel size) or its gradient
     magnitude (only up to ``max_edges_refine_ratio``). It is kept only when it raises the correlation on held-out
     pixels and a linear contrast explains the map (robust |r| at least ``min_refined_correlation``); then the fit
-    carries the refinement's predicted error. When the intensities' contrast is not linear, or their refinement
+    carries the refinement's predicted error. An affine or projective refinement is first checked against a
+    similarity from the same start, and refined again from the similarity's optimum when that explains the held-out
+    pixels clearly better (:func:`_restart_from_similarity`). When the intensities' contrast is not linear, or their refinement
     diverges, the cross-modal pairings are refined too, and the one a linear contrast explains best is kept on the
     same terms and becomes the fit's ``matched_channel`` (after a divergence its predicted error is at least how far
     it moved the fit). Otherwise the fit keeps its pose, saying why: with the refinement's correlation and
