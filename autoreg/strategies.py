@@ -290,10 +290,10 @@ def refine_fit(ctx: Context, fit: Fit, model: str) -> Fit:
     pixels and a linear contrast explains the map (robust |r| at least ``min_refined_correlation``); then the fit
     carries the refinement's predicted error. An affine or projective refinement is first checked against a
     similarity from the same start, and refined again from the similarity's optimum when that explains the held-out
-    pixels clearly better (:func:`_restart_from_similarity`). When the intensities' contrast is not linear, or their refinement
-    diverges, the cross-modal pairings are refined too, and the one a linear contrast explains best is kept on the
-    same terms and becomes the fit's ``matched_channel`` (after a divergence its predicted error is at least how far
-    it moved the fit). Otherwise the fit keeps its pose, saying why: with the refinement's correlation and
+    pixels clearly better (:func:`_restart_from_similarity`). When the intensities' contrast is not linear, or their
+    refinement diverges, the cross-modal pairings are refined too, and the one a linear contrast explains best is
+    kept on the same terms and becomes the fit's ``matched_channel`` (after a divergence its predicted error is at
+    least how far it moved the fit). Otherwise the fit keeps its pose, saying why: with the refinement's correlation and
     ``contrast_checked`` when only the contrast failed (the verdict judges it), with an infinite predicted error
     when the refinement diverged from it (the data contradict it), unchanged otherwise.
     """
