@@ -72,18 +72,19 @@ so ``i < 500``.
 Categories
 ----------
 Positives: ``same_res``, ``cross_res``, ``cross_res_metadata``, ``partial_overlap``, ``cross_modal``,
-``spm_degraded``, ``crop``. Near misses: ``near_periodic`` (+), ``near_neighbour`` (-, a neighbouring non-overlapping
-area of the same sample), ``near_selfsimilar`` (+), ``near_small_overlap`` (+). Negatives: ``negative`` (unrelated
-image, pure noise, nearly flat), ``crop_negative``. ``crop`` (added on 2026-12-03) is a crop of the scan at its pixel
-size, 2.2-3.7× smaller and without pixel sizes, so that the sizes alone also fit a map 2-4× coarser over the same
-field; ``crop_negative`` has the same geometry over a neighbouring area of the same sample or an unrelated image.
-They came after every other category, so no earlier case changed; their seeds extend each split's ranges below by
-2000 (case ``i`` of ``crop`` has seeds ``base + 11000 + i``, of ``crop_negative`` ``base + 12000 + i``). ``cross_modal`` pairs (same resolution) draw a contrast kind: ``inverted``, ``nonmonotonic``
-(|image - a quantile|), ``gradient`` (Sobel magnitude), ``deflection`` (``-d/dx`` of the moving image along its own x
-axis, the fast scan axis, plus 5 % noise: an AFM deflection / STM current-error channel) and, for synthetic
-families, ``channel`` (their "alt" channel); the PFM pairs of the evaluation split compare height with amplitude,
-phase or deflection. The truth of a positive is a callable moving (x, y) -> fixed (x, y) (:class:`Truth`: a matrix plus,
-for creep, a smooth non-linear drift); a result is correct when the mean distance over a 5x5 grid spanning the moving
+``spm_degraded``, ``crop``. Near misses: ``near_periodic`` (+), ``near_neighbour`` (-, a neighbouring
+non-overlapping area of the same sample), ``near_selfsimilar`` (+), ``near_small_overlap`` (+). Negatives:
+``negative`` (unrelated image, pure noise, nearly flat), ``crop_negative``. ``crop`` (added on 2026-12-03) is a crop
+of the scan at its pixel size, 2.2-3.7× smaller and without pixel sizes, so that the sizes alone also fit a map 2-4×
+coarser over the same field; ``crop_negative`` has the same geometry over a neighbouring area of the same sample or
+an unrelated image. They came after every other category, so no earlier case changed; their seeds extend each
+split's ranges below by 2000 (case ``i`` of ``crop`` has seeds ``base + 11000 + i``, of ``crop_negative`` ``base +
+12000 + i``). ``cross_modal`` pairs (same resolution) draw a contrast kind: ``inverted``, ``nonmonotonic`` (|image -
+a quantile|), ``gradient`` (Sobel magnitude), ``deflection`` (``-d/dx`` of the moving image along its own x axis,
+the fast scan axis, plus 5 % noise: an AFM deflection / STM current-error channel) and, for synthetic families,
+``channel`` (their "alt" channel); the PFM pairs of the evaluation split compare height with amplitude, phase or
+deflection. The truth of a positive is a callable moving (x, y) -> fixed (x, y) (:class:`Truth`: a matrix plus, for
+creep, a smooth non-linear drift); a result is correct when the mean distance over a 5x5 grid spanning the moving
 image is <= ``max(2, 0.5 * moving pixel in fixed px)``.
 
 How a pair is drawn: the geometry is chosen in fixed pixels; a scene frame (``scene = s * fixed + t``) is laid over
