@@ -312,10 +312,17 @@ def refine_fit(ctx: Context, fit: Fit, model: str) -> Fit:
     small_scale = ctx.expected_scale * np.sqrt(abs(np.linalg.det(fixed_small.from_original[:2, :2])) / abs(
         np.linalg.det(moving_small.from_original[:2, :2])))
 
-    def run(pairing: str, min_holdout_after: float = -1.0) -> Any:
+    terms: dict[str, np.ndarray] = {}
+
+    def term_of(pairing: str) -> np.ndarray:
         # a derivative's direction is the moving x axis at the start, which the refinement turns by a fraction of
         # a degree (its cosine changes by less than 1e-4)
-        return refine_matrix(fixed_term(fixed_small.data, pairing, start[:2, 0]), moving_small.data, start, model,
+        if pairing not in terms:
+            terms[pairing] = fixed_term(fixed_small.data, pairing, start[:2, 0])
+        return terms[pairing]
+
+    def run(pairing: str, min_holdout_after: float = -1.0) -> Any:
+        return refine_matrix(term_of(pairing), moving_small.data, start, model,
                              prior_scale=float(small_scale) if model in ("translation", "rigid") else None,
                              max_iterations=cfg.refine_max_iterations, require_improvement=True,
                              min_holdout_after=min_holdout_after)
@@ -329,8 +336,8 @@ def refine_fit(ctx: Context, fit: Fit, model: str) -> Fit:
     except EstimationError as err:
         return fit.with_note(f"not refined ({err})")
     if diverged is None and model in _RESTARTABLE:
-        term = fixed_term(fixed_small.data, channel, start[:2, 0])
-        refined, restart_note = _restart_from_similarity(term, moving_small.data, start, model, refined, cfg)
+        refined, restart_note = _restart_from_similarity(term_of(channel), moving_small.data, start, model, refined,
+                                                         cfg)
     if diverged is None and not refined.improved:
         return fit.with_note(f"not refined (held-out correlation {refined.holdout_before:.3f} -> "
                               f"{refined.holdout_after:.3f}){restart_note}")

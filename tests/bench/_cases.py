@@ -650,6 +650,16 @@ def _case_same_res(d: _Draw) -> Case:
                      artefacts=artefacts, margin=0.0 if pfm else 16.0)
 
 
+def _unrelated_source(d: _Draw, source: _Source) -> _Source:
+    """A second source of the split, unrelated to ``source`` (another image, or another synthetic family), recorded
+    in the case's parameters."""
+    other = d.source(second=True)
+    while other.label == source.label or (other.kind == source.kind and other.kind != "skimage"):
+        other = d.source(second=True)
+    d.params["other_source"] = other.label
+    return other
+
+
 def _crop_geometry(d: _Draw) -> tuple[tuple[int, int], tuple[int, int], dict[str, Any]]:
     """A crop at the fixed image's pixel size (scale 0.97-1.03, any rotation) whose image-size ratio, 2.2-3.7, lies
     between ``same_pixel_size_band`` and ``ambiguous_size_ratio``: from the sizes alone it may as well be a map
@@ -681,11 +691,8 @@ def _case_crop_negative(d: _Draw) -> Case:
     if unrelated:
         matrix = _place_inside(d.rng, linear, moving_shape, fixed_shape, 0.92)
         fixed, _, _ = _build(d, source, fixed_shape, moving_shape, _to_truth(matrix), kind="crop_unrelated")
-        other = d.source(second=True)
-        while other.label == source.label or (other.kind == source.kind and other.kind != "skimage"):
-            other = d.source(second=True)
+        other = _unrelated_source(d, source)
         _, moving, _ = _build(d, other, fixed_shape, moving_shape, _to_truth(matrix), kind="crop_unrelated")
-        d.params["other_source"] = other.label
     else:
         gap = float(d.rng.uniform(0.02, 0.25)) * max(moving_shape)
         matrix = _place_at_overlap(d.rng, linear, moving_shape, fixed_shape, 0.0, gap=gap)
@@ -851,11 +858,8 @@ def _case_negative(d: _Draw) -> Case:
     if kind.startswith("unrelated"):
         if len(d.split.families) + len(d.split.skimage) < 2:
             raise ValueError(f"split {d.split.name} has one kind of source; an unrelated negative needs two")
-        other = d.source(second=True)
-        while other.label == source.label or (other.kind == source.kind and other.kind != "skimage"):
-            other = d.source(second=True)
+        other = _unrelated_source(d, source)
         _, moving, _ = _build(d, other, fixed_shape, moving_shape, _to_truth(matrix), kind=kind)
-        d.params["other_source"] = other.label
     elif kind.startswith("noise"):
         moving = _blur(d.rng.normal(size=moving_shape), float(d.rng.uniform(0, 1.5)))
     else:
