@@ -135,9 +135,7 @@ class RegistrationConfig:
         split the one wrong ``ok`` left, a deflection map 1.7× the tolerance off, read 0.73; every correct ``ok``
         0.84 or more (spikes, which lowered the plain correlation, do not lower the robust one). Below it the
         refined pose is not taken either (its optimum is biased); the cross-modal pairings are refined then, and
-        one is kept only when it reaches this bound (:func:`autoreg.strategies.refine_fit`). The search uses the
-        same bound for "the contrast is the same" at a gradient-magnitude peak, which then skips its cross-modal
-        pass (same-contrast maps read 0.93 or more there, deflection and edge maps 0.3 or less).
+        one is kept only when it reaches this bound (:func:`autoreg.strategies.refine_fit`).
     max_edges_refine_ratio : float
         The refinement compares a moving edge map with the fixed image's gradient magnitude (the search's ``edges``
         pairing) only when the larger pixel is at most this many times the smaller one. Its forward model averages
@@ -248,9 +246,16 @@ class RegistrationConfig:
         moving intensity) for error signals such as AFM deflection. The last two run in a second pass, only when
         the first two give no peak that passes ``min_peak_gap`` and ``min_peak_ratio`` with the same contrast
         (the intensity pairing's own peak, or one where the intensities correlate with |r| at least
-        ``min_refined_correlation``); such a pass's result is kept as it is, so they cost nothing on pairs of one
+        ``search_same_contrast``); such a pass's result is kept as it is, so they cost nothing on pairs of one
         kind: the 40×40 map on a 1024² scan costs 0.6× as much as with them in one pass
         (``tests/bench/bench_search.py``).
+    search_same_contrast : float
+        |r| of the intensities at a gradient-magnitude peak that stands out, from which the contrast counts as the
+        same and the search skips its cross-modal pass (above). On the calibration and lattice splits, of the
+        peaks that stood out without deciding at the former bound 0.8 (44 searches), every one whose answer came
+        from the cross-modal pass (8, deflection, edge maps and a crop) read 0.39 or less; the first pass's answer
+        was kept by 10 at 0.5-0.8 (same-resolution pairs, partial overlaps, crops), which now skip the pass. 0.5
+        leaves a margin over 0.39 (the lowest of those 10 read 0.51).
     refine : bool
         Refine every global fit by intensity at the coarser image's resolution (:mod:`autoreg.refine`), kept
         only when it raises the correlation on held-out pixels.
@@ -375,6 +380,7 @@ class RegistrationConfig:
     search_prune_px: int = 24
     search_min_overlap: float = 0.3
     search_channels: tuple[str, ...] = ("intensity", "gradient", "edges", "derivative")
+    search_same_contrast: float = 0.5
     refine: bool = True
     refine_max_iterations: int = 15
     refine_pairing_min_holdout: float = 0.7

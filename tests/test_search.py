@@ -635,3 +635,38 @@ def test_pairing_terms_reject_what_they_cannot_compute(channel, axis, match):
 
     with pytest.raises(InputError, match=match):
         fixed_term(np.ones((5, 5)), channel, None if axis is None else np.array(axis))
+
+
+# ------------------------------------------------------------------------------- whether the second pass runs
+
+
+def _sweep_of(per_channel: dict[str, tuple[float, float, float, float]], intensity_ncc: float = 1.0):
+    """A sweep whose named pairings have (best, second separated, mean, std) of the ranked NCC."""
+    from autoreg.search import _Pose, _Sweep
+
+    poses, mean_std = [], []
+    for ch, name in enumerate(CHANNELS):
+        if name in per_channel:
+            best, second, mean, std = per_channel[name]
+            poses.append((_Pose(best, ch, 0.0, 1.0, (0.0, 0.0), intensity_ncc, 1.0),
+                          _Pose(second, ch, 1.0, 1.0, (30.0, 30.0), 0.0, 1.0)))
+            mean_std.append((mean, std))
+        else:
+            poses.append(())
+            mean_std.append((math.nan, math.nan))
+    swept = tuple(CHANNELS.index(name) for name in per_channel)
+    return _Sweep(tuple(poses), tuple(mean_std), 100, 20.0, 2.0, swept)
+
+
+@pytest.mark.parametrize(("intensity_ncc", "decided"), [(0.6, True), (-0.6, True), (0.4, False)])
+def test_the_cross_modal_pass_is_skipped_when_the_intensities_correlate_at_a_standing_gradient_peak(
+        intensity_ncc, decided):
+    """A gradient-magnitude peak that stands out, where the intensities correlate with |r| 0.6 (either sign), is
+    a map of the same contrast: the first pass decides at the configured bound 0.5; at |r| 0.4 the cross-modal
+    pairings are swept too."""
+    from autoreg.config import RegistrationConfig
+    from autoreg.search import _first_pass_decides
+
+    cfg = RegistrationConfig()
+    sweep = _sweep_of({"intensity": (0.5, 0.48, 0.1, 0.1), "gradient": (0.86, 0.58, 0.3, 0.1)}, intensity_ncc)
+    assert _first_pass_decides(sweep, cfg.min_peak_gap, cfg.min_peak_ratio, cfg.search_same_contrast) is decided
