@@ -46,3 +46,14 @@ def test_negative_is_never_ok(category, index):
     row = _row(category, index)
     assert row["crashed"] is None, row["crashed"]
     assert row["verdict"] != "ok", {k: row[k] for k in ("case", "kind", "verdict", "reasons")}
+
+
+def test_the_time_report_counts_pairs_over_a_second_by_cpu_and_by_wall_time():
+    from bench.bench_accuracy import _cpu_time_lines
+
+    rows = [{"seconds": 1.5, "cpu_seconds": 0.9}, {"seconds": 0.5, "cpu_seconds": 0.4},
+            {"seconds": 2.0, "cpu_seconds": 1.2}]
+    (line,) = _cpu_time_lines(rows)
+    assert "median 900 ms" in line
+    assert "pairs over 1 s: 1 of 3 by CPU time, 2 by wall time" in line
+    assert _cpu_time_lines([{"seconds": 2.0}]) == []  # rows of an older release: no CPU time, no line
