@@ -670,3 +670,23 @@ def test_the_cross_modal_pass_is_skipped_when_the_intensities_correlate_at_a_sta
     cfg = RegistrationConfig()
     sweep = _sweep_of({"intensity": (0.5, 0.48, 0.1, 0.1), "gradient": (0.86, 0.58, 0.3, 0.1)}, intensity_ncc)
     assert _first_pass_decides(sweep, cfg.min_peak_gap, cfg.min_peak_ratio, cfg.search_same_contrast) is decided
+
+
+def test_registration_passes_the_configured_same_contrast_bound_to_the_search(monkeypatch):
+    """The bound comes from ``RegistrationConfig.search_same_contrast`` (not the refinement's contrast bound)."""
+    import autoreg
+    import autoreg.search
+    from autoreg.config import RegistrationConfig
+
+    seen: list[float] = []
+    real = autoreg.search.search_similarity
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["first_pass_same_contrast"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(autoreg.search, "search_similarity", spy)
+    pair = make_search_pair(3, ratio=8.0, moving_px=32, fixed_px=256)
+    cfg = RegistrationConfig(search_same_contrast=0.37)
+    autoreg.register(pair.fixed, pair.moving, scale=8.0, config=cfg)
+    assert seen and all(v == 0.37 for v in seen)
