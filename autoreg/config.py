@@ -102,9 +102,12 @@ class RegistrationConfig:
         24 px map, 0.15, and a fractal crop, 0.19; both unsolved) kept 0.36 or more; a fixed fractal scan kept
         0.23, and removing its quadratic lost that pair (0.25 was tried first). 0.21 sits between.
     same_pixel_size_band : tuple of float
-        Without physical pixel sizes, two images whose size ratio lies in this band are taken to have the same
-        pixel size (two crops of one scan); outside it, to cover the same field of view. 2× either way: a
-        crop keeps at least half the scan, and a resolution change is rarely less than 2×.
+        Without physical pixel sizes, two images whose size ratio lies strictly inside this band are taken to have
+        the same pixel size (two crops of one scan); otherwise, to cover the same field of view. 2× either way: a
+        crop keeps at least half the scan, and a resolution change is rarely less than 2×. Exactly 2× (512² and
+        256², the commonest resolution change between scans) is outside: taken for a crop, such a map was judged
+        at the fixed image's resolution, where 3 of 6 inverted-contrast pairs of 256² on 128² were
+        ``low_confidence``, against 1 of 6 as field of view (its same-pixel-size search still follows).
     no_improvement_below : float
         ``no_improvement`` (no Pearson gain over the unregistered guess) applies only when that guess correlates
         below this: a pair already aligned (0.9 and up) cannot gain much, and that is no sign of failure.

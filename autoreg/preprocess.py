@@ -216,16 +216,18 @@ def expected_scale(fixed: Image, moving: Image, config: RegistrationConfig) -> t
     """Expected size of one moving pixel in fixed pixels, and where the guess comes from.
 
     From the physical pixel sizes when both images carry them in convertible units (``"metadata"``).
-    Otherwise, when the image sizes differ by more than ``config.same_pixel_size_band`` allows, by assuming both
-    cover about the same field of view (``"field_of_view"``); else pixels are taken to be the same size
-    (``"same_pixel_size"``) — two crops of one scan differ in size but not in pixel size.
+    Otherwise, when the image size ratio lies strictly inside ``config.same_pixel_size_band``, pixels are taken to be
+    the same size (``"same_pixel_size"``) — two crops of one scan differ in size but not in pixel size; else both
+    images are assumed to cover about the same field of view (``"field_of_view"``). Sizes exactly 2× apart (512²
+    and 256²) are the commonest resolution change between scans, so they take the field of view (and, up to
+    ``config.ambiguous_size_ratio``, a same-pixel-size search after it).
     """
     from_metadata = pixel_size_ratio(fixed.calibration, moving.calibration)
     if from_metadata is not None:
         return from_metadata, "metadata"
     ratio = float(np.sqrt(np.prod(np.asarray(fixed.shape, float) / np.asarray(moving.shape, float))))
     low, high = config.same_pixel_size_band
-    if low <= ratio <= high:
+    if low < ratio < high:
         return 1.0, "same_pixel_size"
     return ratio, "field_of_view"
 

@@ -281,6 +281,34 @@ def test_a_same_pixel_size_crop_is_judged_as_one(side):
     assert error <= 0.05, error
 
 
+def test_a_map_2x_coarser_over_the_same_field_is_judged_as_one():
+    """A 128² map of a 256² scan's field (exactly 2× coarser, rotated 15°, inverted contrast, no pixel sizes): the
+    sizes say field of view, not crop, and the map is ok within a tenth of a pixel. Taken for a crop, as sizes
+    exactly 2× apart were, it was judged at the scan's resolution and left low_confidence at the same pose."""
+    from autoreg.synthetic import make_scene
+
+    rng = np.random.default_rng(0)
+    field = make_scene((512, 512), seed=0, feature_px=2.0).height.astype(np.float32)  # the truth at 2× the scan's
+    fixed = cv2.resize(field, (256, 256), interpolation=cv2.INTER_AREA)
+    turn = cv2.getRotationMatrix2D((255.5, 255.5), 15.0, 1.0)  # field px -> turned field px
+    margin = 25  # the map covers the field's central 90 %
+    turned = cv2.warpAffine(field, turn, (512, 512), flags=cv2.INTER_LINEAR)[margin:-margin, margin:-margin]
+    moving = cv2.resize(turned, (128, 128), interpolation=cv2.INTER_AREA)
+    fixed = fixed + 0.15 * fixed.std() * rng.standard_normal(fixed.shape).astype(np.float32)
+    moving = -(moving + 0.15 * moving.std() * rng.standard_normal(moving.shape).astype(np.float32))
+    to_field = cv2.invertAffineTransform(turn)
+    step = turned.shape[0] / 128
+
+    def truth(xy: np.ndarray) -> np.ndarray:  # moving px -> turned px -> field px -> fixed px (centres at integers)
+        turned_xy = (np.asarray(xy, float) + 0.5) * step - 0.5 + margin
+        return (turned_xy @ to_field[:, :2].T + to_field[:, 2] + 0.5) / 2 - 0.5
+
+    result = autoreg.register(fixed, moving, rng=0)
+    assert result.extra["scale_source"] == "field_of_view" and result.scores.expected_scale == 2.0
+    assert result.verdict.level == "ok", [(a.strategy, a.reasons) for a in result.attempts]
+    assert mean_grid_distance(result.fit.to_fixed, truth, moving.shape) <= 0.1
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_a_map_over_part_of_the_field_is_found_by_the_last_search(seed):
     """A 32 px map at 9.6 fixed px per map px covers 60 % of a 512 px scan's side. Without pixel sizes the image

@@ -45,6 +45,15 @@ def test_expected_scale_falls_back_to_field_of_view():
     assert scale == pytest.approx(25.6)
 
 
+@pytest.mark.parametrize(("fixed_side", "moving_side", "expected"), [
+    (512, 256, (2.0, "field_of_view")), (256, 512, (0.5, "field_of_view")),  # exactly 2×: a resolution change
+    (512, 257, (1.0, "same_pixel_size")), (257, 512, (1.0, "same_pixel_size")),  # just inside the band
+])
+def test_sizes_exactly_2x_apart_are_a_resolution_change_not_a_crop(fixed_side, moving_side, expected):
+    fixed, moving = Image(np.zeros((fixed_side, fixed_side))), Image(np.zeros((moving_side, moving_side)))
+    assert expected_scale(fixed, moving, RegistrationConfig()) == expected
+
+
 def test_working_scales_match_the_coarser_image():
     cfg = RegistrationConfig()
     sf, sm = working_scales(Image(np.zeros((1024, 1024))), Image(np.zeros((40, 40))), 25.6, cfg)
