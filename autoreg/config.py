@@ -107,7 +107,9 @@ class RegistrationConfig:
         crop keeps at least half the scan, and a resolution change is rarely less than 2×. Exactly 2× (512² and
         256², the commonest resolution change between scans) is outside: taken for a crop, such a map was judged
         at the fixed image's resolution, where 3 of 6 inverted-contrast pairs of 256² on 128² were
-        ``low_confidence``, against 1 of 6 as field of view (its same-pixel-size search still follows).
+        ``low_confidence``, against 1 of 6 as field of view (its same-pixel-size search still follows). The price
+        falls on crops of exactly half the side: 128² crops of 256² scans stayed ``ok`` (6 of 6, within 0.03 px)
+        but 5 of 6 took the field-of-view search first, 1.0-1.7 s more.
     no_improvement_below : float
         ``no_improvement`` (no Pearson gain over the unregistered guess) applies only when that guess correlates
         below this: a pair already aligned (0.9 and up) cannot gain much, and that is no sign of failure.
