@@ -1240,7 +1240,7 @@ def search_similarity(
         at least ``first_pass_same_contrast`` (the configuration's ``search_same_contrast``). A deflection map's
         gradient magnitude matches the topography's about a pixel off while its intensities do not correlate there
         (|r| ≤ 0.3 on the tests' pairs, 0.39 or less on the benchmark's tuning splits, where same-contrast maps
-        read 0.15-0.97 at the search's working resolution); its derivative pairing does not miss. When the second
+        read as little as 0.15 at the search's working resolution); its derivative pairing does not miss. When the second
         pass runs, the result is that of one pass over every pairing; when it does not, that of ``intensity`` and
         ``gradient`` alone. ``first_pass_gap=None`` always runs both passes.
     prune_px : int, optional
