@@ -260,8 +260,8 @@ class RegistrationConfig:
         peaks that stood out without deciding at the former bound 0.8 (44 searches), every one whose answer came
         from the cross-modal pass with a peak that stands out (8: deflection and edge maps, a crop) read 0.39 or
         less; 12 read 0.51-0.80 and kept the first pass's answer anyway (same-resolution pairs, partial overlaps,
-        crops), and 2 more (0.64, 0.67) lost it to a cross-modal peak that did not stand out; all 14 now skip the
-        pass. 0.5 leaves a margin over 0.39 (the lowest of the 14 read 0.51).
+        crops), and 2 more (0.64, 0.67) ended on a cross-modal peak that did not stand out (the search failed); all
+        14 now skip the pass. 0.5 leaves a margin over 0.39 (the lowest of the 14 read 0.51).
     refine : bool
         Refine every global fit by intensity at the coarser image's resolution (:mod:`autoreg.refine`), kept
         only when it raises the correlation on held-out pixels.
