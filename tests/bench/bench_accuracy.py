@@ -237,7 +237,8 @@ def evaluate_case(case: Case, method: str) -> dict[str, Any]:
         "fit_error_px": _finite_or_none(grid_error(case, answer.get("fit_fn", answer["fn"]))),
         "correct": bool(case.positive and error <= case.tolerance_px),
         "verdict": answer["verdict"], "reasons": answer["reasons"], "predicted_error_px": predicted,
-        "seconds": seconds, "cpu_seconds": cpu_seconds, "crashed": crashed, "params": case.params, "result": answer.get("result"),
+        "seconds": seconds, "cpu_seconds": cpu_seconds, "crashed": crashed, "params": case.params,
+        "result": answer.get("result"),
     }
 
 
@@ -463,7 +464,7 @@ def report(rows: list[dict[str, Any]]) -> str:
 
 
 def _cpu_time_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """Wall and CPU time per pair, and how many pairs took more than a second by each. The pipeline runs on one
+    """CPU time per pair, and how many pairs took more than a second by CPU and by wall time. The pipeline runs on one
     thread, so its CPU time is what a pair costs on an idle core; the wall time also holds what the other workers
     and the rest of the machine took from it (rows from releases without ``cpu_seconds`` give nothing)."""
     timed = [r for r in rows if isinstance(r.get("cpu_seconds"), (int, float))]

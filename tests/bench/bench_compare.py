@@ -5,12 +5,12 @@ Run: ``.venv/bin/python tests/bench/bench_compare.py BASE_ROOT NEW_ROOT [--split
 Not collected by pytest.
 
 On a shared machine the time of one pair drifts by a fifth or more between runs an hour apart, so a change's cost is
-only seen against a baseline measured alongside it. Two worker processes are started, one importing each tree
-(``tests/bench`` and the tree's root first on its path); every pair is registered by both, one after the other and
+only seen against a baseline measured alongside it. Two worker processes are started, each importing one tree's
+``autoreg`` (the tree's root first on its path, checked); every pair is registered by both, one after the other and
 never at once, the order alternating from pair to pair, so that the machine's drift hits both alike. The pairs are
-drawn by the checkout this script is in (its ``tests/bench/_cases.py`` and ``autoreg``) and handed to both. Prints, per category, the time in
-each tree (in-process ``register``, loading and case generation excluded), the ratio and the pairs over 1 s, and the
-pairs whose verdict differs.
+drawn by the checkout this script is in (its ``tests/bench/_cases.py`` and ``autoreg``) and handed to both. Prints,
+per category, the time in each tree (in-process ``register``, loading and case generation excluded), the ratio and
+the pairs over 1 s, and the pairs whose verdict differs.
 """
 
 from __future__ import annotations
