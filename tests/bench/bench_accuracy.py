@@ -472,9 +472,10 @@ def _cpu_time_lines(rows: list[dict[str, Any]]) -> list[str]:
         return []
     over_wall = sum(r["seconds"] > 1.0 for r in timed)
     over_cpu = sum(r["cpu_seconds"] > 1.0 for r in timed)
-    return [f"autoreg CPU time: median {1e3 * _median(r['cpu_seconds'] for r in timed):.0f} ms, max "
+    line = (f"autoreg CPU time: median {1e3 * _median(r['cpu_seconds'] for r in timed):.0f} ms, max "
             f"{max(r['cpu_seconds'] for r in timed):.2f} s; pairs over 1 s: {over_cpu} of {len(timed)} by CPU time, "
-            f"{over_wall} by wall time"]
+            f"{over_wall} by wall time")
+    return [line]
 
 
 def _strategy_time_lines(rows: list[dict[str, Any]]) -> list[str]:
