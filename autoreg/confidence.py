@@ -38,13 +38,15 @@ def _failures(s: Scores, cfg: RegistrationConfig, source: str) -> list[str]:
     return reasons
 
 
-def _full_overlap_gap(s: Scores) -> float:
-    """The shift check's gap as the gap over a full overlap that is as significant (the search ranks its poses the
-    same way, :func:`autoreg.search._full_overlap_equivalent`): a difference of correlations over ``n`` pixels
-    spreads as ``1 / sqrt(n)``, so over a fraction ``f`` of the image it counts ``sqrt(f)`` as much. NaN stays NaN
+def _full_overlap_gap(s: Scores) -> tuple[float, float]:
+    """The share of the image the shift check's gap was measured over (1 when unknown), and the gap over a full
+    overlap that is as significant (the search ranks its poses the same way,
+    :func:`autoreg.search._full_overlap_equivalent`): a difference of correlations over ``n`` pixels spreads as
+    ``1 / sqrt(n)``, so over a fraction ``f`` of the image it counts ``sqrt(f)`` as much. A NaN gap stays NaN
     (unmeasured: no doubt raised)."""
     fraction = s.overlap_fraction if math.isfinite(s.overlap_fraction) and s.overlap_fraction > 0 else 1.0
-    return s.shift_peak_gap * math.sqrt(min(1.0, fraction))
+    share = min(1.0, fraction)
+    return share, s.shift_peak_gap * math.sqrt(share)
 
 
 def _accuracy_doubts(s: Scores, cfg: RegistrationConfig, exact_points: bool, refined: bool) -> list[str]:
@@ -76,10 +78,11 @@ def _doubts(s: Scores, cfg: RegistrationConfig, source: str, predicted_by_refine
     if source == "features" and not _bad(s.inlier_spread) and s.inlier_spread < cfg.min_inlier_spread:
         reasons.append(f"clustered_inliers: their hull covers {s.inlier_spread:.3f} of the overlap "
                        f"< {cfg.min_inlier_spread}; the map is extrapolated elsewhere")
-    if source in ("features", "intensity") and _full_overlap_gap(s) <= cfg.min_shift_peak_gap:
+    share, full_gap = _full_overlap_gap(s)
+    if source in ("features", "intensity") and full_gap <= cfg.min_shift_peak_gap:
         reasons.append(f"ambiguous: a pose shifted by more than {cfg.shift_exclusion_tolerances:g} tolerances "
-                       f"correlates within {s.shift_peak_gap:.3f} of this one over {min(1.0, s.overlap_fraction):.2f} "
-                       f"of the image ({_full_overlap_gap(s):.3f} over all of it; needs > {cfg.min_shift_peak_gap:g}; "
+                       f"correlates within {s.shift_peak_gap:.3f} of this one over {share:.2f} "
+                       f"of the image ({full_gap:.3f} over all of it; needs > {cfg.min_shift_peak_gap:g}; "
                        "repeated or periodic content)")
     if source == "features" and not _bad(s.inlier_ratio) and s.inlier_ratio < cfg.min_inlier_ratio:
         reasons.append(f"low_inlier_ratio: {s.inlier_ratio:.3f} < {cfg.min_inlier_ratio}")

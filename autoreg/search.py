@@ -1240,9 +1240,9 @@ def search_similarity(
         at least ``first_pass_same_contrast`` (the configuration's ``search_same_contrast``). A deflection map's
         gradient magnitude matches the topography's about a pixel off while its intensities do not correlate there
         (|r| ≤ 0.3 on the tests' pairs, 0.39 or less on the benchmark's tuning splits, where same-contrast maps
-        read as little as 0.15 at the search's working resolution); its derivative pairing does not miss. When the second
-        pass runs, the result is that of one pass over every pairing; when it does not, that of ``intensity`` and
-        ``gradient`` alone. ``first_pass_gap=None`` always runs both passes.
+        read as little as 0.15 at the search's working resolution); its derivative pairing does not miss. When the
+        second pass runs, the result is that of one pass over every pairing; when it does not, that of
+        ``intensity`` and ``gradient`` alone. ``first_pass_gap=None`` always runs both passes.
     prune_px : int, optional
         When the sweep's moving image is at least 1.3× this size, a sweep at this size (the same angle step in rim
         pixels, so fewer angles, on smaller images: half the angles and a quarter the area for a 48 px sweep at
