@@ -22,6 +22,8 @@ __all__ = ["app", "main", "EXIT_CODES"]
 
 MODEL_CHOICES = ("auto", *MODELS, "all")
 IMAGE_OUTPUTS = {".tif", ".tiff", ".npy", ".png", ".h5", ".hdf5"}
+TIME_BUDGET_HELP = ("Stop trying strategies after SECONDS (default: no limit); a running search stops too and the "
+                    "reasons say what was not tried. Results then depend on the machine's speed.")
 
 # Plain help (click's formatter): flags render as flags, not "<bool>", and text wraps instead of being cut.
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -153,6 +155,7 @@ def register(
     save_points: Optional[Path] = typer.Option(None, "--save-points", metavar="CSV",
                                                help="Write the automatic inlier pairs as a control-point CSV (the "
                                                "format --points and autoreg pick read)."),
+    time_budget: Optional[float] = typer.Option(None, "--time-budget", metavar="SECONDS", help=TIME_BUDGET_HELP),
 ) -> None:
     """Register MOVING onto FIXED hands-off; fall back to --points when the automatic result is not ok.
 
@@ -162,7 +165,8 @@ def register(
     """
     try:
         _register(fixed, moving, model, points, out, report, as_json, seed, overwrite, max_pixels, cube, cube_step,
-                  in_place, _Prior(tolerance_px=tolerance_px, pixel_size=pixel_size, scale=scale), save_points)
+                  in_place, _Prior(tolerance_px=tolerance_px, pixel_size=pixel_size, scale=scale), save_points,
+                  time_budget)
     except KeyboardInterrupt:  # temporaries are removed by the atomic writers on the way out
         sys.stderr.write("interrupted\n")
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -179,7 +183,7 @@ class _Prior(NamedTuple):
 def _register(fixed: str, moving: str, model: str, points: Optional[Path], out: Optional[Path],
               report: Optional[Path], as_json: bool, seed: int, overwrite: bool, max_pixels: Optional[int],
               cube: Optional[str], cube_step: float, in_place: bool, prior: _Prior,
-              save_points: Optional[Path]) -> None:
+              save_points: Optional[Path], time_budget: Optional[float]) -> None:
     console = _console()
     try:
         if model not in MODEL_CHOICES:
@@ -192,7 +196,7 @@ def _register(fixed: str, moving: str, model: str, points: Optional[Path], out: 
 
         if prior.tolerance_px is not None and not prior.tolerance_px > 0:
             raise InputError(f"--tolerance-px must be a positive number of fixed pixels, not {prior.tolerance_px}.")
-        config = RegistrationConfig(tolerance_px=prior.tolerance_px)
+        config = RegistrationConfig(tolerance_px=prior.tolerance_px, time_budget_s=time_budget)
         if max_pixels is not None:
             config = config.with_(max_pixels=max_pixels)
         fixed_img = load_image(fixed, max_pixels=config.max_pixels)
@@ -331,6 +335,7 @@ def batch(
     report_dir: Optional[Path] = typer.Option(None, "--report-dir", metavar="DIR",
                                               help="Write a PNG report per item into DIR."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --stack file."),
+    time_budget: Optional[float] = typer.Option(None, "--time-budget", metavar="SECONDS", help=TIME_BUDGET_HELP),
 ) -> None:
     """Register many scans hands-off; write summary.csv and summary.jsonl; exit with the worst verdict's code.
 
@@ -340,6 +345,9 @@ def batch(
     from .batch import default_workers, expand_inputs, plan, run_batch, worst_exit_code
 
     try:
+        from .config import RegistrationConfig
+
+        config = RegistrationConfig(time_budget_s=time_budget)  # checked before anything is planned or written
         if model not in BATCH_MODELS:
             hint = (" (--model all compares models on one pair: autoreg register FIXED MOVING --model all)"
                     if model == "all" else "")
@@ -355,9 +363,7 @@ def batch(
 
             check_output_path(stack, inputs=[i.moving for i in items] + [i.fixed for i in items],
                               overwrite=overwrite, suffixes=STACK_SUFFIXES)
-        from .config import RegistrationConfig
-
-        options = {"model": model, "seed": seed, "config": RegistrationConfig(),
+        options = {"model": model, "seed": seed, "config": config,
                    "warped_dir": str(write_warped) if write_warped else None,
                    "report_dir": str(report_dir) if report_dir else None}
         with _progress_bar(len(items)) as advance:

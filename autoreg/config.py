@@ -82,6 +82,13 @@ class RegistrationConfig:
         Largest plausible shear (|cos| of the angle between the mapped axes).
     max_pixels : int
         Pixel budget for one input image; larger images are refused with a clear error.
+    time_budget_s : float or None
+        Seconds a registration may spend on its automatic strategies; None (default): no limit. Once spent, no
+        further strategy starts and a running search stops (its attempt fails); the result is the best found so
+        far, its reasons say what was not tried, and control points are still used. The user's choice, no default:
+        on the benchmark's report split a 1 s budget cost about a fifth of the solved pairs (the searches that solve
+        cross-modal pairs and crops take 0.3–1.5 s each), and with a budget the result depends on the machine's
+        speed. A budget only removes attempts, each judged on its own, so it never makes a result ``ok``.
     level_scans : bool
         Level both working views as SPM packages do (row alignment, scars, spikes, then a robust plane) before
         matching; off, only the plane is removed. On by default: autoreg's scans carry scan-line offsets, and
@@ -352,6 +359,7 @@ class RegistrationConfig:
     max_scale_ratio: float = 3.0
     max_shear: float = 0.3
     max_pixels: int = 64_000_000
+    time_budget_s: float | None = None
     level_scans: bool = True
     min_scan_line_contrast: float = 2.0
     ambiguous_size_ratio: float = 4.0
@@ -403,7 +411,10 @@ class RegistrationConfig:
     loo_outlier_min_coarse_px: float = 1.0
 
     def __post_init__(self) -> None:
+        from .budget import check_budget
         from .errors import InputError
+
+        check_budget(self.time_budget_s)
 
         try:
             low, high = (float(v) for v in self.search_fov_coverage)

@@ -16,6 +16,7 @@ __all__ = [
     "InputError",
     "InsufficientLandmarksError",
     "EstimationError",
+    "TimeBudgetExceeded",
 ]
 
 
@@ -36,6 +37,14 @@ class InsufficientLandmarksError(AutoregError):
 
 class EstimationError(AutoregError):
     """A transform could not be estimated, or the estimate is degenerate or non-finite."""
+
+
+class TimeBudgetExceeded(AutoregError):
+    """The time budget ran out while a strategy was running: that strategy found nothing.
+
+    Deliberately not an :class:`EstimationError`: code that falls back to another way when an estimate fails must not
+    take a spent budget for a failed estimate; only the pipeline's strategy loop catches it.
+    """
 
 
 @contextlib.contextmanager

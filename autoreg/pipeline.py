@@ -17,7 +17,7 @@ from ._threads import one_thread
 from .config import RegistrationConfig
 from .control_points import validate_points
 from .datatypes import Attempt, Fit, Image, RegistrationResult, Scores, Verdict
-from .errors import AutoregError, EstimationError, InputError, InsufficientLandmarksError
+from .errors import AutoregError, EstimationError, InputError, InsufficientLandmarksError, TimeBudgetExceeded
 from .strategies import INTENSITY_MODEL, Context, feature_fit, points_fit, refine_fit, search_fit, working_views
 from .vocabulary import GLOBAL_MODELS, MODELS
 
@@ -295,6 +295,10 @@ def register(
 
     Notes
     -----
+    ``config.time_budget_s`` bounds the automatic strategies: once spent, no further strategy starts (the first
+    always runs) and a running search stops, its attempt failed; the verdict's reasons then name what was not tried.
+    Control points are still used.
+
     BLAS and OpenCV run on one thread while it works (:mod:`autoreg._threads`): its arrays are too small to gain
     from more, and threaded calls stall when the cores are busy.
 
@@ -306,10 +310,13 @@ def register(
     from .levelling import level_scan
     from .preprocess import expected_scale, working_scales
 
+    from .budget import Deadline
+
     started = time.perf_counter()
     cfg = config or RegistrationConfig()
     if not isinstance(cfg, RegistrationConfig):
         raise InputError(f"config must be a RegistrationConfig, not {type(cfg).__name__}.")
+    deadline = Deadline(cfg.time_budget_s)
     if model != "auto" and model not in MODELS:
         raise InputError(f"Unknown model {model!r}; choose auto or one of: {', '.join(MODELS)}.")
     seed = _seed_of(rng)
@@ -321,7 +328,7 @@ def register(
     ctx = Context(fixed=fixed_img, moving=moving_img, config=cfg, seed=seed, expected_scale=ratio,
                   scale_source=scale_source, scale_fixed=scale_fixed, scale_moving=scale_moving,
                   fixed_valid=np.isfinite(fixed_img.data),
-                  moving_levelled=level_scan(moving_img.data, scars=False, spikes=False).data)
+                  moving_levelled=level_scan(moving_img.data, scars=False, spikes=False).data, deadline=deadline)
     control = _load_points(points, ctx, model)
     if not automatic and control is None:
         raise InputError("automatic=False judges control points: give points.")
@@ -389,8 +396,13 @@ def register(
     strategies = automatic_strategies if automatic else []
     doubted: list[tuple[str, RegistrationResult]] = []  # earlier results that passed the evidence tests
     scale_sources: list[str] = []  # the scale hypothesis each result was judged under
-    for name, attempt_fit in strategies:
+    not_tried: list[str] = []  # strategies the time budget left out
+    stopped: list[str] = []  # ... or stopped part way
+    for index, (name, attempt_fit) in enumerate(strategies):
         if any(r.verdict.level == "ok" for r in results):
+            break
+        if index > 0 and deadline.expired():  # the first always runs: there is a result to give
+            not_tried = [later for later, _ in strategies[index:]]
             break
         say(name)
         began = time.perf_counter()
@@ -400,6 +412,9 @@ def register(
             result, attempt = _finish(on, fit, exact_points=exact)
         except _STAGE_FAILURES as err:
             attempt = _failed_attempt(name, err)
+        except TimeBudgetExceeded as err:  # stopped part way: nothing found (a search's peak needs the whole sweep)
+            attempt = Attempt(strategy=name, verdict="failed", reasons=(str(err),))
+            stopped.append(name)
         else:
             if result.verdict.level == "ok":  # unless an earlier result with evidence of its own is elsewhere
                 conflict = _conflict(result, doubted, cfg)
@@ -416,6 +431,11 @@ def register(
     extra: dict[str, Any] = {"scale_source": scale_source, "working_scale_fixed": scale_fixed,
                              "working_scale_moving": scale_moving,
                              "preprocessing": {"fixed": list(views[0].steps), "moving": list(views[1].steps)}}
+    if deadline.seconds is not None:
+        extra["time_budget"] = {"seconds": deadline.seconds, "stopped": stopped, "not_tried": not_tried}
+    cut = [f"{what}: {', '.join(names)}" for what, names in (("stopped", stopped), ("not tried", not_tried)) if names]
+    budget_reason = (f"time_budget: {deadline.elapsed():.2f} s spent of a {deadline.seconds:g} s budget; "
+                     f"{'; '.join(cut)}",) if cut else ()
     if control is not None and not any(r.verdict.level == "ok" for r in results):
         say("points")
         began = time.perf_counter()
@@ -438,10 +458,13 @@ def register(
                   fixed_calibration=fixed_img.calibration, moving_calibration=moving_img.calibration, extra=extra)
     if not results:
         extra["seconds"] = round(time.perf_counter() - started, 4)
-        reasons = tuple(r for a in attempts for r in a.reasons) or ("no_strategy: nothing could be tried",)
+        reasons = tuple(r for a in attempts for r in a.reasons) + budget_reason or (
+            "no_strategy: nothing could be tried",)
         return RegistrationResult(fit=None, scores=Scores(), verdict=Verdict("failed", reasons), **common)
     best = _pick(results)
     extra["scale_source"] = next(source for r, source in zip(results, scale_sources) if r is best)
+    if budget_reason and best.verdict.level != "ok":  # what more time might have found (the points came after)
+        best = dataclasses.replace(best, verdict=Verdict(best.verdict.level, best.verdict.reasons + budget_reason))
     warped_cube = None
     if moving_img.cube is not None and cube_step is not None and best.verdict.level != "failed":
         from .warp import apply_transform_cube

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .budget import Deadline
 from .errors import EstimationError, InputError
 
 __all__ = ["CHANNELS", "CROSS_CHANNELS", "SearchCandidate", "SearchResult", "fixed_term", "search_similarity"]
@@ -898,6 +899,7 @@ class _Options:
     n_refine: int
     channels: tuple[int, ...] = (0, 1)  # indices into CHANNELS
     chunk: int = 32  # angles per batch (a multiple of 4): small batches stay in cache (faster than 64 or 176)
+    deadline: Deadline | None = None  # checked before every batch
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -1046,6 +1048,8 @@ def _sweep(level: _Level, grid: _Grid, channels: tuple[int, ...], opts: _Options
                for start in range(0, len(masks), opts.chunk)]
     kept_terms = []
     for b, (s, angles, values, masks, part) in enumerate(batches):
+        if opts.deadline is not None:
+            opts.deadline.check("the search")
         maps, terms = _maps(grid.spec, values[part], masks[part], angles[part], np.full(len(masks), s)[part],
                             grid.centre, opts, shared[b] if shared else None)
         if later:
@@ -1183,6 +1187,7 @@ def search_similarity(
     first_pass_ratio: float = 1.20,
     first_pass_same_contrast: float = 0.5,
     prune_px: int | None = None,
+    deadline: Deadline | None = None,
 ) -> SearchResult:
     """Find rotation and translation (and optionally scale) of ``moving`` in ``fixed`` exhaustively.
 
@@ -1250,6 +1255,10 @@ def search_similarity(
         steps of its best separated poses, per pass. The peak's significance is taken over those samples: a
         competitor the coarser sweep did not rank among its best is not seen. None (default) samples every angle
         and scale.
+    deadline : Deadline, optional
+        Checked before every batch of the sweep (32 angles, a few to a few tens of milliseconds each): once it has
+        expired the search stops with :class:`~autoreg.errors.TimeBudgetExceeded`, returning nothing (the
+        significance of a peak is only known over the whole sweep).
 
     Returns
     -------
@@ -1262,6 +1271,8 @@ def search_similarity(
     EstimationError
         No translation overlaps the fixed image by ``min_overlap`` with contrast on both sides, or OpenCV or
         NumPy fails.
+    TimeBudgetExceeded
+        ``deadline`` expired during the sweep.
 
     Notes
     -----
@@ -1283,7 +1294,8 @@ def search_similarity(
         raise InputError(f"The first pass's gap, ratio and same-contrast bound must be finite numbers; got "
                          f"{first_pass_gap}, {first_pass_ratio} and {first_pass_same_contrast}.")
     opts = _Options(min_overlap, min_contrast, angle_step_px, exclusion_fraction, n_candidates,
-                    max(1, n_refine), tuple(i for i, name in enumerate(CHANNELS) if name in channels))
+                    max(1, n_refine), tuple(i for i, name in enumerate(CHANNELS) if name in channels),
+                    deadline=deadline)
     pixels = _level_pixels(fixed_data.shape, moving_data.shape, scale, sweep_px, max_fixed_px)
     coarse = _make_level(fixed_data, moving_data, pixels[0], scale)
     first = tuple(ch for ch in opts.channels if CHANNELS[ch] not in CROSS_CHANNELS)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .budget import Deadline
 from .config import RegistrationConfig
 from .datatypes import Fit, Image, Matches
 from .errors import AutoregError, EstimationError
@@ -48,6 +49,8 @@ class Context:
         ``np.isfinite(fixed.data)``, computed once for every strategy's scores.
     moving_levelled : ndarray
         The moving image levelled in its own frame (rows, plane), computed once for every strategy's shift check.
+    deadline : Deadline or None
+        The registration's time budget, which the search checks as it sweeps; None: no limit.
     """
 
     fixed: Image
@@ -60,6 +63,7 @@ class Context:
     scale_moving: float
     fixed_valid: np.ndarray
     moving_levelled: np.ndarray
+    deadline: Deadline | None = None
 
     @property
     def working_pixel_px(self) -> float:
@@ -184,7 +188,7 @@ def search_fit(ctx: Context, model: str, views: tuple[Any, Any],
                               sweep_px=ctx.config.search_sweep_px, prune_px=ctx.config.search_prune_px or None,
                               channels=channels or ctx.config.search_channels,
                               first_pass_gap=ctx.config.min_peak_gap, first_pass_ratio=ctx.config.min_peak_ratio,
-                              first_pass_same_contrast=ctx.config.search_same_contrast)
+                              first_pass_same_contrast=ctx.config.search_same_contrast, deadline=ctx.deadline)
     matrix = fixed_small.to_original @ found.moving_to_fixed @ moving_small.from_original
     fitted = model if model in ("translation", "rigid", "similarity") else "similarity"
     forward, backward = _fit_through(fitted, matrix, ctx.moving.shape, ctx.expected_scale)

@@ -123,11 +123,17 @@ def _baseline(matrix: np.ndarray | None, resize: np.ndarray) -> Answer:
     return {"fn": _matrix_fn(full), "verdict": "n/a", "reasons": [], "result": None}
 
 
+#: ``--time-budget``: seconds per pair (``RegistrationConfig.time_budget_s``); None, the default, runs every strategy.
+#: Set before the workers fork, so they inherit it.
+TIME_BUDGET_S: float | None = None
+
+
 def run_autoreg(case: Case) -> Answer:
-    """autoreg.register with its defaults (model auto, seed 0)."""
+    """autoreg.register with its defaults (model auto, seed 0), under ``TIME_BUDGET_S`` when set."""
     import autoreg
 
-    result = autoreg.register(case.fixed, case.moving, model="auto", rng=0)
+    config = autoreg.RegistrationConfig(time_budget_s=TIME_BUDGET_S)
+    result = autoreg.register(case.fixed, case.moving, model="auto", rng=0, config=config)
     fit_fn = result.fit.moving_to_fixed if result.fit is not None else None
     answer = fit_fn if result.verdict.level != "failed" else None
     return {"fn": answer, "fit_fn": fit_fn, "verdict": result.verdict.level, "reasons": list(result.verdict.reasons),
@@ -513,19 +519,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="write one JSON row per case and method")
     parser.add_argument("--report", type=Path, help="only print the report of rows saved with --out")
     parser.add_argument("--no-baselines", action="store_true")
+    parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                        help="autoreg's time budget per pair (default: none; results then depend on the machine)")
     args = parser.parse_args(argv)
+    global TIME_BUDGET_S
+    TIME_BUDGET_S = args.time_budget
     if args.report:
         print(report(read_rows(args.report)))
         return
     specs = case_specs(args.split, args.categories, args.per_category)
     methods = ("autoreg",) if args.no_baselines else tuple(METHODS)
-    print(f"running {len(specs)} cases of split {args.split} with {', '.join(methods)} on {args.workers} workers",
-          file=sys.stderr)
+    budget = f", a time budget of {args.time_budget:g} s per pair" if args.time_budget else ""
+    print(f"running {len(specs)} cases of split {args.split} with {', '.join(methods)} on {args.workers} workers"
+          f"{budget}", file=sys.stderr)
     started = time.perf_counter()
     rows = run(specs, methods, workers=args.workers, out=args.out)
     wall = time.perf_counter() - started
     print(report(rows))
-    print(f"wall time {wall:.0f} s for {len(specs)} cases ({args.workers} workers)")
+    print(f"wall time {wall:.0f} s for {len(specs)} cases ({args.workers} workers{budget})")
 
 
 if __name__ == "__main__":
