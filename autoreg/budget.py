@@ -39,7 +39,7 @@ class Deadline:
     False
     """
 
-    __slots__ = ("seconds", "_start")
+    __slots__ = ("_start", "seconds")
 
     def __init__(self, seconds: float | None) -> None:
         self.seconds = check_budget(seconds)

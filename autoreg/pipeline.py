@@ -307,10 +307,9 @@ def register(
     InputError
         Unreadable input, unknown model, invalid control points, or a scale that is not a positive number.
     """
+    from .budget import Deadline
     from .levelling import level_scan
     from .preprocess import expected_scale, working_scales
-
-    from .budget import Deadline
 
     started = time.perf_counter()
     cfg = config or RegistrationConfig()
