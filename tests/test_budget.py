@@ -161,3 +161,16 @@ def test_the_cli_reports_the_budget_in_its_json(tmp_path):
                                     "--time-budget", "3600"])
     assert done.exit_code == 0, done.output
     assert json.loads(done.stdout)["time_budget"] == {"seconds": 3600.0, "stopped": [], "not_tried": []}
+
+
+def test_a_batch_passes_its_budget_to_every_item(tmp_path):
+    import json
+
+    pair = make_pair(seed=21, fixed_shape=(160, 160), moving_shape=(128, 128))
+    np.save(tmp_path / "fixed.npy", pair.fixed)
+    np.save(tmp_path / "moving.npy", pair.moving)
+    done = CliRunner().invoke(app, ["batch", str(tmp_path / "moving.npy"), "--reference", str(tmp_path / "fixed.npy"),
+                                    "--out-dir", str(tmp_path / "out"), "--workers", "1", "--time-budget", "3600"])
+    assert done.exit_code == 0, done.output
+    (item,) = sorted((tmp_path / "out").glob("0*_*.json"))
+    assert json.loads(item.read_text())["time_budget"]["seconds"] == 3600.0
