@@ -79,7 +79,10 @@ of the scan at its pixel size, 2.2-3.7× smaller and without pixel sizes, so tha
 coarser over the same field; ``crop_negative`` has the same geometry over a neighbouring area of the same sample or
 an unrelated image. They came after every other category, so no earlier case changed; their seeds extend each
 split's ranges below by 2000 (case ``i`` of ``crop`` has seeds ``base + 11000 + i``, of ``crop_negative`` ``base +
-12000 + i``). ``cross_modal`` pairs (same resolution) draw a contrast kind: ``inverted``, ``nonmonotonic`` (|image -
+12000 + i``). ``power_of_two`` (+, added later on 2026-12-03, seeds ``base + 13000 + i``) draws scan sizes that are
+powers of two, exactly 2× or 4× apart, without pixel sizes, as SPM scans come: a map 2× (half the cases) or 4× (a
+quarter) coarser over 50-100 % of the fixed field, or a crop at the fixed pixel size exactly half its side (a
+quarter); from the sizes alone each is both. ``cross_modal`` pairs (same resolution) draw a contrast kind: ``inverted``, ``nonmonotonic`` (|image -
 a quantile|), ``gradient`` (Sobel magnitude), ``deflection`` (``-d/dx`` of the moving image along its own x axis,
 the fast scan axis, plus 5 % noise: an AFM deflection / STM current-error channel) and, for synthetic families,
 ``channel`` (their "alt" channel); the PFM pairs of the evaluation split compare height with amplitude, phase or
@@ -121,7 +124,7 @@ __all__ = [
 
 CATEGORIES = ("same_res", "cross_res", "cross_res_metadata", "partial_overlap", "cross_modal", "spm_degraded",
               "near_periodic", "near_neighbour", "near_selfsimilar", "near_small_overlap", "negative", "crop",
-              "crop_negative")
+              "crop_negative", "power_of_two")
 POSITIVE_CATEGORIES = frozenset(CATEGORIES) - {"near_neighbour", "negative", "crop_negative"}
 DEGRADATIONS = ("line_offsets", "tilt_bow", "creep", "tip_blur", "spikes", "noise")
 STRENGTHS = ("low", "mid", "high")
@@ -682,6 +685,27 @@ def _case_crop(d: _Draw) -> Case:
     return _positive(d, source, fixed_shape, moving_shape, matrix, "crop", artefacts=artefacts)
 
 
+def _case_power_of_two(d: _Draw) -> Case:
+    """Sizes exactly 2× or 4× apart (256² or 512² scans), no pixel sizes: a coarser map of most of the field, or a crop
+    exactly half the side at the same pixel size (rotated, light SPM artefacts)."""
+    source = d.source()
+    kind = ("map_2x", "map_2x", "map_4x", "crop_half")[d.index % 4]
+    side = int(d.rng.choice([256, 512]))
+    factor = 4 if kind == "map_4x" else 2
+    n = side // factor
+    if kind == "crop_half":
+        linear: dict[str, Any] = {"angle_deg": float(d.rng.uniform(-180, 180)), "scale": float(d.rng.uniform(0.97, 1.03))}
+    else:  # a map over 50-100 % of the fixed field's side, its pixel coverage / factor of the fixed one's
+        coverage = float(d.rng.uniform(0.5, 1.0))
+        linear = {"angle_deg": float(d.rng.uniform(-180, 180)), "scale": factor * coverage,
+                  "aniso": tuple(float(v) for v in 1 + d.rng.uniform(-0.02, 0.02, 2)),
+                  "shear": float(d.rng.uniform(-0.02, 0.02))}
+        d.params["coverage"] = round(coverage, 3)
+    matrix = _place_inside(d.rng, linear, (n, n), (side, side), 0.92)
+    artefacts = (float(d.rng.uniform(0.2, 1.0)), float(d.rng.uniform(0.5, 3.0)), float(d.rng.uniform(0.02, 0.1)))
+    return _positive(d, source, (side, side), (n, n), matrix, kind, artefacts=artefacts)
+
+
 def _case_crop_negative(d: _Draw) -> Case:
     """A negative of the crop's geometry: a neighbouring area of the same sample (even indices, and every index of
     a split with one kind of source) or an unrelated image (odd indices)."""
@@ -885,6 +909,7 @@ _GENERATORS = {
     "negative": _case_negative,
     "crop": _case_crop,
     "crop_negative": _case_crop_negative,
+    "power_of_two": _case_power_of_two,
 }
 
 

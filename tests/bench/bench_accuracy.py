@@ -132,8 +132,8 @@ def run_autoreg(case: Case) -> Answer:
     """autoreg.register with its defaults (model auto, seed 0), under ``TIME_BUDGET_S`` when set."""
     import autoreg
 
-    config = autoreg.RegistrationConfig(time_budget_s=TIME_BUDGET_S)
-    result = autoreg.register(case.fixed, case.moving, model="auto", rng=0, config=config)
+    config = None if TIME_BUDGET_S is None else autoreg.RegistrationConfig(time_budget_s=TIME_BUDGET_S)  # None: runs
+    result = autoreg.register(case.fixed, case.moving, model="auto", rng=0, config=config)  # older trees too
     fit_fn = result.fit.moving_to_fixed if result.fit is not None else None
     answer = fit_fn if result.verdict.level != "failed" else None
     return {"fn": answer, "fit_fn": fit_fn, "verdict": result.verdict.level, "reasons": list(result.verdict.reasons),
