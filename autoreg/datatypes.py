@@ -185,6 +185,10 @@ class Fit:
         The pairing of :data:`autoreg.search.CHANNELS` the refinement compares and the verdict judges the fit on:
         ``intensity``; a cross-modal one (``edges``, ``derivative``) when the search matched on it, or when the
         intensities' contrast was not linear and its terms explained the map best.
+    consensus_model : str
+        For a feature fit whose intensity refinement preferred a richer model than the keypoints chose, the model
+        whose robust consensus selected the inliers (its minimal sample sets the a-contrario test's count of
+        hypotheses); empty when that is ``model``.
     """
 
     model: str
@@ -203,6 +207,7 @@ class Fit:
     refinement_error_px: float = float("nan")
     contrast_checked: bool = False
     matched_channel: str = "intensity"
+    consensus_model: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inliers", _readonly(self.inliers, bool))

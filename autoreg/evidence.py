@@ -49,7 +49,8 @@ def feature_log10_nfa(fit: Fit, overlap_px2: float, working_pixel_px: float, con
 
     if fit.source != "features" or len(fit.matches) == 0 or not overlap_px2 > 0:
         return float("nan")
-    n_sample = MIN_SAMPLES.get(fit.model, MIN_SAMPLES["affine"])  # non-global fits: judged as their affine core
+    # the consensus's own model (non-global fits: judged as their affine core), not a richer one refined from it
+    n_sample = MIN_SAMPLES.get(fit.consensus_model or fit.model, MIN_SAMPLES["affine"])
     nfa = consensus_nfa(fit.matches.fixed_xy, fit.matches.moving_xy, fit.to_fixed, n_sample=n_sample,
                         fixed_area=overlap_px2, n_models=config.nfa_tests,
                         min_error_px=0.25 * working_pixel_px,

@@ -574,6 +574,104 @@ def test_a_richer_refinement_a_similarity_beats_is_restarted_from_the_similarity
         assert len(calls) == 1 and note == ""
 
 
+def _anisotropic_map_pair():
+    """A map 1.8× coarser than its scan with 1 % anisotropy and shear (drift), whose keypoints choose a similarity."""
+    angle = np.deg2rad(48.0)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    matrix = np.eye(3)
+    matrix[:2, :2] = 1.8 * rotation @ np.array([[1.01, 0.01], [0.0, 0.99]])
+    matrix[:2, 2] = (40.0, 30.0)
+    return make_pair(seed=4, fixed_shape=(256, 256), moving_shape=(120, 120), matrix=matrix), matrix
+
+
+def test_under_auto_the_pixels_give_a_similarity_the_affine_they_prefer(monkeypatch):
+    """The keypoints of a 2× coarser map cannot see a 1 % drift; the intensity refinement can. Under ``auto`` a
+    similarity the keypoints chose gives way to an affine refined from its optimum (the refinement is offered the
+    intensity strategies' model); a similarity the user asked for stays one, ~1.7 px off."""
+    from autoreg import pipeline
+
+    offered = []
+    refine_fit = pipeline.refine_fit
+
+    def spy(ctx, fit, model, richer=None):
+        offered.append((fit.source, model, richer))
+        return refine_fit(ctx, fit, model, richer)
+
+    monkeypatch.setattr(pipeline, "refine_fit", spy)
+    pair, matrix = _anisotropic_map_pair()
+    auto = autoreg.register(pair.fixed, pair.moving)
+    offered_auto, offered[:] = list(offered), []
+    asked = autoreg.register(pair.fixed, pair.moving, model="similarity")
+
+    def error(result):
+        return mean_grid_distance(result.fit.to_fixed, lambda xy: apply_matrix(matrix, xy), pair.moving.shape)
+
+    assert auto.model == "affine" and auto.verdict.level == "ok" and error(auto) < 0.3, (error(auto), auto.fit.why)
+    assert asked.model == "similarity" and error(asked) > 1.0, error(asked)
+    # every similarity the keypoints chose under auto was offered the affine; the user's similarity nothing richer
+    assert all(richer == ("affine" if model == "similarity" else None) for _, model, richer in offered_auto)
+    assert offered and all(richer is None for _, _, richer in offered), offered
+
+
+@pytest.mark.parametrize("case", ["upgraded", "held_out_no_better", "predicts_worse", "not_linear", "fails"])
+def test_a_richer_model_replaces_the_refinement_only_where_the_pixels_prefer_it(monkeypatch, case):
+    """``_richer_refinement`` refines the richer model from the first refinement's optimum (keeping the first
+    start's held-out figure) and takes it only when it explains the held-out pixels better, predicts a smaller
+    error, and a linear contrast explains the map; else the first refinement stands, with no note."""
+    import autoreg.refine
+    from autoreg.config import RegistrationConfig
+    from autoreg.errors import EstimationError
+    from autoreg.refine import refine_matrix
+    from autoreg.strategies import _richer_refinement
+
+    pair = _terrain_pair()
+    truth = np.asarray(pair.moving_to_fixed, float)
+    real = refine_matrix(pair.fixed, pair.moving, truth, "similarity")
+    first = dataclasses.replace(real, holdout_before=0.6, holdout_after=0.95, predicted_error_px=0.8,
+                                moving_to_fixed=np.array([[1, 0, 0.4], [0, 1, 0.2], [0, 0, 1.0]]) @ truth)
+    rich = {"upgraded": (True, 0.1, 0.99), "held_out_no_better": (False, 0.1, 0.99),
+            "predicts_worse": (True, 0.9, 0.99), "not_linear": (True, 0.1, 0.5), "fails": None}[case]
+    calls = []
+
+    def scripted(term, moving, begin, model, **kwargs):
+        calls.append((model, np.array(begin), kwargs))
+        if rich is None:
+            raise EstimationError("no optimum")
+        improved, predicted, correlation = rich
+        return dataclasses.replace(real, model=model, holdout_before=0.95, holdout_after=0.97 if improved else 0.94,
+                                   predicted_error_px=predicted, correlation=correlation, moving_to_fixed=truth)
+
+    monkeypatch.setattr(autoreg.refine, "refine_matrix", scripted)
+    kept, model, note = _richer_refinement(pair.fixed, pair.moving, first, "similarity", "affine",
+                                           RegistrationConfig())
+    assert [c[0] for c in calls] == ["affine"] and calls[0][2]["require_improvement"] is True
+    np.testing.assert_allclose(calls[0][1], first.moving_to_fixed)  # from the first refinement's optimum
+    if case == "upgraded":
+        assert model == "affine" and kept.holdout_before == 0.6 and kept.holdout_after == 0.97
+        np.testing.assert_allclose(kept.moving_to_fixed, truth)
+        assert "as affine, held-out correlation 0.950 -> 0.970 and predicted error 0.8 -> 0.1" in note, note
+    else:
+        assert kept is first and model == "similarity" and note == ""
+
+
+def test_the_evidence_test_counts_the_consensus_model_not_the_refined_one():
+    """A similarity consensus refined into an affine by the pixels is still judged as the 2-point consensus it was:
+    the model the refinement preferred does not add the 3-point sample's hypotheses to its a-contrario test."""
+    from autoreg.config import RegistrationConfig
+    from autoreg.evidence import feature_log10_nfa
+
+    pair = make_pair(seed=3)
+    fit = autoreg.register(pair.fixed, pair.moving).fit
+    assert fit.source == "features"
+    config, area = RegistrationConfig(), float(pair.fixed.size)
+
+    def nfa(model, consensus=""):
+        return feature_log10_nfa(dataclasses.replace(fit, model=model, consensus_model=consensus), area, 1.0, config)
+
+    assert nfa("affine", consensus="similarity") == pytest.approx(nfa("similarity"))
+    assert nfa("affine") > nfa("similarity") + 0.5  # a 3-point sample: more hypotheses, a weaker test
+
+
 @pytest.mark.parametrize("model", ["similarity", "affine", "projective"])
 def test_only_refinements_richer_than_a_similarity_are_checked_against_one(monkeypatch, model):
     """``refine_fit`` sends an affine or projective refinement to the similarity check, with the fit's start in
@@ -655,9 +753,9 @@ def test_a_feature_fit_with_fewer_inliers_than_the_verdict_needs_is_not_refined(
     refined_sources = []
     refine_fit = pipeline.refine_fit
 
-    def spy(ctx, fit, model):
+    def spy(ctx, fit, model, richer=None):
         refined_sources.append(fit.source)
-        return refine_fit(ctx, fit, model)
+        return refine_fit(ctx, fit, model, richer)
 
     monkeypatch.setattr(pipeline, "refine_fit", spy)
     pair = make_pair(seed=5, fixed_shape=(192, 192), moving_shape=(160, 160),
