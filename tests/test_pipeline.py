@@ -613,11 +613,13 @@ def test_under_auto_the_pixels_give_a_similarity_the_affine_they_prefer(monkeypa
     assert offered and all(richer is None for _, _, richer in offered), offered
 
 
-@pytest.mark.parametrize("case", ["upgraded", "held_out_no_better", "predicts_worse", "not_linear", "fails"])
+@pytest.mark.parametrize("case", ["upgraded", "held_out_no_better", "predicts_worse", "not_linear", "fails",
+                                  "no_misfit"])
 def test_a_richer_model_replaces_the_refinement_only_where_the_pixels_prefer_it(monkeypatch, case):
     """``_richer_refinement`` refines the richer model from the first refinement's optimum (keeping the first
     start's held-out figure) and takes it only when it explains the held-out pixels better, predicts a smaller
-    error, and a linear contrast explains the map; else the first refinement stands, with no note."""
+    error, and a linear contrast explains the map; else the first refinement stands, with no note. A first
+    refinement without misfit (the richer model moved it no further than noise) is not challenged at all."""
     import autoreg.refine
     from autoreg.config import RegistrationConfig
     from autoreg.errors import EstimationError
@@ -628,9 +630,11 @@ def test_a_richer_model_replaces_the_refinement_only_where_the_pixels_prefer_it(
     truth = np.asarray(pair.moving_to_fixed, float)
     real = refine_matrix(pair.fixed, pair.moving, truth, "similarity")
     first = dataclasses.replace(real, holdout_before=0.6, holdout_after=0.95, predicted_error_px=0.8,
+                                misfit_px=0.0 if case == "no_misfit" else 0.7,
                                 moving_to_fixed=np.array([[1, 0, 0.4], [0, 1, 0.2], [0, 0, 1.0]]) @ truth)
     rich = {"upgraded": (True, 0.1, 0.99), "held_out_no_better": (False, 0.1, 0.99),
-            "predicts_worse": (True, 0.9, 0.99), "not_linear": (True, 0.1, 0.5), "fails": None}[case]
+            "predicts_worse": (True, 0.9, 0.99), "not_linear": (True, 0.1, 0.5), "fails": None,
+            "no_misfit": (True, 0.1, 0.99)}[case]
     calls = []
 
     def scripted(term, moving, begin, model, **kwargs):
@@ -644,6 +648,9 @@ def test_a_richer_model_replaces_the_refinement_only_where_the_pixels_prefer_it(
     monkeypatch.setattr(autoreg.refine, "refine_matrix", scripted)
     kept, model, note = _richer_refinement(pair.fixed, pair.moving, first, "similarity", "affine",
                                            RegistrationConfig())
+    if case == "no_misfit":
+        assert calls == [] and kept is first and model == "similarity" and note == ""
+        return
     assert [c[0] for c in calls] == ["affine"] and calls[0][2]["require_improvement"] is True
     np.testing.assert_allclose(calls[0][1], first.moving_to_fixed)  # from the first refinement's optimum
     if case == "upgraded":
