@@ -438,8 +438,10 @@ def register(
     if deadline.seconds is not None:
         extra["time_budget"] = {"seconds": deadline.seconds, "stopped": stopped, "not_tried": not_tried}
     cut = [f"{what}: {', '.join(names)}" for what, names in (("stopped", stopped), ("not tried", not_tried)) if names]
-    budget_reason = (f"time_budget: {deadline.elapsed():.2f} s spent of a {deadline.seconds:g} s budget; "
-                     f"{'; '.join(cut)}",) if cut else ()
+    budget_reason: tuple[str, ...] = ()
+    if cut:  # only a budget cuts
+        budget_reason = (f"time_budget: {deadline.elapsed():.2f} s spent of a {deadline.seconds:g} s budget; "
+                         + "; ".join(cut),)
     if control is not None and not any(r.verdict.level == "ok" for r in results):
         say("points")
         began = time.perf_counter()
