@@ -96,9 +96,6 @@ def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False) -> tuple[Regi
     return result, attempt
 
 
-#: The models an ``auto`` features fit may have chosen that :data:`INTENSITY_MODEL` contains.
-_SIMPLER_THAN_INTENSITY = ("translation", "rigid", "similarity")
-
 #: What a strategy raises on data it cannot handle (library failures are converted at their call sites); each
 #: becomes a failed attempt. Anything else is a bug and propagates.
 _STAGE_FAILURES = (InsufficientLandmarksError, EstimationError)
@@ -363,7 +360,8 @@ def register(
             if not _meaningful(ctx, fit):  # failed whatever its accuracy: refining it would only cost time
                 return fit
         # under auto, a model simpler than the intensity strategies' may give way to it where the pixels prefer it
-        richer = INTENSITY_MODEL if model == "auto" and wanted in _SIMPLER_THAN_INTENSITY else None
+        simpler = GLOBAL_MODELS[:GLOBAL_MODELS.index(INTENSITY_MODEL)]  # the global models are simplest first
+        richer = INTENSITY_MODEL if model == "auto" and wanted in simpler else None
         return refine_fit(on, fit, wanted, richer) if wanted in GLOBAL_MODELS and fit.model in GLOBAL_MODELS else fit
 
     def features(detector: str = "orb", gradient: bool = False, note: str = "") -> Fit:

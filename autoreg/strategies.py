@@ -363,7 +363,7 @@ def refine_fit(ctx: Context, fit: Fit, model: str, richer: str | None = None) ->
                              min_holdout_after=min_holdout_after)
 
     diverged: RefinementDiverged | None = None
-    restart_note = ""
+    notes = ""
     try:
         refined = run(channel)
     except RefinementDiverged as err:
@@ -371,11 +371,10 @@ def refine_fit(ctx: Context, fit: Fit, model: str, richer: str | None = None) ->
     except EstimationError as err:
         return fit.with_note(f"not refined ({err})")
     if diverged is None and model in _RESTARTABLE:
-        refined, restart_note = _restart_from_similarity(term_of(channel), moving_small.data, start, model, refined,
-                                                         cfg)
+        refined, notes = _restart_from_similarity(term_of(channel), moving_small.data, start, model, refined, cfg)
     if diverged is None and not refined.improved:
         return fit.with_note(f"not refined (held-out correlation {refined.holdout_before:.3f} -> "
-                              f"{refined.holdout_after:.3f}){restart_note}")
+                              f"{refined.holdout_after:.3f}){notes}")
     prefix = ""
     if diverged is not None or not abs(refined.correlation) >= cfg.min_refined_correlation:
         linear_r = math.nan if diverged is not None else float(abs(refined.correlation))
@@ -412,16 +411,16 @@ def refine_fit(ctx: Context, fit: Fit, model: str, richer: str | None = None) ->
                 else f"a linear contrast explains the intensities with |r| {linear_r:.3f} only")
         prefix = f"{said}, the {channel} pairing with {best_r:.3f} (best of {', '.join(others)}); "
     elif richer is not None and richer != model:
-        refined, model, richer_note = _richer_refinement(term_of(channel), moving_small.data, refined, model, richer,
-                                                         cfg)
-        restart_note += richer_note
+        refined, model, richer_note = _richer_refinement(term_of(channel), moving_small.data, refined, model,
+                                                         richer, cfg)
+        notes += richer_note
     matrix = fixed_small.to_original @ refined.moving_to_fixed @ moving_small.from_original
     forward, backward = _fit_through(model, matrix, ctx.moving.shape, ctx.expected_scale)
     fixed_px_per_small = 1.0 / np.sqrt(abs(np.linalg.det(fixed_small.from_original[:2, :2])))
     predicted = float(refined.predicted_error_px * fixed_px_per_small)
     moved = mean_grid_distance(fit.to_fixed, forward, ctx.moving.shape)
     note = (f"{prefix}refined {_COMPARED[channel]} as {model} (held-out correlation {refined.holdout_before:.3f} "
-            f"-> {refined.holdout_after:.3f}, moved {moved:.3g} px, predicted error {predicted:.3g} px){restart_note}")
+            f"-> {refined.holdout_after:.3f}, moved {moved:.3g} px, predicted error {predicted:.3g} px){notes}")
     if diverged is not None and moved > predicted:
         # the intensities contradicted the fit and another pairing moved it: nothing says the move found the
         # optimum rather than a nearby one, so the move bounds the error
@@ -444,8 +443,8 @@ def refine_fit(ctx: Context, fit: Fit, model: str, richer: str | None = None) ->
     inverted = bool(refined.gain < 0) if channel == "intensity" else False
     consensus = fit.consensus_model or (fit.model if fit.source == "features" and model != fit.model else "")
     return dataclasses.replace(fit, model=model, moving_to_fixed=forward, fixed_to_moving=backward,
-                               consensus_model=consensus, refinement_error_px=predicted, correlation=float(abs(refined.correlation)),
-                               contrast_checked=True, matched_channel=channel, inverted=inverted).with_note(note)
+                               consensus_model=consensus, refinement_error_px=predicted,
+                               correlation=float(abs(refined.correlation)), contrast_checked=True, matched_channel=channel, inverted=inverted).with_note(note)
 
 
 def points_fit(ctx: Context, points: tuple[np.ndarray, np.ndarray], model: str) -> tuple[Fit, bool]:
