@@ -56,7 +56,9 @@ class RegistrationConfig:
         intensity refinement refined carries the refinement's prediction, and whether it is the right match is
         judged by the NFA and the shift check: on the calibration and lattice tuning splits the 14 refined results
         doubted only for 6-14 inliers were all correct (the two refined few-inlier fits that were wrong, on lattices,
-        were ``ambiguous`` and ``clustered_inliers`` too).
+        were ``ambiguous`` and ``clustered_inliers`` too). Not for the keypoints found under the second reading of
+        ambiguous image sizes (a crop at the same pixel size): their first run on the lattice split gave a
+        neighbouring area matched a period off on 11 inliers, refined, and doubted by nothing else.
     min_inlier_ratio : float
         An inlier ratio below this is ``low_confidence``.
     min_model_support : float
@@ -100,9 +102,10 @@ class RegistrationConfig:
         clean synthetic terrain), scans with line offsets of a tenth of their spread 3 and far more.
     ambiguous_size_ratio : float
         Without pixel sizes, two images whose sizes differ by up to this factor (beyond ``same_pixel_size_band``)
-        may be a coarse map of the same field of view or a small crop at the same pixel size: the search then also
-        tries the same pixel size, last. 4×: a crop under a quarter of the scan's side is rare, a map 4× coarser
-        and more is what the field-of-view guess is for.
+        may be a coarse map of the same field of view or a small crop at the same pixel size: the keypoint
+        strategies are then also tried at the same pixel size (after the field of view's), and the search, last.
+        4×: a crop under a quarter of the scan's side is rare, a map 4× coarser and more is what the field-of-view
+        guess is for.
     bow_max_residual : float
         After the plane, a quadratic background (scanner bow) is also removed when what it leaves is at most this
         fraction of the variance: the scan is then mostly bow. On the calibration split the moving images with a

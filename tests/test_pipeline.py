@@ -247,15 +247,22 @@ def test_a_neighbouring_area_is_never_ok():
 
 def test_a_small_same_pixel_size_crop_is_also_searched_at_that_pixel_size():
     """120 px against 256 px: a coarse map of the same area, or a crop at the same pixel size? Both are tried."""
+    from autoreg.cli import _STAGES
+
     rng = np.random.default_rng(2)
-    result = autoreg.register(make_pair(seed=8).fixed, rng.normal(size=(120, 120)))
+    said: list[str] = []
+    result = autoreg.register(make_pair(seed=8).fixed, rng.normal(size=(120, 120)), progress=said.append)
     strategies = [a.strategy for a in result.attempts]
+    assert said[:len(strategies)] == strategies and set(said) <= set(_STAGES), said  # the log says what each is
     assert "search" in strategies and strategies[-1] == "search-same-pixel-size"
+    same_features = ["features-same-pixel-size", "features-gradient-same-pixel-size", "features-sift-same-pixel-size"]
+    # the keypoints at the same pixel size come after the field of view's and before any search
+    assert strategies[:6] == ["features", "features-gradient", "features-sift", *same_features], strategies
     assert result.verdict.level == "failed"
     clear = autoreg.register(make_pair(seed=8).fixed, rng.normal(size=(80, 80)))  # beyond 2× ... 4×: still both
-    assert "search-same-pixel-size" in [a.strategy for a in clear.attempts]
+    assert {"search-same-pixel-size", *same_features} <= {a.strategy for a in clear.attempts}
     far = autoreg.register(make_pair(seed=8).fixed, rng.normal(size=(40, 40)))  # 6×: a map, not a crop
-    assert "search-same-pixel-size" not in [a.strategy for a in far.attempts]
+    assert not any(a.strategy.endswith("same-pixel-size") for a in far.attempts)
 
 
 @pytest.mark.parametrize("side", [80, 100])
@@ -277,6 +284,51 @@ def test_a_same_pixel_size_crop_is_judged_as_one(side):
     assert [a.strategy for a in result.attempts][-1] == "search-same-pixel-size"
     assert result.verdict.level == "ok", [(a.strategy, a.reasons) for a in result.attempts]
     assert result.extra["scale_source"] == "same_pixel_size" and result.scores.expected_scale == 1.0
+    error = mean_grid_distance(result.fit.to_fixed, lambda g: apply_matrix(truth, g), moving.shape)
+    assert error <= 0.05, error
+
+
+def _half_side_crop(seed: int, angle_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 160 px crop of a 320 px scan at its pixel size (sizes exactly 2× apart), rotated; and the truth."""
+    from scipy.ndimage import map_coordinates
+
+    from autoreg.synthetic import make_scene
+
+    fixed = make_scene((320, 320), seed=seed, feature_px=2.0).height.astype(np.float32)
+    truth = rigid_matrix(angle_deg, 140.0, 90.0)
+    rows, cols = np.mgrid[:160, :160].astype(float)
+    at_xy = apply_matrix(truth, np.stack([cols.ravel(), rows.ravel()], 1))
+    moving = map_coordinates(fixed.astype(float), [at_xy[:, 1], at_xy[:, 0]], order=3).reshape(160, 160)
+    return fixed, moving.astype(np.float32), truth
+
+
+def test_a_crop_of_half_the_side_is_matched_by_keypoints_at_its_pixel_size():
+    """Sizes exactly 2× apart, no pixel sizes: read first as a map 2× coarser, whose views blur the crop to twice
+    its pixel. The keypoints at the same pixel size find it (ok within a twentieth of a pixel, judged under that
+    hypothesis) before any search is paid for."""
+    fixed, moving, truth = _half_side_crop(1, 65.0)
+    result = autoreg.register(fixed, moving, rng=0)
+    assert result.verdict.level == "ok", [(a.strategy, a.reasons) for a in result.attempts]
+    strategies = [a.strategy for a in result.attempts]
+    assert strategies[-1].startswith("features") and strategies[-1].endswith("-same-pixel-size"), strategies
+    assert not any(name.startswith("search") for name in strategies), strategies
+    assert result.extra["scale_source"] == "same_pixel_size" and result.scores.expected_scale == 1.0
+    assert "at the same pixel size" in result.fit.why
+    error = mean_grid_distance(result.fit.to_fixed, lambda g: apply_matrix(truth, g), moving.shape)
+    assert error <= 0.05, error
+
+
+def test_the_second_reading_of_the_sizes_needs_ok_inliers_from_its_keypoints():
+    """Another half-side crop, which only the keypoints at the same pixel size find (8 inliers; with the field of
+    view's strategies alone it was failed, its search 0.002 px off but no evidence). Under that second reading a few
+    inliers stay a doubt even with the refinement's error prediction: low_confidence for few_inliers alone, and
+    right to a twentieth of a pixel."""
+    fixed, moving, truth = _half_side_crop(0, 25.0)
+    result = autoreg.register(fixed, moving, rng=0)
+    assert result.extra["scale_source"] == "same_pixel_size"
+    assert result.verdict.level == "low_confidence"
+    assert [r.split(":")[0] for r in result.verdict.reasons] == ["few_inliers"], result.verdict.reasons
+    assert result.scores.n_inliers < autoreg.RegistrationConfig().ok_inliers
     error = mean_grid_distance(result.fit.to_fixed, lambda g: apply_matrix(truth, g), moving.shape)
     assert error <= 0.05, error
 
@@ -811,7 +863,7 @@ def test_register_doubts_an_ok_that_an_earlier_attempts_evidence_contradicts(mon
 
     outcomes = [_result_at(0.0, 0.1), _result_at(30.0, 0.05, "ok")]  # then every attempt fails
 
-    def finish(ctx, fit, exact_points=False):
+    def finish(ctx, fit, exact_points=False, second_reading=False):
         result = outcomes.pop(0) if outcomes else _result_at(60.0, 0.1, "failed")
         result = dataclasses.replace(result, verdict=Verdict(result.verdict.level, result.verdict.reasons))
         return result, Attempt(strategy=fit.source, verdict=result.verdict.level, reasons=result.verdict.reasons)
