@@ -333,6 +333,34 @@ def test_the_second_reading_of_the_sizes_needs_ok_inliers_from_its_keypoints():
     assert error <= 0.05, error
 
 
+def test_each_search_of_a_map_4x_coarser_says_which_it_was(monkeypatch):
+    """Sizes exactly 4× apart are both a map over part of the fixed field and perhaps a crop: both searches run,
+    and each result says which search found it (scripted searches; the keypoints find nothing). The two notes were
+    once one late-bound variable, and the part-of-field result called itself a same-pixel-size search."""
+    from autoreg import pipeline
+    from autoreg.errors import EstimationError, InsufficientLandmarksError
+
+    def no_keypoints(*args, **kwargs):
+        raise InsufficientLandmarksError("scripted: no keypoints")
+
+    def search(ctx, model, views, scale_band=None, channels=None):
+        found = scale_band is not None if wanted == "field_of_view" else ctx.scale_source == "same_pixel_size"
+        if not found:
+            raise EstimationError("scripted: nothing found")
+        fit = _fit_at(rigid_matrix(0.0, 8.0, 8.0, scale=1.0 if ctx.scale_source == "same_pixel_size" else 3.0))
+        return dataclasses.replace(fit, source="intensity")
+
+    monkeypatch.setattr(pipeline, "feature_fit", no_keypoints)
+    monkeypatch.setattr(pipeline, "search_fit", search)
+    fixed = make_pair(seed=8).fixed
+    moving = np.random.default_rng(0).normal(size=(fixed.shape[0] // 4, fixed.shape[1] // 4))
+    for wanted, note in (("field_of_view", "searched a map covering"), ("same_pixel_size", "at the same pixel size")):
+        result = autoreg.register(fixed, moving)
+        strategies = [a.strategy for a in result.attempts]
+        assert {"search-part-of-field", "search-same-pixel-size"} <= set(strategies), strategies
+        assert note in result.fit.why and result.fit.why.count("searched") == 1, result.fit.why
+
+
 def test_a_map_2x_coarser_over_the_same_field_is_judged_as_one():
     """A 128² map of a 256² scan's field (exactly 2× coarser, rotated 15°, inverted contrast, no pixel sizes): the
     sizes say field of view, not crop, and the map is ok within a tenth of a pixel. Taken for a crop, as sizes
