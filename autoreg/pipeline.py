@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,9 @@ from .strategies import INTENSITY_MODEL, Context, feature_fit, points_fit, refin
 from .vocabulary import GLOBAL_MODELS, MODELS
 
 __all__ = ["register"]
+
+#: A named automatic strategy: it returns its fit and whether control points determine it exactly.
+_Strategy = tuple[str, Callable[[], tuple[Fit, bool]]]
 
 ProgressCallback = Callable[[str], None]
 
@@ -372,16 +376,16 @@ def register(
         richer = INTENSITY_MODEL if model == "auto" and wanted in simpler else None
         return refine_fit(on, fit, wanted, richer) if wanted in GLOBAL_MODELS and fit.model in GLOBAL_MODELS else fit
 
-    def features_chain(on: Context, suffix: str = "",
-                       hypothesis: str = "") -> list[tuple[str, Callable[[], tuple[Fit, bool]]]]:
+    def features_chain(on: Context, suffix: str = "", hypothesis: str = "") -> list[_Strategy]:
         """The keypoint strategies (ORB, ORB on the gradient magnitude, SIFT) under the scale hypothesis ``on``,
         on its working views (made when first needed), named with ``suffix``."""
-        made: list[tuple[Any, Any]] = [views] if on is ctx else []
+
+        @functools.cache
+        def own_views() -> tuple[Any, Any]:
+            return views if on is ctx else working_views(on)
 
         def run(detector: str, gradient: bool, note: str) -> Fit:
-            if not made:
-                made.append(working_views(on))
-            own = made[0]
+            own = own_views()
             fit = feature_fit(on, model, working_views(on, gradient=True, like=own) if gradient else own, detector)
             why = "; ".join(part for part in (note, hypothesis) if part)
             return refined(fit.with_note(why) if why else fit, on)
@@ -391,36 +395,38 @@ def register(
                  checked(lambda: run("orb", True, "features of the gradient magnitude"))),
                 (f"features-sift{suffix}", checked(lambda: run("sift", False, "SIFT features")))]
 
-    automatic_strategies = features_chain(ctx)
+    features = features_chain(ctx)
     search = ("search", checked(lambda: refined(search_fit(ctx, model, views))))
     early = ctx.scale_known or ctx.resolution_ratio >= cfg.search_min_ratio
-    automatic_strategies.insert(1 if early else len(automatic_strategies), search)
+    part_of_field: list[_Strategy] = []
     if scale_source == "field_of_view" and early and model not in ("translation", "rigid"):
-        # a map taken over part of the fixed field: smaller than the image sizes say (last, as it costs a sweep
+        # a map taken over part of the fixed field: smaller than the image sizes say (late, as it costs a sweep
         # over several times the scales; nothing that is ok already pays for it)
         band = cfg.search_fov_coverage
         part_note = f"searched a map covering {band[0]:.0%}-{band[1]:.0%} of the fixed field's side"
-        automatic_strategies.append(("search-part-of-field", checked(
+        part_of_field = [("search-part-of-field", checked(
             lambda: refined(search_fit(ctx, model, views, scale_band=band, channels=cfg.search_fov_channels)
-                            ).with_note(part_note))))
+                            ).with_note(part_note)))]
     # the scale hypothesis each strategy's fit is judged under (its expected scale: implausible_scale, tolerance)
     judged_on: dict[str, Context] = {}
+    same_features: list[_Strategy] = []
+    same_search: list[_Strategy] = []
     if scale_source == "field_of_view" and ctx.resolution_ratio <= cfg.ambiguous_size_ratio:
         # a crop of a scan at the same pixel size looks like a coarser map of the same field of view: try both,
-        # and judge this one as what it assumes (under the field of view, its scale would be implausible)
+        # and judge these as what they assume (under the field of view, their scale would be implausible)
         same_fixed, same_moving = working_scales(fixed_img, moving_img, 1.0, cfg)
         same = dataclasses.replace(ctx, expected_scale=1.0, scale_source="same_pixel_size", scale_fixed=same_fixed,
                                    scale_moving=same_moving)
-        # keypoints first, as for the field of view (a few tenths of a second, where the search costs a second or
+        # keypoints right after the field of view's (a few tenths of a second, where the search costs a second or
         # more): at the field of view's views a crop is blurred to twice its pixel or more, and loses its corners
         same_features = features_chain(same, "-same-pixel-size", "at the same pixel size (the sizes alone did not say)")
-        after_features = next(i for i, (name, _) in enumerate(automatic_strategies) if name == "features-sift") + 1
-        automatic_strategies[after_features:after_features] = same_features
-        judged_on.update((name, same) for name, _ in same_features)
         same_note = "searched at the same pixel size (the sizes alone did not say)"
-        automatic_strategies.append(("search-same-pixel-size", checked(
-            lambda: refined(search_fit(same, model, views), same).with_note(same_note))))
-        judged_on["search-same-pixel-size"] = same
+        same_search = [("search-same-pixel-size", checked(
+            lambda: refined(search_fit(same, model, views), same).with_note(same_note)))]
+        judged_on.update((name, same) for name, _ in same_features + same_search)
+    # the search second when the scale is known or the map is coarse, else after every keypoint strategy
+    automatic_strategies = ([features[0], search, *features[1:], *same_features] if early
+                            else [*features, *same_features, search]) + part_of_field + same_search
     strategies = automatic_strategies if automatic else []
     doubted: list[tuple[str, RegistrationResult]] = []  # earlier results that passed the evidence tests
     scale_sources: list[str] = []  # the scale hypothesis each result was judged under

@@ -444,7 +444,8 @@ def refine_fit(ctx: Context, fit: Fit, model: str, richer: str | None = None) ->
     consensus = fit.consensus_model or (fit.model if fit.source == "features" and model != fit.model else "")
     return dataclasses.replace(fit, model=model, moving_to_fixed=forward, fixed_to_moving=backward,
                                consensus_model=consensus, refinement_error_px=predicted,
-                               correlation=float(abs(refined.correlation)), contrast_checked=True, matched_channel=channel, inverted=inverted).with_note(note)
+                               correlation=float(abs(refined.correlation)), contrast_checked=True,
+                               matched_channel=channel, inverted=inverted).with_note(note)
 
 
 def points_fit(ctx: Context, points: tuple[np.ndarray, np.ndarray], model: str) -> tuple[Fit, bool]:

@@ -265,22 +265,30 @@ def test_a_small_same_pixel_size_crop_is_also_searched_at_that_pixel_size():
     assert not any(a.strategy.endswith("same-pixel-size") for a in far.attempts)
 
 
+def _scan_crop(seed: int, angle_deg: float, side: int,
+               feature_px: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A ``side`` px crop of a 320 px scan at its pixel size, its corner at (140, 90) px of the scan, turned by
+    ``angle_deg``; and the truth (moving → fixed)."""
+    from scipy.ndimage import map_coordinates
+
+    from autoreg.synthetic import make_scene
+
+    fixed = make_scene((320, 320), seed=seed, feature_px=feature_px).height.astype(np.float32)
+    truth = rigid_matrix(angle_deg, 140.0, 90.0)
+    rows, cols = np.mgrid[:side, :side].astype(float)
+    at_xy = apply_matrix(truth, np.stack([cols.ravel(), rows.ravel()], 1))
+    moving = map_coordinates(fixed.astype(float), [at_xy[:, 1], at_xy[:, 0]], order=3).reshape(side, side)
+    return fixed, moving.astype(np.float32), truth
+
+
 @pytest.mark.parametrize("side", [80, 100])
 def test_a_same_pixel_size_crop_is_judged_as_one(side):
     """A crop of a 320 px scan at its pixel size, rotated 25°, 80 or 100 px (sizes 4× and 3.2× apart, no pixel
     sizes): the field-of-view guess expects a map that many times coarser, under which the scale the
     same-pixel-size search finds is implausible. That search's fit is judged under its own hypothesis instead: ok,
     within a twentieth of a pixel, and the result says which scale hypothesis it was judged under."""
-    from scipy.ndimage import map_coordinates
-
-    from autoreg.synthetic import make_scene
-
-    fixed = make_scene((320, 320), seed=9, feature_px=1.0).height.astype(np.float32)
-    truth = rigid_matrix(25.0, 140.0, 90.0)
-    rows, cols = np.mgrid[:side, :side].astype(float)
-    at_xy = apply_matrix(truth, np.stack([cols.ravel(), rows.ravel()], 1))
-    moving = map_coordinates(fixed.astype(float), [at_xy[:, 1], at_xy[:, 0]], order=3).reshape(side, side)
-    result = autoreg.register(fixed, moving.astype(np.float32), rng=0)
+    fixed, moving, truth = _scan_crop(9, 25.0, side, feature_px=1.0)
+    result = autoreg.register(fixed, moving, rng=0)
     assert [a.strategy for a in result.attempts][-1] == "search-same-pixel-size"
     assert result.verdict.level == "ok", [(a.strategy, a.reasons) for a in result.attempts]
     assert result.extra["scale_source"] == "same_pixel_size" and result.scores.expected_scale == 1.0
@@ -288,25 +296,11 @@ def test_a_same_pixel_size_crop_is_judged_as_one(side):
     assert error <= 0.05, error
 
 
-def _half_side_crop(seed: int, angle_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A 160 px crop of a 320 px scan at its pixel size (sizes exactly 2× apart), rotated; and the truth."""
-    from scipy.ndimage import map_coordinates
-
-    from autoreg.synthetic import make_scene
-
-    fixed = make_scene((320, 320), seed=seed, feature_px=2.0).height.astype(np.float32)
-    truth = rigid_matrix(angle_deg, 140.0, 90.0)
-    rows, cols = np.mgrid[:160, :160].astype(float)
-    at_xy = apply_matrix(truth, np.stack([cols.ravel(), rows.ravel()], 1))
-    moving = map_coordinates(fixed.astype(float), [at_xy[:, 1], at_xy[:, 0]], order=3).reshape(160, 160)
-    return fixed, moving.astype(np.float32), truth
-
-
 def test_a_crop_of_half_the_side_is_matched_by_keypoints_at_its_pixel_size():
     """Sizes exactly 2× apart, no pixel sizes: read first as a map 2× coarser, whose views blur the crop to twice
     its pixel. The keypoints at the same pixel size find it (ok within a twentieth of a pixel, judged under that
     hypothesis) before any search is paid for."""
-    fixed, moving, truth = _half_side_crop(1, 65.0)
+    fixed, moving, truth = _scan_crop(1, 65.0, 160, feature_px=2.0)  # sizes exactly 2× apart
     result = autoreg.register(fixed, moving, rng=0)
     assert result.verdict.level == "ok", [(a.strategy, a.reasons) for a in result.attempts]
     strategies = [a.strategy for a in result.attempts]
@@ -323,7 +317,7 @@ def test_the_second_reading_of_the_sizes_needs_ok_inliers_from_its_keypoints():
     view's strategies alone it was failed, its search 0.002 px off but no evidence). Under that second reading a few
     inliers stay a doubt even with the refinement's error prediction: low_confidence for few_inliers alone, and
     right to a twentieth of a pixel."""
-    fixed, moving, truth = _half_side_crop(0, 25.0)
+    fixed, moving, truth = _scan_crop(0, 25.0, 160, feature_px=2.0)
     result = autoreg.register(fixed, moving, rng=0)
     assert result.extra["scale_source"] == "same_pixel_size"
     assert result.verdict.level == "low_confidence"
