@@ -88,14 +88,18 @@ def _doubts(s: Scores, cfg: RegistrationConfig, source: str, predicted_by_refine
         reasons.append(f"low_inlier_ratio: {s.inlier_ratio:.3f} < {cfg.min_inlier_ratio}")
     if not _bad(s.overlap_fraction) and 0 < s.overlap_fraction < cfg.min_overlap_fraction:
         reasons.append(f"small_overlap: {s.overlap_fraction:.3f} < {cfg.min_overlap_fraction}")
-    # correlation by its magnitude: channels may invert (height vs phase), which the JSON reports separately
-    if _bad(s.pearson):
+    # correlation by its magnitude: channels may invert (height vs phase), which the JSON reports separately; each
+    # image's own background (a tilt, a bow) taken out first, as SPM users level before comparing
+    after, before = s.pearson_detrended, s.pearson_before_detrended
+    if _bad(after):
         reasons.append("pearson_undefined: no variation over the overlap")
-    elif abs(s.pearson) < cfg.min_pearson:
-        reasons.append(f"low_correlation: |pearson| {abs(s.pearson):.3f} < {cfg.min_pearson}")
-    elif (not _bad(s.pearson_before) and abs(s.pearson) - abs(s.pearson_before) < cfg.min_pearson_gain
-          and abs(s.pearson_before) < cfg.no_improvement_below):
-        reasons.append(f"no_improvement: |pearson| {abs(s.pearson):.3f} vs {abs(s.pearson_before):.3f} before")
+    elif abs(after) < cfg.min_pearson:
+        reasons.append(f"low_correlation: |pearson| {abs(after):.3f} < {cfg.min_pearson} once each image's "
+                       f"background is removed (raw {abs(s.pearson):.3f})")
+    elif (not _bad(before) and abs(after) - abs(before) < cfg.min_pearson_gain
+          and abs(before) < cfg.no_improvement_below):
+        reasons.append(f"no_improvement: |pearson| {abs(after):.3f} vs {abs(before):.3f} before (backgrounds "
+                       "removed)")
     if not _bad(s.shear) and s.shear > cfg.max_shear:
         reasons.append(f"implausible_shear: {s.shear:.3f} > {cfg.max_shear}")
     return reasons

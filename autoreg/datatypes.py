@@ -253,7 +253,9 @@ class Scores:
     reported as ``uncertainty_px``) how accurate it is, against ``tolerance_px``. ``pearson``, ``pearson_before``
     and ``shift_peak_gap`` compare the two images on the fit's ``matched_channel`` (``Fit.matched_channel``):
     intensities, or the moving intensity against the fixed image's gradient magnitude (``edges``) or its slope
-    along the moving x axis (``derivative``).
+    along the moving x axis (``derivative``). ``pearson_detrended`` and ``pearson_before_detrended`` are the same
+    correlations once a polynomial background (degree ``RegistrationConfig.correlation_background_order``) is
+    removed from each image over the pixels compared: the verdict judges those.
     """
 
     n_matches: int = 0
@@ -262,6 +264,8 @@ class Scores:
     rmse_px: float = float("nan")
     pearson: float = float("nan")
     pearson_before: float = float("nan")
+    pearson_detrended: float = float("nan")
+    pearson_before_detrended: float = float("nan")
     overlap_fraction: float = float("nan")
     inlier_spread: float = float("nan")
     scale: float = float("nan")
@@ -424,6 +428,8 @@ class RegistrationResult:
             "rmse_px": s.rmse_px,
             "pearson": s.pearson,
             "pearson_before": s.pearson_before,
+            "pearson_detrended": s.pearson_detrended,
+            "pearson_before_detrended": s.pearson_before_detrended,
             "overlap_fraction": s.overlap_fraction,
             "inlier_ratio": s.inlier_ratio,
             "inlier_spread": s.inlier_spread,

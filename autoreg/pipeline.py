@@ -73,7 +73,7 @@ def _finish(ctx: Context, fit: Fit, *, exact_points: bool = False,
         fixed_valid = fixed_valid & np.isfinite(fixed_judged)
     scores = score_registration(fit, fixed_judged, np.asarray(ctx.moving.data), warped, footprint,
                                 expected_scale=ctx.expected_scale, working_pixel_px=ctx.working_pixel_px,
-                                fixed_valid=fixed_valid)
+                                fixed_valid=fixed_valid, background_order=ctx.config.correlation_background_order)
     overlap_px2 = float(np.count_nonzero(footprint & ctx.fixed_valid))
     truncation = ctx.inlier_threshold_px if fit.source == "features" else None
     log10_nfa = feature_log10_nfa(fit, overlap_px2, ctx.working_pixel_px, ctx.config)

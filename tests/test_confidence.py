@@ -10,7 +10,7 @@ from autoreg.config import RegistrationConfig
 from autoreg.datatypes import Scores
 
 GOOD = Scores(n_matches=400, n_inliers=200, inlier_ratio=0.5, rmse_px=1.0, pearson=0.9, pearson_before=0.2,
-              overlap_fraction=0.9, inlier_spread=0.5, scale=1.0, expected_scale=1.0, shear=0.01,
+              pearson_detrended=0.9, pearson_before_detrended=0.2, overlap_fraction=0.9, inlier_spread=0.5, scale=1.0, expected_scale=1.0, shear=0.01,
               working_pixel_px=1.0, log10_nfa=-50.0, uncertainty_px=0.3, tolerance_px=2.0)
 SEARCHED = dataclasses.replace(GOOD, n_matches=0, n_inliers=0, inlier_ratio=float("nan"), log10_nfa=float("nan"),
                                inlier_spread=float("nan"), peak_gap=0.4, peak_ratio=2.0)
@@ -36,9 +36,9 @@ def test_good_scores_are_ok():
         ({"log10_nfa": float("nan")}, "failed", "no_evidence"),
         ({"uncertainty_px": 2.5}, "low_confidence", "imprecise"),
         ({"uncertainty_px": float("nan")}, "low_confidence", "accuracy_unknown"),
-        ({"pearson": 0.1}, "low_confidence", "low_correlation"),
-        ({"pearson": float("nan")}, "low_confidence", "pearson_undefined"),
-        ({"pearson": 0.5, "pearson_before": 0.6}, "low_confidence", "no_improvement"),
+        ({"pearson_detrended": 0.1}, "low_confidence", "low_correlation"),
+        ({"pearson_detrended": float("nan")}, "low_confidence", "pearson_undefined"),
+        ({"pearson_detrended": 0.5, "pearson_before_detrended": 0.6}, "low_confidence", "no_improvement"),
         ({"inlier_ratio": 0.01}, "low_confidence", "low_inlier_ratio"),
         ({"shear": 0.5}, "low_confidence", "implausible_shear"),
         ({"inlier_spread": 0.01}, "low_confidence", "clustered_inliers"),
@@ -78,9 +78,21 @@ def test_an_intensity_match_needs_a_peak_that_stands_out():
 
 
 def test_inverted_contrast_is_judged_by_the_magnitude_of_the_correlation():
-    inverted = dataclasses.replace(GOOD, pearson=-0.85, pearson_before=-0.1, inverted_contrast=True)
+    inverted = dataclasses.replace(GOOD, pearson_detrended=-0.85, pearson_before_detrended=-0.1,
+                                   inverted_contrast=True)
     assert judge(inverted).level == "ok"
-    assert judge(dataclasses.replace(inverted, pearson=-0.1)).level == "low_confidence"
+    assert judge(dataclasses.replace(inverted, pearson_detrended=-0.1)).level == "low_confidence"
+
+
+def test_the_correlations_judged_are_those_with_the_backgrounds_removed():
+    """A tilt the two scans do not share makes the raw correlation low (or flips its sign); only the correlation
+    with each image's background removed is judged, and the reason quotes both."""
+    tilted = dataclasses.replace(GOOD, pearson=0.05, pearson_before=-0.6)
+    assert judge(tilted).level == "ok"
+    verdict = judge(dataclasses.replace(GOOD, pearson=0.95, pearson_detrended=0.2))
+    assert verdict.level == "low_confidence"
+    expected = "low_correlation: |pearson| 0.200 < 0.3 once each image's background is removed (raw 0.950)"
+    assert verdict.reasons == (expected,)
 
 
 def test_points_are_exempt_from_inlier_rules_but_flagged_when_exact():

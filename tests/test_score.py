@@ -1,6 +1,7 @@
 """The predicted error stays defined or NaN, never a warning, on degenerate fits; it grows with the noise."""
 
 import numpy as np
+import pytest
 
 from autoreg.config import RegistrationConfig
 from autoreg.datatypes import Fit, Matches
@@ -53,3 +54,57 @@ def test_scores_are_the_same_with_the_callers_valid_mask():
     given = score_registration(fit, fixed, moving, warped, footprint, fixed_valid=np.isfinite(fixed), **common)
     for name in ("pearson", "pearson_before", "overlap_fraction", "inlier_spread", "rmse_px"):
         assert getattr(given, name) == getattr(plain, name)
+
+
+def _content(shape=(64, 80), seed=2):
+    y, x = np.mgrid[: shape[0], : shape[1]]
+    rng = np.random.default_rng(seed)
+    return np.sin(x / 3.0) * np.cos(y / 5.0) + 0.3 * rng.normal(size=shape), x / (shape[1] - 1), y / (shape[0] - 1)
+
+
+def test_detrended_pearson_takes_out_backgrounds_the_two_images_do_not_share():
+    from autoreg.score import detrended_pearson, masked_pearson
+
+    content, x, y = _content()
+    noisy = content + 0.1 * np.random.default_rng(3).normal(size=content.shape)
+    tilted = noisy + 20.0 * (x - 2.0 * y) + 8.0 * (x - 0.5) ** 2 - 6.0 * x * y  # a tilt and a bow of its own
+    assert abs(masked_pearson(content, tilted)) < 0.3  # raw, the backgrounds dominate
+    assert detrended_pearson(content, tilted) == pytest.approx(detrended_pearson(content, noisy), abs=1e-9)
+    assert detrended_pearson(content, tilted) > 0.9
+    # a plane alone (order 1) leaves the bow
+    assert detrended_pearson(content, tilted, order=1) < detrended_pearson(content, tilted) - 0.1
+
+
+def test_detrended_pearson_of_degree_zero_is_the_pearson_correlation():
+    from autoreg.score import detrended_pearson, masked_pearson
+
+    content, x, _ = _content()
+    other = content + x + np.random.default_rng(4).normal(size=content.shape)
+    mask = np.ones(content.shape, bool)
+    mask[10:30, 5:50] = False
+    assert detrended_pearson(content, other, mask, order=0) == pytest.approx(masked_pearson(content, other, mask),
+                                                                             abs=1e-9)
+
+
+def test_detrended_pearson_is_nan_without_variation_and_defined_on_a_line_of_pixels():
+    from autoreg.score import detrended_pearson
+
+    content, x, y = _content()
+    assert np.isnan(detrended_pearson(content, 3.0 * x - y + 1.0))  # a plane is all background
+    on_a_row = np.zeros(content.shape, bool)
+    on_a_row[20] = True  # the surface is not determined off the row: the least-norm one, no error
+    value = detrended_pearson(content, 2.0 * content + x, on_a_row)
+    assert np.isnan(value) or -1.0 <= value <= 1.0
+    with pytest.raises(ValueError, match="degree"):
+        detrended_pearson(content, content, order=-1)
+
+
+def test_detrended_pearson_subsamples_a_large_overlap_without_changing_the_figure(monkeypatch):
+    from autoreg import score
+
+    content, x, y = _content((300, 300), seed=5)
+    other = 0.5 * content + 2.0 * x * y + np.random.default_rng(6).normal(size=content.shape)
+    assert content.size > 4 * score._MAX_DETRENDED_PIXELS  # so the figure comes from a subsample
+    sampled = score.detrended_pearson(content, other)
+    monkeypatch.setattr(score, "_MAX_DETRENDED_PIXELS", content.size)
+    assert sampled == pytest.approx(score.detrended_pearson(content, other), abs=0.03)
