@@ -199,6 +199,7 @@ def _refined_points(ctx: Context, points: tuple[np.ndarray, np.ndarray], model: 
     (kept where the correlation is weak) — and what the JSON says about them."""
     from .control_points import check_points, fit_points
     from .cpcorr import refine_points
+    from .score import contrast_polarity
 
     fixed_xy, moving_xy = points
     rough_model = "similarity" if len(fixed_xy) < 3 else "affine"
@@ -208,7 +209,7 @@ def _refined_points(ctx: Context, points: tuple[np.ndarray, np.ndarray], model: 
             rough = fit_points(fixed_xy, moving_xy, rough_model, ctx.config, prior_scale=ctx.expected_scale)
         except AutoregError:
             return points, report
-        polarity = -1 if automatic is not None and automatic.scores.pearson < 0 else 1
+        polarity = (contrast_polarity(automatic.scores) if automatic is not None else None) or 1
         refined = refine_points(np.asarray(ctx.fixed.data), np.asarray(ctx.moving.data), fixed_xy, moving_xy,
                                 rough.matrix, config=ctx.config, polarity=polarity)
         fixed_xy = np.array([r.fixed_xy for r in refined], float)

@@ -9,6 +9,7 @@ from .datatypes import Fit, Scores
 __all__ = [
     "masked_pearson",
     "detrended_pearson",
+    "contrast_polarity",
     "inlier_rmse",
     "mapped_area",
     "hull_area",
@@ -109,6 +110,16 @@ def detrended_pearson(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = No
     if np.any(residual.std(axis=1) <= _FLAT_RESIDUAL * scale):  # a surface and nothing else: rounding noise is left
         return float("nan")
     return masked_pearson(residual[0], residual[1])
+
+
+def contrast_polarity(scores: Scores) -> int | None:
+    """-1 when the moving image's contrast is inverted against the fixed image's (``inverted_contrast``, the sign
+    of the correlation once each image's background is removed), 1 when it is not, None when no correlation was
+    measured: the polarity local correlations (:mod:`autoreg.cpcorr`) should take. The raw correlation's sign is
+    not it: a tilt one scan has and the other lacks can flip it."""
+    if not (np.isfinite(scores.pearson_detrended) or np.isfinite(scores.pearson)):
+        return None
+    return -1 if scores.inverted_contrast else 1
 
 
 def inlier_rmse(fit: Fit) -> float:

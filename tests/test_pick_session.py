@@ -198,3 +198,19 @@ def test_non_global_models_predict_everywhere_and_name_no_exact_point(model):
     state = session.state()
     assert state["judged"]["model"] == model
     assert not any(p["outlier"] for p in state["pairs"]), [(p["id"], p["loo_px"]) for p in state["pairs"]]
+
+
+def test_the_clicks_are_refined_with_the_contrast_polarity_not_the_raw_sign():
+    """A crop whose scan has a tilt the fixed scan lacks anti-correlates raw (r < 0) though its contrast is the same:
+    the local correlations refining clicks must not be inverted for it."""
+    import autoreg
+    from autoreg.datatypes import Image
+    from autoreg.synthetic import make_pair
+
+    pair = make_pair(seed=1, fixed_shape=(256, 256), moving_shape=(200, 200))
+    y, x = np.mgrid[:200, :200] / 199.0 - 0.5
+    tilted = (pair.moving + float(np.std(pair.moving)) * (-30.0 * x + 4.0 * y**2)).astype(np.float32)
+    automatic = autoreg.register(pair.fixed, tilted, rng=0)
+    assert automatic.scores.pearson < -0.3 and not automatic.scores.inverted_contrast
+    session = Session(Image(pair.fixed), Image(tilted), automatic=automatic)
+    assert session._polarity() == 1

@@ -108,3 +108,21 @@ def test_detrended_pearson_subsamples_a_large_overlap_without_changing_the_figur
     sampled = score.detrended_pearson(content, other)
     monkeypatch.setattr(score, "_MAX_DETRENDED_PIXELS", content.size)
     assert sampled == pytest.approx(score.detrended_pearson(content, other), abs=0.03)
+
+
+@pytest.mark.parametrize(
+    ("raw", "detrended", "inverted", "polarity"),
+    [
+        (-0.6, 0.9, False, 1),  # a tilt of one scan flipped the raw sign: the contrast is the same
+        (0.4, -0.8, True, -1),
+        (float("nan"), -0.8, True, -1),
+        (-0.5, float("nan"), True, -1),  # no detrended figure: the verdict's own flag still decides
+        (float("nan"), float("nan"), False, None),  # nothing measured
+    ],
+)
+def test_the_polarity_for_local_correlations_is_the_contrast_flag_not_the_raw_sign(raw, detrended, inverted, polarity):
+    from autoreg.datatypes import Scores
+    from autoreg.score import contrast_polarity
+
+    scores = Scores(pearson=raw, pearson_detrended=detrended, inverted_contrast=inverted)
+    assert contrast_polarity(scores) == polarity

@@ -254,11 +254,15 @@ class Session:
                                    note=f"predicted; {result.note}" if note == "predicted" else result.note)
 
     def _polarity(self) -> int:
-        """-1 when the registered pair correlates negatively (inverted contrast), else 1: for cpcorr."""
+        """-1 when the registered pair's contrast is inverted (:func:`autoreg.score.contrast_polarity`), else 1: for
+        cpcorr."""
+        from ..score import contrast_polarity
+
         judged = self._analysis[2] if self._analysis is not None else None
         for result in (judged, self.automatic):
-            if result is not None and result.fit is not None and math.isfinite(result.scores.pearson):
-                return -1 if result.scores.pearson < 0 else 1
+            polarity = contrast_polarity(result.scores) if result is not None and result.fit is not None else None
+            if polarity is not None:
+                return polarity
         return 1
 
     # --------------------------------------------------------------------------------------------- analysis
