@@ -14,7 +14,9 @@ wrong ``ok``s have since been read case by case, and so have ``audit``'s and ``b
 ``reserve``'s, ``locker``'s and ``cabinet``'s aggregates have been published, ``shelf``'s and ``crate``'s wrong
 ``ok``s read case by case; ``hamper`` (no seed or image in common with any other split, synthetic scenes only) is
 the split nobody has looked at: run it after a stop's changes are final and report its aggregates.
-The lattice split has no ``negative`` category: run it with ``--categories`` and the others.
+The lattice split has no ``negative`` category: run it with ``--categories`` and the others. The evaluation split
+draws pairs from the real PFM scan in ``../shared/data`` next to the checkout; where it is missing (a worktree
+elsewhere) the run stops unless ``--allow-missing-pfm`` is given, since those pairs would come from other sources.
 
 A positive is correct when the mean distance over a 5x5 grid spanning the moving image, between the method's
 moving -> fixed map and the true map, is <= max(2 fixed px, half a moving pixel in fixed px). Negatives (``negative``,
@@ -63,6 +65,7 @@ from _cases import (
     grid_error,
     make_case,
 )
+from _sources import PFM_PATH, pfm_available
 
 NEGATIVE_CATEGORIES = tuple(c for c in CATEGORIES if c not in POSITIVE_CATEGORIES)
 Answer = dict[str, Any]  # {"fn": callable or None, "verdict": str, "reasons": list, "result": dict or None}
@@ -521,7 +524,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                         help="autoreg's time budget per pair (default: none; results then depend on the machine)")
+    parser.add_argument("--allow-missing-pfm", action="store_true",
+                        help="run a split that draws pairs from the real PFM scan even when the scan is missing")
     args = parser.parse_args(argv)
+    if not args.report and SPLITS[args.split].pfm and not pfm_available() and not args.allow_missing_pfm:
+        # its PFM pairs would silently come from other sources, and its figures compare with no earlier run's
+        parser.error(f"the real PFM scan the {args.split} split draws pairs from is missing ({PFM_PATH}; a checkout "
+                     "or worktree sees ../shared/data only next to it); pass --allow-missing-pfm to run anyway")
     global TIME_BUDGET_S
     TIME_BUDGET_S = args.time_budget
     if args.report:
