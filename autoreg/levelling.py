@@ -313,7 +313,7 @@ def align_rows(
 # -------------------------------------------------------------------------------------------- background
 
 
-def _design(x: np.ndarray, y: np.ndarray, order: int) -> np.ndarray:
+def polynomial_design(x: np.ndarray, y: np.ndarray, order: int) -> np.ndarray:
     """Monomials ``x**i * y**j`` with ``i + j <= order`` (columns), for normalised coordinates."""
     return np.stack([x**i * y**j for j in range(order + 1) for i in range(order + 1 - j)], axis=1)
 
@@ -327,7 +327,7 @@ def _robust_polyfit(
     x: np.ndarray, y: np.ndarray, v: np.ndarray, order: int, k_sigma: float, max_iter: int, floor: float
 ) -> np.ndarray:
     """Least-squares polynomial coefficients, refitted while excluding residuals beyond ``k_sigma``."""
-    design = _design(x, y, order)
+    design = polynomial_design(x, y, order)
     inliers = np.ones(v.size, bool)
     coef = np.zeros(design.shape[1])
     for _ in range(max_iter):

@@ -54,9 +54,6 @@ def masked_pearson(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None)
 #: has a standard error of at most 1/128 (0.008), far inside the verdict's margins, and its surface fit costs a
 #: couple of milliseconds on any overlap.
 _MAX_DETRENDED_PIXELS = 16_384
-#: Largest condition number of the surface's Gram matrix solved by the normal equations (relative error about
-#: 1e-10 at most); the centred, scaled coordinates keep it near 10-100 wherever the pixels span an area.
-_MAX_GRAM_CONDITION = 1e6
 #: An image is flat once its surface is removed when what is left spreads less than this fraction of its largest
 #: value: far above the rounding of the fit (1e-15), far below any content.
 _FLAT_RESIDUAL = 1e-9
@@ -79,6 +76,8 @@ def detrended_pearson(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = No
     >>> round(detrended_pearson(content, content + 0.5 * x - 0.2 * y + 0.01 * x * y), 6)
     1.0
     """
+    from .levelling import polynomial_design
+
     if order < 0:
         raise ValueError(f"The surface degree must be 0 or more, not {order}.")
     a, b = np.asarray(a), np.asarray(b)
@@ -87,29 +86,19 @@ def detrended_pearson(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = No
         keep &= mask
     index = np.flatnonzero(keep)
     index = index[::-(-index.size // _MAX_DETRENDED_PIXELS)] if index.size else index
-    powers = [(total - j, j) for total in range(order + 1) for j in range(total + 1)]
-    if index.size < len(powers) + 3:
+    if index.size < (order + 1) * (order + 2) // 2 + 3:
         return float("nan")
     rows, cols = np.divmod(index, a.shape[1])
     # coordinates centred and scaled on the pixels used: a well-conditioned design
     half = max(float(np.ptp(cols)), float(np.ptp(rows)), 1.0) / 2
-    x, y = (cols - cols.mean()) / half, (rows - rows.mean()) / half
-    x_powers, y_powers = [np.ones_like(x)], [np.ones_like(y)]
-    for _ in range(order):  # by products: np.power on float arrays is several times slower
-        x_powers.append(x_powers[-1] * x)
-        y_powers.append(y_powers[-1] * y)
-    design = np.stack([x_powers[i] * y_powers[j] for i, j in powers])  # (terms, n): each term contiguous
-    values = np.stack([a.ravel()[index], b.ravel()[index]]).astype(np.float64)  # (2, n)
-    gram = design @ design.T
-    if np.linalg.cond(gram) < _MAX_GRAM_CONDITION:  # the usual case: five times cheaper than the SVD
-        coef = np.linalg.solve(gram, design @ values.T)
-    else:  # pixels (nearly) on one line: the surface is not determined there, the SVD takes the smallest one
-        coef, *_ = np.linalg.lstsq(design.T, values.T, rcond=None)
-    residual = values - coef.T @ design
-    scale = np.abs(values).max(axis=1) + 1e-300
-    if np.any(residual.std(axis=1) <= _FLAT_RESIDUAL * scale):  # a surface and nothing else: rounding noise is left
+    design = polynomial_design((cols - cols.mean()) / half, (rows - rows.mean()) / half, order)
+    values = np.stack([a.ravel()[index], b.ravel()[index]], axis=1).astype(np.float64)  # (n, 2)
+    coef = np.linalg.lstsq(design, values, rcond=None)[0]
+    residual = values - design @ coef
+    scale = np.abs(values).max(axis=0) + 1e-300
+    if np.any(residual.std(axis=0) <= _FLAT_RESIDUAL * scale):  # a surface and nothing else: rounding noise is left
         return float("nan")
-    return masked_pearson(residual[0], residual[1])
+    return masked_pearson(residual[:, 0], residual[:, 1])
 
 
 def contrast_polarity(scores: Scores) -> int | None:
