@@ -259,3 +259,35 @@ def test_unique_matches_is_the_same_whichever_image_seeds_the_pairs(seed):
             if both and keep[i]:
                 keep[j] = False
     assert unique_matches(fixed, moving, duplicate_px=2.0).tolist() == np.flatnonzero(keep).tolist()
+
+
+def test_the_bulk_similarity_search_scores_every_pair_and_finds_the_best_one():
+    """Without per-hypothesis overlaps a similarity's samples are scored in bulk; with fewer pairs than draws it
+    tries every pair, so its NFA is the lowest over all 2-point models (checked one by one with consensus_nfa)."""
+    fixed, moving = _planted(6, 34, SIMILARITY, 0.5, seed=7)
+    out = acransac(fixed, moving, "similarity", seed=0, max_iters=2000, fixed_area=AREA, max_log10_nfa=np.inf,
+                   duplicate_px=0.0)
+    assert out.n_iterations >= 40 * 39 // 2
+    lowest = np.inf
+    for i in range(40):
+        for j in range(i + 1, 40):
+            a = ((fixed[j, 0] - fixed[i, 0]) + 1j * (fixed[j, 1] - fixed[i, 1])) / (
+                (moving[j, 0] - moving[i, 0]) + 1j * (moving[j, 1] - moving[i, 1]))
+            t = fixed[i, 0] + 1j * fixed[i, 1] - a * (moving[i, 0] + 1j * moving[i, 1])
+            matrix = np.array([[a.real, -a.imag, t.real], [a.imag, a.real, t.imag], [0, 0, 1]])
+            nfa = consensus_nfa(fixed, moving, lambda xy, m=matrix: _apply(m, xy), n_sample=2, fixed_area=AREA,
+                                duplicate_px=0.0)
+            lowest = min(lowest, nfa.log10_nfa)
+    assert out.nfa.log10_nfa == pytest.approx(lowest, abs=1e-9)
+    assert out.nfa.log10_nfa < -3 and out.inliers[:6].all() and out.inliers[6:].sum() <= 1
+
+
+def test_the_bulk_and_the_per_sample_search_agree_on_a_planted_similarity():
+    fixed, moving = _planted(12, 188, SIMILARITY, 0.5, seed=11)
+    bulk = acransac(fixed, moving, "similarity", seed=0, max_iters=2000, fixed_area=AREA)
+    # sizes larger than the scene: each hypothesis's overlap is the whole area, scored one sample at a time
+    single = acransac(fixed, moving, "similarity", seed=0, max_iters=2000, fixed_area=AREA,
+                      moving_size_xy=(4 * SIZE, 4 * SIZE), fixed_size_xy=(4 * SIZE, 4 * SIZE))
+    assert np.array_equal(bulk.inliers, single.inliers)
+    assert bulk.nfa.log10_nfa == pytest.approx(single.nfa.log10_nfa, abs=0.5)
+    assert np.abs(_apply(bulk.matrix, GRID) - _apply(single.matrix, GRID)).max() < 0.2
