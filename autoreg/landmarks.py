@@ -76,9 +76,27 @@ def _ratio_matches(query: np.ndarray, train: np.ndarray, ratio: float) -> tuple[
     return query_of[order][first], train_idx
 
 
+def _mutual_matches(query: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mutual nearest neighbours (each is the other's closest descriptor; OpenCV's cross-check), without a ratio
+    test: where two images share little area, a true match's second-best neighbour is often as close as its best,
+    and the ratio test drops it.
+
+    Returns
+    -------
+    query_idx, train_idx : ndarray of int
+    """
+    import cv2
+
+    norm = cv2.NORM_HAMMING if query.dtype == np.uint8 else cv2.NORM_L2
+    with library_errors("descriptor matching"):
+        pairs = cv2.BFMatcher(norm, crossCheck=True).match(query, train)
+    return (np.array([m.queryIdx for m in pairs], dtype=int), np.array([m.trainIdx for m in pairs], dtype=int))
+
+
 def find_matches(fixed_view: WorkingView, moving_view: WorkingView, config: RegistrationConfig,
-                 detector: str = "orb") -> Matches:
-    """Detect, describe and match keypoints of the two views (ratio test, one match per fixed keypoint).
+                 detector: str = "orb", mutual: bool = False) -> Matches:
+    """Detect, describe and match keypoints of the two views (ratio test, one match per fixed keypoint; or
+    ``mutual`` nearest neighbours).
 
     Returns
     -------
@@ -98,9 +116,12 @@ def find_matches(fixed_view: WorkingView, moving_view: WorkingView, config: Regi
             f"No {detector.upper()} keypoints ({len(fixed_xy)} in fixed, {len(moving_xy)} in moving): the image may be flat or "
             "textureless."
         )
-    moving_idx, fixed_idx = _ratio_matches(moving_desc, fixed_desc, config.match_ratio)
+    if mutual:
+        moving_idx, fixed_idx = _mutual_matches(moving_desc, fixed_desc)
+    else:
+        moving_idx, fixed_idx = _ratio_matches(moving_desc, fixed_desc, config.match_ratio)
     if moving_idx.size == 0:
-        raise InsufficientLandmarksError("No descriptor match passed the ratio test.")
+        raise InsufficientLandmarksError("No descriptor match passed the " + ("cross-check." if mutual else "ratio test."))
     return Matches(
         fixed_xy=to_original_xy(fixed_view, fixed_xy[fixed_idx]),
         moving_xy=to_original_xy(moving_view, moving_xy[moving_idx]),
