@@ -190,17 +190,19 @@ def estimate_transform(
     source: str = "features",
     why: str = "",
     prior_scale: float = 1.0,
+    inliers: np.ndarray | None = None,
 ) -> Fit:
     """Robust fit of ``model`` on putative ``matches``.
 
-    A seeded consensus selects inliers; the model is then refitted by least squares on them and the
-    inlier set is refined twice with the model's own residuals.
+    A seeded consensus selects inliers (unless ``inliers`` gives them: a consensus found otherwise); the model is
+    then refitted by least squares on them and the inlier set is refined twice with the model's own residuals.
 
     Raises
     ------
     InsufficientLandmarksError, EstimationError
     """
-    inliers = robust_inliers(matches, model, threshold_px=threshold_px, config=config, seed=seed)
+    if inliers is None:
+        inliers = robust_inliers(matches, model, threshold_px=threshold_px, config=config, seed=seed)
     order = config.polynomial_order
     need = max(min_points(model, polynomial_order=order), 3)
     for _ in range(3):

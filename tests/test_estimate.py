@@ -101,3 +101,22 @@ def test_bad_control_points_are_input_errors(fixed_xy, moving_xy, model, message
 def test_every_model_is_known():
     assert set(MODELS) == {"translation", "rigid", "similarity", "affine", "projective", "polynomial",
                            "piecewise-affine"}
+
+
+def test_a_consensus_found_elsewhere_is_refitted_not_searched_again():
+    """``estimate_transform(inliers=...)`` refits the given consensus (8 true matches among 200, too few for a
+    3-point MAGSAC to find) by least squares and refines it with its own residuals."""
+    rng = np.random.default_rng(4)
+    truth = rigid_matrix(17.0, 12.0, -5.0, scale=1.02)
+    moving_xy = rng.uniform(0, 250, (200, 2))
+    fixed_xy = rng.uniform(0, 250, (200, 2))
+    true = np.zeros(200, bool)
+    true[rng.choice(200, 8, replace=False)] = True
+    fixed_xy[true] = apply_matrix(truth, moving_xy[true]) + rng.normal(0, 0.2, (8, 2))
+    given = true.copy()
+    given[np.flatnonzero(true)[0]] = False  # a consensus that missed one: the refinement finds it again
+    fit = estimate_transform(Matches(fixed_xy=fixed_xy, moving_xy=moving_xy), "similarity", threshold_px=2.0,
+                             config=RegistrationConfig(), inliers=given)
+    assert np.array_equal(fit.inliers, true)
+    grid = np.array([[x, y] for x in (0, 125, 250) for y in (0, 125, 250)], float)
+    assert np.abs(fit.moving_to_fixed(grid) - apply_matrix(truth, grid)).max() < 0.5
