@@ -186,9 +186,10 @@ class Fit:
         ``intensity``; a cross-modal one (``edges``, ``derivative``) when the search matched on it, or when the
         intensities' contrast was not linear and its terms explained the map best.
     consensus_model : str
-        For a feature fit whose intensity refinement preferred a richer model than the keypoints chose, the model
-        whose robust consensus selected the inliers (its minimal sample sets the a-contrario test's count of
-        hypotheses); empty when that is ``model``.
+        For a feature fit whose intensity refinement preferred a richer model than the keypoints chose, or whose
+        inliers the mutual-match strategy's similarity consensus selected, the model whose robust consensus selected
+        the inliers (its minimal sample sets the a-contrario test's count of hypotheses); empty when that is
+        ``model``.
     """
 
     model: str

@@ -385,16 +385,19 @@ def register(
         def own_views() -> tuple[Any, Any]:
             return views if on is ctx else working_views(on)
 
-        def run(detector: str, gradient: bool, note: str) -> Fit:
+        def run(detector: str, gradient: bool, note: str, sparse: bool = False) -> Fit:
             own = own_views()
-            fit = feature_fit(on, model, working_views(on, gradient=True, like=own) if gradient else own, detector)
+            fit = feature_fit(on, model, working_views(on, gradient=True, like=own) if gradient else own, detector,
+                              sparse)
             why = "; ".join(part for part in (note, hypothesis) if part)
             return refined(fit.with_note(why) if why else fit, on)
 
         return [(f"features{suffix}", checked(lambda: run("orb", False, ""))),
                 (f"features-gradient{suffix}",
                  checked(lambda: run("orb", True, "features of the gradient magnitude"))),
-                (f"features-sift{suffix}", checked(lambda: run("sift", False, "SIFT features")))]
+                (f"features-sift{suffix}", checked(lambda: run("sift", False, "SIFT features"))),
+                (f"features-sift-mutual{suffix}",
+                 checked(lambda: run("sift", False, "SIFT features, mutual matches, a-contrario consensus", True)))]
 
     features = features_chain(ctx)
     search = ("search", checked(lambda: refined(search_fit(ctx, model, views))))

@@ -103,28 +103,70 @@ def working_views(ctx: Context, *, gradient: bool = False, like: tuple[Any, Any]
     return fixed_view, moving_view
 
 
-def feature_fit(ctx: Context, model: str, views: tuple[Any, Any], detector: str = "orb") -> Fit:
-    """Match keypoints of the two views and fit ``model`` (``auto``: the simplest adequate one) robustly."""
+def _sparse_consensus(ctx: Context, matches: Matches) -> np.ndarray:
+    """Inliers of the a-contrario consensus (AC-RANSAC on similarity's 2-point samples) among ``matches``: finds a
+    consensus of a few percent, where OpenCV's MAGSAC on 3-point samples does not look long enough.
+
+    The consensus is judged over the whole fixed image, as :func:`autoreg.pipeline._meaningful` judges every feature
+    fit before refining it. Mutual matches without a ratio test hold many chance matches, and keypoints crowd
+    where the texture is rich, unlike the uniform background the test assumes: a consensus whose fixed points
+    cover less than ``min_inlier_spread`` of the overlap it implies is refused (InsufficientLandmarksError)."""
+    from .errors import InsufficientLandmarksError
+    from .score import hull_area
+    from .significance import acransac, overlap_area
+
+    cfg = ctx.config
+    wpx = ctx.working_pixel_px
+    found = acransac(matches.fixed_xy, matches.moving_xy, "similarity", seed=ctx.seed,
+                     max_iters=cfg.sparse_consensus_iters, fixed_area=float(np.count_nonzero(ctx.fixed_valid)),
+                     n_models=cfg.nfa_tests, max_log10_nfa=cfg.max_log10_nfa, min_error_px=0.25 * wpx,
+                     duplicate_px=cfg.nfa_duplicate_wpx * wpx)
+    inliers = found.inliers & (np.linalg.norm(apply_matrix(found.matrix, matches.moving_xy) - matches.fixed_xy,
+                                              axis=1) < ctx.inlier_threshold_px)
+    (fixed_h, fixed_w), (moving_h, moving_w) = ctx.fixed.shape, ctx.moving.shape
+    overlap = overlap_area(found.matrix, (moving_w, moving_h), (fixed_w, fixed_h))
+    spread = hull_area(matches.fixed_xy[inliers]) / overlap if overlap > 0 else 0.0
+    if spread < cfg.min_inlier_spread:
+        raise InsufficientLandmarksError(
+            f"The mutual-match consensus ({int(inliers.sum())} of {len(matches)}) covers {spread:.3f} of the overlap "
+            f"it implies (< {cfg.min_inlier_spread}): clustered, as chance matches gather where keypoints crowd.")
+    return inliers
+
+
+def feature_fit(ctx: Context, model: str, views: tuple[Any, Any], detector: str = "orb", sparse: bool = False) -> Fit:
+    """Match keypoints of the two views and fit ``model`` (``auto``: the simplest adequate one) robustly.
+
+    ``sparse``: mutual nearest-neighbour matches (no ratio test) and an a-contrario consensus, for pairs that share
+    little area."""
     from .estimate import choose_model, estimate_transform, robust_inliers
     from .landmarks import find_matches
 
     cfg = ctx.config
-    matches = find_matches(*views, cfg, detector)
+    matches = find_matches(*views, cfg, detector, mutual=sparse)
     threshold = ctx.inlier_threshold_px
     why = ""
+    consensus = _sparse_consensus(ctx, matches) if sparse else None
     if model == "auto":
-        inliers = robust_inliers(matches, "affine", threshold_px=threshold, config=cfg, seed=ctx.seed)
+        inliers = consensus if sparse else robust_inliers(matches, "affine", threshold_px=threshold, config=cfg,
+                                                          seed=ctx.seed)
         choice = choose_model(matches.moving_xy[inliers], matches.fixed_xy[inliers],
                               candidates=cfg.auto_models, config=cfg, prior_scale=ctx.expected_scale)
         model, why = choice.model, choice.why
     fit = estimate_transform(matches, model, threshold_px=threshold, config=cfg, seed=ctx.seed, why=why,
-                             prior_scale=ctx.expected_scale)
+                             prior_scale=ctx.expected_scale, inliers=consensus)
     if model in ("translation", "rigid", "similarity"):  # how many matches would a more general map explain?
         try:
-            general = int(robust_inliers(matches, "affine", threshold_px=threshold, config=cfg, seed=ctx.seed).sum())
+            if consensus is None:
+                general = int(robust_inliers(matches, "affine", threshold_px=threshold, config=cfg,
+                                             seed=ctx.seed).sum())
+            else:  # an affine grown from the same consensus
+                general = int(estimate_transform(matches, "affine", threshold_px=threshold, config=cfg,
+                                                 inliers=consensus).inliers.sum())
         except AutoregError:
             general = 0
         fit = dataclasses.replace(fit, n_inliers_general=general)
+    if sparse:  # the a-contrario test counts the consensus's 2-point samples
+        fit = dataclasses.replace(fit, consensus_model="similarity")
     return fit
 
 

@@ -57,3 +57,16 @@ def test_the_time_report_counts_pairs_over_a_second_by_cpu_and_by_wall_time():
     assert "median 900 ms" in line
     assert "pairs over 1 s: 1 of 3 by CPU time, 2 by wall time" in line
     assert _cpu_time_lines([{"seconds": 2.0}]) == []  # rows of an older release: no CPU time, no line
+
+
+def test_a_small_overlap_the_ratio_test_starves_is_found_by_mutual_matches():
+    """A same-resolution pair sharing 16 % of its area (calibration ``near_small_overlap`` 21): the ratio test
+    keeps no true match (a true match's second-best neighbour is about as close), so ORB and SIFT fail; SIFT's
+    mutual nearest neighbours hold enough true ones for the a-contrario consensus, and the result is ``ok`` and
+    correct."""
+    row = _row("near_small_overlap", 21)
+    assert row["crashed"] is None, row["crashed"]
+    attempts = {a["strategy"]: a["verdict"] for a in row["result"]["attempts"]}
+    assert attempts["features-sift"] == "failed"
+    assert attempts["features-sift-mutual"] == "ok"
+    assert row["verdict"] == "ok" and row["correct"], {k: row[k] for k in ("error_px", "tolerance_px", "reasons")}

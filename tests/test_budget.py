@@ -87,7 +87,7 @@ def test_no_strategy_starts_after_the_budget_but_the_first(monkeypatch):
     result = autoreg.register(fixed, moving, config=RegistrationConfig(time_budget_s=0.5))
     assert [a.strategy for a in result.attempts] == ["features"]
     assert result.verdict.level == "failed"
-    untried = ["features-gradient", "features-sift", "search"]
+    untried = ["features-gradient", "features-sift", "features-sift-mutual", "search"]
     assert result.extra["time_budget"] == {"seconds": 0.5, "stopped": [], "not_tried": untried}
     assert result.verdict.reasons[-1].startswith("time_budget: ")
     assert result.verdict.reasons[-1].endswith("not tried: " + ", ".join(untried))

@@ -114,7 +114,8 @@ def test_unrelated_images_are_never_ok():
     assert result.verdict.level != "ok"
     assert result.verdict.reasons
     assert result.verdict.level == "failed", result.verdict.reasons  # unrelated: no evidence of a match at all
-    assert [a.strategy for a in result.attempts][:4] == ["features", "features-gradient", "features-sift", "search"]
+    assert [a.strategy for a in result.attempts][:5] == ["features", "features-gradient", "features-sift",
+                                                         "features-sift-mutual", "search"]
 
 
 def test_a_flat_image_fails_as_a_value_not_an_exception():
@@ -142,8 +143,8 @@ def test_control_points_rescue_a_textureless_moving_image():
     result = autoreg.register(pair.fixed, flat, model="affine", points=(fixed_xy, moving_xy))
     assert result.source == "points"
     np.testing.assert_allclose(result.fit.matrix, pair.moving_to_fixed, atol=1e-6)
-    assert [a.strategy for a in result.attempts] == ["features", "features-gradient", "features-sift", "search",
-                                                     "points"]
+    assert [a.strategy for a in result.attempts] == ["features", "features-gradient", "features-sift",
+                                                     "features-sift-mutual", "search", "points"]
 
 
 def test_bad_points_are_input_errors():
@@ -290,9 +291,11 @@ def test_a_small_same_pixel_size_crop_is_also_searched_at_that_pixel_size():
     strategies = [a.strategy for a in result.attempts]
     assert said[:len(strategies)] == strategies and set(said) <= set(_STAGES), said  # the log says what each is
     assert "search" in strategies and strategies[-1] == "search-same-pixel-size"
-    same_features = ["features-same-pixel-size", "features-gradient-same-pixel-size", "features-sift-same-pixel-size"]
+    same_features = ["features-same-pixel-size", "features-gradient-same-pixel-size", "features-sift-same-pixel-size",
+                     "features-sift-mutual-same-pixel-size"]
     # the keypoints at the same pixel size come after the field of view's and before any search
-    assert strategies[:6] == ["features", "features-gradient", "features-sift", *same_features], strategies
+    assert strategies[:8] == ["features", "features-gradient", "features-sift", "features-sift-mutual",
+                              *same_features], strategies
     assert result.verdict.level == "failed"
     clear = autoreg.register(make_pair(seed=8).fixed, rng.normal(size=(80, 80)))  # beyond 2× ... 4×: still both
     assert {"search-same-pixel-size", *same_features} <= {a.strategy for a in clear.attempts}
@@ -418,7 +421,7 @@ def test_a_map_2x_coarser_over_the_same_field_is_judged_as_one():
     assert mean_grid_distance(result.fit.to_fixed, truth, moving.shape) <= 0.1
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1, 3])
 def test_a_map_over_part_of_the_field_is_found_by_the_last_search(seed):
     """A 32 px map at 9.6 fixed px per map px covers 60 % of a 512 px scan's side. Without pixel sizes the image
     sizes say 16: the first search (±10 %) finds nothing, the last one (``search_fov_coverage``) finds the map."""
@@ -429,6 +432,21 @@ def test_a_map_over_part_of_the_field_is_found_by_the_last_search(seed):
     first_search = next(a for a in result.attempts if a.strategy == "search")
     assert first_search.verdict == "failed" and first_search.reasons[0].startswith("no_evidence")
     assert result.attempts[-1].strategy == "search-part-of-field" and result.verdict.level == "ok"
+    error = mean_grid_distance(lambda xy: apply_matrix(pair.moving_to_fixed, xy),
+                               lambda xy: apply_matrix(result.matrix, xy), pair.moving.shape)
+    assert error < 0.5  # fixed px; the tolerance is half a map pixel, 4.8 px
+
+
+def test_a_map_over_part_of_the_field_the_ratio_test_misses_is_found_by_mutual_matches():
+    """Seed 2 of the pair above: SIFT's ratio-test consensus is not meaningful (log10 NFA about 0), its mutual
+    matches are, before the last search is needed."""
+    from test_search import make_search_pair
+
+    pair = make_search_pair(2, fixed_px=512, ratio=9.6, moving_px=32)
+    result = autoreg.register(pair.fixed, pair.moving, rng=0)
+    verdicts = {a.strategy: a.verdict for a in result.attempts}
+    assert verdicts["features-sift"] == "failed" and "search-part-of-field" not in verdicts
+    assert result.attempts[-1].strategy == "features-sift-mutual" and result.verdict.level == "ok"
     error = mean_grid_distance(lambda xy: apply_matrix(pair.moving_to_fixed, xy),
                                lambda xy: apply_matrix(result.matrix, xy), pair.moving.shape)
     assert error < 0.5  # fixed px; the tolerance is half a map pixel, 4.8 px
