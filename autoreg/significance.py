@@ -499,8 +499,8 @@ def acransac(fixed_xy: np.ndarray, moving_xy: np.ndarray, model: str, *, seed: i
     if model == "similarity" and (moving_size_xy is None or fixed_size_xy is None):  # one area: score in bulk
         best_matrix, best, n_iter = _search_similarities(
             moving, fixed, seed=seed, max_iters=max_iters, reserve_fraction=reserve_fraction,
-            scoring=dict(n_sample=n_sample, fixed_area=area, n_models=n_models, min_error_px=min_error_px,
-                         max_threshold_px=max_threshold_px))
+            scoring={"n_sample": n_sample, "fixed_area": area, "n_models": n_models, "min_error_px": min_error_px,
+                     "max_threshold_px": max_threshold_px})
     else:
         best_matrix, best, n_iter = _search(moving, fixed, model, score, seed=seed, max_iters=max_iters,
                                             reserve_fraction=reserve_fraction, prior_scale=prior_scale)
@@ -599,7 +599,7 @@ def _search_similarities(moving: np.ndarray, fixed: np.ndarray, *, seed: int | n
 
     first, second = draw(np.arange(len(zm)), max_iters - reserve)
     n_iter = len(first)
-    lowest, found = best_of(first, second)
+    _, found = best_of(first, second)
     if found is None:
         return None, Nfa(np.inf, 0, np.nan, len(zm), 2, np.empty(0)), n_iter
     best = _best(np.abs(found[0] * zm + found[1] - zf), **scoring)
