@@ -93,10 +93,26 @@ def _mutual_matches(query: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, n
     return (np.array([m.queryIdx for m in pairs], dtype=int), np.array([m.trainIdx for m in pairs], dtype=int))
 
 
+#: Keypoints already detected on a view: ``{(view, detector): (xy, descriptors)}``. The view itself is the key (a
+#: WorkingView hashes by identity), so the cache keeps it alive and an id is never reused while it holds it.
+KeypointCache = dict[tuple[WorkingView, str], tuple[np.ndarray, "np.ndarray | None"]]
+
+
+def _detected(view: WorkingView, config: RegistrationConfig, detector: str,
+              cache: KeypointCache | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`detect`, once per view and detector when a ``cache`` is given."""
+    if cache is None:
+        return detect(view, config, detector)
+    if (view, detector) not in cache:
+        cache[view, detector] = detect(view, config, detector)
+    return cache[view, detector]
+
+
 def find_matches(fixed_view: WorkingView, moving_view: WorkingView, config: RegistrationConfig,
-                 detector: str = "orb", mutual: bool = False) -> Matches:
+                 detector: str = "orb", mutual: bool = False, keypoints: KeypointCache | None = None) -> Matches:
     """Detect, describe and match keypoints of the two views (ratio test, one match per fixed keypoint; or
-    ``mutual`` nearest neighbours).
+    ``mutual`` nearest neighbours). ``keypoints``: a cache of detections, for strategies that match the same
+    views' keypoints in two ways.
 
     Returns
     -------
@@ -109,8 +125,8 @@ def find_matches(fixed_view: WorkingView, moving_view: WorkingView, config: Regi
         When either image yields no keypoints or no match passes the ratio test.
     """
 
-    fixed_xy, fixed_desc = detect(fixed_view, config, detector)
-    moving_xy, moving_desc = detect(moving_view, config, detector)
+    fixed_xy, fixed_desc = _detected(fixed_view, config, detector, keypoints)
+    moving_xy, moving_desc = _detected(moving_view, config, detector, keypoints)
     if fixed_desc is None or moving_desc is None or len(fixed_xy) == 0 or len(moving_xy) == 0:
         raise InsufficientLandmarksError(
             f"No {detector.upper()} keypoints ({len(fixed_xy)} in fixed, {len(moving_xy)} in moving): the image may be flat or "

@@ -385,10 +385,12 @@ def register(
         def own_views() -> tuple[Any, Any]:
             return views if on is ctx else working_views(on)
 
+        detected: dict = {}  # SIFT's keypoints on own_views(), matched by ratio and then mutually
+
         def run(detector: str, gradient: bool, note: str, sparse: bool = False) -> Fit:
             own = own_views()
             fit = feature_fit(on, model, working_views(on, gradient=True, like=own) if gradient else own, detector,
-                              sparse)
+                              sparse, keypoints=None if gradient else detected)
             why = "; ".join(part for part in (note, hypothesis) if part)
             return refined(fit.with_note(why) if why else fit, on)
 

@@ -133,16 +133,17 @@ def _sparse_consensus(ctx: Context, matches: Matches) -> np.ndarray:
     return inliers
 
 
-def feature_fit(ctx: Context, model: str, views: tuple[Any, Any], detector: str = "orb", sparse: bool = False) -> Fit:
+def feature_fit(ctx: Context, model: str, views: tuple[Any, Any], detector: str = "orb", sparse: bool = False,
+                keypoints: dict | None = None) -> Fit:
     """Match keypoints of the two views and fit ``model`` (``auto``: the simplest adequate one) robustly.
 
     ``sparse``: mutual nearest-neighbour matches (no ratio test) and an a-contrario consensus, for pairs that share
-    little area."""
+    little area. ``keypoints``: a cache of detections (:data:`autoreg.landmarks.KeypointCache`)."""
     from .estimate import choose_model, estimate_transform, robust_inliers
     from .landmarks import find_matches
 
     cfg = ctx.config
-    matches = find_matches(*views, cfg, detector, mutual=sparse)
+    matches = find_matches(*views, cfg, detector, mutual=sparse, keypoints=keypoints)
     threshold = ctx.inlier_threshold_px
     why = ""
     consensus = _sparse_consensus(ctx, matches) if sparse else None

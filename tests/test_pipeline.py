@@ -951,3 +951,23 @@ def test_register_doubts_an_ok_that_an_earlier_attempts_evidence_contradicts(mon
     assert result.verdict.reasons[0].startswith("conflicting: the features attempt found a pose 30 px"), result.verdict
     assert [a.verdict for a in result.attempts][:2] == ["low_confidence", "low_confidence"]
     assert len(result.attempts) > 2  # a doubted result does not end the chain
+
+
+def test_the_mutual_strategy_matches_the_sift_keypoints_already_detected(monkeypatch):
+    """SIFT's keypoints are detected once per pair of views: the ratio-test and the mutual strategies share them."""
+    from autoreg import landmarks
+
+    detected: list[tuple[int, str]] = []
+    real = landmarks.detect
+
+    def counted(view, config, detector="orb"):
+        detected.append((id(view), detector))
+        return real(view, config, detector)
+
+    monkeypatch.setattr(landmarks, "detect", counted)
+    result = autoreg.register(make_pair(seed=4).fixed, np.random.default_rng(0).normal(size=(200, 200)))
+    strategies = [a.strategy for a in result.attempts]
+    ratio_chains = [s for s in strategies if s.startswith("features-sift") and "mutual" not in s]
+    assert ratio_chains and len([s for s in strategies if s.startswith("features-sift-mutual")]) == len(ratio_chains)
+    sift = [call for call in detected if call[1] == "sift"]
+    assert len(sift) == 2 * len(ratio_chains) and len(set(sift)) == len(sift)  # each view once
