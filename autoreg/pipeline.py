@@ -385,7 +385,7 @@ def register(
         def own_views() -> tuple[Any, Any]:
             return views if on is ctx else working_views(on)
 
-        detected: dict = {}  # SIFT's keypoints on own_views(), matched by ratio and then mutually
+        detected: dict = {}  # keypoints on own_views(): SIFT's are matched by ratio, then mutually
 
         def run(detector: str, gradient: bool, note: str, sparse: bool = False) -> Fit:
             own = own_views()

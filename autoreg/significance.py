@@ -602,9 +602,10 @@ def _search_similarities(moving: np.ndarray, fixed: np.ndarray, *, seed: int | n
     _, found = best_of(first, second)
     if found is None:
         return None, Nfa(np.inf, 0, np.nan, len(zm), 2, np.empty(0)), n_iter
-    best = _best(np.abs(found[0] * zm + found[1] - zf), **scoring)
+    residuals = np.abs(found[0] * zm + found[1] - zf)
+    best = _best(residuals, **scoring)
     if reserve and best.n_inliers > 2:  # focus on the best model's inliers
-        pool = np.argsort(np.abs(found[0] * zm + found[1] - zf), kind="stable")[:best.n_inliers]
+        pool = np.argsort(residuals, kind="stable")[:best.n_inliers]
         first, second = draw(pool, reserve)
         n_iter += len(first)
         focused, candidate = best_of(first, second)

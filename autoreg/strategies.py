@@ -148,8 +148,8 @@ def feature_fit(ctx: Context, model: str, views: tuple[Any, Any], detector: str 
     why = ""
     consensus = _sparse_consensus(ctx, matches) if sparse else None
     if model == "auto":
-        inliers = consensus if sparse else robust_inliers(matches, "affine", threshold_px=threshold, config=cfg,
-                                                          seed=ctx.seed)
+        inliers = consensus if consensus is not None else robust_inliers(matches, "affine", threshold_px=threshold,
+                                                                         config=cfg, seed=ctx.seed)
         choice = choose_model(matches.moving_xy[inliers], matches.fixed_xy[inliers],
                               candidates=cfg.auto_models, config=cfg, prior_scale=ctx.expected_scale)
         model, why = choice.model, choice.why
@@ -166,7 +166,7 @@ def feature_fit(ctx: Context, model: str, views: tuple[Any, Any], detector: str 
         except AutoregError:
             general = 0
         fit = dataclasses.replace(fit, n_inliers_general=general)
-    if sparse:  # the a-contrario test counts the consensus's 2-point samples
+    if consensus is not None:  # the a-contrario test counts the consensus's 2-point samples
         fit = dataclasses.replace(fit, consensus_model="similarity")
     return fit
 
