@@ -363,16 +363,14 @@ def overlap_area(matrix: np.ndarray, moving_size_xy: tuple[float, float], fixed_
 # --------------------------------------------------------------------------------------------------- fitting
 def _fit_matrix(model: str, moving_xy: np.ndarray, fixed_xy: np.ndarray, prior_scale: float) -> np.ndarray | None:
     """Least-squares ``moving_to_fixed`` matrix of ``model``, or None when the points are degenerate."""
-    from skimage import transform as sktf
+    from .models import transform_class
 
     if model == "translation":
         matrix = np.diag([prior_scale, prior_scale, 1.0])
         matrix[:2, 2] = np.mean(fixed_xy - prior_scale * moving_xy, axis=0)
         return matrix
-    classes: dict[str, Any] = {"rigid": sktf.EuclideanTransform, "similarity": sktf.SimilarityTransform,
-                               "affine": sktf.AffineTransform, "projective": sktf.ProjectiveTransform}
     scale = prior_scale if model == "rigid" else 1.0
-    tf = classes[model].from_estimate(moving_xy * scale, fixed_xy)
+    tf = transform_class(model).from_estimate(moving_xy * scale, fixed_xy)
     if not tf:
         return None
     matrix = np.asarray(tf.params, float) @ np.diag([scale, scale, 1.0])

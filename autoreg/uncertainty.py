@@ -134,36 +134,22 @@ class _Rigid:
 class _Projective:
     """Homography with h33 = 1: theta = the other 8 entries, row by row.
 
-    Fitted by the normalised direct linear transform (Hartley & Zisserman, *Multiple View Geometry*, 2nd ed.,
-    alg. 4.2) in numpy: the same estimate as scikit-image's ``ProjectiveTransform.from_estimate`` without its
-    full-size SVD, which costs ~10 ms at 200 points and is repeated for every resample here.
+    Fitted by :func:`autoreg.models.normalised_dlt` (scikit-image's estimate without its full-size SVD, which
+    would cost ~10 ms at 200 points and is repeated for every resample here).
     """
 
     n_params = 8
 
-    @staticmethod
-    def _normaliser(xy: np.ndarray) -> np.ndarray:
-        centre = xy.mean(axis=0)
-        rms = float(np.sqrt(np.mean(np.sum((xy - centre) ** 2, axis=1))))
-        k = np.sqrt(2.0) / rms if rms > 0 else 1.0
-        return np.array([[k, 0, -k * centre[0]], [0, k, -k * centre[1]], [0, 0, 1.0]])
-
     def fit(self, moving: np.ndarray, fixed: np.ndarray) -> np.ndarray | None:
+        from .models import normalised_dlt
+
         if len(np.unique(moving, axis=0)) < 4:
             return None
-        nm, nf = self._normaliser(moving), self._normaliser(fixed)
-        m = moving @ nm[:2, :2].T + nm[:2, 2]
-        f = fixed @ nf[:2, :2].T + nf[:2, 2]
-        one, zero = np.ones((len(m), 1)), np.zeros((len(m), 3))
-        mh = np.hstack([m, one])
-        a = np.vstack([np.hstack([mh, zero, -f[:, :1] * mh]), np.hstack([zero, mh, -f[:, 1:] * mh])])
-        _, sv, vt = np.linalg.svd(a, full_matrices=False)
-        if sv[-2] < 1e-9 * sv[0]:  # a second null direction: the points do not determine the homography
-            return None
-        h = np.linalg.solve(nf, vt[-1].reshape(3, 3) @ nm)
-        if not np.all(np.isfinite(h)) or abs(h[2, 2]) < 1e-12:
-            return None
-        return (h / h[2, 2]).ravel()[:8]
+        matrix, singular = normalised_dlt(moving, fixed)
+        singular = np.pad(singular, (0, 9 - len(singular)))  # 9 unknowns: fewer equations leave zeros
+        if matrix is None or singular[-2] < 1e-9 * singular[0] or not np.all(np.isfinite(matrix)):
+            return None  # a second null direction: the points do not determine the homography
+        return matrix.ravel()[:8]
 
     def apply(self, theta: np.ndarray, xy: np.ndarray) -> np.ndarray:
         return apply_matrix(np.append(theta, 1.0).reshape(3, 3), xy)
