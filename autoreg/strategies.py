@@ -171,6 +171,29 @@ def feature_fit(ctx: Context, model: str, views: tuple[Any, Any], detector: str 
     return fit
 
 
+def _bounded_by_optimum(ctx: Context, fit: Fit, optimum: Any, small_to_fixed: np.ndarray,
+                        moving_to_small: np.ndarray, model: str, note: str) -> Fit:
+    """A search fit whose refinement did not improve the held-out pixels keeps its pose, with a predicted error:
+    its mean distance over the grid from the full refinement's ``optimum`` plus that optimum's predicted error
+    (the distance to the truth is at most the sum at every grid point, so in the mean too). None when the optimum
+    is not one a linear contrast explains (biased) or the refinement did not converge to it."""
+    cfg = ctx.config
+    if not (optimum.converged and abs(optimum.correlation) >= cfg.min_refined_correlation
+            and np.isfinite(optimum.predicted_error_px)):
+        return fit.with_note(f"{note}; its optimum does not bound its error (converged: {optimum.converged}, "
+                             f"|r| {abs(optimum.correlation):.3f})")
+    matrix = small_to_fixed @ optimum.moving_to_fixed @ moving_to_small
+    forward, _ = _fit_through(model, matrix, ctx.moving.shape, ctx.expected_scale)
+    fixed_px_per_small = float(np.sqrt(abs(np.linalg.det(small_to_fixed[:2, :2]))))
+    own_error = float(optimum.predicted_error_px * fixed_px_per_small)
+    moved = mean_grid_distance(fit.to_fixed, forward, ctx.moving.shape)
+    bound = moved + own_error
+    return dataclasses.replace(fit, refinement_error_px=bound, correlation=float(abs(optimum.correlation)),
+                               contrast_checked=True).with_note(
+        f"{note}; {moved:.3g} px from the full refinement's optimum ({model}, predicted error {own_error:.3g} px), "
+        f"which bounds its error at {bound:.3g} px")
+
+
 def _fit_through(model: str, matrix: np.ndarray, moving_shape: tuple[int, int], prior_scale: float) -> tuple[Any, Any]:
     """``model``'s forward and backward transforms closest to a 3×3 matrix (least squares on a 7×7 grid)."""
     from .estimate import fit_pair
@@ -399,9 +422,10 @@ def refine_fit(ctx: Context, fit: Fit, model: str, richer: str | None = None) ->
             terms[pairing] = fixed_term(fixed_small.data, pairing, start[:2, 0])
         return terms[pairing]
 
+    prior_scale = float(small_scale) if model in ("translation", "rigid") else None
+
     def run(pairing: str, min_holdout_after: float = -1.0) -> Any:
-        return refine_matrix(term_of(pairing), moving_small.data, start, model,
-                             prior_scale=float(small_scale) if model in ("translation", "rigid") else None,
+        return refine_matrix(term_of(pairing), moving_small.data, start, model, prior_scale=prior_scale,
                              max_iterations=cfg.refine_max_iterations, require_improvement=True,
                              min_holdout_after=min_holdout_after)
 
@@ -416,8 +440,17 @@ def refine_fit(ctx: Context, fit: Fit, model: str, richer: str | None = None) ->
     if diverged is None and model in _RESTARTABLE:
         refined, notes = _restart_from_similarity(term_of(channel), moving_small.data, start, model, refined, cfg)
     if diverged is None and not refined.improved:
-        return fit.with_note(f"not refined (held-out correlation {refined.holdout_before:.3f} -> "
-                              f"{refined.holdout_after:.3f}){notes}")
+        note = f"not refined (held-out correlation {refined.holdout_before:.3f} -> {refined.holdout_after:.3f}){notes}"
+        if fit.source != "intensity":  # a feature fit keeps its keypoints' error prediction
+            return fit.with_note(note)
+        # nothing else predicts a search pose's error: where the intensities put their optimum bounds it
+        try:  # the full fit alone, iterated until it converges (refine_matrix's default)
+            optimum = refine_matrix(term_of(channel), moving_small.data, start, model, prior_scale=prior_scale,
+                                    holdout=False)
+        except EstimationError as err:  # RefinementDiverged included: no optimum near the pose
+            return fit.with_note(f"{note}; no optimum to bound its error ({err})")
+        return _bounded_by_optimum(ctx, fit, optimum, fixed_small.to_original, moving_small.from_original, model,
+                                   note)
     prefix = ""
     if diverged is not None or not abs(refined.correlation) >= cfg.min_refined_correlation:
         linear_r = math.nan if diverged is not None else float(abs(refined.correlation))
