@@ -70,3 +70,17 @@ def test_a_small_overlap_the_ratio_test_starves_is_found_by_mutual_matches():
     assert attempts["features-sift"] == "failed"
     assert attempts["features-sift-mutual"] == "ok"
     assert row["verdict"] == "ok" and row["correct"], {k: row[k] for k in ("error_px", "tolerance_px", "reasons")}
+
+
+def test_a_search_pose_at_the_optimum_is_bounded_by_it():
+    """A same-resolution pair the search solves (calibration ``same_res`` 26, terraces): the pose is already at the
+    intensities' optimum, so the refinement cannot raise the held-out correlation and is not kept. The search pose
+    then takes its distance from the full refinement's optimum plus that optimum's predicted error as its own
+    predicted error — a bound, at least the true error — instead of none (``accuracy_unknown``)."""
+    row = _row("same_res", 26)
+    assert row["crashed"] is None, row["crashed"]
+    result = row["result"]
+    assert result["source"] == "intensity" and "not refined (held-out correlation" in result["why_model"]
+    assert "bounds its error at" in result["why_model"]
+    assert row["correct"] and row["verdict"] == "ok", row["reasons"]
+    assert row["error_px"] <= result["predicted_error_px"] <= 0.75 * row["tolerance_px"]
