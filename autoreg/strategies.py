@@ -175,8 +175,8 @@ def _bounded_by_optimum(ctx: Context, fit: Fit, optimum: Any, small_to_fixed: np
                         moving_to_small: np.ndarray, model: str, note: str) -> Fit:
     """A search fit whose refinement did not improve the held-out pixels keeps its pose, with a predicted error:
     its mean distance over the grid from the full refinement's ``optimum`` plus that optimum's predicted error
-    (the distance to the truth is at most the sum at every grid point, so in the mean too). None when the optimum
-    is not one a linear contrast explains (biased) or the refinement did not converge to it."""
+    (the distance to the truth is at most the sum at every grid point, so in the mean too). It keeps no prediction
+    when a linear contrast does not explain the optimum (then biased) or the refinement did not converge to it."""
     cfg = ctx.config
     if not (optimum.converged and abs(optimum.correlation) >= cfg.min_refined_correlation
             and np.isfinite(optimum.predicted_error_px)):
@@ -394,7 +394,9 @@ def refine_fit(ctx: Context, fit: Fit, model: str, richer: str | None = None) ->
     kept on the same terms and becomes the fit's ``matched_channel`` (after a divergence its predicted error is at
     least how far it moved the fit). Otherwise the fit keeps its pose, saying why: with the refinement's correlation and
     ``contrast_checked`` when only the contrast failed (the verdict judges it), with an infinite predicted error
-    when the refinement diverged from it (the data contradict it), unchanged otherwise. With ``richer`` (a model the
+    when the refinement diverged from it (the data contradict it), unchanged otherwise — but a search fit whose
+    refinement did not raise the held-out correlation (its pose is at the optimum already) is bounded by the full
+    refinement's optimum (:func:`_bounded_by_optimum`), as nothing else predicts its error. With ``richer`` (a model the
     keypoints did not choose but the user left open), an intensity refinement is followed by one of that model from
     its optimum, which replaces it when the pixels prefer it (:func:`_richer_refinement`).
     """
