@@ -548,11 +548,10 @@ def _search(moving: np.ndarray, fixed: np.ndarray, model: str, score: Callable[[
 _BLOCK = 2_000_000
 
 
-def _similarities(moving: np.ndarray, fixed: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """The exact similarity of each 2-point sample, as complex ``(a, t)`` with ``fixed = a moving + t`` (rows of
-    shape (S, 2)); NaN where a sample repeats a point (it determines no model)."""
-    zm = moving[:, 0] + 1j * moving[:, 1]
-    zf = fixed[:, 0] + 1j * fixed[:, 1]
+def _similarities(zm: np.ndarray, zf: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """The exact similarity of each 2-point sample of the points ``zm`` → ``zf`` (complex ``x + iy``), as complex
+    ``(a, t)`` with ``zf = a zm + t`` (rows of shape (S, 2)); NaN where a sample repeats a point (it determines no
+    model)."""
     dm, df = zm[second] - zm[first], zf[second] - zf[first]
     repeated = (dm == 0) | (df == 0)
     a = np.where(repeated, np.nan, df / np.where(repeated, 1.0, dm))
@@ -581,7 +580,7 @@ def _search_similarities(moving: np.ndarray, fixed: np.ndarray, *, seed: int | n
         return pool[first], pool[second]
 
     def best_of(first: np.ndarray, second: np.ndarray) -> tuple[float, np.ndarray | None]:
-        models = _similarities(moving, fixed, first, second)
+        models = _similarities(zm, zf, first, second)
         lowest, found = np.inf, None
         step = max(1, _BLOCK // len(zm))
         for start in range(0, len(models), step):
