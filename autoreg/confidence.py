@@ -10,11 +10,21 @@ import math
 from .config import RegistrationConfig
 from .datatypes import Scores, Verdict
 
-__all__ = ["judge"]
+__all__ = ["contest_stands_out", "judge", "peak_stands_out"]
 
 
 def _bad(value: float) -> bool:
     return not math.isfinite(value)
+
+
+def peak_stands_out(gap: float, ratio: float, cfg: RegistrationConfig) -> bool:
+    """The search's best correlation peak stands out of its sweep (``min_peak_gap`` and ``min_peak_ratio``)."""
+    return gap > cfg.min_peak_gap and ratio > cfg.min_peak_ratio
+
+
+def contest_stands_out(gap: float, cfg: RegistrationConfig) -> bool:
+    """The contest of the search's refined poses found one that stands out (``min_contest_gap``)."""
+    return gap > cfg.min_contest_gap
 
 
 def _failures(s: Scores, cfg: RegistrationConfig, source: str) -> list[str]:
@@ -24,9 +34,12 @@ def _failures(s: Scores, cfg: RegistrationConfig, source: str) -> list[str]:
     if source == "features" and not s.log10_nfa <= cfg.max_log10_nfa:
         reasons.append(f"no_evidence: the feature consensus could arise by chance (log10 NFA {s.log10_nfa:.2f} > "
                        f"{cfg.max_log10_nfa:g})")
-    if source == "intensity" and not (s.peak_gap > cfg.min_peak_gap and s.peak_ratio > cfg.min_peak_ratio):
+    if (source == "intensity" and not peak_stands_out(s.peak_gap, s.peak_ratio, cfg)
+            and not contest_stands_out(s.contest_gap, cfg)):
+        contested = ("" if _bad(s.contest_gap) else
+                     f"; its refined poses' contest {s.contest_gap:.3f}, needs > {cfg.min_contest_gap:g}")
         reasons.append(f"no_evidence: the correlation peak does not stand out (gap {s.peak_gap:.3f}, ratio "
-                       f"{s.peak_ratio:.2f}; needs > {cfg.min_peak_gap:g} and > {cfg.min_peak_ratio:g})")
+                       f"{s.peak_ratio:.2f}; needs > {cfg.min_peak_gap:g} and > {cfg.min_peak_ratio:g}{contested})")
     if _bad(s.overlap_fraction) or s.overlap_fraction <= 0:
         reasons.append("no_overlap: the warped moving image does not overlap the fixed image")
     if not _bad(s.scale) and not _bad(s.expected_scale) and s.expected_scale > 0:
@@ -70,6 +83,11 @@ def _accuracy_doubts(s: Scores, cfg: RegistrationConfig, exact_points: bool, ref
 
 def _doubts(s: Scores, cfg: RegistrationConfig, source: str, predicted_by_refinement: bool) -> list[str]:
     reasons = []
+    if (source == "intensity" and not peak_stands_out(s.peak_gap, s.peak_ratio, cfg)
+            and contest_stands_out(s.contest_gap, cfg)):
+        reasons.append(f"weak_evidence: the sweep's peak did not stand out (gap {s.peak_gap:.3f}, ratio "
+                       f"{s.peak_ratio:.2f}); refined, this pose stands {s.contest_gap:.3f} above the others (Fisher "
+                       f"z, needs > {cfg.min_contest_gap:g}), a test not calibrated for ok")
     if source == "features" and s.n_inliers < cfg.ok_inliers and not predicted_by_refinement:
         reasons.append(f"few_inliers: {s.n_inliers} < {cfg.ok_inliers}")
     if source == "features" and s.n_inliers_general > 0 and s.n_inliers < cfg.min_model_support * s.n_inliers_general:

@@ -190,6 +190,12 @@ class Fit:
         inliers the mutual-match strategy's similarity consensus selected, the model whose robust consensus selected
         the inliers (its minimal sample sets the a-contrario test's count of hypotheses); empty when that is
         ``model``.
+    candidates : tuple of ndarray
+        For search fits, the sweep's best separated poses (moving px → fixed px, 3×3 each), best first; empty
+        otherwise.
+    contest_gap : float
+        For a search fit whose peak did not stand out, how far its refined pose's held-out correlation stands above
+        the best refined pose elsewhere (Fisher z, :func:`autoreg.contest.contest`); NaN when not measured.
     """
 
     model: str
@@ -209,6 +215,8 @@ class Fit:
     contrast_checked: bool = False
     matched_channel: str = "intensity"
     consensus_model: str = ""
+    candidates: tuple[np.ndarray, ...] = ()
+    contest_gap: float = float("nan")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inliers", _readonly(self.inliers, bool))
@@ -249,7 +257,8 @@ class Fit:
 class Scores:
     """Quality figures of one registration. NaN where a figure is undefined.
 
-    ``log10_nfa``, ``peak_gap`` and ``peak_ratio`` say whether the match is real, ``shift_peak_gap`` whether
+    ``log10_nfa``, ``peak_gap`` and ``peak_ratio`` (or, when the search's peak did not stand out, ``contest_gap``:
+    :func:`autoreg.contest.contest`) say whether the match is real, ``shift_peak_gap`` whether
     the images support a different answer as well; ``predicted_error_px`` (also
     reported as ``uncertainty_px``) how accurate it is, against ``tolerance_px``. ``pearson``, ``pearson_before``
     and ``shift_peak_gap`` compare the two images on the fit's ``matched_channel`` (``Fit.matched_channel``):
@@ -280,6 +289,7 @@ class Scores:
     shift_peak_gap: float = float("nan")
     peak_gap: float = float("nan")
     peak_ratio: float = float("nan")
+    contest_gap: float = float("nan")
     tolerance_px: float = float("nan")
     inverted_contrast: bool = False
     matched_channel: str = "intensity"
@@ -445,6 +455,7 @@ class RegistrationResult:
             "shift_peak_gap": s.shift_peak_gap,
             "peak_gap": s.peak_gap,
             "peak_ratio": s.peak_ratio,
+            "contest_gap": s.contest_gap,
             "inverted_contrast": s.inverted_contrast,
             "matched_channel": s.matched_channel,
             "why_model": self.fit.why if self.fit is not None else None,

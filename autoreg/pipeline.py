@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 
 from ._threads import one_thread
+from .confidence import contest_stands_out, peak_stands_out
 from .config import RegistrationConfig
+from .contest import contest
 from .control_points import validate_points
 from .datatypes import Attempt, Fit, Image, RegistrationResult, Scores, Verdict
 from .errors import AutoregError, EstimationError, InputError, InsufficientLandmarksError, TimeBudgetExceeded
@@ -366,8 +368,10 @@ def register(
         of ``on``."""
         if fit.source == "intensity":
             wanted = model if model in GLOBAL_MODELS else INTENSITY_MODEL
-            if not (fit.peak_gap > cfg.min_peak_gap and fit.peak_ratio > cfg.min_peak_ratio):
-                return fit  # no evidence of a match: failed whatever its accuracy
+            if not peak_stands_out(fit.peak_gap, fit.peak_ratio, cfg):  # its refined poses may tell them apart
+                fit = contest(on, fit)
+                if not contest_stands_out(fit.contest_gap, cfg):
+                    return fit  # no evidence of a match: failed whatever its accuracy
         else:
             wanted = fit.model
             if not _meaningful(on, fit):  # failed whatever its accuracy: refining it would only cost time

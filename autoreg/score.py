@@ -257,6 +257,7 @@ def score_registration(
         n_inliers_general=fit.n_inliers_general,
         peak_gap=fit.peak_gap,
         peak_ratio=fit.peak_ratio,
+        contest_gap=fit.contest_gap,
         # the sign once the backgrounds are out: a tilt the two scans do not share can flip the raw one
         inverted_contrast=bool((detrended if np.isfinite(detrended) else pearson) < 0 or fit.inverted),
     )

@@ -268,6 +268,8 @@ def search_fit(ctx: Context, model: str, views: tuple[Any, Any],
                source="intensity", matches=Matches(np.zeros((0, 2)), np.zeros((0, 2))), why=why,
                correlation=found.score, peak_gap=found.peak_gap, peak_ratio=found.peak_ratio,
                inverted=found.inverted, channel=found.channel,
+               candidates=tuple(fixed_small.to_original @ c.moving_to_fixed @ moving_small.from_original
+                                for c in found.candidates),
                matched_channel=found.channel if found.channel in CROSS_CHANNELS else "intensity")
 
 

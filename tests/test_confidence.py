@@ -77,6 +77,23 @@ def test_an_intensity_match_needs_a_peak_that_stands_out():
         assert verdict.level == "failed" and verdict.reasons[0].startswith("no_evidence:"), verdict
 
 
+def test_a_contest_of_refined_poses_is_evidence_but_never_ok():
+    cfg = RegistrationConfig()
+    weak = dataclasses.replace(SEARCHED, peak_gap=0.05, peak_ratio=1.05)
+    above = dataclasses.replace(weak, contest_gap=cfg.min_contest_gap + 0.01)
+    verdict = judge(above, cfg, source="intensity")
+    assert verdict.level == "low_confidence"
+    assert [r.split(":")[0] for r in verdict.reasons] == ["weak_evidence"], verdict
+    for gap in (cfg.min_contest_gap, cfg.min_contest_gap - 0.5, float("nan")):  # at the bound: not above it
+        verdict = judge(dataclasses.replace(weak, contest_gap=gap), cfg, source="intensity")
+        assert verdict.level == "failed" and verdict.reasons[0].startswith("no_evidence:"), (gap, verdict)
+    # a sweep peak that stands out needs no contest, and its contest (never run then) is no doubt
+    assert judge(dataclasses.replace(SEARCHED, contest_gap=cfg.min_contest_gap + 1), cfg, source="intensity").level \
+        == "ok"
+    # features are judged on their consensus, never on a contest
+    assert judge(dataclasses.replace(GOOD, contest_gap=5.0), cfg).level == "ok"
+
+
 def test_inverted_contrast_is_judged_by_the_magnitude_of_the_correlation():
     inverted = dataclasses.replace(GOOD, pearson_detrended=-0.85, pearson_before_detrended=-0.1,
                                    inverted_contrast=True)

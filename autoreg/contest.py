@@ -1,0 +1,116 @@
+"""A second test of a search whose correlation peak does not stand out: refine its best separated poses and see
+whether one of them explains the images clearly better than every other.
+
+The search's sweep compares poses on coarse samples (a 48 px map, a rotation step of a rim pixel), where a true
+pose and a wrong one can correlate alike: smooth content correlates broadly, and a gradient magnitude is much the
+same everywhere. At full resolution, with each pose refined to its own optimum and judged on pixels the refinement
+did not fit, a true pose explains the map far better than a wrong one can. :func:`contest` refines the search's
+``contest_poses`` best separated poses (a similarity each, from its sweep sample) and measures each optimum by its
+held-out correlation, as a Fisher z scaled by the square root of the pixels it covers (the search ranks its poses
+the same way); the evidence is how far the best stands above the best optimum elsewhere (``contest_gap``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from .datatypes import Fit
+from .errors import EstimationError
+from .evidence import tolerance_px
+from .geometry import mean_grid_distance
+from .search import fixed_term
+from .strategies import Context, _fit_through, _refine_inputs
+
+__all__ = ["contest", "contest_score"]
+
+#: |r| is clipped below 1 before the Fisher z (a perfect match ranks as 0.9999, as in the search).
+_MAX_R = 0.9999
+
+#: The model each pose is refined as: the search's own (a similarity), so that no pose wins on extra freedom.
+_CONTEST_MODEL = "similarity"
+
+
+def contest_score(holdout_r: float, n_valid: int, n_most: int) -> float:
+    """A refined pose's standing: the Fisher z of its held-out |r|, times the square root of the share of pixels
+    it covers (``n_valid`` of the most any pose covered, ``n_most``); 0 when undefined.
+
+    Examples
+    --------
+    >>> round(contest_score(0.99, 100, 100), 3)
+    2.647
+    >>> round(contest_score(0.99, 25, 100), 3)
+    1.323
+    """
+    if not (math.isfinite(holdout_r) and n_most > 0):
+        return 0.0
+    return math.atanh(min(abs(holdout_r), _MAX_R)) * math.sqrt(n_valid / n_most)
+
+
+def contest(ctx: Context, fit: Fit) -> Fit:
+    """Refine the search's separated poses (``fit.candidates``) and keep the one that stands out, if one does.
+
+    Parameters
+    ----------
+    ctx : Context
+        The strategy's inputs and settings (its scale hypothesis sets the tolerance that separates poses).
+    fit : Fit
+        A search fit whose sweep peak did not stand out, with its ``candidates``.
+
+    Returns
+    -------
+    Fit
+        With ``contest_gap`` set: NaN when fewer than two separated optima were found, or the best one did not
+        converge or is not explained by a linear contrast (the note says which). When the gap passes
+        ``min_contest_gap``, the fit is moved to the winning optimum (a similarity); otherwise it keeps its pose.
+    """
+    from .refine import refine_matrix
+
+    cfg = ctx.config
+    poses = fit.candidates[: cfg.contest_poses]
+    if len(poses) < 2:
+        return fit.with_note("no contest (fewer than two separated poses)")
+    fixed_small, moving_small = _refine_inputs(ctx)
+    optima = []  # (refinement, moving → fixed matrix in original pixels)
+    for matrix in poses:
+        if ctx.deadline is not None:
+            ctx.deadline.check("the search's contest")
+        start = fixed_small.from_original @ np.asarray(matrix, float) @ moving_small.to_original
+        # a derivative's direction is the moving x axis at the start (as in refine_fit)
+        term = fixed_term(fixed_small.data, fit.matched_channel, start[:2, 0])
+        try:
+            refined = refine_matrix(term, moving_small.data, start, _CONTEST_MODEL,
+                                    max_iterations=cfg.refine_max_iterations)
+        except EstimationError:  # RefinementDiverged included: no optimum near this pose
+            continue
+        optima.append((refined, fixed_small.to_original @ refined.moving_to_fixed @ moving_small.from_original))
+    if not optima:
+        return dataclasses.replace(fit, contest_gap=math.nan).with_note("contest: no pose refined")
+    n_most = max(r.n_valid for r, _ in optima)
+    scores = [contest_score(r.holdout_after, r.n_valid, n_most) for r, _ in optima]
+    order = np.argsort(scores)[::-1]
+    best, best_matrix = optima[order[0]]
+    forward, backward = _fit_through(_CONTEST_MODEL, best_matrix, ctx.moving.shape, ctx.expected_scale)
+    separation = cfg.shift_exclusion_tolerances * tolerance_px(cfg, ctx.expected_scale)
+    elsewhere = [scores[i] for i in order[1:]
+                 if mean_grid_distance(forward, _fit_through(_CONTEST_MODEL, optima[i][1], ctx.moving.shape,
+                                                             ctx.expected_scale)[0], ctx.moving.shape) > separation]
+    said = (f"contest of {len(poses)} separated poses ({len(optima)} refined as {_CONTEST_MODEL})")
+    if not elsewhere:
+        return dataclasses.replace(fit, contest_gap=math.nan).with_note(f"{said}: no optimum elsewhere to compare")
+    gap = scores[order[0]] - max(elsewhere)
+    said += (f": the best, held-out |r| {abs(best.holdout_after):.3f}, stands {gap:.3f} (Fisher z) above the best "
+             f"optimum elsewhere")
+    if not (best.converged and abs(best.correlation) >= cfg.min_refined_correlation and gap > cfg.min_contest_gap):
+        why = ("it did not converge" if not best.converged else
+               f"a linear contrast explains it with |r| {abs(best.correlation):.3f} only"
+               if abs(best.correlation) < cfg.min_refined_correlation else f"needs > {cfg.min_contest_gap:g}")
+        # not evidence: the gap stays in the note, the fit records none
+        return dataclasses.replace(fit, contest_gap=gap if best.converged and abs(
+            best.correlation) >= cfg.min_refined_correlation else math.nan).with_note(f"{said} ({why})")
+    moved = mean_grid_distance(fit.to_fixed, forward, ctx.moving.shape)
+    return dataclasses.replace(fit, model=_CONTEST_MODEL, moving_to_fixed=forward, fixed_to_moving=backward,
+                               contest_gap=gap, inverted=bool(best.gain < 0) if fit.matched_channel == "intensity"
+                               else False).with_note(f"{said}; taken ({moved:.3g} px from the sweep's best)")
