@@ -5,8 +5,8 @@ The search's sweep compares poses on coarse samples (a 48 px map, a rotation ste
 pose and a wrong one can correlate alike: smooth content correlates broadly, and a gradient magnitude is much the
 same everywhere. At full resolution, with each pose refined to its own optimum and judged on pixels the refinement
 did not fit, a true pose explains the map far better than a wrong one can. :func:`contest` refines the search's
-``contest_poses`` best separated poses (a similarity each, from its sweep sample) and measures each optimum by its
-held-out correlation, as a Fisher z scaled by the square root of the pixels it covers (the search ranks its poses
+``contest_poses`` best separated poses (a similarity each, from its sweep sample, fitted on half the pixels) and
+measures each optimum by its correlation on the other half, as a Fisher z scaled by the square root of the pixels it covers (the search ranks its poses
 the same way); the evidence is how far the best stands above the best optimum elsewhere (``contest_gap``).
 """
 
@@ -73,7 +73,7 @@ def contest(ctx: Context, fit: Fit) -> Fit:
     if len(poses) < 2:
         return fit.with_note("no contest (fewer than two separated poses)")
     fixed_small, moving_small = _refine_inputs(ctx)
-    optima = []  # (refinement, moving → fixed matrix in original pixels)
+    optima = []  # (half fit, moving → fixed matrix in original pixels)
     for matrix in poses:
         if ctx.deadline is not None:
             ctx.deadline.check("the search's contest")
@@ -82,7 +82,7 @@ def contest(ctx: Context, fit: Fit) -> Fit:
         term = fixed_term(fixed_small.data, fit.matched_channel, start[:2, 0])
         try:
             refined = refine_matrix(term, moving_small.data, start, _CONTEST_MODEL,
-                                    max_iterations=cfg.refine_max_iterations)
+                                    max_iterations=cfg.refine_max_iterations, half_fit_only=True)
         except EstimationError:  # RefinementDiverged included: no optimum near this pose
             continue
         optima.append((refined, fixed_small.to_original @ refined.moving_to_fixed @ moving_small.from_original))
@@ -97,20 +97,20 @@ def contest(ctx: Context, fit: Fit) -> Fit:
     elsewhere = [scores[i] for i in order[1:]
                  if mean_grid_distance(forward, _fit_through(_CONTEST_MODEL, optima[i][1], ctx.moving.shape,
                                                              ctx.expected_scale)[0], ctx.moving.shape) > separation]
-    said = (f"contest of {len(poses)} separated poses ({len(optima)} refined as {_CONTEST_MODEL})")
+    said = f"contest of {len(poses)} separated poses ({len(optima)} refined as {_CONTEST_MODEL})"
     if not elsewhere:
         return dataclasses.replace(fit, contest_gap=math.nan).with_note(f"{said}: no optimum elsewhere to compare")
     gap = scores[order[0]] - max(elsewhere)
     said += (f": the best, held-out |r| {abs(best.holdout_after):.3f}, stands {gap:.3f} (Fisher z) above the best "
              f"optimum elsewhere")
-    if not (best.converged and abs(best.correlation) >= cfg.min_refined_correlation and gap > cfg.min_contest_gap):
-        why = ("it did not converge" if not best.converged else
-               f"a linear contrast explains it with |r| {abs(best.correlation):.3f} only"
-               if abs(best.correlation) < cfg.min_refined_correlation else f"needs > {cfg.min_contest_gap:g}")
-        # not evidence: the gap stays in the note, the fit records none
-        return dataclasses.replace(fit, contest_gap=gap if best.converged and abs(
-            best.correlation) >= cfg.min_refined_correlation else math.nan).with_note(f"{said} ({why})")
+    explained = abs(best.holdout_after) >= cfg.min_refined_correlation
+    if not (best.converged and explained):  # not evidence: the gap stays in the note, the fit records none
+        why = "it did not converge" if not best.converged else (
+            f"a linear contrast explains it with |r| {abs(best.holdout_after):.3f} only")
+        return dataclasses.replace(fit, contest_gap=math.nan).with_note(f"{said} ({why})")
+    if not gap > cfg.min_contest_gap:
+        return dataclasses.replace(fit, contest_gap=gap).with_note(f"{said} (needs > {cfg.min_contest_gap:g})")
     moved = mean_grid_distance(fit.to_fixed, forward, ctx.moving.shape)
     return dataclasses.replace(fit, model=_CONTEST_MODEL, moving_to_fixed=forward, fixed_to_moving=backward,
-                               contest_gap=gap, inverted=bool(best.gain < 0) if fit.matched_channel == "intensity"
-                               else False).with_note(f"{said}; taken ({moved:.3g} px from the sweep's best)")
+                               contest_gap=gap,
+                               inverted=bool(best.gain < 0) if fit.matched_channel == "intensity" else False).with_note(f"{said}; taken ({moved:.3g} px from the sweep's best)")

@@ -347,6 +347,23 @@ def test_a_minimum_held_out_correlation_stops_a_refinement_that_rises_but_not_en
     np.testing.assert_allclose(stopped.moving_to_fixed, start, atol=1e-9)
 
 
+def test_the_half_fit_alone_is_the_hold_out_checks_fit():
+    """``half_fit_only`` returns the fit the hold-out check measured: the same held-out correlations as a full
+    refinement reports, a pose near the truth (fitted on half the pixels), and NaN where only the full fit
+    measures; a contrast inverted on the moving side gives a negative gain."""
+    fixed, moving, truth, start = same_resolution_pair(1, model="rigid")
+    full = refine_matrix(fixed, moving, start, "similarity")
+    half = refine_matrix(fixed, moving, start, "similarity", half_fit_only=True)
+    assert (half.holdout_before, half.holdout_after) == pytest.approx((full.holdout_before, full.holdout_after),
+                                                                     abs=1e-12)
+    assert half.converged and half.iterations > 0 and half.gain > 0
+    assert 0 < half.n_valid < full.n_valid  # the held-out half of the pixels
+    assert grid_error(half.moving_to_fixed, truth, moving.shape) <= 0.1
+    assert np.isnan(half.correlation) and np.isnan(half.predicted_error_px) and np.all(np.isnan(half.covariance))
+    inverted = refine_matrix(fixed, -moving, start, "similarity", half_fit_only=True, holdout=False)
+    assert inverted.gain < 0 and inverted.holdout_after == pytest.approx(half.holdout_after, abs=1e-9)
+
+
 def test_photometric_least_squares_match_the_svd_solution():
     """The normal equations (well conditioned) and the SVD fallback (nearly collinear columns) agree with lstsq."""
     from autoreg.refine import _wls
