@@ -84,3 +84,28 @@ def test_a_search_pose_at_the_optimum_is_bounded_by_it():
     assert "bounds its error at" in result["why_model"]
     assert row["correct"] and row["verdict"] == "ok", row["reasons"]
     assert row["error_px"] <= result["predicted_error_px"] <= 0.75 * row["tolerance_px"]
+
+
+def test_a_search_whose_peak_does_not_stand_out_is_decided_by_the_contest_of_its_refined_poses():
+    """A crop at the same pixel size (calibration ``crop`` 20): the sweep's peak does not stand out (gap 0.08), so
+    the search had no evidence and the pair failed. Refined, the sweep's best separated poses differ: the right one
+    explains the held-out pixels far better than any other (a contest gap near 1.9 against the 1.2 needed), so the
+    result is the right pose, offered as ``low_confidence`` (``weak_evidence``: that test is not calibrated for
+    ``ok``)."""
+    row = _row("crop", 20)
+    assert row["crashed"] is None, row["crashed"]
+    result = row["result"]
+    assert result["source"] == "intensity" and "contest of 4 separated poses" in result["why_model"]
+    assert not result["peak_gap"] > 0.1 and result["contest_gap"] > 1.2, result["why_model"]
+    assert row["verdict"] == "low_confidence" and row["reasons"][0].startswith("weak_evidence:"), row["reasons"]
+    assert row["correct"], (row["error_px"], row["tolerance_px"])
+
+
+def test_a_contest_on_a_neighbouring_area_finds_no_pose_that_stands_out():
+    """A neighbouring area of the same sample (calibration ``near_neighbour`` 2, a negative): its search's refined
+    poses explain the map about equally (a contest gap near 0.1), which is no evidence, and the pair fails."""
+    row = _row("near_neighbour", 2)
+    assert row["crashed"] is None, row["crashed"]
+    search = next(a for a in row["result"]["attempts"] if a["strategy"] == "search")
+    assert search["verdict"] == "failed" and "its refined poses' contest" in search["reasons"][0], search["reasons"]
+    assert row["verdict"] == "failed", row["reasons"]
