@@ -6,8 +6,9 @@ pose and a wrong one can correlate alike: smooth content correlates broadly, and
 same everywhere. At full resolution, with each pose refined to its own optimum and judged on pixels the refinement
 did not fit, a true pose explains the map far better than a wrong one can. :func:`contest` refines the search's
 ``contest_poses`` best separated poses (a similarity each, from its sweep sample, fitted on half the pixels) and
-measures each optimum by its correlation on the other half, as a Fisher z scaled by the square root of the pixels it covers (the search ranks its poses
-the same way); the evidence is how far the best stands above the best optimum elsewhere (``contest_gap``).
+measures each optimum by its correlation on the other half, as a Fisher z scaled by the square root of the pixels
+it covers (the search ranks its poses the same way); the evidence is how far the best stands above the best optimum
+elsewhere (``contest_gap``).
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ def contest(ctx: Context, fit: Fit) -> Fit:
     if not gap > cfg.min_contest_gap:
         return dataclasses.replace(fit, contest_gap=gap).with_note(f"{said} (needs > {cfg.min_contest_gap:g})")
     moved = mean_grid_distance(fit.to_fixed, forward, ctx.moving.shape)
-    return dataclasses.replace(fit, model=_CONTEST_MODEL, moving_to_fixed=forward, fixed_to_moving=backward,
-                               contest_gap=gap,
-                               inverted=bool(best.gain < 0) if fit.matched_channel == "intensity" else False).with_note(f"{said}; taken ({moved:.3g} px from the sweep's best)")
+    inverted = bool(best.gain < 0) if fit.matched_channel == "intensity" else False  # a slope has no polarity
+    taken = dataclasses.replace(fit, model=_CONTEST_MODEL, moving_to_fixed=forward, fixed_to_moving=backward,
+                                contest_gap=gap, inverted=inverted)
+    return taken.with_note(f"{said}; taken ({moved:.3g} px from the sweep's best)")

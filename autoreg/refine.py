@@ -1147,8 +1147,8 @@ def refine_matrix(
         try:
             half = _solve(halves, setup.matrix, opts, max_shift)
         except EstimationError:
-            if require_improvement or half_fit_only:  # the half fit failed: the caller gets why, as from the full fit
-                raise
+            if require_improvement or half_fit_only:  # the half fit failed: the caller gets why, as from the
+                raise  # full fit
             after = float("nan")
         else:
             after, n_held_out, gain = _holdout_score(halves[-1], half[0], opts)
