@@ -73,7 +73,9 @@ def contest(ctx: Context, fit: Fit) -> Fit:
     poses = fit.candidates[: cfg.contest_poses]
     if len(poses) < 2:
         return fit.with_note("no contest (fewer than two separated poses)")
-    fixed_small, moving_small = _refine_inputs(ctx)
+    # a coarser grid than the refinement's: poses two tolerances apart differ there as clearly, at a third the cost
+    fixed_small, moving_small = _refine_inputs(dataclasses.replace(
+        ctx, config=cfg.with_(refine_max_side=min(cfg.refine_max_side, cfg.contest_max_side))))
     optima = []  # (half fit, moving → fixed matrix in original pixels)
     for matrix in poses:
         if ctx.deadline is not None:

@@ -44,9 +44,11 @@ def test_the_score_is_the_fisher_z_of_the_held_out_correlation_scaled_by_the_pix
     assert contest_score(float("nan"), 400, 400) == 0.0
 
 
-def test_the_true_pose_among_wrong_ones_is_found_and_stands_out():
+@pytest.mark.parametrize("max_side", [32, 64, 128])
+def test_the_true_pose_among_wrong_ones_is_found_and_stands_out(max_side):
     """The sweep's best sample is a wrong pose; the true one, 1.3 px off as the sweep leaves it, is the third
-    candidate: refined, it explains the map far better than either wrong pose, so the fit moves to it."""
+    candidate: refined, it explains the map far better than either wrong pose, so the fit moves to it — on the
+    96 px map's own grid or area-reduced to a third of it (``contest_max_side``)."""
     pair = _terrain_pair()
     truth = np.asarray(pair.moving_to_fixed, float)
     shape = pair.moving.shape
@@ -54,6 +56,7 @@ def test_the_true_pose_among_wrong_ones_is_found_and_stands_out():
     wrong = [truth @ _turned(40, 20, -15, centre), truth @ _turned(-70, -25, 10, centre)]
     near_truth = np.array([[1, 0, 1.0], [0, 1, -0.8], [0, 0, 1.0]]) @ truth
     ctx = _context(pair.fixed, pair.moving.astype(np.float32))
+    ctx = dataclasses.replace(ctx, config=ctx.config.with_(contest_max_side=max_side))
     fit = contest(ctx, _search_fit([wrong[0], wrong[1], near_truth]))
     assert fit.contest_gap > ctx.config.min_contest_gap, fit.why
     assert "taken" in fit.why and fit.model == "similarity", fit.why
