@@ -229,7 +229,7 @@ class RegistrationConfig:
         When the search's peak does not stand out, this many of its best separated poses are refined (a similarity
         each, fitted on half the pixels) and compared on the other half (:func:`autoreg.contest.contest`). Four: on
         the calibration split the right pose of a 30-60 % overlap was the sweep's fourth best (86 px from its
-        best), and each pose costs a half refinement (the contest added 19 % to the calibration split's CPU time).
+        best), and each pose costs a half refinement.
     contest_max_side : int
         The contest refines its poses with the coarser image area-reduced to at most this many pixels a side (the
         refinement's ``refine_max_side`` is 128): it only tells poses apart, and the winner is refined at full size
@@ -239,12 +239,12 @@ class RegistrationConfig:
         The contest is evidence only when its best pose converged, a linear contrast explains it (held-out |r| at
         least ``min_refined_correlation``) and it stands more than this above the best optimum elsewhere, in Fisher
         z of held-out |r| scaled by the square root of the pixels compared (:func:`autoreg.contest.contest_score`).
-        On the tuning splits' searches that did not stand out, negatives stood at most 0.11 (calibration) and 0.82
-        (lattice: a crop's neighbouring area) under those conditions, a wrong pose of a positive pair 1.14 (a 30 %
-        overlap of a lattice, |r| 0.82), the right poses it passed 1.21-3.0 (8 more pairs solved of 708, none of
-        its results wrong); two right ones read 1.18 and 1.19. Evidence from the contest alone caps the verdict at
-        ``low_confidence`` (``weak_evidence``): the margin is thin and was set on the cases it is reported on here,
-        and an ``ok`` is a promise.
+        On the tuning splits' searches that did not stand out, negatives stood at most 0.37 (calibration) and 0.80
+        (lattice: a crop's neighbouring area) under those conditions, the right poses it passed 1.40-3.0 (6 more
+        pairs solved of 708, none of its results wrong), two right cross-modal ones read 1.17 and 1.19; with the
+        refinement's 128 px grid a wrong pose of a positive pair had read 1.14 (a 30 % overlap of a lattice, |r|
+        0.82). Evidence from the contest alone caps the verdict at ``low_confidence`` (``weak_evidence``): the
+        margin is thin and was set on the cases it is reported on here, and an ``ok`` is a promise.
     search_min_ratio : float
         The known-scale search runs right after the features when the resolution ratio is at least this (a 4×
         coarser map has too few corners for features alone), else after every feature strategy.
