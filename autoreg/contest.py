@@ -21,7 +21,7 @@ import numpy as np
 from .datatypes import Fit
 from .errors import EstimationError
 from .evidence import tolerance_px
-from .geometry import mean_grid_distance
+from .geometry import apply_matrix, mean_grid_distance
 from .search import fixed_term
 from .strategies import Context, _fit_through, _refine_inputs
 
@@ -95,11 +95,13 @@ def contest(ctx: Context, fit: Fit) -> Fit:
     scores = [contest_score(r.holdout_after, r.n_valid, n_most) for r, _ in optima]
     order = np.argsort(scores)[::-1]
     best, best_matrix = optima[order[0]]
-    forward, backward = _fit_through(_CONTEST_MODEL, best_matrix, ctx.moving.shape, ctx.expected_scale)
     separation = cfg.shift_exclusion_tolerances * tolerance_px(cfg, ctx.expected_scale)
-    elsewhere = [scores[i] for i in order[1:]
-                 if mean_grid_distance(forward, _fit_through(_CONTEST_MODEL, optima[i][1], ctx.moving.shape,
-                                                             ctx.expected_scale)[0], ctx.moving.shape) > separation]
+
+    def apart(matrix: np.ndarray) -> float:  # the optima are similarity matrices already: compared as they are
+        return mean_grid_distance(lambda g: apply_matrix(best_matrix, g), lambda g: apply_matrix(matrix, g),
+                                  ctx.moving.shape)
+
+    elsewhere = [scores[i] for i in order[1:] if apart(optima[i][1]) > separation]
     said = f"contest of {len(poses)} separated poses ({len(optima)} refined as {_CONTEST_MODEL})"
     if not elsewhere:
         return dataclasses.replace(fit, contest_gap=math.nan).with_note(f"{said}: no optimum elsewhere to compare")
@@ -113,6 +115,7 @@ def contest(ctx: Context, fit: Fit) -> Fit:
         return dataclasses.replace(fit, contest_gap=math.nan).with_note(f"{said} ({why})")
     if not gap > cfg.min_contest_gap:
         return dataclasses.replace(fit, contest_gap=gap).with_note(f"{said} (needs > {cfg.min_contest_gap:g})")
+    forward, backward = _fit_through(_CONTEST_MODEL, best_matrix, ctx.moving.shape, ctx.expected_scale)
     moved = mean_grid_distance(fit.to_fixed, forward, ctx.moving.shape)
     inverted = bool(best.gain < 0) if fit.matched_channel == "intensity" else False  # a slope has no polarity
     taken = dataclasses.replace(fit, model=_CONTEST_MODEL, moving_to_fixed=forward, fixed_to_moving=backward,
