@@ -163,6 +163,10 @@ def register(
                                                help="Write the automatic inlier pairs as a control-point CSV (the "
                                                "format --points and autoreg pick read)."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", metavar="SECONDS", help=TIME_BUDGET_HELP),
+    mirrored: Optional[bool] = typer.Option(None, "--mirrored/--not-mirrored",
+                                            help="MOVING is (or is not) the mirror image of FIXED: one scan stored "
+                                            "with its y axis up, the other down (default: from the signs of the "
+                                            "files' pixel sizes, else not). --points stay in MOVING's pixels."),
 ) -> None:
     """Register MOVING onto FIXED hands-off; fall back to --points when the automatic result is not ok.
 
@@ -172,19 +176,20 @@ def register(
     """
     try:
         _register(fixed, moving, model, points, out, report, as_json, seed, overwrite, max_pixels, cube, cube_step,
-                  in_place, _Prior(tolerance_px=tolerance_px, pixel_size=pixel_size, scale=scale), save_points,
-                  time_budget)
+                  in_place, _Prior(tolerance_px=tolerance_px, pixel_size=pixel_size, scale=scale, mirrored=mirrored),
+                  save_points, time_budget)
     except KeyboardInterrupt:  # temporaries are removed by the atomic writers on the way out
         sys.stderr.write("interrupted\n")
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 class _Prior(NamedTuple):
-    """What the user knows about the pair: the tolerance to promise, and the scale."""
+    """What the user knows about the pair: the tolerance to promise, the scale, and whether one is mirrored."""
 
     tolerance_px: Optional[float]
     pixel_size: Optional[tuple[float, float]]
     scale: Optional[float]
+    mirrored: Optional[bool] = None
 
 
 def _register(fixed: str, moving: str, model: str, points: Optional[Path], out: Optional[Path],
@@ -226,11 +231,12 @@ def _register(fixed: str, moving: str, model: str, points: Optional[Path], out: 
             from .demo import compare_models
 
             compared, table = compare_models(fixed_img, moving_img, title=f"autoreg: every model, {moving} onto {fixed}",
-                                             points=points, seed=seed)
+                                             points=points, seed=seed, scale=prior.scale, pixel_size=prior.pixel_size,
+                                             mirrored=prior.mirrored)
             _print_table(table, stderr=as_json)
         result = run(fixed_img, moving_img, model="auto" if model == "all" else model, points=points, rng=seed,
                      config=config, cube_step=cube_step, progress=lambda stage: console.log(_stage_message(stage)),
-                     scale=prior.scale, pixel_size=prior.pixel_size)
+                     scale=prior.scale, pixel_size=prior.pixel_size, mirrored=prior.mirrored)
         written = _write_results(result, fixed_img, moving_img, out, in_place, cube_meta,
                                  {"model": model, "seed": seed, "cube_step": cube_step, "points": str(points or "")})
     except InputError as err:
@@ -308,6 +314,8 @@ def _print_summary(payload: dict[str, Any]) -> None:
         value = payload.get(key)
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     table.add_row("reasons", "\n".join(merge_reasons(payload["reasons"])) or "-")
+    if payload.get("mirrored"):
+        table.add_row("mirrored", f"yes (said by the {payload.get('mirror_source')}): the matrix holds the reflection")
     table.add_row("matrix", json.dumps(payload["matrix"]))
     Console(highlight=False).print(table)
 

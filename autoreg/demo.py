@@ -37,11 +37,14 @@ class DemoOutcome:
 
 
 def compare_models(fixed: Any, moving: Any, *, title: str, error_px: Callable[[Any], float] | None = None,
-                   moving_pixel_px: float = 1.0, points: Any = None,
-                   seed: int = 0) -> tuple[dict[str, Any], ModelTable]:
+                   moving_pixel_px: float = 1.0, points: Any = None, seed: int = 0, scale: float | None = None,
+                   pixel_size: tuple[float, float] | None = None,
+                   mirrored: bool | None = None) -> tuple[dict[str, Any], ModelTable]:
     """Register with ``auto`` and every model; return the results and the tutorial-style table.
 
     ``error_px(fit)``, when given, is the error against a known truth (fixed px), shown in fixed and moving px.
+    ``scale``, ``pixel_size`` and ``mirrored`` are what the user knows about the pair, as :func:`autoreg.register`
+    takes them.
     """
     from .pipeline import register
 
@@ -52,7 +55,8 @@ def compare_models(fixed: Any, moving: Any, *, title: str, error_px: Callable[[A
     results, rows = {}, []
     for model in ("auto", *MODELS):
         started = time.perf_counter()
-        result = register(fixed, moving, model=model, points=points, rng=seed, cube_step=None)
+        result = register(fixed, moving, model=model, points=points, rng=seed, cube_step=None, scale=scale,
+                          pixel_size=pixel_size, mirrored=mirrored)
         ms = (time.perf_counter() - started) * 1e3
         results[model] = result
         s = result.scores

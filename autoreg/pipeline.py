@@ -275,6 +275,7 @@ def register(
     automatic: bool = True,
     scale: float | None = None,
     pixel_size: tuple[float, float] | None = None,
+    mirrored: bool | None = None,
 ) -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` hands-off, falling back to control points when given.
 
@@ -302,6 +303,12 @@ def register(
         The size of one moving pixel in fixed pixels, when you know it (overrides the metadata).
     pixel_size : tuple of float, optional
         ``(fixed, moving)`` pixel sizes in one unit, when you know them: the same as ``scale = moving / fixed``.
+    mirrored : bool, optional
+        Whether the moving pixel grid is the fixed one's mirror image (one scan stored with its y axis up, the other
+        down). Default: from the signs of the two images' pixel sizes when both have them (USID position values),
+        else not. A mirrored pair is registered as the moving image with its rows reversed, and the result maps the
+        moving image as given (:mod:`autoreg.mirror`: a matrix with a negative determinant); the JSON says
+        ``mirrored`` and where that came from (``mirror_source``: ``user`` or ``metadata``).
 
     Returns
     -------
@@ -337,6 +344,17 @@ def register(
     given = _given_scale(scale, pixel_size)
     say = progress or (lambda _msg: None)
     fixed_img, moving_img = _load(fixed, "fixed", cfg), _load(moving, "moving", cfg)
+    mirror, mirror_source = _mirror(mirrored, fixed_img, moving_img)
+    if mirror:  # the whole registration on the moving image's mirror, then brought back to the image as given
+        from .mirror import flip_rows_matrix, flipped, unflipped
+
+        flipped_points = _flipped_points(points, flip_rows_matrix(moving_img.shape))
+        result = register(fixed_img, flipped(moving_img), model=model, points=flipped_points, config=cfg, rng=seed,
+                          cube_step=cube_step, progress=progress, automatic=automatic, scale=scale,
+                          pixel_size=pixel_size, mirrored=False)
+        result = unflipped(result, moving_img, mirror_source, cfg.polynomial_order)
+        result.extra["seconds"] = round(time.perf_counter() - started, 4)
+        return result
     ratio, scale_source = (given, "user") if given is not None else expected_scale(fixed_img, moving_img, cfg)
     scale_fixed, scale_moving = working_scales(fixed_img, moving_img, ratio, cfg)
     ctx = Context(fixed=fixed_img, moving=moving_img, config=cfg, seed=seed, expected_scale=ratio,
@@ -472,7 +490,8 @@ def register(
             scale_sources.append(on.scale_source)
         attempts.append(_timed(dataclasses.replace(attempt, strategy=name), began))
 
-    extra: dict[str, Any] = {"scale_source": scale_source, "working_scale_fixed": scale_fixed,
+    extra: dict[str, Any] = {"scale_source": scale_source, "mirrored": False, "mirror_source": mirror_source,
+                             "working_scale_fixed": scale_fixed,
                              "working_scale_moving": scale_moving,
                              "preprocessing": {"fixed": list(views[0].steps), "moving": list(views[1].steps)}}
     if deadline.seconds is not None:
@@ -522,6 +541,35 @@ def register(
     common["model"] = best.model
     return RegistrationResult(fit=best.fit, scores=best.scores, verdict=best.verdict, warped=best.warped,
                               footprint=best.footprint, warped_cube=warped_cube, **common)
+
+
+def _mirror(mirrored: bool | None, fixed: Image, moving: Image) -> tuple[bool, str]:
+    """Whether to register the moving image's mirror, and who said so (``user``, ``metadata``; ``none`` when
+    nobody did and it is not)."""
+    from .mirror import mirrored_by_metadata
+
+    if mirrored is not None:
+        if not isinstance(mirrored, (bool, np.bool_)):
+            raise InputError(f"mirrored must be True, False or None, not {mirrored!r}.")
+        return bool(mirrored), "user"
+    from_metadata = mirrored_by_metadata(fixed.calibration, moving.calibration)
+    return (True, "metadata") if from_metadata else (False, "metadata" if from_metadata is not None else "none")
+
+
+def _flipped_points(points: Any, flip: np.ndarray) -> Any:
+    """The user's control points with their moving coordinates in the mirrored moving image (None stays None)."""
+    if points is None:
+        return None
+    if isinstance(points, tuple) and len(points) == 2:
+        fixed_xy, moving_xy = points
+    else:
+        from .io import load_points
+
+        fixed_xy, moving_xy = load_points(points)
+    moving_xy = np.asarray(moving_xy, float)
+    if moving_xy.ndim != 2 or moving_xy.shape[1:] != (2,):
+        return fixed_xy, moving_xy  # validated, and refused, where every point set is
+    return fixed_xy, moving_xy @ flip[:2, :2].T + flip[:2, 2]
 
 
 def _given_scale(scale: float | None, pixel_size: tuple[float, float] | None) -> float | None:
