@@ -1,0 +1,116 @@
+"""Mirrored scans: the accuracy benchmark's pairs with the moving image stored mirrored, with and without telling.
+
+Run: ``.venv/bin/python tests/bench/bench_mirror.py [--split calibration] [--categories ...] [--workers N]``. Not
+collected by pytest.
+
+Every pair of the chosen categories is registered three ways, in one run: as drawn (``as drawn``); with its moving
+image's rows reversed and nobody saying so (``mirrored, not told``: what autoreg did with such a pair before it
+knew about mirrors); and the same with ``mirrored=True`` (``mirrored, told``; for pairs whose moving image carries
+pixel sizes, the y size negated instead, so that the metadata says it). A pair is solved when the mean error over a
+5×5 grid on the moving image is within the tolerance (as in ``bench_accuracy.py``, against the truth composed with
+the reflection); negatives count as right when ``failed``. Prints solved, ``ok``, wrong ``ok`` and time per
+category and way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from bench._cases import CATEGORIES, grid_error, make_case
+
+WAYS = ("as drawn", "mirrored, not told", "mirrored, told")
+DEFAULT_CATEGORIES = ("same_res", "cross_res", "cross_res_metadata", "partial_overlap", "spm_degraded", "crop",
+                      "negative")
+
+
+def _mirrored_case(case):
+    """The case with its moving image's rows reversed (and its y pixel size negated when it has one)."""
+    from autoreg.datatypes import Image
+    from autoreg.mirror import flip_rows_matrix, flipped
+
+    moving = case.moving
+    if isinstance(moving, Image):
+        mirrored = flipped(moving)
+        shape = moving.shape
+    else:
+        mirrored = np.ascontiguousarray(np.asarray(moving)[::-1])
+        shape = mirrored.shape
+    flip = flip_rows_matrix(shape)
+    truth = None if case.truth is None else (lambda xy, t=case.truth: t(np.asarray(xy, float) @ flip[:2, :2].T
+                                                                        + flip[:2, 2]))
+    return dataclasses.replace(case, moving=mirrored, truth=truth)
+
+
+def _run(spec: tuple[str, str, int, str]) -> dict:
+    import warnings
+
+    import cv2
+
+    import autoreg
+
+    warnings.simplefilter("ignore")
+    cv2.setNumThreads(1)
+    split, category, index, way = spec
+    case = make_case(split, category, index)
+    told = None
+    if way != "as drawn":
+        case = _mirrored_case(case)
+        metadata = getattr(case.moving, "pixel_size_xy", None) is not None
+        told = True if way == "mirrored, told" and not metadata else (False if way == "mirrored, not told" else None)
+    started = time.process_time()
+    result = autoreg.register(case.fixed, case.moving, model="auto", rng=0, mirrored=told)
+    seconds = time.process_time() - started
+    level = result.verdict.level
+    error = grid_error(case, result.fit.to_fixed) if (case.positive and level != "failed") else float("inf")
+    return {"category": category, "way": way, "positive": case.positive, "verdict": level,
+            "correct": bool(error <= case.tolerance_px) if case.positive else level == "failed", "seconds": seconds}
+
+
+def main() -> None:
+    from multiprocessing import Pool
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--split", default="calibration")
+    parser.add_argument("--categories", nargs="*", default=list(DEFAULT_CATEGORIES), choices=CATEGORIES)
+    parser.add_argument("--per-category", type=int, default=28)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    specs = [(args.split, c, i, way) for c in args.categories for i in range(args.per_category) for way in WAYS]
+    tally: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    with Pool(args.workers) as pool:
+        for row in pool.imap_unordered(_run, specs, chunksize=3):
+            counter = tally[row["category"], row["way"]]
+            counter["n"] += 1
+            counter["right"] += row["correct"]
+            counter["ok"] += row["verdict"] == "ok"
+            counter["wrong_ok"] += row["verdict"] == "ok" and not row["correct"]
+            counter["seconds"] += row["seconds"]
+    print(f"split {args.split}, {args.per_category} pairs per category; right = solved (positives) or failed "
+          "(negatives); CPU s per pair")
+    print(f"{'category':20s}" + "".join(f"{way:>34s}" for way in WAYS))
+    totals = {way: Counter() for way in WAYS}
+    for category in args.categories:
+        cells = []
+        for way in WAYS:
+            c = tally[category, way]
+            totals[way].update(c)
+            cells.append(f"{c['right']:3d}/{c['n']:<3d} ok {c['ok']:3d} wrong {c['wrong_ok']} {c['seconds'] / max(c['n'], 1):5.2f} s")
+        print(f"{category:20s}" + "".join(f"{cell:>34s}" for cell in cells))
+    print(f"{'all':20s}" + "".join(
+        f"{totals[w]['right']:3d}/{totals[w]['n']:<3d} ok {totals[w]['ok']:3d} wrong {totals[w]['wrong_ok']} "
+        f"{totals[w]['seconds'] / max(totals[w]['n'], 1):5.2f} s".rjust(34) for w in WAYS))
+
+
+if __name__ == "__main__":
+    main()
