@@ -308,7 +308,7 @@ def register(
         down). Default: from the signs of the two images' pixel sizes when both have them (USID position values),
         else not. A mirrored pair is registered as the moving image with its rows reversed, and the result maps the
         moving image as given (:mod:`autoreg.mirror`: a matrix with a negative determinant); the JSON says
-        ``mirrored`` and where that came from (``mirror_source``: ``user`` or ``metadata``).
+        ``mirrored`` and who said so (``mirror_source``: ``user``, ``metadata``, or ``none`` when nobody did).
 
     Returns
     -------
