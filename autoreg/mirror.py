@@ -79,9 +79,9 @@ def _compose(transform: Any, flip: np.ndarray, on_input: bool) -> Any:
 def _unflipped_fit(fit: Fit, flip: np.ndarray, polynomial_order: int) -> Fit:
     """``fit`` (found on the flipped moving image) as a map of the moving image as given."""
     from .estimate import fit_transform
+    from .geometry import apply_matrix
 
-    moving_xy = np.asarray(fit.matches.moving_xy, float)
-    matches = dataclasses.replace(fit.matches, moving_xy=moving_xy @ flip[:2, :2].T + flip[:2, 2])
+    matches = dataclasses.replace(fit.matches, moving_xy=apply_matrix(flip, np.asarray(fit.matches.moving_xy, float)))
     if fit.is_global:
         forward = _compose(fit.moving_to_fixed, flip, on_input=True)
         backward = _compose(fit.fixed_to_moving, flip, on_input=False)

@@ -138,15 +138,22 @@ def _timed(attempt: Attempt, began: float) -> Attempt:
     return dataclasses.replace(attempt, seconds=round(time.perf_counter() - began, 4))
 
 
-def _load_points(points: Any, ctx: Context, model: str) -> tuple[np.ndarray, np.ndarray] | None:
+def _points_given(points: Any) -> tuple[Any, Any] | None:
+    """The user's ``(fixed_xy, moving_xy)``, from the pair itself or its CSV file; None without points."""
     if points is None:
         return None
     if isinstance(points, tuple) and len(points) == 2:
-        fixed_xy, moving_xy = points
-    else:
-        from .io import load_points
+        return points
+    from .io import load_points
 
-        fixed_xy, moving_xy = load_points(points)
+    return load_points(points)
+
+
+def _load_points(points: Any, ctx: Context, model: str) -> tuple[np.ndarray, np.ndarray] | None:
+    given = _points_given(points)
+    if given is None:
+        return None
+    fixed_xy, moving_xy = given
     check_model = "affine" if model == "auto" else model
     need_model = "translation" if model == "auto" else check_model
     return validate_points(fixed_xy, moving_xy, fixed_shape=ctx.fixed.shape, moving_shape=ctx.moving.shape,
@@ -558,18 +565,16 @@ def _mirror(mirrored: bool | None, fixed: Image, moving: Image) -> tuple[bool, s
 
 def _flipped_points(points: Any, flip: np.ndarray) -> Any:
     """The user's control points with their moving coordinates in the mirrored moving image (None stays None)."""
-    if points is None:
-        return None
-    if isinstance(points, tuple) and len(points) == 2:
-        fixed_xy, moving_xy = points
-    else:
-        from .io import load_points
+    from .geometry import apply_matrix
 
-        fixed_xy, moving_xy = load_points(points)
+    given = _points_given(points)
+    if given is None:
+        return None
+    fixed_xy, moving_xy = given
     moving_xy = np.asarray(moving_xy, float)
     if moving_xy.ndim != 2 or moving_xy.shape[1:] != (2,):
         return fixed_xy, moving_xy  # validated, and refused, where every point set is
-    return fixed_xy, moving_xy @ flip[:2, :2].T + flip[:2, 2]
+    return fixed_xy, apply_matrix(flip, moving_xy)
 
 
 def _given_scale(scale: float | None, pixel_size: tuple[float, float] | None) -> float | None:
