@@ -933,24 +933,13 @@ def _holdout_score(level: _Level, matrix: np.ndarray, opts: _Options) -> tuple[f
     return _pearson(prediction + row_offset[level.row[test]], level.values[test]), int(test.sum()), float(coef[0])
 
 
-def _unimproved(setup: _Setup, model: str, before: float, after: float) -> Refinement:
-    """The starting matrix, for a refinement stopped because it did not raise the held-out correlation."""
-    k = len(MODELS[model])
-    result = _to_moving_to_fixed(setup, setup.matrix)
-    result.flags.writeable = False
-    cov = np.full((k, k), np.nan)
-    cov.flags.writeable = False
-    nan = float("nan")
-    return Refinement(moving_to_fixed=result, model=model, iterations=0, converged=False, correlation=nan,
-                      gain=nan, covariance=cov, predicted_error_px=nan, holdout_before=before,
-                      holdout_after=after, n_valid=0, grid=setup.grid_name, sigma=nan, misfit_px=nan)
-
-
-def _half_fit(setup: _Setup, model: str, half: tuple[np.ndarray, int, bool], before: float, after: float,
-              n_held_out: int, gain: float) -> Refinement:
-    """The fit on the hold-out's half alone (``half_fit_only``): its matrix, iterations and convergence, judged on
-    the held-out pixels; NaN where the full fit would have measured (correlation, covariance, predicted error)."""
-    matrix, iterations, converged = half
+def _without_full_fit(setup: _Setup, model: str, fit: tuple[np.ndarray, int, bool], before: float, after: float,
+                      n_valid: int = 0, gain: float = float("nan")) -> Refinement:
+    """A refinement that stopped at the hold-out check: ``fit`` (matrix, iterations, converged) — the starting matrix
+    when the half fit did not raise the held-out correlation, or the half fit itself (``half_fit_only``, judged on
+    ``n_valid`` held-out pixels with photometric ``gain``) — and NaN where only the full fit measures (correlation,
+    covariance, predicted error, sigma, misfit)."""
+    matrix, iterations, converged = fit
     k = len(MODELS[model])
     result = _to_moving_to_fixed(setup, matrix)
     result.flags.writeable = False
@@ -959,7 +948,7 @@ def _half_fit(setup: _Setup, model: str, half: tuple[np.ndarray, int, bool], bef
     nan = float("nan")
     return Refinement(moving_to_fixed=result, model=model, iterations=iterations, converged=converged,
                       correlation=nan, gain=gain, covariance=cov, predicted_error_px=nan, holdout_before=before,
-                      holdout_after=after, n_valid=n_held_out, grid=setup.grid_name, sigma=nan, misfit_px=nan)
+                      holdout_after=after, n_valid=n_valid, grid=setup.grid_name, sigma=nan, misfit_px=nan)
 
 
 # --------------------------------------------------------------------------------------------- public
@@ -1153,9 +1142,9 @@ def refine_matrix(
         else:
             after, n_held_out, gain = _holdout_score(halves[-1], half[0], opts)
             if half_fit_only:
-                return _half_fit(setup, model, half, before, after, n_held_out, gain)
+                return _without_full_fit(setup, model, half, before, after, n_held_out, gain)
         if require_improvement and not (after > before and after >= min_holdout_after):
-            return _unimproved(setup, model, before, after)
+            return _without_full_fit(setup, model, (setup.matrix, 0, False), before, after)
     matrix, iterations, converged = _solve(levels, setup.matrix, opts, max_shift)
     state = _evaluate(levels[-1], matrix, opts, levels[-1].fit_mask)
     k = len(MODELS[model])
