@@ -31,8 +31,8 @@ from typing import Any
 from .vocabulary import EXIT_CODES
 from .errors import InputError
 
-__all__ = ["BatchItem", "expand_inputs", "plan", "register_item", "run_batch", "summary_row", "SUMMARY_FIELDS",
-           "worst_exit_code", "default_workers", "input_identity", "resume_key"]
+__all__ = ["BatchItem", "expand_inputs", "plan", "prior_options", "register_item", "run_batch", "summary_row",
+           "SUMMARY_FIELDS", "worst_exit_code", "default_workers", "input_identity", "resume_key"]
 
 SUMMARY_FIELDS = ("index", "moving", "fixed", "verdict", "reasons", "model", "source", "matrix", "n_inliers",
                   "rmse_px", "pearson", "pearson_before", "overlap_fraction", "uncertainty_px", "seconds", "peak_rss_mib",
@@ -246,6 +246,26 @@ def _side_outputs(item: BatchItem, result: Any, fixed: Any, moving: Any) -> dict
     return written
 
 
+def prior_options(*, scale: float | None = None, pixel_size: tuple[float, float] | None = None,
+                  mirrored: bool | None = None) -> dict[str, Any]:
+    """What the user knows about every pair, as batch options: only what was given, so that a batch run without
+    them keeps the resume keys it had before they existed.
+
+    Parameters
+    ----------
+    scale, pixel_size, mirrored
+        As :func:`autoreg.pipeline.register` takes them.
+
+    Examples
+    --------
+    >>> prior_options(pixel_size=(0.5, 4.0), mirrored=None)
+    {'pixel_size': [0.5, 4.0]}
+    """
+    given = {"scale": scale, "pixel_size": None if pixel_size is None else [float(v) for v in pixel_size],
+             "mirrored": mirrored}
+    return {key: value for key, value in given.items() if value is not None}
+
+
 def register_item(item: BatchItem, options: dict[str, Any]) -> dict[str, Any]:
     """Register one item and write its JSON (and side outputs) atomically; never raises (errors become an
     ``error`` row)."""
@@ -261,8 +281,11 @@ def register_item(item: BatchItem, options: dict[str, Any]) -> dict[str, Any]:
         config = options.get("config")
         fixed = load_image(item.fixed, max_pixels=config.max_pixels if config else None)
         moving = load_image(item.moving, max_pixels=config.max_pixels if config else None)
+        pixel_size = options.get("pixel_size")
         result = register(fixed, moving, model=options.get("model", "auto"), rng=options.get("seed", 0),
-                          config=config, cube_step=None)
+                          config=config, cube_step=None, scale=options.get("scale"),
+                          pixel_size=None if pixel_size is None else tuple(pixel_size),
+                          mirrored=options.get("mirrored"))
         payload = result.to_dict()
         payload.update(_side_outputs(item, result, fixed, moving))
     except InputError as err:
@@ -372,7 +395,8 @@ def run_batch(items: list[BatchItem], *, out_dir: Path, workers: int = 1, schedu
     force : bool
         Redo items whose outputs exist.
     options : dict
-        ``model``, ``seed`` and ``config`` (a :class:`~autoreg.config.RegistrationConfig`) for every item;
+        ``model``, ``seed`` and ``config`` (a :class:`~autoreg.config.RegistrationConfig`) for every item, and what
+        the user knows about every pair (:func:`prior_options`: ``scale`` or ``pixel_size``, ``mirrored``);
         ``warped_dir`` and ``report_dir`` to write each item's warped image (TIFF with the fixed pixel size) and
         report there.
     progress : callable, optional

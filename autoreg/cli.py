@@ -22,6 +22,12 @@ __all__ = ["app", "main", "EXIT_CODES"]
 
 MODEL_CHOICES = ("auto", *MODELS, "all")
 IMAGE_OUTPUTS = {".tif", ".tiff", ".npy", ".png", ".h5", ".hdf5"}
+TOLERANCE_HELP = ("The error ok promises not to exceed, in fixed px (default: the larger of 2 fixed px and half a "
+                  "moving pixel).")
+PIXEL_SIZE_HELP = "The two pixel sizes in one unit, when the files do not say (the scale is then known)."
+SCALE_HELP = "Fixed pixels per moving pixel, when you know it (the same as --pixel-size 1 S)."
+MIRRORED_HELP = ("MOVING is (or is not) the mirror image of FIXED: one scan stored with its y axis up, the other down "
+                 "(default: from the signs of the files' pixel sizes, else not).")
 TIME_BUDGET_HELP = ("Stop trying strategies after SECONDS (default: no limit); a running search stops too and the "
                     "reasons say what was not tried. Results then depend on the machine's speed.")
 
@@ -150,23 +156,16 @@ def register(
                                     "grid)."),
     in_place: bool = typer.Option(False, "--in-place", help="Append a <Moving>-Registration_NNN group next to the "
                                   "moving USID dataset (existing datasets are never touched)."),
-    tolerance_px: Optional[float] = typer.Option(None, "--tolerance-px", metavar="PX",
-                                                 help="The error ok promises not to exceed, in fixed px (default: "
-                                                 "the larger of 2 fixed px and half a moving pixel)."),
+    tolerance_px: Optional[float] = typer.Option(None, "--tolerance-px", metavar="PX", help=TOLERANCE_HELP),
     pixel_size: Optional[tuple[float, float]] = typer.Option(None, "--pixel-size", metavar="FIXED MOVING",
-                                                             help="The two pixel sizes in one unit, when the files "
-                                                             "do not say (the scale is then known)."),
-    scale: Optional[float] = typer.Option(None, "--scale", metavar="S",
-                                          help="Fixed pixels per moving pixel, when you know it (the same as "
-                                          "--pixel-size 1 S)."),
+                                                             help=PIXEL_SIZE_HELP),
+    scale: Optional[float] = typer.Option(None, "--scale", metavar="S", help=SCALE_HELP),
     save_points: Optional[Path] = typer.Option(None, "--save-points", metavar="CSV",
                                                help="Write the automatic inlier pairs as a control-point CSV (the "
                                                "format --points and autoreg pick read)."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", metavar="SECONDS", help=TIME_BUDGET_HELP),
     mirrored: Optional[bool] = typer.Option(None, "--mirrored/--not-mirrored",
-                                            help="MOVING is (or is not) the mirror image of FIXED: one scan stored "
-                                            "with its y axis up, the other down (default: from the signs of the "
-                                            "files' pixel sizes, else not). --points stay in MOVING's pixels."),
+                                            help=MIRRORED_HELP + " --points stay in MOVING's pixels."),
 ) -> None:
     """Register MOVING onto FIXED hands-off; fall back to --points when the automatic result is not ok.
 
@@ -191,6 +190,22 @@ class _Prior(NamedTuple):
     scale: Optional[float]
     mirrored: Optional[bool] = None
 
+    def checked_config(self, time_budget: Optional[float]) -> Any:
+        """The :class:`~autoreg.config.RegistrationConfig` for these priors, after checking every one of them.
+
+        Raises
+        ------
+        InputError
+            A tolerance that is not a positive number, or a scale or pixel sizes that are not (or both given).
+        """
+        from .config import RegistrationConfig
+        from .pipeline import given_scale
+
+        if self.tolerance_px is not None and not self.tolerance_px > 0:
+            raise InputError(f"--tolerance-px must be a positive number of fixed pixels, not {self.tolerance_px}.")
+        given_scale(self.scale, self.pixel_size)
+        return RegistrationConfig(tolerance_px=self.tolerance_px, time_budget_s=time_budget)
+
 
 def _register(fixed: str, moving: str, model: str, points: Optional[Path], out: Optional[Path],
               report: Optional[Path], as_json: bool, seed: int, overwrite: bool, max_pixels: Optional[int],
@@ -202,13 +217,10 @@ def _register(fixed: str, moving: str, model: str, points: Optional[Path], out: 
             raise InputError(f"Unknown model {model!r}; choose one of: {', '.join(MODEL_CHOICES)}.")
         inputs = _input_files(fixed, moving) + ([points] if points is not None else [])
         _check_outputs([(out, IMAGE_OUTPUTS), (report, {".png"}), (save_points, {".csv"})], inputs, overwrite)
-        from .config import RegistrationConfig
         from .io import load_image
         from .pipeline import register as run
 
-        if prior.tolerance_px is not None and not prior.tolerance_px > 0:
-            raise InputError(f"--tolerance-px must be a positive number of fixed pixels, not {prior.tolerance_px}.")
-        config = RegistrationConfig(tolerance_px=prior.tolerance_px, time_budget_s=time_budget)
+        config = prior.checked_config(time_budget)
         if max_pixels is not None:
             config = config.with_(max_pixels=max_pixels)
         fixed_img = load_image(fixed, max_pixels=config.max_pixels)
@@ -351,18 +363,25 @@ def batch(
                                               help="Write a PNG report per item into DIR."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --stack file."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", metavar="SECONDS", help=TIME_BUDGET_HELP),
+    tolerance_px: Optional[float] = typer.Option(None, "--tolerance-px", metavar="PX", help=TOLERANCE_HELP),
+    pixel_size: Optional[tuple[float, float]] = typer.Option(None, "--pixel-size", metavar="FIXED MOVING",
+                                                             help=PIXEL_SIZE_HELP + " Every item alike."),
+    scale: Optional[float] = typer.Option(None, "--scale", metavar="S", help=SCALE_HELP + " Every item alike."),
+    mirrored: Optional[bool] = typer.Option(None, "--mirrored/--not-mirrored",
+                                            help="Each scan is (or is not) the mirror image of its fixed image "
+                                            "(default: from the signs of the files' pixel sizes, else not)."),
 ) -> None:
     """Register many scans hands-off; write summary.csv and summary.jsonl; exit with the worst verdict's code.
 
     A re-run skips items already done with the same inputs (path, size, time and content), options, configuration
     and autoreg version, and says how many on stderr; error rows are retried. stdout gets one JSON line per item.
+    What you know about the pairs (--pixel-size or --scale, --mirrored, --tolerance-px) holds for every item.
     """
-    from .batch import default_workers, expand_inputs, plan, run_batch, worst_exit_code
+    from .batch import default_workers, expand_inputs, plan, prior_options, run_batch, worst_exit_code
 
     try:
-        from .config import RegistrationConfig
-
-        config = RegistrationConfig(time_budget_s=time_budget)  # checked before anything is planned or written
+        prior = _Prior(tolerance_px=tolerance_px, pixel_size=pixel_size, scale=scale, mirrored=mirrored)
+        config = prior.checked_config(time_budget)  # checked before anything is planned or written
         if model not in BATCH_MODELS:
             hint = (" (--model all compares models on one pair: autoreg register FIXED MOVING --model all)"
                     if model == "all" else "")
@@ -380,7 +399,8 @@ def batch(
                               overwrite=overwrite, suffixes=STACK_SUFFIXES)
         options = {"model": model, "seed": seed, "config": config,
                    "warped_dir": str(write_warped) if write_warped else None,
-                   "report_dir": str(report_dir) if report_dir else None}
+                   "report_dir": str(report_dir) if report_dir else None,
+                   **prior_options(scale=scale, pixel_size=pixel_size, mirrored=mirrored)}
         with _progress_bar(len(items)) as advance:
             rows = run_batch(items, out_dir=out_dir, workers=workers or default_workers(), scheduler=scheduler,
                              force=force, options=options, progress=advance)

@@ -24,7 +24,7 @@ from .errors import AutoregError, EstimationError, InputError, InsufficientLandm
 from .strategies import INTENSITY_MODEL, Context, feature_fit, points_fit, refine_fit, search_fit, working_views
 from .vocabulary import GLOBAL_MODELS, MODELS
 
-__all__ = ["register"]
+__all__ = ["given_scale", "register"]
 
 #: A named automatic strategy: it returns its fit and whether control points determine it exactly.
 _Strategy = tuple[str, Callable[[], tuple[Fit, bool]]]
@@ -348,7 +348,7 @@ def register(
     if model != "auto" and model not in MODELS:
         raise InputError(f"Unknown model {model!r}; choose auto or one of: {', '.join(MODELS)}.")
     seed = _seed_of(rng)
-    given = _given_scale(scale, pixel_size)
+    given = given_scale(scale, pixel_size)
     say = progress or (lambda _msg: None)
     fixed_img, moving_img = _load(fixed, "fixed", cfg), _load(moving, "moving", cfg)
     mirror, mirror_source = _mirror(mirrored, fixed_img, moving_img)
@@ -577,8 +577,26 @@ def _flipped_points(points: Any, flip: np.ndarray) -> Any:
     return fixed_xy, apply_matrix(flip, moving_xy)
 
 
-def _given_scale(scale: float | None, pixel_size: tuple[float, float] | None) -> float | None:
-    """The user's scale (moving px in fixed px), from ``scale`` or ``pixel_size``; InputError if not positive."""
+def given_scale(scale: float | None, pixel_size: tuple[float, float] | None) -> float | None:
+    """The user's scale (moving px in fixed px), from ``scale`` or ``pixel_size``.
+
+    Parameters
+    ----------
+    scale : float or None
+        Fixed pixels per moving pixel.
+    pixel_size : tuple of float or None
+        ``(fixed, moving)`` pixel sizes in one unit.
+
+    Returns
+    -------
+    float or None
+        ``moving / fixed`` or ``scale``; None when neither is given.
+
+    Raises
+    ------
+    InputError
+        Both given, or a size or scale that is not a positive finite number.
+    """
     if scale is not None and pixel_size is not None:
         raise InputError("Give scale or pixel_size, not both.")
     if pixel_size is not None:

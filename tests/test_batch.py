@@ -236,3 +236,63 @@ def test_a_drift_series_becomes_an_aligned_stack(tmp_path):
         assert overlap.mean() > 0.7
         assert np.abs(stack[..., k][overlap] - first[overlap]).mean() < 0.05 * np.std(first[overlap]), k
     assert base.fixed.shape == (176, 176)
+
+
+@pytest.fixture(scope="module")
+def mirrored_scans(tmp_path_factory):
+    """Two scans stored with their rows reversed against the reference, and each one's truth as stored."""
+    from autoreg.mirror import flip_rows_matrix
+
+    folder = tmp_path_factory.mktemp("mirrored")
+    truths = {}
+    for i in (1, 2):
+        pair = make_pair(seed=5, fixed_shape=(160, 160), moving_shape=(160, 160), matrix=_rotation(i))
+        if i == 1:
+            tifffile.imwrite(folder / "ref.tif", pair.fixed)
+        tifffile.imwrite(folder / f"scan_{i}.tif", pair.moving[::-1].copy())
+        truths[f"scan_{i}.tif"] = _rotation(i) @ flip_rows_matrix((160, 160))
+    return folder, truths
+
+
+def _items(out: Path) -> dict[str, dict]:
+    """Each item's JSON (the whole result, not the summary row) by the moving scan's file name."""
+    items = (json.loads(p.read_text()) for p in sorted(out.glob("0*.json")))
+    return {Path(item["moving"]).name: item for item in items}
+
+
+def test_what_the_user_knows_reaches_every_item_and_its_resume_key(mirrored_scans, tmp_path):
+    """--mirrored, --pixel-size and --tolerance-px hold for every item; changing one recomputes, repeating resumes."""
+    from autoreg.geometry import apply_matrix, mean_grid_distance
+
+    folder, truths = mirrored_scans
+    common = [folder / "scan_*.tif", "--reference", folder / "ref.tif", "--out-dir", tmp_path / "out", "--workers", 1]
+    told = _batch(*common, "--mirrored", "--pixel-size", "0.5", "0.5", "--tolerance-px", "1.5")
+    assert told.exit_code == 0, told.stdout + told.stderr
+    items = _items(tmp_path / "out")
+    assert set(items) == set(truths)
+    for name, item in items.items():
+        assert item["verdict"] == "ok", item["reasons"]
+        assert item["mirrored"] is True and item["mirror_source"] == "user"
+        assert item["scale_source"] == "user" and item["expected_scale"] == pytest.approx(1.0)
+        assert item["tolerance_px"] == pytest.approx(1.5)
+        matrix = np.array(item["matrix"])
+        assert np.linalg.det(matrix[:2, :2]) < 0  # the scan as stored is the mirror image
+        assert mean_grid_distance(lambda xy, m=matrix: apply_matrix(m, xy),
+                                  lambda xy, t=truths[name]: apply_matrix(t, xy), (160, 160)) < 0.5
+    again = _batch(*common, "--mirrored", "--pixel-size", "0.5", "0.5", "--tolerance-px", "1.5")
+    assert again.exit_code == 0 and all(json.loads(line)["resumed"] for line in again.stdout.splitlines())
+    untold = _batch(*common, "--not-mirrored", "--pixel-size", "0.5", "0.5", "--tolerance-px", "1.5")
+    rows = [json.loads(line) for line in untold.stdout.splitlines()]
+    assert len(rows) == 2 and not any(r["resumed"] for r in rows)
+    assert untold.exit_code in (3, 4) and "ok" not in {r["verdict"] for r in rows}  # no rotation undoes a mirror
+    assert all(item["mirrored"] is False for item in _items(tmp_path / "out").values())
+
+
+@pytest.mark.parametrize("args", [["--scale", "-2"], ["--tolerance-px", "0"], ["--pixel-size", "1", "0"],
+                                  ["--scale", "2", "--pixel-size", "1", "2"]])
+def test_bad_batch_priors_are_one_line_errors_before_any_work(scans, tmp_path, args):
+    out = tmp_path / "out"
+    result = _batch(scans / "scan_1.tif", "--reference", scans / "ref.tif", "--out-dir", out, *args)
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
+    assert not out.exists() and result.stdout == ""
