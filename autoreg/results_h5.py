@@ -193,6 +193,27 @@ def read_registration(spec: str) -> dict[str, Any]:
     return stored
 
 
+def _describe_pixels(obj: Any) -> str:
+    """``; pixel 0.977 × 0.977 nm`` for a USID main dataset whose position values give pixel sizes (a negative one
+    is said in words: the files of two programs that differ in it are each other's mirror images); empty when they
+    do not."""
+    try:
+        found = usid.ancillaries(obj)
+        if found is None:
+            return ""
+        grid = usid.position_grid(obj, found["Position_Indices"])
+        known = usid.calibration(grid, found["Position_Values"], found["Position_Indices"])
+    except InputError as err:
+        return f"; register refuses it: {err}"
+    if known["pixel_size_xy"] is None:
+        return "; no pixel size (position values missing or degenerate)"
+    size_x, size_y = known["pixel_size_xy"]
+    unit = f" {known['units']}" if known["units"] else ""
+    falling = [f"{axis} falls along the {along}" for axis, along, size in (("x", "columns", size_x),
+                                                                           ("y", "rows", size_y)) if size < 0]
+    return f"; pixel {size_x:.4g} × {size_y:.4g}{unit}" + (f": {' and '.join(falling)}" if falling else "")
+
+
 def _describe_dataset(f: Any, obj: Any) -> str | None:
     """``[main: ...]`` for a USID main dataset, ``[image: W×H px ...]`` for a plain dataset ``register`` reads."""
     if "Position_Indices" in obj.attrs and "quantity" in obj.attrs:
@@ -200,7 +221,7 @@ def _describe_dataset(f: Any, obj: Any) -> str | None:
         sizes = [int(positions[:, k].max()) + 1 for k in range(positions.shape[1])]
         grid = "×".join(str(n) for n in sizes)
         return (f"[main: {grid} positions × {obj.shape[1]} steps, {obj.attrs.get('quantity')} "
-                f"({obj.attrs.get('units')})]")
+                f"({obj.attrs.get('units')}){_describe_pixels(obj)}]")
     if obj.shape is None or obj.dtype.kind not in "biuf":
         return None
     squeezed = [int(n) for n in obj.shape if n != 1]
@@ -212,7 +233,7 @@ def _describe_dataset(f: Any, obj: Any) -> str | None:
 
 
 def describe_file(path: str | Path) -> list[str]:
-    """Lines describing an HDF5 file: its groups, USID main datasets (grid, steps, quantity, units), the plain
+    """Lines describing an HDF5 file: its groups, USID main datasets (grid, steps, quantity, units, pixel size), the plain
     2-D datasets that ``autoreg register`` reads as images (W×H px), and registration groups with verdicts."""
     import h5py
 

@@ -694,3 +694,29 @@ def test_hdf5_file_locked_by_a_writer_is_a_clear_error(tmp_path):
                               check=False, cwd=Path(__file__).resolve().parents[1],
                               env={**os.environ, "HDF5_USE_FILE_LOCKING": "TRUE"})
     assert "another program holds a lock on it" in done.stdout, done.stdout + done.stderr
+
+
+def test_inspect_says_each_datasets_pixel_size_and_which_axis_falls(tmp_path):
+    """The listing shows what register will read as the pixel size, and says in words when an axis falls (two
+    programs that differ in it store each other's mirror images); datasets register refuses say why."""
+    from autoreg.results_h5 import describe_file
+
+    path = tmp_path / "scans.h5"
+    image = np.arange(16 * 10, dtype=float).reshape(10, 16)
+    with h5py.File(path, "w") as f:
+        write_usid(f.create_group("up"), "Img", image, pixel=(0.5, 0.25))
+        write_usid(f.create_group("down"), "Img", image, pixel=(0.5, -0.25))
+        write_usid(f.create_group("both"), "Img", image, pixel=(-2.0, -2.0), position_units="um")
+        write_usid(f.create_group("flat"), "Img", image, pixel=(0.0, 0.0))
+        shuffled = write_usid(f.create_group("shuffled"), "Img", image)
+        f["shuffled/Position_Indices"][3] = f["shuffled/Position_Indices"][4]
+    lines = describe_file(path)
+    by_group = {group.strip().rstrip("/"): line for group, line in zip(lines, lines[1:]) if "[main:" in line}
+    assert sorted(by_group) == ["both", "down", "flat", "shuffled", "up"]
+    assert all(line.startswith("  Img  [main: 16×10 positions × 1 steps, Signal (pA); ") for line in by_group.values())
+    assert by_group["up"].endswith("; pixel 0.5 × 0.25 nm]")
+    assert by_group["down"].endswith("; pixel 0.5 × -0.25 nm: y falls along the rows]")
+    assert by_group["both"].endswith("; pixel -2 × -2 um: x falls along the columns and y falls along the rows]")
+    assert by_group["flat"].endswith("; no pixel size (position values missing or degenerate)]")
+    assert "register refuses it" in by_group["shuffled"] and "full 2-D grid" in by_group["shuffled"]
+    assert load_image(f"{path}::/down/Img").pixel_size_xy == pytest.approx((0.5, -0.25))
