@@ -16,7 +16,7 @@ import typer
 from ._version import __version__
 from .errors import InputError
 from .picker.command import pick_command
-from .vocabulary import EXIT_BAD_INPUT, EXIT_CODES, EXIT_INTERRUPTED, MODELS
+from .vocabulary import EXIT_BAD_INPUT, EXIT_CLOSED_OUTPUT, EXIT_CODES, EXIT_INTERRUPTED, MODELS
 
 __all__ = ["app", "main", "EXIT_CODES"]
 
@@ -548,9 +548,18 @@ def main() -> None:
         from typer._click import exceptions as click_exceptions
     except ImportError:  # pragma: no cover - older typer runs on click itself
         from click import exceptions as click_exceptions
+    abort = getattr(click_exceptions, "Abort", None)
+    if abort is None:  # typer's copy keeps it in typer.exceptions
+        from typer.exceptions import Abort as abort
 
     try:
         code = app(standalone_mode=False)
+    except SystemExit as err:
+        # click and typer end a run whose stdout reader went away (`autoreg inspect scan.h5 | head`) with exit 1
+        # once they have silenced the stream; 1 is kept for bugs, so a closed pipe exits as a shell would say it
+        if err.code != 1 or type(sys.stdout).__name__ != "PacifyFlushWrapper":
+            raise
+        code = EXIT_CLOSED_OUTPUT
     except click_exceptions.NoArgsIsHelpError as err:  # bare `autoreg` or `autoreg register`: the help
         typer.echo(err.ctx.get_help() if err.ctx is not None else str(err))
         code = 0
@@ -558,7 +567,7 @@ def main() -> None:
         where = f"autoreg {err.ctx.info_name} --help" if err.ctx is not None and err.ctx.parent else "autoreg --help"
         sys.stderr.write(f"error: {' '.join(err.format_message().split())} (see {where})\n")
         code = EXIT_BAD_INPUT
-    except click_exceptions.Abort:  # Ctrl-C while click itself was prompting or parsing
+    except abort:  # Ctrl-C while click itself was prompting or parsing
         sys.stderr.write("interrupted\n")
         code = EXIT_INTERRUPTED
     sys.exit(code if isinstance(code, int) else 0)

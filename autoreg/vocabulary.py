@@ -5,7 +5,8 @@ A leaf module with no imports, so the command line can use it without loading nu
 
 from __future__ import annotations
 
-__all__ = ["MODELS", "GLOBAL_MODELS", "VERDICT_LEVELS", "EXIT_CODES", "EXIT_BAD_INPUT", "EXIT_INTERRUPTED"]
+__all__ = ["MODELS", "GLOBAL_MODELS", "VERDICT_LEVELS", "EXIT_CODES", "EXIT_BAD_INPUT", "EXIT_INTERRUPTED",
+           "EXIT_CLOSED_OUTPUT"]
 
 #: Every transform model, simplest first.
 MODELS: tuple[str, ...] = ("translation", "rigid", "similarity", "affine", "projective", "polynomial",
@@ -20,3 +21,6 @@ EXIT_CODES: dict[str, int] = {"ok": 0, "low_confidence": 3, "failed": 4}
 EXIT_BAD_INPUT = 2
 #: Exit code after Ctrl-C (temporaries removed).
 EXIT_INTERRUPTED = 130
+#: Exit code when stdout's reader went away (``autoreg inspect scan.h5 | head``): 128 + SIGPIPE, what a shell
+#: reports for a writer ended by a closed pipe. Nothing more is printed.
+EXIT_CLOSED_OUTPUT = 141

@@ -307,3 +307,21 @@ def test_usage_errors_are_one_line_and_exit_2(args, tmp_path):
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("error: "), done.stderr
     assert done.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+def test_a_reader_that_goes_away_ends_the_listing_quietly(tmp_path):
+    """`autoreg inspect big.h5 | head`: no traceback, and not exit 1 (kept for bugs) but 141, as a shell says it."""
+    import h5py
+
+    path = tmp_path / "many.h5"
+    with h5py.File(path, "w") as f:
+        for i in range(3000):  # ~150 kB of listing: more than a pipe holds
+            f.create_dataset(f"scans/image_{i:04d}", data=np.zeros((8, 8), np.float32))
+    with subprocess.Popen([sys.executable, "-c", "from autoreg.cli import main; main()", "inspect", str(path)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path) as process:
+        first = process.stdout.readline()
+        process.stdout.close()  # the reader goes away with most of the listing unwritten
+        stderr = process.stderr.read().decode()
+        code = process.wait(timeout=120)
+    assert code == 141, stderr
+    assert first.decode().strip() == str(path) and stderr == ""
