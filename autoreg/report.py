@@ -147,7 +147,9 @@ def build_figure(result: Any, fixed: np.ndarray | None = None, moving: np.ndarra
         a.set_xticks([])
         a.set_yticks([])
     reasons = "; ".join(dict.fromkeys(result.verdict.reasons)) or "no reservations"
-    fig.suptitle(f"{result.verdict.level.upper()} — model {result.model}, source {result.source}, Pearson "
+    mirrored = (f", mirrored (said by the {result.extra.get('mirror_source')}): the map holds the reflection"
+                if result.extra.get("mirrored") else "")
+    fig.suptitle(f"{result.verdict.level.upper()} — model {result.model}{mirrored}, source {result.source}, Pearson "
                  f"{s.pearson_before:.3f} → {s.pearson:.3f}, inliers {s.n_inliers}, rmse {s.rmse_px:.2f} px\n"
                  f"{reasons}", fontsize=11)
     fig.tight_layout()

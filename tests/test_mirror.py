@@ -89,6 +89,14 @@ def test_a_mirrored_scan_is_registered_when_the_user_says_so(same_resolution):
     both = result.footprint & forward.footprint
     assert both.mean() > 0.5
     np.testing.assert_allclose(result.warped[both], forward.warped[both], atol=0.05 * np.nanstd(fixed))
+    # the report says so, and the report of the unmirrored registration does not
+    from autoreg.report import build_figure
+
+    def title(fig):
+        return " ".join(text.get_text() for text in fig.texts)  # the suptitle is the figure's own text
+
+    assert "mirrored (said by the user)" in title(build_figure(result, fixed, moving))
+    assert "mirrored" not in title(build_figure(forward, fixed, moving[::-1]))
 
 
 def test_a_mirrored_scan_is_not_ok_unless_autoreg_knows(same_resolution):
