@@ -604,9 +604,11 @@ def given_scale(scale: float | None, pixel_size: tuple[float, float] | None) -> 
             fixed_size, moving_size = (float(v) for v in pixel_size)
         except (TypeError, ValueError):
             raise InputError("pixel_size must be two numbers: the fixed and the moving pixel size.") from None
-        if not (fixed_size > 0 and moving_size > 0 and np.isfinite(moving_size / fixed_size)):
+        ratio = moving_size / fixed_size if fixed_size > 0 else np.nan
+        if not (fixed_size > 0 and moving_size > 0 and np.isfinite([fixed_size, moving_size]).all() and ratio > 0
+                and np.isfinite(ratio)):
             raise InputError("Pixel sizes must be positive, finite numbers.")
-        return moving_size / fixed_size
+        return float(ratio)
     if scale is not None:
         if not (isinstance(scale, (int, float, np.number)) and np.isfinite(scale) and scale > 0):
             raise InputError("scale must be a positive number of fixed pixels per moving pixel.")

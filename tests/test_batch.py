@@ -289,7 +289,7 @@ def test_what_the_user_knows_reaches_every_item_and_its_resume_key(mirrored_scan
 
 
 @pytest.mark.parametrize("args", [["--scale", "-2"], ["--tolerance-px", "0"], ["--pixel-size", "1", "0"],
-                                  ["--scale", "2", "--pixel-size", "1", "2"]])
+                                  ["--pixel-size", "inf", "1"], ["--scale", "2", "--pixel-size", "1", "2"]])
 def test_bad_batch_priors_are_one_line_errors_before_any_work(scans, tmp_path, args):
     out = tmp_path / "out"
     result = _batch(scans / "scan_1.tif", "--reference", scans / "ref.tif", "--out-dir", out, *args)
