@@ -118,6 +118,12 @@ class RegistrationConfig:
         strategies are then also tried at the same pixel size (after the field of view's), and the search, last.
         4×: a crop under a quarter of the scan's side is rare, a map 4× coarser and more is what the field-of-view
         guess is for.
+    max_pixel_skew : float
+        When the pixel sizes say a moving pixel is higher than wide (or wider than high) in fixed pixels by more
+        than this fraction, the moving image is registered as a copy with square pixels (:mod:`autoreg.regrid`).
+        2 %: it moves the rim of a 64 px map by at most 0.64 of its pixels, which keypoints and the refinement
+        absorb (maps at 1.5:1 were already ``ok``, at 2:1 a third were not, at 3:1 none were solved, 6 pairs each);
+        below it, a copy would only add an interpolation.
     bow_max_residual : float
         After the plane, a quadratic background (scanner bow) is also removed when what it leaves is at most this
         fraction of the variance: the scan is then mostly bow. On the calibration split the moving images with a
@@ -405,6 +411,7 @@ class RegistrationConfig:
     level_scans: bool = True
     min_scan_line_contrast: float = 2.0
     ambiguous_size_ratio: float = 4.0
+    max_pixel_skew: float = 0.02
     same_pixel_size_band: tuple[float, float] = (0.5, 2.0)
     bow_max_residual: float = 0.21
     no_improvement_below: float = 0.9

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .datatypes import Fit, Image, RegistrationResult
+from .datatypes import Image, RegistrationResult
 from .units import Calibration
 
 __all__ = ["flip_rows_matrix", "flipped", "mirrored_by_metadata", "unflipped"]
@@ -70,37 +70,14 @@ def mirrored_by_metadata(fixed: Calibration, moving: Calibration) -> bool | None
     return bool(np.prod(np.sign(fixed.pixel_size_xy)) != np.prod(np.sign(moving.pixel_size_xy)))
 
 
-def _compose(transform: Any, flip: np.ndarray, on_input: bool) -> Any:
-    """A global transform of the same class with the reflection applied first (``on_input``) or last."""
-    params = np.asarray(transform.params, float)
-    return type(transform)(matrix=params @ flip if on_input else flip @ params)
-
-
-def _unflipped_fit(fit: Fit, flip: np.ndarray, polynomial_order: int) -> Fit:
-    """``fit`` (found on the flipped moving image) as a map of the moving image as given."""
-    from .estimate import fit_transform
-    from .geometry import apply_matrix
-
-    matches = dataclasses.replace(fit.matches, moving_xy=apply_matrix(flip, np.asarray(fit.matches.moving_xy, float)))
-    if fit.is_global:
-        forward = _compose(fit.moving_to_fixed, flip, on_input=True)
-        backward = _compose(fit.fixed_to_moving, flip, on_input=False)
-    else:  # a mesh or a polynomial of the reflected points is the same map composed with the reflection: refitted
-        inl = fit.inliers
-        forward = fit_transform(fit.model, matches.moving_xy[inl], matches.fixed_xy[inl],
-                                polynomial_order=polynomial_order)
-        backward = fit_transform(fit.model, matches.fixed_xy[inl], matches.moving_xy[inl],
-                                 polynomial_order=polynomial_order)
-    return dataclasses.replace(fit, moving_to_fixed=forward, fixed_to_moving=backward, matches=matches,
-                               candidates=tuple(np.asarray(c, float) @ flip for c in fit.candidates)
-                               ).with_note("registered as the mirror image of the moving scan (its rows reversed)")
-
-
 def unflipped(result: RegistrationResult, moving: Image, source: str, polynomial_order: int) -> RegistrationResult:
     """``result`` of registering :func:`flipped` ``(moving)``, as a result for ``moving``: its maps composed with the
     reflection, its calibration ``moving``'s, ``mirrored`` and ``mirror_source`` among the JSON keys. The warped
     image and cube are the same data on the fixed grid and are kept."""
+    from .regrid import mapped_fit
+
     flip = flip_rows_matrix(moving.shape)
-    fit = None if result.fit is None else _unflipped_fit(result.fit, flip, polynomial_order)
+    fit = None if result.fit is None else mapped_fit(
+        result.fit, flip, polynomial_order, "registered as the mirror image of the moving scan (its rows reversed)")
     extra = {**result.extra, "mirrored": True, "mirror_source": source}
     return dataclasses.replace(result, fit=fit, moving_calibration=moving.calibration, extra=extra)

@@ -355,12 +355,22 @@ def register(
     if mirror:  # the whole registration on the moving image's mirror, then brought back to the image as given
         from .mirror import flip_rows_matrix, flipped, unflipped
 
-        flipped_points = _flipped_points(points, flip_rows_matrix(moving_img.shape))
+        flipped_points = _points_through(points, flip_rows_matrix(moving_img.shape))
         result = register(fixed_img, flipped(moving_img), model=model, points=flipped_points, config=cfg, rng=seed,
                           cube_step=cube_step, progress=progress, automatic=automatic, scale=scale,
                           pixel_size=pixel_size, mirrored=False)
         result = unflipped(result, moving_img, mirror_source, cfg.polynomial_order)
         result.extra["seconds"] = round(time.perf_counter() - started, 4)
+        return result
+    aspect = _skewed_pixels(fixed_img, moving_img, cfg) if given is None else None
+    if aspect is not None:  # the whole registration on a copy with square pixels, then brought back
+        from .regrid import squared
+
+        copy, to_copy = squared(moving_img, aspect)
+        result = register(fixed_img, copy, model=model, points=_points_through(points, to_copy), config=cfg,
+                          rng=seed, cube_step=None, progress=progress, automatic=automatic, mirrored=False)
+        result = _from_square_copy(result, fixed_img, moving_img, to_copy, aspect, cfg, cube_step, say)
+        result.extra.update(mirror_source=mirror_source, seconds=round(time.perf_counter() - started, 4))
         return result
     ratio, scale_source = (given, "user") if given is not None else expected_scale(fixed_img, moving_img, cfg)
     scale_fixed, scale_moving = working_scales(fixed_img, moving_img, ratio, cfg)
@@ -498,6 +508,7 @@ def register(
         attempts.append(_timed(dataclasses.replace(attempt, strategy=name), began))
 
     extra: dict[str, Any] = {"scale_source": scale_source, "mirrored": False, "mirror_source": mirror_source,
+                             "pixel_aspect": _aspect_of(fixed_img, moving_img),
                              "working_scale_fixed": scale_fixed,
                              "working_scale_moving": scale_moving,
                              "preprocessing": {"fixed": list(views[0].steps), "moving": list(views[1].steps)}}
@@ -537,12 +548,7 @@ def register(
     extra["scale_source"] = next(source for r, source in zip(results, scale_sources) if r is best)
     if budget_reason and best.verdict.level != "ok":  # what more time might have found (the points came after)
         best = dataclasses.replace(best, verdict=Verdict(best.verdict.level, best.verdict.reasons + budget_reason))
-    warped_cube = None
-    if moving_img.cube is not None and cube_step is not None and best.verdict.level != "failed":
-        from .warp import apply_transform_cube
-
-        say("cube")  # only the chosen result's cube: warping it is the costly part
-        warped_cube, _ = apply_transform_cube(moving_img.cube, best.fit, fixed_img.shape, step=cube_step)
+    warped_cube = _warped_cube(moving_img, best.fit, best.verdict, fixed_img.shape, cube_step, say)
     say("done")
     extra["seconds"] = round(time.perf_counter() - started, 4)
     common["model"] = best.model
@@ -563,8 +569,56 @@ def _mirror(mirrored: bool | None, fixed: Image, moving: Image) -> tuple[bool, s
     return (True, "metadata") if from_metadata else (False, "metadata" if from_metadata is not None else "none")
 
 
-def _flipped_points(points: Any, flip: np.ndarray) -> Any:
-    """The user's control points with their moving coordinates in the mirrored moving image (None stays None)."""
+def _aspect_of(fixed: Image, moving: Image) -> float | None:
+    """How much higher than wide a moving pixel is in fixed pixels, from the pixel sizes; None when unknown."""
+    from .regrid import pixel_aspect
+
+    aspect = pixel_aspect(fixed.calibration, moving.calibration)
+    return aspect if aspect is not None and np.isfinite(aspect) and aspect > 0 else None
+
+
+def _skewed_pixels(fixed: Image, moving: Image, cfg: RegistrationConfig) -> float | None:
+    """The pixel aspect when the pixel sizes say the moving pixels are not square in fixed pixels, beyond
+    ``max_pixel_skew``; None when they are, or when nobody says."""
+    aspect = _aspect_of(fixed, moving)
+    return None if aspect is None or abs(np.log(aspect)) <= np.log1p(cfg.max_pixel_skew) else aspect
+
+
+def _from_square_copy(result: RegistrationResult, fixed: Image, moving: Image, given_to_copy: np.ndarray,
+                      aspect: float, cfg: RegistrationConfig, cube_step: float | None,
+                      say: Callable[[str], None]) -> RegistrationResult:
+    """``result`` of registering the square-pixelled copy, as a result for ``moving``: its map composed with the
+    regridding, its image and cube warped from the data as given, its shape and calibration ``moving``'s."""
+    from .regrid import mapped_fit
+    from .warp import apply_transform
+
+    note = f"registered as a copy with square pixels (a moving pixel is {aspect:.3g}× as high as wide in fixed px)"
+    fit = None if result.fit is None else mapped_fit(result.fit, given_to_copy, cfg.polynomial_order, note)
+    warped, footprint = result.warped, result.footprint
+    if fit is not None and warped is not None:  # the data as given, interpolated once
+        warped, footprint = apply_transform(moving.data, fit, fixed.shape)
+    warped_cube = _warped_cube(moving, fit, result.verdict, fixed.shape, cube_step, say)
+    return dataclasses.replace(result, fit=fit, warped=warped, footprint=footprint, warped_cube=warped_cube,
+                               moving_shape=moving.shape, moving_calibration=moving.calibration,
+                               extra={**result.extra, "pixel_aspect": aspect})
+
+
+def _warped_cube(moving: Image, fit: Fit | None, verdict: Verdict, fixed_shape: tuple[int, int],
+                 cube_step: float | None, say: Callable[[str], None]) -> np.ndarray | None:
+    """The moving image's cube on the fixed grid, every ``cube_step`` fixed pixels; None without a cube, a step or
+    a trustworthy fit."""
+    if moving.cube is None or cube_step is None or fit is None or verdict.level == "failed":
+        return None
+    from .warp import apply_transform_cube
+
+    say("cube")  # only the chosen result's cube: warping it is the costly part
+    warped_cube, _ = apply_transform_cube(moving.cube, fit, fixed_shape, step=cube_step)
+    return warped_cube
+
+
+def _points_through(points: Any, given_to_copy: np.ndarray) -> Any:
+    """The user's control points with their moving coordinates in a copy of the moving image on another grid (the
+    mirror, square pixels); None stays None."""
     from .geometry import apply_matrix
 
     given = _points_given(points)
@@ -574,7 +628,7 @@ def _flipped_points(points: Any, flip: np.ndarray) -> Any:
     moving_xy = np.asarray(moving_xy, float)
     if moving_xy.ndim != 2 or moving_xy.shape[1:] != (2,):
         return fixed_xy, moving_xy  # validated, and refused, where every point set is
-    return fixed_xy, apply_matrix(flip, moving_xy)
+    return fixed_xy, apply_matrix(given_to_copy, moving_xy)
 
 
 def given_scale(scale: float | None, pixel_size: tuple[float, float] | None) -> float | None:

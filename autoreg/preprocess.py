@@ -31,6 +31,7 @@ __all__ = [
     "working_scales",
     "make_working_view",
     "resize_matrix",
+    "resize_valid",
 ]
 
 
@@ -256,9 +257,14 @@ def resize_matrix(scale_x: float, scale_y: float) -> np.ndarray:
     return np.array([[scale_x, 0.0, 0.5 * scale_x - 0.5], [0.0, scale_y, 0.5 * scale_y - 0.5], [0.0, 0.0, 1.0]])
 
 
-def _resize(data: np.ndarray, valid: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def resize_valid(data: np.ndarray, valid: np.ndarray,
+                 size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``data`` resized to ``size`` (w, h): area average when shrinking, cubic when growing; the valid mask with it
-    (a resized pixel is valid when its whole support is); and the matrix from resized to original pixels."""
+    (a resized pixel is valid when its whole support is); and the matrix from resized to original pixels.
+
+    Invalid pixels are filled from their neighbours first, so the resized values near them are defined; the mask says
+    which to trust.
+    """
     import cv2
 
     h, w = data.shape
@@ -281,7 +287,7 @@ def rescaled(source: Reduced, scale: float) -> Reduced:
     if size == (w, h):
         return source
     valid = np.isfinite(source.data)
-    small, small_valid, to_source = _resize(source.data, valid, size)
+    small, small_valid, to_source = resize_valid(source.data, valid, size)
     return Reduced(data=np.where(small_valid, small, np.nan).astype(np.float32),
                    to_original=source.to_original @ to_source, steps=source.steps)
 
@@ -298,7 +304,7 @@ def reduced(image: Image, scale: float, config: RegistrationConfig) -> Reduced:
     if size == (w, h):
         levelled, steps = level(data, valid, config)
         return Reduced(data=levelled, to_original=np.eye(3), steps=steps)
-    small, small_valid, to_original = _resize(data, valid, size)
+    small, small_valid, to_original = resize_valid(data, valid, size)
     levelled, steps = level(small, small_valid, config)
     return Reduced(data=levelled, to_original=to_original, steps=steps)
 
@@ -333,7 +339,7 @@ def make_working_view(image: Image, scale: float, *, coarse_pixel_wpx: float, co
     if levelled is None:
         levelled = reduced(image, min(scale, 1.0), config)
     valid = np.isfinite(levelled.data)
-    small, small_valid, to_levelled = _resize(levelled.data, valid, size)
+    small, small_valid, to_levelled = resize_valid(levelled.data, valid, size)
     to_original = levelled.to_original @ to_levelled
     small = fill_invalid(small, small_valid)
     own_pixel_wpx = max(1.0, scale)
