@@ -32,7 +32,7 @@ def detect(view: WorkingView, config: RegistrationConfig, detector: str = "orb")
     import cv2
 
     patch = int(config.orb_patch_size)
-    n_features = int(config.n_features * max(1.0, view.image8.size / 256**2))
+    n_features = int(min(config.n_features * max(1.0, view.image8.size / 256**2), config.max_features))
     if detector == "sift":
         finder = cv2.SIFT_create(nfeatures=n_features, contrastThreshold=config.sift_contrast_threshold)
     else:

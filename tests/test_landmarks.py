@@ -41,3 +41,29 @@ def test_mutual_matches_are_one_to_one_and_each_the_others_nearest():
     distance = np.linalg.norm(moving[:, None] - fixed[None], axis=2)
     assert np.all(distance[query].argmin(axis=1) == train)
     assert np.all(distance[:, train].argmin(axis=0) == query)
+
+
+def test_a_large_view_asks_at_most_max_features_keypoints_and_still_registers():
+    """Brute-force matching costs the product of the keypoint counts: a 1024² view asks ``max_features``, not the
+    16 000 its area would; the pair is still registered within a hundredth of a pixel's scale."""
+    import autoreg
+    from autoreg.config import RegistrationConfig
+    from autoreg.datatypes import Image
+    from autoreg.geometry import apply_matrix, mean_grid_distance
+    from autoreg.landmarks import detect
+    from autoreg.preprocess import make_working_view
+    from autoreg.synthetic import make_pair
+
+    angle = np.deg2rad(33.0)
+    truth = np.array([[np.cos(angle), -np.sin(angle), 0.0], [np.sin(angle), np.cos(angle), 0.0], [0.0, 0.0, 1.0]])
+    centre = np.array([511.5, 511.5])
+    truth[:2, 2] = centre + [5.0, -4.0] - truth[:2, :2] @ centre
+    pair = make_pair(seed=6, fixed_shape=(1024, 1024), moving_shape=(1024, 1024), matrix=truth)
+    config = RegistrationConfig()
+    view = make_working_view(Image(pair.fixed), 1.0, coarse_pixel_wpx=1.0, config=config)
+    capped, _ = detect(view, config)
+    uncapped, _ = detect(view, config.with_(max_features=10**6))
+    assert len(capped) <= config.max_features < len(uncapped)
+    result = autoreg.register(pair.fixed, pair.moving)
+    assert result.verdict.level == "ok", result.verdict.reasons
+    assert mean_grid_distance(result.fit.to_fixed, lambda xy: apply_matrix(truth, xy), (1024, 1024)) < 0.1
