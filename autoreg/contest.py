@@ -23,7 +23,7 @@ from .errors import EstimationError
 from .evidence import tolerance_px
 from .geometry import apply_matrix, mean_grid_distance
 from .search import fixed_term
-from .strategies import Context, _fit_through, _refine_inputs
+from .strategies import Context, fit_through, refine_inputs
 
 __all__ = ["contest", "contest_score"]
 
@@ -74,7 +74,7 @@ def contest(ctx: Context, fit: Fit) -> Fit:
     if len(poses) < 2:
         return fit.with_note("no contest (fewer than two separated poses)")
     # a coarser grid than the refinement's: poses two tolerances apart differ there as clearly, at a third the cost
-    fixed_small, moving_small = _refine_inputs(dataclasses.replace(
+    fixed_small, moving_small = refine_inputs(dataclasses.replace(
         ctx, config=cfg.with_(refine_max_side=min(cfg.refine_max_side, cfg.contest_max_side))))
     optima = []  # (half fit, moving → fixed matrix in original pixels)
     for matrix in poses:
@@ -115,7 +115,7 @@ def contest(ctx: Context, fit: Fit) -> Fit:
         return dataclasses.replace(fit, contest_gap=math.nan).with_note(f"{said} ({why})")
     if not gap > cfg.min_contest_gap:
         return dataclasses.replace(fit, contest_gap=gap).with_note(f"{said} (needs > {cfg.min_contest_gap:g})")
-    forward, backward = _fit_through(_CONTEST_MODEL, best_matrix, ctx.moving.shape, ctx.expected_scale)
+    forward, backward = fit_through(_CONTEST_MODEL, best_matrix, ctx.moving.shape, ctx.expected_scale)
     moved = mean_grid_distance(fit.to_fixed, forward, ctx.moving.shape)
     inverted = bool(best.gain < 0) if fit.matched_channel == "intensity" else False  # a slope has no polarity
     taken = dataclasses.replace(fit, model=_CONTEST_MODEL, moving_to_fixed=forward, fixed_to_moving=backward,

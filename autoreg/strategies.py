@@ -26,7 +26,17 @@ from .geometry import apply_matrix, grid_xy, mean_grid_distance
 from .search import CROSS_CHANNELS, fixed_term
 from .vocabulary import GLOBAL_MODELS
 
-__all__ = ["Context", "working_views", "feature_fit", "search_fit", "points_fit", "refine_fit", "INTENSITY_MODEL"]
+__all__ = [
+    "INTENSITY_MODEL",
+    "Context",
+    "feature_fit",
+    "fit_through",
+    "points_fit",
+    "refine_fit",
+    "refine_inputs",
+    "search_fit",
+    "working_views",
+]
 
 #: The global model intensity strategies fit when ``auto`` or a non-global model was asked for: scans drift,
 #: shear and stretch a little between two acquisitions, which a similarity cannot follow.
@@ -183,7 +193,7 @@ def _bounded_by_optimum(ctx: Context, fit: Fit, optimum: Any, small_to_fixed: np
         return fit.with_note(f"{note}; its optimum does not bound its error (converged: {optimum.converged}, "
                              f"|r| {abs(optimum.correlation):.3f})")
     matrix = small_to_fixed @ optimum.moving_to_fixed @ moving_to_small
-    forward, _ = _fit_through(model, matrix, ctx.moving.shape, ctx.expected_scale)
+    forward, _ = fit_through(model, matrix, ctx.moving.shape, ctx.expected_scale)
     fixed_px_per_small = float(np.sqrt(abs(np.linalg.det(small_to_fixed[:2, :2]))))
     own_error = float(optimum.predicted_error_px * fixed_px_per_small)
     moved = mean_grid_distance(fit.to_fixed, forward, ctx.moving.shape)
@@ -194,8 +204,20 @@ def _bounded_by_optimum(ctx: Context, fit: Fit, optimum: Any, small_to_fixed: np
         f"which bounds its error at {bound:.3g} px")
 
 
-def _fit_through(model: str, matrix: np.ndarray, moving_shape: tuple[int, int], prior_scale: float) -> tuple[Any, Any]:
-    """``model``'s forward and backward transforms closest to a 3×3 matrix (least squares on a 7×7 grid)."""
+def fit_through(model: str, matrix: np.ndarray, moving_shape: tuple[int, int], prior_scale: float) -> tuple[Any, Any]:
+    """``model``'s forward and backward transforms closest to a 3×3 matrix (least squares on a 7×7 grid).
+
+    Parameters
+    ----------
+    model : str
+        A global model.
+    matrix : ndarray of shape (3, 3)
+        Moving pixel (x, y) → fixed pixel (x, y).
+    moving_shape : tuple of int
+        ``(rows, cols)`` of the moving image, whose 7×7 grid the fit is made on.
+    prior_scale : float
+        The expected scale (fixed px per moving px), for models whose scale is fixed.
+    """
     from .estimate import fit_pair
 
     moving_xy = grid_xy(moving_shape, 7)
@@ -257,7 +279,7 @@ def search_fit(ctx: Context, model: str, views: tuple[Any, Any],
                               first_pass_same_contrast=ctx.config.search_same_contrast, deadline=ctx.deadline)
     matrix = fixed_small.to_original @ found.moving_to_fixed @ moving_small.from_original
     fitted = model if model in ("translation", "rigid", "similarity") else "similarity"
-    forward, backward = _fit_through(fitted, matrix, ctx.moving.shape, ctx.expected_scale)
+    forward, backward = fit_through(fitted, matrix, ctx.moving.shape, ctx.expected_scale)
     contrast = "" if found.channel in CROSS_CHANNELS else f" ({'inverted' if found.inverted else 'same'} contrast)"
     why = (f"search: rotation {found.angle_deg:.2f} deg, scale {np.sqrt(abs(np.linalg.det(matrix[:2, :2]))):.4g} "
            f"fixed px per moving px, correlation {found.score:.3f} on the {found.channel}{contrast}, peak gap "
@@ -273,7 +295,7 @@ def search_fit(ctx: Context, model: str, views: tuple[Any, Any],
                matched_channel=found.channel if found.channel in CROSS_CHANNELS else "intensity")
 
 
-def _refine_inputs(ctx: Context) -> tuple[Any, Any]:
+def refine_inputs(ctx: Context) -> tuple[Any, Any]:
     """Area-reduced copies for the refinement, with only a plane removed: the coarser image at most
     ``refine_max_side`` px a side, the finer one at ``refine_fine_per_coarse`` of its pixels per coarse pixel.
 
@@ -325,7 +347,7 @@ def _restart_from_similarity(term: np.ndarray, moving: np.ndarray, start: np.nda
     """
     from .refine import refine_matrix
 
-    closest, _ = _fit_through("similarity", start, moving.shape, 1.0)  # a similarity's scale is free: no prior
+    closest, _ = fit_through("similarity", start, moving.shape, 1.0)  # a similarity's scale is free: no prior
     bar = refined.holdout_after + cfg.refine_restart_gain
     if not bar < 1.0:  # no correlation passes it: nothing to check (a refinement that explains the map that well)
         return refined, ""
@@ -412,7 +434,7 @@ def refine_fit(ctx: Context, fit: Fit, model: str, richer: str | None = None) ->
     if not _refinable_pairings(ctx, (channel,)):
         return fit.with_note(f"not refined (the gradient magnitude of a map {ctx.resolution_ratio:.3g}× coarser is "
                              f"not the average of the fixed one's; up to {cfg.max_edges_refine_ratio:g}× only)")
-    fixed_small, moving_small = _refine_inputs(ctx)
+    fixed_small, moving_small = refine_inputs(ctx)
     start = fixed_small.from_original @ np.asarray(fit.moving_to_fixed.params, float) @ moving_small.to_original
     small_scale = ctx.expected_scale * np.sqrt(abs(np.linalg.det(fixed_small.from_original[:2, :2])) / abs(
         np.linalg.det(moving_small.from_original[:2, :2])))
@@ -495,7 +517,7 @@ def refine_fit(ctx: Context, fit: Fit, model: str, richer: str | None = None) ->
                                                          richer, cfg)
         notes += richer_note
     matrix = fixed_small.to_original @ refined.moving_to_fixed @ moving_small.from_original
-    forward, backward = _fit_through(model, matrix, ctx.moving.shape, ctx.expected_scale)
+    forward, backward = fit_through(model, matrix, ctx.moving.shape, ctx.expected_scale)
     fixed_px_per_small = 1.0 / np.sqrt(abs(np.linalg.det(fixed_small.from_original[:2, :2])))
     predicted = float(refined.predicted_error_px * fixed_px_per_small)
     moved = mean_grid_distance(fit.to_fixed, forward, ctx.moving.shape)
