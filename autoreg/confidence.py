@@ -27,6 +27,14 @@ def contest_stands_out(gap: float, cfg: RegistrationConfig) -> bool:
     return gap > cfg.min_contest_gap
 
 
+def _search_evidence(s: Scores, cfg: RegistrationConfig) -> str:
+    """What a search's pose stands on: ``"peak"`` (the sweep's peak stands out), ``"contest"`` (only its refined
+    poses' contest does: evidence, but not calibrated for ``ok``) or ``"none"``."""
+    if peak_stands_out(s.peak_gap, s.peak_ratio, cfg):
+        return "peak"
+    return "contest" if contest_stands_out(s.contest_gap, cfg) else "none"
+
+
 def _failures(s: Scores, cfg: RegistrationConfig, source: str) -> list[str]:
     reasons = []
     if source == "features" and s.n_inliers < cfg.min_inliers:
@@ -34,8 +42,7 @@ def _failures(s: Scores, cfg: RegistrationConfig, source: str) -> list[str]:
     if source == "features" and not s.log10_nfa <= cfg.max_log10_nfa:
         reasons.append(f"no_evidence: the feature consensus could arise by chance (log10 NFA {s.log10_nfa:.2f} > "
                        f"{cfg.max_log10_nfa:g})")
-    if (source == "intensity" and not peak_stands_out(s.peak_gap, s.peak_ratio, cfg)
-            and not contest_stands_out(s.contest_gap, cfg)):
+    if source == "intensity" and _search_evidence(s, cfg) == "none":
         contested = ("" if _bad(s.contest_gap) else
                      f"; its refined poses' contest {s.contest_gap:.3f}, needs > {cfg.min_contest_gap:g}")
         reasons.append(f"no_evidence: the correlation peak does not stand out (gap {s.peak_gap:.3f}, ratio "
@@ -83,8 +90,7 @@ def _accuracy_doubts(s: Scores, cfg: RegistrationConfig, exact_points: bool, ref
 
 def _doubts(s: Scores, cfg: RegistrationConfig, source: str, predicted_by_refinement: bool) -> list[str]:
     reasons = []
-    if (source == "intensity" and not peak_stands_out(s.peak_gap, s.peak_ratio, cfg)
-            and contest_stands_out(s.contest_gap, cfg)):
+    if source == "intensity" and _search_evidence(s, cfg) == "contest":
         reasons.append(f"weak_evidence: the sweep's peak did not stand out (gap {s.peak_gap:.3f}, ratio "
                        f"{s.peak_ratio:.2f}); refined, this pose stands {s.contest_gap:.3f} above the others (Fisher "
                        f"z, needs > {cfg.min_contest_gap:g}), a test not calibrated for ok")
