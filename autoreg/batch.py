@@ -246,7 +246,7 @@ def _side_outputs(item: BatchItem, result: Any, fixed: Any, moving: Any) -> dict
     return written
 
 
-def prior_options(*, scale: float | None = None, pixel_size: tuple[float, float] | None = None,
+def prior_options(*, scale: float | None = None, pixel_size: tuple[Any, Any] | None = None,
                   mirrored: bool | None = None) -> dict[str, Any]:
     """What the user knows about every pair, as batch options: only what was given, so that a batch run without
     them keeps the resume keys it had before they existed.
@@ -258,11 +258,15 @@ def prior_options(*, scale: float | None = None, pixel_size: tuple[float, float]
 
     Examples
     --------
-    >>> prior_options(pixel_size=(0.5, 4.0), mirrored=None)
-    {'pixel_size': [0.5, 4.0]}
+    >>> prior_options(pixel_size=(0.5, (4.0, 8.0)), mirrored=None)
+    {'pixel_size': [0.5, [4.0, 8.0]]}
     """
-    given = {"scale": scale, "pixel_size": None if pixel_size is None else [float(v) for v in pixel_size],
-             "mirrored": mirrored}
+    from .pipeline import user_pixel_sizes
+
+    sizes = user_pixel_sizes(pixel_size)  # checked; kept as given (a number stays a number: the same resume key)
+    kept = None if sizes is None else [[float(x) for x in v] if isinstance(v, (list, tuple)) else float(v)
+                                       for v in pixel_size]
+    given = {"scale": scale, "pixel_size": kept, "mirrored": mirrored}
     return {key: value for key, value in given.items() if value is not None}
 
 
@@ -281,10 +285,9 @@ def register_item(item: BatchItem, options: dict[str, Any]) -> dict[str, Any]:
         config = options.get("config")
         fixed = load_image(item.fixed, max_pixels=config.max_pixels if config else None)
         moving = load_image(item.moving, max_pixels=config.max_pixels if config else None)
-        pixel_size = options.get("pixel_size")
         result = register(fixed, moving, model=options.get("model", "auto"), rng=options.get("seed", 0),
                           config=config, cube_step=None, scale=options.get("scale"),
-                          pixel_size=None if pixel_size is None else tuple(pixel_size),
+                          pixel_size=options.get("pixel_size"),
                           mirrored=options.get("mirrored"))
         payload = result.to_dict()
         payload.update(_side_outputs(item, result, fixed, moving))

@@ -24,7 +24,8 @@ MODEL_CHOICES = ("auto", *MODELS, "all")
 IMAGE_OUTPUTS = {".tif", ".tiff", ".npy", ".png", ".h5", ".hdf5"}
 TOLERANCE_HELP = ("The error ok promises not to exceed, in fixed px (default: the larger of 2 fixed px and half a "
                   "moving pixel).")
-PIXEL_SIZE_HELP = "The two pixel sizes in one unit, when the files do not say (the scale is then known)."
+PIXEL_SIZE_HELP = ("The two pixel sizes in one unit, when the files do not say (the scale is then known); WxH for a "
+                   "pixel that is not square (1 6x12: a 64×32 grid over a square area).")
 SCALE_HELP = "Fixed pixels per moving pixel, when you know it (the same as --pixel-size 1 S)."
 MIRRORED_HELP = ("MOVING is (or is not) the mirror image of FIXED: one scan stored with its y axis up, the other down "
                  "(default: from the signs of the files' pixel sizes, else not).")
@@ -157,7 +158,7 @@ def register(
     in_place: bool = typer.Option(False, "--in-place", help="Append a <Moving>-Registration_NNN group next to the "
                                   "moving USID dataset (existing datasets are never touched)."),
     tolerance_px: Optional[float] = typer.Option(None, "--tolerance-px", metavar="PX", help=TOLERANCE_HELP),
-    pixel_size: Optional[tuple[float, float]] = typer.Option(None, "--pixel-size", metavar="FIXED MOVING",
+    pixel_size: Optional[tuple[str, str]] = typer.Option(None, "--pixel-size", metavar="FIXED MOVING",
                                                              help=PIXEL_SIZE_HELP),
     scale: Optional[float] = typer.Option(None, "--scale", metavar="S", help=SCALE_HELP),
     save_points: Optional[Path] = typer.Option(None, "--save-points", metavar="CSV",
@@ -186,12 +187,13 @@ class _Prior(NamedTuple):
     """What the user knows about the pair: the tolerance to promise, the scale, and whether one is mirrored."""
 
     tolerance_px: Optional[float]
-    pixel_size: Optional[tuple[float, float]]
+    pixel_size: Optional[tuple[Any, Any]]
     scale: Optional[float]
     mirrored: Optional[bool] = None
 
-    def checked_config(self, time_budget: Optional[float]) -> Any:
-        """The :class:`~autoreg.config.RegistrationConfig` for these priors, after checking every one of them.
+    def checked(self, time_budget: Optional[float]) -> tuple[_Prior, Any]:
+        """These priors with ``--pixel-size``'s text read as sizes, and the
+        :class:`~autoreg.config.RegistrationConfig` for them, after checking every one of them.
 
         Raises
         ------
@@ -203,8 +205,30 @@ class _Prior(NamedTuple):
 
         if self.tolerance_px is not None and not self.tolerance_px > 0:
             raise InputError(f"--tolerance-px must be a positive number of fixed pixels, not {self.tolerance_px}.")
-        given_scale(self.scale, self.pixel_size)
-        return RegistrationConfig(tolerance_px=self.tolerance_px, time_budget_s=time_budget)
+        sizes = None if self.pixel_size is None else tuple(_pixel_size(text) for text in self.pixel_size)
+        given_scale(self.scale, sizes)
+        return self._replace(pixel_size=sizes), RegistrationConfig(tolerance_px=self.tolerance_px,
+                                                                   time_budget_s=time_budget)
+
+
+def _pixel_size(text: Any) -> Any:
+    """One ``--pixel-size`` value: ``"0.5"`` (a square pixel) or ``"6x12"`` (6 wide, 12 high); numbers pass through.
+
+    Examples
+    --------
+    >>> _pixel_size("0.5"), _pixel_size("6x12"), _pixel_size("6×12")
+    (0.5, (6.0, 12.0), (6.0, 12.0))
+    """
+    if not isinstance(text, str):
+        return text
+    parts = text.strip().lower().replace("×", "x").split("x")
+    try:
+        values = tuple(float(part) for part in parts)
+    except ValueError:
+        values = ()
+    if len(values) not in (1, 2):
+        raise InputError(f"--pixel-size takes a number or WIDTHxHEIGHT per image (0.5, or 6x12), not {text!r}.")
+    return values[0] if len(values) == 1 else values
 
 
 def _register(fixed: str, moving: str, model: str, points: Optional[Path], out: Optional[Path],
@@ -220,7 +244,7 @@ def _register(fixed: str, moving: str, model: str, points: Optional[Path], out: 
         from .io import load_image
         from .pipeline import register as run
 
-        config = prior.checked_config(time_budget)
+        prior, config = prior.checked(time_budget)
         if max_pixels is not None:
             config = config.with_(max_pixels=max_pixels)
         fixed_img = load_image(fixed, max_pixels=config.max_pixels)
@@ -364,7 +388,7 @@ def batch(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --stack file."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", metavar="SECONDS", help=TIME_BUDGET_HELP),
     tolerance_px: Optional[float] = typer.Option(None, "--tolerance-px", metavar="PX", help=TOLERANCE_HELP),
-    pixel_size: Optional[tuple[float, float]] = typer.Option(None, "--pixel-size", metavar="FIXED MOVING",
+    pixel_size: Optional[tuple[str, str]] = typer.Option(None, "--pixel-size", metavar="FIXED MOVING",
                                                              help=PIXEL_SIZE_HELP + " Every item alike."),
     scale: Optional[float] = typer.Option(None, "--scale", metavar="S", help=SCALE_HELP + " Every item alike."),
     mirrored: Optional[bool] = typer.Option(None, "--mirrored/--not-mirrored",
@@ -380,8 +404,8 @@ def batch(
     from .batch import default_workers, expand_inputs, plan, prior_options, run_batch, worst_exit_code
 
     try:
-        prior = _Prior(tolerance_px=tolerance_px, pixel_size=pixel_size, scale=scale, mirrored=mirrored)
-        config = prior.checked_config(time_budget)  # checked before anything is planned or written
+        prior, config = _Prior(tolerance_px=tolerance_px, pixel_size=pixel_size, scale=scale,
+                               mirrored=mirrored).checked(time_budget)  # before anything is planned or written
         if model not in BATCH_MODELS:
             hint = (" (--model all compares models on one pair: autoreg register FIXED MOVING --model all)"
                     if model == "all" else "")
@@ -400,7 +424,7 @@ def batch(
         options = {"model": model, "seed": seed, "config": config,
                    "warped_dir": str(write_warped) if write_warped else None,
                    "report_dir": str(report_dir) if report_dir else None,
-                   **prior_options(scale=scale, pixel_size=pixel_size, mirrored=mirrored)}
+                   **prior_options(scale=prior.scale, pixel_size=prior.pixel_size, mirrored=prior.mirrored)}
         with _progress_bar(len(items)) as advance:
             rows = run_batch(items, out_dir=out_dir, workers=workers or default_workers(), scheduler=scheduler,
                              force=force, options=options, progress=advance)

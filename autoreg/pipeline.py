@@ -24,7 +24,7 @@ from .errors import AutoregError, EstimationError, InputError, InsufficientLandm
 from .strategies import INTENSITY_MODEL, Context, feature_fit, points_fit, refine_fit, search_fit, working_views
 from .vocabulary import GLOBAL_MODELS, MODELS
 
-__all__ = ["given_scale", "register"]
+__all__ = ["given_scale", "register", "user_pixel_sizes"]
 
 #: A named automatic strategy: it returns its fit and whether control points determine it exactly.
 _Strategy = tuple[str, Callable[[], tuple[Fit, bool]]]
@@ -281,7 +281,7 @@ def register(
     progress: ProgressCallback | None = None,
     automatic: bool = True,
     scale: float | None = None,
-    pixel_size: tuple[float, float] | None = None,
+    pixel_size: tuple[Any, Any] | None = None,
     mirrored: bool | None = None,
 ) -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` hands-off, falling back to control points when given.
@@ -308,8 +308,11 @@ def register(
         scores and verdict rules), e.g. while a user places them.
     scale : float, optional
         The size of one moving pixel in fixed pixels, when you know it (overrides the metadata).
-    pixel_size : tuple of float, optional
+    pixel_size : tuple, optional
         ``(fixed, moving)`` pixel sizes in one unit, when you know them: the same as ``scale = moving / fixed``.
+        Each is a number or an ``(x, y)`` pair for pixels that are not square (a 64×32 grid over a square area:
+        ``(1.0, (6.0, 12.0))``); such a moving image is registered through a square-pixelled copy
+        (:mod:`autoreg.regrid`), as when the files' pixel sizes say so.
     mirrored : bool, optional
         Whether the moving pixel grid is the fixed one's mirror image (one scan stored with its y axis up, the other
         down). Default: from the signs of the two images' pixel sizes when both have them (USID position values),
@@ -362,13 +365,16 @@ def register(
         result = unflipped(result, moving_img, mirror_source, cfg.polynomial_order)
         result.extra["seconds"] = round(time.perf_counter() - started, 4)
         return result
-    aspect = _skewed_pixels(fixed_img, moving_img, cfg) if given is None else None
+    sizes = user_pixel_sizes(pixel_size)
+    aspect = _skewed_pixels(fixed_img, moving_img, cfg, sizes) if scale is None else None
     if aspect is not None:  # the whole registration on a copy with square pixels, then brought back
         from .regrid import squared
 
         copy, to_copy = squared(moving_img, aspect)
+        copy_sizes = None if sizes is None else (sizes[0], (sizes[1][0] / to_copy[0, 0], sizes[1][1] / to_copy[1, 1]))
         result = register(fixed_img, copy, model=model, points=_points_through(points, to_copy), config=cfg,
-                          rng=seed, cube_step=None, progress=progress, automatic=automatic, mirrored=False)
+                          rng=seed, cube_step=None, progress=progress, automatic=automatic, pixel_size=copy_sizes,
+                          mirrored=False)
         result = _from_square_copy(result, fixed_img, moving_img, to_copy, aspect, cfg, cube_step, say)
         result.extra.update(mirror_source=mirror_source, seconds=round(time.perf_counter() - started, 4))
         return result
@@ -508,7 +514,7 @@ def register(
         attempts.append(_timed(dataclasses.replace(attempt, strategy=name), began))
 
     extra: dict[str, Any] = {"scale_source": scale_source, "mirrored": False, "mirror_source": mirror_source,
-                             "pixel_aspect": _aspect_of(fixed_img, moving_img),
+                             "pixel_aspect": _aspect_of(fixed_img, moving_img, sizes),
                              "working_scale_fixed": scale_fixed,
                              "working_scale_moving": scale_moving,
                              "preprocessing": {"fixed": list(views[0].steps), "moving": list(views[1].steps)}}
@@ -569,18 +575,25 @@ def _mirror(mirrored: bool | None, fixed: Image, moving: Image) -> tuple[bool, s
     return (True, "metadata") if from_metadata else (False, "metadata" if from_metadata is not None else "none")
 
 
-def _aspect_of(fixed: Image, moving: Image) -> float | None:
-    """How much higher than wide a moving pixel is in fixed pixels, from the pixel sizes; None when unknown."""
+def _aspect_of(fixed: Image, moving: Image, sizes: tuple[tuple[float, float], tuple[float, float]] | None
+               ) -> float | None:
+    """How much higher than wide a moving pixel is in fixed pixels, from the user's pixel sizes (``sizes``) or
+    else the files'; None when unknown."""
     from .regrid import pixel_aspect
+    from .units import Calibration
 
-    aspect = pixel_aspect(fixed.calibration, moving.calibration)
+    if sizes is not None:
+        aspect = pixel_aspect(Calibration(sizes[0]), Calibration(sizes[1]))
+    else:
+        aspect = pixel_aspect(fixed.calibration, moving.calibration)
     return aspect if aspect is not None and np.isfinite(aspect) and aspect > 0 else None
 
 
-def _skewed_pixels(fixed: Image, moving: Image, cfg: RegistrationConfig) -> float | None:
-    """The pixel aspect when the pixel sizes say the moving pixels are not square in fixed pixels, beyond
-    ``max_pixel_skew``; None when they are, or when nobody says."""
-    aspect = _aspect_of(fixed, moving)
+def _skewed_pixels(fixed: Image, moving: Image, cfg: RegistrationConfig,
+                   sizes: tuple[tuple[float, float], tuple[float, float]] | None) -> float | None:
+    """The pixel aspect when the pixel sizes (the user's, else the files') say the moving pixels are not square in
+    fixed pixels, beyond ``max_pixel_skew``; None when they are, or when nobody says."""
+    aspect = _aspect_of(fixed, moving, sizes)
     return None if aspect is None or abs(np.log(aspect)) <= np.log1p(cfg.max_pixel_skew) else aspect
 
 
@@ -631,20 +644,55 @@ def _points_through(points: Any, given_to_copy: np.ndarray) -> Any:
     return fixed_xy, apply_matrix(given_to_copy, moving_xy)
 
 
-def given_scale(scale: float | None, pixel_size: tuple[float, float] | None) -> float | None:
+def user_pixel_sizes(pixel_size: Any) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """The user's ``(fixed, moving)`` pixel sizes, each as ``(x, y)``: a number is a square pixel, a pair a pixel
+    that is ``x`` wide and ``y`` high (a 64×32 grid over a square area: ``(x, 2 x)``); None when not given.
+
+    Raises
+    ------
+    InputError
+        Anything but two sizes, each a positive finite number or a pair of them.
+
+    Examples
+    --------
+    >>> user_pixel_sizes((0.5, (6, 18)))
+    ((0.5, 0.5), (6.0, 18.0))
+    """
+    if pixel_size is None:
+        return None
+    what = "pixel_size must be two sizes, the fixed and the moving pixel's: each a number or an (x, y) pair."
+    try:
+        fixed_size, moving_size = pixel_size
+        sizes = tuple(tuple(float(v) for v in (size if np.ndim(size) == 1 else (size, size)))
+                      for size in (fixed_size, moving_size))
+    except (TypeError, ValueError):
+        raise InputError(what) from None
+    if any(len(size) != 2 for size in sizes):
+        raise InputError(what)
+    values = np.asarray(sizes, float)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        ratios = values[1] / values[0]
+    if not (np.all(np.isfinite(values)) and np.all(values > 0) and np.all(np.isfinite(ratios)) and np.all(ratios > 0)):
+        raise InputError("Pixel sizes must be positive, finite numbers.")
+    return sizes[0], sizes[1]
+
+
+def given_scale(scale: float | None, pixel_size: Any) -> float | None:
     """The user's scale (moving px in fixed px), from ``scale`` or ``pixel_size``.
 
     Parameters
     ----------
     scale : float or None
         Fixed pixels per moving pixel.
-    pixel_size : tuple of float or None
-        ``(fixed, moving)`` pixel sizes in one unit.
+    pixel_size : tuple or None
+        ``(fixed, moving)`` pixel sizes in one unit, each a number or an ``(x, y)`` pair
+        (:func:`user_pixel_sizes`).
 
     Returns
     -------
     float or None
-        ``moving / fixed`` or ``scale``; None when neither is given.
+        ``moving / fixed`` (the geometric mean over x and y for pixels that are not square) or ``scale``; None when
+        neither is given.
 
     Raises
     ------
@@ -653,16 +701,10 @@ def given_scale(scale: float | None, pixel_size: tuple[float, float] | None) -> 
     """
     if scale is not None and pixel_size is not None:
         raise InputError("Give scale or pixel_size, not both.")
-    if pixel_size is not None:
-        try:
-            fixed_size, moving_size = (float(v) for v in pixel_size)
-        except (TypeError, ValueError):
-            raise InputError("pixel_size must be two numbers: the fixed and the moving pixel size.") from None
-        ratio = moving_size / fixed_size if fixed_size > 0 else np.nan
-        if not (fixed_size > 0 and moving_size > 0 and np.isfinite([fixed_size, moving_size]).all() and ratio > 0
-                and np.isfinite(ratio)):
-            raise InputError("Pixel sizes must be positive, finite numbers.")
-        return float(ratio)
+    sizes = user_pixel_sizes(pixel_size)
+    if sizes is not None:
+        (fx, fy), (mx, my) = sizes
+        return float(np.sqrt((mx / fx) * (my / fy)))
     if scale is not None:
         if not (isinstance(scale, (int, float, np.number)) and np.isfinite(scale) and scale > 0):
             raise InputError("scale must be a positive number of fixed pixels per moving pixel.")

@@ -127,3 +127,47 @@ def test_a_mirrored_map_with_skewed_pixels_is_both_unmirrored_and_squared():
     assert payload["pixel_aspect"] == pytest.approx(2.0)
     assert np.linalg.det(result.matrix[:2, :2]) < 0
     assert _error(result, truth @ flip_rows_matrix(moving_shape), moving_shape) < 0.25 * 8.0
+
+
+def test_the_user_can_say_the_pixels_are_not_square(skewed_map):
+    """Plain arrays (a TIFF export has no pixel size): ``pixel_size`` with an (x, y) pair does what metadata does."""
+    fixed, moving, truth = skewed_map
+    result = autoreg.register(fixed.data, moving.data, pixel_size=(1.0, (6.0, 18.0)))
+    assert result.verdict.level == "ok", result.verdict.reasons
+    assert result.to_dict()["pixel_aspect"] == pytest.approx(3.0) and result.to_dict()["scale_source"] == "user"
+    assert _error(result, truth, moving.shape) < 0.25 * 6.0
+    square = autoreg.register(fixed.data, moving.data, pixel_size=(1.0, 6.0))  # said square: taken at its word
+    assert square.to_dict()["pixel_aspect"] == pytest.approx(1.0)
+    assert square.fit is None or "square pixels" not in square.fit.why
+
+
+def test_the_command_line_takes_a_pixel_as_width_x_height(skewed_map, tmp_path):
+    """`register --pixel-size 1 6x18` and `batch --pixel-size 1 6x18` on TIFF exports; a malformed size is one line
+    and exit 2, with nothing written."""
+    import json
+
+    import tifffile
+    from typer.testing import CliRunner
+
+    from autoreg.cli import app
+
+    fixed, moving, truth = skewed_map
+    tifffile.imwrite(tmp_path / "topo.tif", fixed.data.astype(np.float32))
+    tifffile.imwrite(tmp_path / "grid.tif", moving.data.astype(np.float32))
+    runner = CliRunner()
+    done = runner.invoke(app, ["register", str(tmp_path / "topo.tif"), str(tmp_path / "grid.tif"), "--pixel-size",
+                               "1", "6x18", "--json"])
+    assert done.exit_code == 0, done.stdout + done.stderr
+    payload = json.loads(done.stdout)
+    assert payload["pixel_aspect"] == pytest.approx(3.0) and payload["scale_source"] == "user"
+    matrix = np.asarray(payload["matrix"], float)
+    assert mean_grid_distance(lambda xy: apply_matrix(matrix, xy), lambda xy: apply_matrix(truth, xy),
+                              (20, 60)) < 0.25 * 6.0
+    batch = runner.invoke(app, ["batch", str(tmp_path / "grid.tif"), "--reference", str(tmp_path / "topo.tif"),
+                                "--pixel-size", "1", "6×18", "--out-dir", str(tmp_path / "rows"), "--workers", "1"])
+    assert batch.exit_code == 0, batch.stdout + batch.stderr
+    for bad in (["1", "6x"], ["1", "6x18x2"], ["a", "6"], ["1", "0x6"]):
+        refused = runner.invoke(app, ["register", str(tmp_path / "topo.tif"), str(tmp_path / "grid.tif"),
+                                      "--pixel-size", *bad, "--out", str(tmp_path / "never.tif")])
+        assert refused.exit_code == 2, (bad, refused.stdout + refused.stderr)
+        assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "never.tif").exists()
