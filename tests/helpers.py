@@ -47,6 +47,17 @@ def rigid_matrix(angle_deg: float, tx: float, ty: float, scale: float = 1.0) -> 
     return np.array([[scale * np.cos(a), -scale * np.sin(a), tx], [scale * np.sin(a), scale * np.cos(a), ty], [0, 0, 1.0]])
 
 
+def centred(matrix: np.ndarray, fixed_shape: tuple[int, int], moving_shape: tuple[int, int],
+            offset_xy: tuple[float, float] = (3.0, -2.0)) -> np.ndarray:
+    """``matrix`` with its translation set so that the moving image's centre lands ``offset_xy`` from the fixed
+    image's."""
+    out = np.array(matrix, float)
+    centre_moving = np.array([(moving_shape[1] - 1) / 2, (moving_shape[0] - 1) / 2])
+    centre_fixed = np.array([(fixed_shape[1] - 1) / 2, (fixed_shape[0] - 1) / 2]) + np.asarray(offset_xy, float)
+    out[:2, 2] = centre_fixed - out[:2, :2] @ centre_moving
+    return out
+
+
 
 #: Starts ``python -m autoreg`` with Ctrl-C handled as in a terminal. A shell starts a background job with SIGINT
 #: ignored and children inherit that (Python installs its handler only over the default disposition), so a test

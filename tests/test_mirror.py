@@ -5,7 +5,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from helpers import autoreg_command, rigid_matrix
+from helpers import autoreg_command, centred, rigid_matrix
 
 import autoreg
 from autoreg.datatypes import Image
@@ -16,15 +16,6 @@ from autoreg.synthetic import make_pair
 from autoreg.units import Calibration, pixel_to_physical
 
 
-def _centred(matrix: np.ndarray, fixed_shape: tuple[int, int], moving_shape: tuple[int, int]) -> np.ndarray:
-    """``matrix`` with its translation set so that the moving image's centre lands near the fixed image's."""
-    out = np.array(matrix, float)
-    centre_moving = np.array([(moving_shape[1] - 1) / 2, (moving_shape[0] - 1) / 2])
-    centre_fixed = np.array([(fixed_shape[1] - 1) / 2 + 3.0, (fixed_shape[0] - 1) / 2 - 2.0])
-    out[:2, 2] = centre_fixed - out[:2, :2] @ centre_moving
-    return out
-
-
 def _error(result, truth: np.ndarray, moving_shape: tuple[int, int]) -> float:
     return mean_grid_distance(result.fit.to_fixed, lambda g: apply_matrix(truth, g), moving_shape)
 
@@ -33,7 +24,7 @@ def _error(result, truth: np.ndarray, moving_shape: tuple[int, int]) -> float:
 def same_resolution():
     """A 256² pair at 12°; the moving scan as stored with its rows reversed, and the truth for that storage."""
     shape = (256, 256)
-    truth = _centred(rigid_matrix(12.0, 0.0, 0.0), shape, shape)
+    truth = centred(rigid_matrix(12.0, 0.0, 0.0), shape, shape)
     pair = make_pair(seed=4, fixed_shape=shape, moving_shape=shape, matrix=truth)
     return pair.fixed, pair.moving[::-1].copy(), truth @ flip_rows_matrix(shape)
 
@@ -42,7 +33,7 @@ def same_resolution():
 def coarse_map():
     """A 40×40 map of a 512² scan's field at 15°, 12.8 fixed px per map pixel, stored with its rows reversed."""
     fixed_shape, moving_shape = (512, 512), (40, 40)
-    truth = _centred(rigid_matrix(15.0, 0.0, 0.0, scale=12.8), fixed_shape, moving_shape)
+    truth = centred(rigid_matrix(15.0, 0.0, 0.0, scale=12.8), fixed_shape, moving_shape)
     pair = make_pair(seed=2, fixed_shape=fixed_shape, moving_shape=moving_shape, matrix=truth)
     return pair.fixed, pair.moving[::-1].copy(), truth @ flip_rows_matrix(moving_shape), truth
 

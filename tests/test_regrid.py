@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from helpers import rigid_matrix
+from helpers import centred, rigid_matrix
 
 import autoreg
 from autoreg.datatypes import Image
@@ -14,14 +14,6 @@ from autoreg.units import Calibration, pixel_to_physical
 FIXED_SHAPE = (512, 512)
 
 
-def _centred(matrix: np.ndarray, moving_shape: tuple[int, int]) -> np.ndarray:
-    out = np.array(matrix, float)
-    centre_moving = np.array([(moving_shape[1] - 1) / 2, (moving_shape[0] - 1) / 2])
-    centre_fixed = np.array([(FIXED_SHAPE[1] - 1) / 2 + 7.0, (FIXED_SHAPE[0] - 1) / 2 - 5.0])
-    out[:2, 2] = centre_fixed - out[:2, :2] @ centre_moving
-    return out
-
-
 def _error(result, truth: np.ndarray, moving_shape: tuple[int, int]) -> float:
     return mean_grid_distance(result.fit.to_fixed, lambda xy: apply_matrix(truth, xy), moving_shape)
 
@@ -30,7 +22,7 @@ def _error(result, truth: np.ndarray, moving_shape: tuple[int, int]) -> float:
 def skewed_map():
     """A 60×20 map (W×H) whose pixels are 6 × 18 fixed px, at 35°, with USID-like pixel sizes: 3:1 pixels."""
     moving_shape = (20, 60)
-    truth = _centred(rigid_matrix(35.0, 0.0, 0.0) @ np.diag([6.0, 18.0, 1.0]), moving_shape)
+    truth = centred(rigid_matrix(35.0, 0.0, 0.0) @ np.diag([6.0, 18.0, 1.0]), FIXED_SHAPE, moving_shape, (7.0, -5.0))
     pair = make_pair(seed=11, fixed_shape=FIXED_SHAPE, moving_shape=moving_shape, matrix=truth)
     fixed = Image(pair.fixed, pixel_size_xy=(1.0, 1.0), units="nm", origin=(0.0, 0.0))
     moving = Image(pair.moving, pixel_size_xy=(6.0, 18.0), units="nm", origin=(0.0, 0.0),
@@ -113,7 +105,7 @@ def test_nearly_square_pixels_are_registered_as_they_are(skewed_map):
 
 def test_a_mirrored_map_with_skewed_pixels_is_both_unmirrored_and_squared():
     moving_shape = (24, 48)
-    truth = _centred(rigid_matrix(-20.0, 0.0, 0.0) @ np.diag([8.0, 16.0, 1.0]), moving_shape)
+    truth = centred(rigid_matrix(-20.0, 0.0, 0.0) @ np.diag([8.0, 16.0, 1.0]), FIXED_SHAPE, moving_shape, (7.0, -5.0))
     pair = make_pair(seed=12, fixed_shape=FIXED_SHAPE, moving_shape=moving_shape, matrix=truth)
     from autoreg.mirror import flip_rows_matrix
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -30,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench import _cases  # noqa: E402
-from bench._cases import grid_error  # noqa: E402
+from bench import _cases
+from bench._runs import registered, run_all
 
 ASPECTS = (1.0, 1.5, 2.0, 3.0, 4.0)
 WAYS = ("as it is", "square copy")
@@ -60,27 +59,11 @@ def aspect_case(split: str, index: int, aspect: float) -> _cases.Case:
 
 
 def _run(spec: tuple[str, int, float, str]) -> dict:
-    import warnings
-
-    import cv2
-
-    import autoreg
     from autoreg.config import RegistrationConfig
 
-    cv2.setNumThreads(1)
-    warnings.simplefilter("ignore")
     split, index, aspect, way = spec
-    case = aspect_case(split, index, aspect)
     config = RegistrationConfig(max_pixel_skew=np.inf if way == "as it is" else RegistrationConfig().max_pixel_skew)
-    started = time.process_time()
-    result = autoreg.register(case.fixed, case.moving, config=config, rng=0)
-    cpu = time.process_time() - started
-    error = None
-    if result.verdict.level != "failed" and result.fit is not None:
-        error = grid_error(case, result.fit.to_fixed)
-    solved = error is not None and error <= case.tolerance_px
-    return {"aspect": aspect, "way": way, "verdict": result.verdict.level, "solved": solved,
-            "wrong_ok": result.verdict.level == "ok" and not solved, "cpu": cpu, "error": error}
+    return {"aspect": aspect, "way": way, "index": index, **registered(aspect_case(split, index, aspect), config)}
 
 
 def main() -> None:
@@ -91,13 +74,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     specs = [(args.split, i, a, way) for a in args.aspects for i in range(args.per_aspect) for way in WAYS]
-    if args.workers > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(args.workers) as pool:
-            rows = list(pool.map(_run, specs, chunksize=2))
-    else:
-        rows = [_run(s) for s in specs]
+    rows = run_all(_run, specs, args.workers)
     table: dict[tuple[float, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for row in rows:
         cell = table[(row["aspect"], row["way"])]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -27,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench import _cases  # noqa: E402
-from bench._cases import grid_error  # noqa: E402
+from bench import _cases
+from bench._runs import registered, run_all
 
 SIZES = (512, 768, 1024)
 WAYS = ("uncapped", "capped")
@@ -53,27 +52,11 @@ def large_case(split: str, index: int, size: int) -> _cases.Case:
 
 
 def _run(spec: tuple[str, int, int, str]) -> dict:
-    import warnings
-
-    import cv2
-
-    import autoreg
     from autoreg.config import RegistrationConfig
 
-    cv2.setNumThreads(1)
-    warnings.simplefilter("ignore")
     split, index, size, way = spec
-    case = large_case(split, index, size)
     config = RegistrationConfig() if way == "capped" else RegistrationConfig(max_features=10**9)
-    started = time.process_time()
-    result = autoreg.register(case.fixed, case.moving, config=config, rng=0, cube_step=None)
-    cpu = time.process_time() - started
-    error = None
-    if result.verdict.level != "failed" and result.fit is not None:
-        error = grid_error(case, result.fit.to_fixed)
-    solved = error is not None and error <= case.tolerance_px
-    return {"size": size, "way": way, "index": index, "verdict": result.verdict.level, "solved": solved,
-            "wrong_ok": result.verdict.level == "ok" and not solved, "cpu": cpu, "error": error}
+    return {"size": size, "way": way, "index": index, **registered(large_case(split, index, size), config)}
 
 
 def main() -> None:
@@ -84,13 +67,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     specs = [(args.split, i, n, way) for n in args.sizes for i in range(args.per_size) for way in WAYS]
-    if args.workers > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(args.workers) as pool:
-            rows = list(pool.map(_run, specs))
-    else:
-        rows = [_run(s) for s in specs]
+    rows = run_all(_run, specs, args.workers)
     table: dict[tuple[int, str], list[dict]] = defaultdict(list)
     for row in rows:
         table[(row["size"], row["way"])].append(row)
