@@ -47,6 +47,7 @@ from .errors import InputError
 __all__ = [
     "POINTS_HEADER",
     "check_output_path",
+    "describe_image",
     "load_cube",
     "load_image",
     "load_coordinate_table",
@@ -406,6 +407,25 @@ def _load_file(path: Path, dataset: str | None, label: str, max_pixels: int | No
         return _finish_image(_read_npy(path, label, max_pixels), label, _HINT_NPY, max_pixels)
     raise InputError(f"Unsupported file type {suffix or '(none)'} for {path}; use HDF5 (FILE.h5::/dataset), "
                      "TIFF, PNG, JPEG, BMP or NPY.")
+
+
+def describe_image(source: Any) -> str:
+    """One line on an image file as ``register`` reads it: ``image: W×H px; pixel 0.5 × 0.5 nm`` (from an ImageJ
+    TIFF's calibration), or ``no pixel size`` when the file has none.
+
+    Raises
+    ------
+    InputError
+        What :func:`load_image` refuses.
+    """
+    image = load_image(source)
+    rows, cols = image.shape
+    if image.pixel_size_xy is None:
+        pixel = "no pixel size (tell register with --pixel-size when the scale matters)"
+    else:
+        size_x, size_y = image.pixel_size_xy
+        pixel = f"pixel {size_x:.4g} × {size_y:.4g}{f' {image.units}' if image.units else ''}"
+    return f"image: {cols}×{rows} px; {pixel}"
 
 
 def load_image(source: Any, *, name: str | None = None, max_pixels: int | None = None) -> Image:

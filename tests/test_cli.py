@@ -325,3 +325,17 @@ def test_a_reader_that_goes_away_ends_the_listing_quietly(tmp_path):
         code = process.wait(timeout=120)
     assert code == 141, stderr
     assert first.decode().strip() == str(path) and stderr == ""
+
+
+def test_inspect_says_the_pixel_size_register_reads_from_an_image_file(tmp_path):
+    from autoreg.io import write_image
+
+    write_image(tmp_path / "calibrated.tif", np.ones((12, 20), np.float32), pixel_size_xy=(0.5, 0.25), units="nm")
+    np.save(tmp_path / "plain.npy", np.ones((12, 20)))
+    calibrated = _run("inspect", tmp_path / "calibrated.tif")
+    assert calibrated.exit_code == 0, calibrated.output
+    assert "image: 20×12 px; pixel 0.5 × 0.25 nm" in calibrated.stdout
+    plain = _run("inspect", tmp_path / "plain.npy")
+    assert plain.exit_code == 0 and "image: 20×12 px; no pixel size" in plain.stdout
+    missing = _run("inspect", tmp_path / "missing.png")
+    assert missing.exit_code == 2 and len(missing.stderr.strip().splitlines()) == 1
