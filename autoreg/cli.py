@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import typer
 
@@ -116,7 +116,7 @@ def _input_files(*specs: str) -> list[Path]:
     return [parse_spec(spec)[0] for spec in specs]
 
 
-def _check_outputs(outputs: list[tuple[Optional[Path], set[str]]], inputs: list[Path], overwrite: bool) -> None:
+def _check_outputs(outputs: list[tuple[Path | None, set[str]]], inputs: list[Path], overwrite: bool) -> None:
     from .io import check_output_path
 
     chosen = [p for p, _ in outputs if p is not None]
@@ -135,38 +135,38 @@ def register(
     model: str = typer.Option("auto", "--model", "-m", metavar="MODEL",
                               help="auto | " + " | ".join(MODEL_CHOICES[1:]) + " (all: print every model's table, "
                               "return auto's result)."),
-    points: Optional[Path] = typer.Option(None, "--points", metavar="CSV",
+    points: Path | None = typer.Option(None, "--points", metavar="CSV",
                                           help="Control points CSV with the header fixed_x,fixed_y,moving_x,moving_y "
                                           "(pixels), used when the automatic result is not ok."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="PATH",
+    out: Path | None = typer.Option(None, "--out", "-o", metavar="PATH",
                                        help="The warped moving image on the fixed grid: .tif (float32, with the "
                                        "fixed pixel size), .npy, .png (an 8-bit preview, not the data), or .h5 (a "
                                        "USID results file: warped image and cube, matrices, inliers, verdict, "
                                        "provenance)."),
-    report: Optional[Path] = typer.Option(None, "--report", metavar="PNG",
+    report: Path | None = typer.Option(None, "--report", metavar="PNG",
                                           help="PNG report: images, overlay, checkerboard, matches or difference."),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout (the table goes "
                                  "nowhere; logs stay on stderr)."),
     seed: int = typer.Option(0, "--seed", metavar="N", help="Seed of every random choice."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
-    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=64, metavar="N",
+    max_pixels: int | None = typer.Option(None, "--max-pixels", min=64, metavar="N",
                                              help="Refuse inputs with more pixels than this (default 64 million)."),
-    cube: Optional[str] = typer.Option(None, "--cube", metavar="FILE.h5::/CUBE",
+    cube: str | None = typer.Option(None, "--cube", metavar="FILE.h5::/CUBE",
                                        help="A USID cube on the moving grid to warp along, e.g. the STS spectra."),
     cube_step: float = typer.Option(1.0, "--cube-step", min=0.01, metavar="STEP",
                                     help="Warp the cube onto the fixed area every STEP fixed pixels (1 = the fixed "
                                     "grid)."),
     in_place: bool = typer.Option(False, "--in-place", help="Append a <Moving>-Registration_NNN group next to the "
                                   "moving USID dataset (existing datasets are never touched)."),
-    tolerance_px: Optional[float] = typer.Option(None, "--tolerance-px", metavar="PX", help=TOLERANCE_HELP),
-    pixel_size: Optional[tuple[str, str]] = typer.Option(None, "--pixel-size", metavar="FIXED MOVING",
+    tolerance_px: float | None = typer.Option(None, "--tolerance-px", metavar="PX", help=TOLERANCE_HELP),
+    pixel_size: tuple[str, str] | None = typer.Option(None, "--pixel-size", metavar="FIXED MOVING",
                                                              help=PIXEL_SIZE_HELP),
-    scale: Optional[float] = typer.Option(None, "--scale", metavar="S", help=SCALE_HELP),
-    save_points: Optional[Path] = typer.Option(None, "--save-points", metavar="CSV",
+    scale: float | None = typer.Option(None, "--scale", metavar="S", help=SCALE_HELP),
+    save_points: Path | None = typer.Option(None, "--save-points", metavar="CSV",
                                                help="Write the automatic inlier pairs as a control-point CSV (the "
                                                "format --points and autoreg pick read)."),
-    time_budget: Optional[float] = typer.Option(None, "--time-budget", metavar="SECONDS", help=TIME_BUDGET_HELP),
-    mirrored: Optional[bool] = typer.Option(None, "--mirrored/--not-mirrored",
+    time_budget: float | None = typer.Option(None, "--time-budget", metavar="SECONDS", help=TIME_BUDGET_HELP),
+    mirrored: bool | None = typer.Option(None, "--mirrored/--not-mirrored",
                                             help=MIRRORED_HELP + " --points stay in MOVING's pixels."),
 ) -> None:
     """Register MOVING onto FIXED hands-off; fall back to --points when the automatic result is not ok.
@@ -187,12 +187,12 @@ def register(
 class _Prior(NamedTuple):
     """What the user knows about the pair: the tolerance to promise, the scale, and whether one is mirrored."""
 
-    tolerance_px: Optional[float]
-    pixel_size: Optional[tuple[Any, Any]]
-    scale: Optional[float]
-    mirrored: Optional[bool] = None
+    tolerance_px: float | None
+    pixel_size: tuple[Any, Any] | None
+    scale: float | None
+    mirrored: bool | None = None
 
-    def checked(self, time_budget: Optional[float]) -> tuple[_Prior, Any]:
+    def checked(self, time_budget: float | None) -> tuple[_Prior, Any]:
         """These priors with ``--pixel-size``'s text read as sizes, and the
         :class:`~autoreg.config.RegistrationConfig` for them, after checking every one of them.
 
@@ -232,10 +232,10 @@ def _pixel_size(text: Any) -> Any:
     return values[0] if len(values) == 1 else values
 
 
-def _register(fixed: str, moving: str, model: str, points: Optional[Path], out: Optional[Path],
-              report: Optional[Path], as_json: bool, seed: int, overwrite: bool, max_pixels: Optional[int],
-              cube: Optional[str], cube_step: float, in_place: bool, prior: _Prior,
-              save_points: Optional[Path], time_budget: Optional[float]) -> None:
+def _register(fixed: str, moving: str, model: str, points: Path | None, out: Path | None,
+              report: Path | None, as_json: bool, seed: int, overwrite: bool, max_pixels: int | None,
+              cube: str | None, cube_step: float, in_place: bool, prior: _Prior,
+              save_points: Path | None, time_budget: float | None) -> None:
     console = _console()
     try:
         if model not in MODEL_CHOICES:
@@ -297,8 +297,8 @@ def _register(fixed: str, moving: str, model: str, points: Optional[Path], out: 
     raise typer.Exit(EXIT_CODES[result.verdict.level])
 
 
-def _write_results(result: Any, fixed: Any, moving: Any, out: Optional[Path], in_place: bool,
-                   cube_meta: Any, parameters: dict[str, Any]) -> Optional[str]:
+def _write_results(result: Any, fixed: Any, moving: Any, out: Path | None, in_place: bool,
+                   cube_meta: Any, parameters: dict[str, Any]) -> str | None:
     """USID results: a new .h5 file given as --out, and/or a group next to the moving dataset (--in-place)."""
     from .results_h5 import write_results
 
@@ -314,7 +314,7 @@ def _write_results(result: Any, fixed: Any, moving: Any, out: Optional[Path], in
     return written
 
 
-def _write_outputs(result: Any, fixed: Any, moving: Any, out: Optional[Path], report: Optional[Path],
+def _write_outputs(result: Any, fixed: Any, moving: Any, out: Path | None, report: Path | None,
                    console: Any) -> None:
     from .io import write_image
     from .report import save_report_png
@@ -364,35 +364,35 @@ BATCH_MODELS = ("auto", *MODELS)
 def batch(
     scans: list[str] = typer.Argument(..., metavar="SCANS",
                                       help="Moving scans: paths, globs, or FILE.h5::/pattern/* (quote globs)."),
-    reference: Optional[str] = typer.Option(None, "--reference", "-r", metavar="FIXED",
+    reference: str | None = typer.Option(None, "--reference", "-r", metavar="FIXED",
                                             help="Fixed image for --against reference."),
     against: str = typer.Option("", "--against", metavar="MODE",
                                 help="reference (default with --reference) | first | predecessor (drift series)."),
     model: str = typer.Option("auto", "--model", "-m", metavar="MODEL", help=" | ".join(BATCH_MODELS) + "."),
     out_dir: Path = typer.Option(Path("autoreg-batch"), "--out-dir", metavar="DIR",
                                  help="Per-item result JSON (each a reusable transform) and the summary tables."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, metavar="N",
+    workers: int | None = typer.Option(None, "--workers", min=1, metavar="N",
                                           help="Local worker processes (default: the cores)."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", metavar="ADDRESS",
+    scheduler: str | None = typer.Option(None, "--scheduler", metavar="ADDRESS",
                                             help="Address of a running Dask scheduler."),
     force: bool = typer.Option(False, "--force", help="Redo every item, even those already done with the same "
                                "inputs, options and autoreg version."),
     seed: int = typer.Option(0, "--seed", metavar="N", help="Seed of every random choice (same for every item)."),
-    write_warped: Optional[Path] = typer.Option(None, "--write-warped", metavar="DIR",
+    write_warped: Path | None = typer.Option(None, "--write-warped", metavar="DIR",
                                                 help="Write each aligned scan (TIFF on the fixed grid, with its "
                                                 "pixel size) into DIR."),
-    stack: Optional[Path] = typer.Option(None, "--stack", metavar="OUT",
+    stack: Path | None = typer.Option(None, "--stack", metavar="OUT",
                                          help="Write the aligned stack (.tif ImageJ stack or .h5 USID), frame k = "
                                          "scan k; a drift series is chained back to the first scan."),
-    report_dir: Optional[Path] = typer.Option(None, "--report-dir", metavar="DIR",
+    report_dir: Path | None = typer.Option(None, "--report-dir", metavar="DIR",
                                               help="Write a PNG report per item into DIR."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --stack file."),
-    time_budget: Optional[float] = typer.Option(None, "--time-budget", metavar="SECONDS", help=TIME_BUDGET_HELP),
-    tolerance_px: Optional[float] = typer.Option(None, "--tolerance-px", metavar="PX", help=TOLERANCE_HELP),
-    pixel_size: Optional[tuple[str, str]] = typer.Option(None, "--pixel-size", metavar="FIXED MOVING",
+    time_budget: float | None = typer.Option(None, "--time-budget", metavar="SECONDS", help=TIME_BUDGET_HELP),
+    tolerance_px: float | None = typer.Option(None, "--tolerance-px", metavar="PX", help=TOLERANCE_HELP),
+    pixel_size: tuple[str, str] | None = typer.Option(None, "--pixel-size", metavar="FIXED MOVING",
                                                              help=PIXEL_SIZE_HELP + " Every item alike."),
-    scale: Optional[float] = typer.Option(None, "--scale", metavar="S", help=SCALE_HELP + " Every item alike."),
-    mirrored: Optional[bool] = typer.Option(None, "--mirrored/--not-mirrored",
+    scale: float | None = typer.Option(None, "--scale", metavar="S", help=SCALE_HELP + " Every item alike."),
+    mirrored: bool | None = typer.Option(None, "--mirrored/--not-mirrored",
                                             help="Each scan is (or is not) the mirror image of its fixed image "
                                             "(default: from the signs of the files' pixel sizes, else not)."),
 ) -> None:
@@ -506,15 +506,15 @@ def apply(
     transform: str = typer.Argument(..., metavar="TRANSFORM",
                                     help="A saved transform: a result JSON (register --json, a batch item, the "
                                     "demo's auto.json) or FILE.h5::/...-Registration_NNN."),
-    targets: Optional[list[str]] = typer.Argument(None, metavar="TARGET",
+    targets: list[str] | None = typer.Argument(None, metavar="TARGET",
                                                   help="Images on the moving grid (any input format; globs and "
                                                   "FILE.h5::/pattern/* expand), or CSVs of points with columns x,y."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="PATH",
+    out: Path | None = typer.Option(None, "--out", "-o", metavar="PATH",
                                        help="The output of a single target: .tif/.npy/.png (image; .png is an 8-bit "
                                        "preview), .csv (points), .npy/.h5 (cube)."),
-    out_dir: Optional[Path] = typer.Option(None, "--out-dir", metavar="DIR",
+    out_dir: Path | None = typer.Option(None, "--out-dir", metavar="DIR",
                                            help="Outputs of any number of targets: DIR/<name>.tif, .csv or .npy."),
-    cube: Optional[list[str]] = typer.Option(None, "--cube", metavar="FILE.h5::/CUBE",
+    cube: list[str] | None = typer.Option(None, "--cube", metavar="FILE.h5::/CUBE",
                                              help="A USID spectral cube on the moving grid to warp (repeatable)."),
     cube_step: float = typer.Option(1.0, "--cube-step", min=0.01, metavar="STEP",
                                     help="Warp cubes onto the fixed area every STEP fixed pixels."),

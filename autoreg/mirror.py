@@ -16,7 +16,6 @@ is negative, and the warped image and cube are those of the data as given.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import numpy as np
 

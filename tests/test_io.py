@@ -6,6 +6,7 @@ Every test file is generated here under tmp_path; the one exception is the real 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import hashlib
 import json
 import os
@@ -708,10 +709,10 @@ def test_inspect_says_each_datasets_pixel_size_and_which_axis_falls(tmp_path):
         write_usid(f.create_group("down"), "Img", image, pixel=(0.5, -0.25))
         write_usid(f.create_group("both"), "Img", image, pixel=(-2.0, -2.0), position_units="um")
         write_usid(f.create_group("flat"), "Img", image, pixel=(0.0, 0.0))
-        shuffled = write_usid(f.create_group("shuffled"), "Img", image)
+        write_usid(f.create_group("shuffled"), "Img", image)
         f["shuffled/Position_Indices"][3] = f["shuffled/Position_Indices"][4]
     lines = describe_file(path)
-    by_group = {group.strip().rstrip("/"): line for group, line in zip(lines, lines[1:]) if "[main:" in line}
+    by_group = {group.strip().rstrip("/"): line for group, line in itertools.pairwise(lines) if "[main:" in line}
     assert sorted(by_group) == ["both", "down", "flat", "shuffled", "up"]
     assert all(line.startswith("  Img  [main: 16×10 positions × 1 steps, Signal (pA); ") for line in by_group.values())
     assert by_group["up"].endswith("; pixel 0.5 × 0.25 nm]")
