@@ -22,7 +22,7 @@ __all__ = ["app", "main", "EXIT_CODES"]
 
 MODEL_CHOICES = ("auto", *MODELS, "all")
 IMAGE_OUTPUTS = {".tif", ".tiff", ".npy", ".png", ".h5", ".hdf5"}
-IMAGE_INPUTS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".npy")
+IMAGE_INPUTS = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".npy"}
 TOLERANCE_HELP = ("The error ok promises not to exceed, in fixed px (default: the larger of 2 fixed px and half a "
                   "moving pixel).")
 PIXEL_SIZE_HELP = ("The two pixel sizes in one unit, when the files do not say (the scale is then known); WxH for a "
@@ -486,14 +486,14 @@ def inspect(path: Path = typer.Argument(..., metavar="FILE", help="An HDF5 file,
     that register reads (W×H px), and registration groups with their verdicts; or say an image file's size and the
     pixel size register reads from it."""
     try:
-        if path.suffix.lower() in {".h5", ".hdf5"} or not any(path.name.lower().endswith(s) for s in IMAGE_INPUTS):
-            from .results_h5 import describe_file
-
-            lines = describe_file(path)
-        else:
+        if path.suffix.lower() in IMAGE_INPUTS:
             from .io import describe_image
 
             lines = [f"  {describe_image(path)}"]
+        else:
+            from .results_h5 import describe_file
+
+            lines = describe_file(path)
     except InputError as err:
         raise _fail(str(err)) from None
     typer.echo(f"{path}")
