@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from autoreg.datatypes import Fit, Matches
 from autoreg.estimate import fit_pair
 from autoreg.geometry import apply_matrix
+
+#: The real USID PFM scan beside the checkout (``../shared/data``); tests that read it skip when it is absent.
+REAL_PFM_SCAN = Path(__file__).resolve().parents[2] / "shared" / "data" / "SingFreqPFM_0003.h5"
 
 
 def smooth_field(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -6,8 +6,8 @@ Every test file is generated here under tmp_path; the one exception is the real 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import hashlib
+import itertools
 import json
 import os
 import struct
@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 import pytest
 import tifffile
+from helpers import REAL_PFM_SCAN
 
 from autoreg._atomic import atomic_path
 from autoreg.datatypes import Image
@@ -34,7 +35,7 @@ from autoreg.io import (
     write_json,
 )
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "SingFreqPFM_0003.h5"
+REAL = REAL_PFM_SCAN
 needs_real = pytest.mark.skipif(not REAL.exists(), reason=f"real USID scan not found at {REAL}")
 
 

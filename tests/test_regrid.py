@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from helpers import centred, rigid_matrix
+from helpers import REAL_PFM_SCAN, centred, rigid_matrix
 
 import autoreg
 from autoreg.datatypes import Image
@@ -163,3 +163,24 @@ def test_the_command_line_takes_a_pixel_as_width_x_height(skewed_map, tmp_path):
                                       "--pixel-size", *bad, "--out", str(tmp_path / "never.tif")])
         assert refused.exit_code == 2, (bad, refused.stdout + refused.stderr)
         assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "never.tif").exists()
+
+
+REAL = REAL_PFM_SCAN
+
+
+@pytest.mark.skipif(not REAL.exists(), reason=f"real USID scan not found at {REAL}")
+@pytest.mark.parametrize("channel", ["000", "002"])  # height, deflection
+@pytest.mark.parametrize(("step", "crop"), [(2, (20, 100, 10, 110)), (3, (10, 118, 20, 120))])
+def test_a_real_scan_with_every_second_or_third_line_is_registered_onto_the_full_scan(channel, step, crop):
+    """The real PFM scan, cropped and keeping every ``step``-th scan line (a faster scan of part of the area, its
+    pixels ``step`` times as high as wide), registered onto the full scan from the pixel sizes alone."""
+    full = autoreg.load_image(f"{REAL}::/Measurement_000/Channel_{channel}/Raw_Data")
+    size = abs(full.pixel_size_xy[0])
+    r0, r1, c0, c1 = crop
+    lines = Image(np.asarray(full.data)[r0:r1:step, c0:c1], pixel_size_xy=(size, step * size), units=full.units,
+                  origin=(0.0, 0.0))
+    truth = np.array([[1.0, 0.0, c0], [0.0, step, r0], [0.0, 0.0, 1.0]])
+    result = autoreg.register(full, lines)
+    assert result.verdict.level == "ok", result.verdict.reasons
+    assert result.to_dict()["pixel_aspect"] == pytest.approx(step, rel=1e-3)
+    assert _error(result, truth, lines.shape) < 0.25
