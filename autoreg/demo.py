@@ -38,7 +38,7 @@ class DemoOutcome:
 
 def compare_models(fixed: Any, moving: Any, *, title: str, error_px: Callable[[Any], float] | None = None,
                    moving_pixel_px: float = 1.0, points: Any = None, seed: int = 0, scale: float | None = None,
-                   pixel_size: tuple[float, float] | None = None,
+                   pixel_size: tuple[Any, Any] | None = None,
                    mirrored: bool | None = None) -> tuple[dict[str, Any], ModelTable]:
     """Register with ``auto`` and every model; return the results and the tutorial-style table.
 

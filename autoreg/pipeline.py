@@ -366,7 +366,8 @@ def register(
         result.extra["seconds"] = round(time.perf_counter() - started, 4)
         return result
     sizes = user_pixel_sizes(pixel_size)
-    aspect = _skewed_pixels(fixed_img, moving_img, cfg, sizes) if scale is None else None
+    known_aspect = _aspect_of(fixed_img, moving_img, sizes)
+    aspect = known_aspect if scale is None and _skewed(known_aspect, cfg) else None
     if aspect is not None:  # the whole registration on a copy with square pixels, then brought back
         from .regrid import squared
 
@@ -514,7 +515,7 @@ def register(
         attempts.append(_timed(dataclasses.replace(attempt, strategy=name), began))
 
     extra: dict[str, Any] = {"scale_source": scale_source, "mirrored": False, "mirror_source": mirror_source,
-                             "pixel_aspect": _aspect_of(fixed_img, moving_img, sizes),
+                             "pixel_aspect": known_aspect,
                              "working_scale_fixed": scale_fixed,
                              "working_scale_moving": scale_moving,
                              "preprocessing": {"fixed": list(views[0].steps), "moving": list(views[1].steps)}}
@@ -589,12 +590,9 @@ def _aspect_of(fixed: Image, moving: Image, sizes: tuple[tuple[float, float], tu
     return aspect if aspect is not None and np.isfinite(aspect) and aspect > 0 else None
 
 
-def _skewed_pixels(fixed: Image, moving: Image, cfg: RegistrationConfig,
-                   sizes: tuple[tuple[float, float], tuple[float, float]] | None) -> float | None:
-    """The pixel aspect when the pixel sizes (the user's, else the files') say the moving pixels are not square in
-    fixed pixels, beyond ``max_pixel_skew``; None when they are, or when nobody says."""
-    aspect = _aspect_of(fixed, moving, sizes)
-    return None if aspect is None or abs(np.log(aspect)) <= np.log1p(cfg.max_pixel_skew) else aspect
+def _skewed(aspect: float | None, cfg: RegistrationConfig) -> bool:
+    """Whether a known pixel aspect departs from square by more than ``max_pixel_skew`` (either way)."""
+    return aspect is not None and abs(np.log(aspect)) > np.log1p(cfg.max_pixel_skew)
 
 
 def _from_square_copy(result: RegistrationResult, fixed: Image, moving: Image, given_to_copy: np.ndarray,
