@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from .datatypes import Attempt, Fit, Image, RegistrationResult, Scores, Verdict
 from .errors import AutoregError, EstimationError, InputError, InsufficientLandmarksError, TimeBudgetExceeded
 from .strategies import INTENSITY_MODEL, Context, feature_fit, points_fit, refine_fit, search_fit, working_views
 from .vocabulary import GLOBAL_MODELS, MODELS
+
+if TYPE_CHECKING:
+    from .budget import Deadline
 
 __all__ = ["given_scale", "register", "user_pixel_sizes"]
 
@@ -283,6 +287,7 @@ def register(
     scale: float | None = None,
     pixel_size: tuple[Any, Any] | None = None,
     mirrored: bool | None = None,
+    _only: str | None = None,
 ) -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` hands-off, falling back to control points when given.
 
@@ -319,6 +324,8 @@ def register(
         else not. A mirrored pair is registered as the moving image with its rows reversed, and the result maps the
         moving image as given (:mod:`autoreg.mirror`: a matrix with a negative determinant); the JSON says
         ``mirrored`` and who said so (``mirror_source``: ``user``, ``metadata``, or ``none`` when nobody did).
+    _only : str, optional
+        Internal (the mirror check, :func:`_mirror_checked`): run only the automatic strategy of this name.
 
     Returns
     -------
@@ -480,6 +487,8 @@ def register(
     automatic_strategies = ([features[0], search, *features[1:], *same_features] if early
                             else [*features, *same_features, search]) + part_of_field + same_search
     strategies = automatic_strategies if automatic else []
+    if _only is not None:
+        strategies = [(name, run) for name, run in strategies if name == _only]
     doubted: list[tuple[str, RegistrationResult]] = []  # earlier results that passed the evidence tests
     scale_sources: list[str] = []  # the scale hypothesis each result was judged under
     not_tried: list[str] = []  # strategies the time budget left out
@@ -553,6 +562,10 @@ def register(
         return RegistrationResult(fit=None, scores=Scores(), verdict=Verdict("failed", reasons), **common)
     best = _pick(results)
     extra["scale_source"] = next(source for r, source in zip(results, scale_sources) if r is best)
+    if mirror_source == "none" and best.verdict.level == "ok" and best.source != "points":
+        best, extra["mirror_check"] = _mirror_checked(best, attempts[-1].strategy, fixed_img, moving_img, model=model,
+                                                      config=cfg, seed=seed, scale=scale, pixel_size=pixel_size,
+                                                      deadline=deadline, say=say)
     if budget_reason and best.verdict.level != "ok":  # what more time might have found (the points came after)
         best = dataclasses.replace(best, verdict=Verdict(best.verdict.level, best.verdict.reasons + budget_reason))
     warped_cube = _warped_cube(moving_img, best.fit, best.verdict, fixed_img.shape, cube_step, say)
@@ -561,6 +574,58 @@ def register(
     common["model"] = best.model
     return RegistrationResult(fit=best.fit, scores=best.scores, verdict=best.verdict, warped=best.warped,
                               footprint=best.footprint, warped_cube=warped_cube, **common)
+
+
+def _mirror_checked(best: RegistrationResult, strategy: str, fixed: Image, moving: Image, *, model: str,
+                    config: RegistrationConfig, seed: int, scale: float | None, pixel_size: tuple[Any, Any] | None,
+                    deadline: Deadline, say: Callable[[str], None]) -> tuple[RegistrationResult, dict[str, Any]]:
+    """``best`` (an ``ok`` that nobody said was or was not mirrored, found by ``strategy``), doubted when its content
+    repeats and the moving image's mirror image fits about as well elsewhere; and what the check found (the JSON's
+    ``mirror_check``).
+
+    A reflection maps a lattice onto itself: a moving image stored mirrored, matched unmirrored, still lines its
+    lattice up with the fixed one, and only its defects disagree. Such a pose passes every test of one pose: on the
+    tuning splits 3 of the 23 ``ok``s of untold mirrored pairs were wrong, all lattices (``tests/bench/
+    bench_mirror.py``). So when the shift check finds repeated content (``shift_peak_gap`` below
+    ``mirror_check_max_shift_gap``), the mirror is registered by the same strategy with the same options. When that
+    passes the evidence tests (not ``failed``) at another pose (more than ``shift_exclusion_tolerances`` tolerances
+    from this one once brought back: a fit that holds a reflection is found both ways) with a detrended |correlation|
+    of at least this one's minus ``mirror_check_margin``, nothing in the data says which is right, and ``ok`` becomes
+    ``low_confidence`` (``mirror_doubt``, naming ``--mirrored`` / ``--not-mirrored``, which skip the check). The
+    result stays this pose. The check runs within what is left of a time budget, and not at all once it is spent.
+    """
+    gap = best.scores.shift_peak_gap
+    if not (np.isfinite(gap) and gap < config.mirror_check_max_shift_gap):
+        return best, {"ran": False, "why": "the content does not repeat" if np.isfinite(gap) else
+                      "the shift check was not measured"}
+    if deadline.expired():
+        return best, {"ran": False, "why": "the time budget was spent"}
+    from .mirror import flip_rows_matrix, flipped
+    from .regrid import mapped_fit
+
+    say("mirror check")
+    began = time.perf_counter()
+    remaining = config if deadline.seconds is None else dataclasses.replace(
+        config, time_budget_s=max(deadline.seconds - deadline.elapsed(), 1e-3))
+    mirror = register(fixed, flipped(moving), model=model, config=remaining, rng=seed, cube_step=None, scale=scale,
+                      pixel_size=pixel_size, mirrored=False, _only=strategy)
+    this, other = abs(best.scores.pearson_detrended), abs(mirror.scores.pearson_detrended)
+    apart = math.nan
+    if mirror.fit is not None and best.fit is not None:  # a fit that holds a reflection is found both ways
+        back = mapped_fit(mirror.fit, flip_rows_matrix(moving.shape), config.polynomial_order, "")
+        apart = _disagreement_px(best.fit, back, moving.shape)
+    elsewhere = not apart <= config.shift_exclusion_tolerances * best.scores.tolerance_px
+    doubt = (mirror.verdict.level != "failed" and elsewhere and np.isfinite(other)
+             and other >= this - config.mirror_check_margin)
+    found = {"ran": True, "mirror_verdict": mirror.verdict.level, "pearson_detrended": this,
+             "mirror_pearson_detrended": other, "mirror_apart_px": apart, "doubt": bool(doubt),
+             "seconds": round(time.perf_counter() - began, 4)}
+    if not doubt:
+        return best, found
+    reason = (f"mirror_doubt: the moving image's mirror image fits about as well (detrended correlation {other:.3f} "
+              f"against {this:.3f}, {mirror.verdict.level}; repeated content that a reflection maps onto itself); say "
+              f"whether the scans are mirrored (--mirrored or --not-mirrored)")
+    return dataclasses.replace(best, verdict=Verdict("low_confidence", (reason,))), found
 
 
 def _mirror(mirrored: bool | None, fixed: Image, moving: Image) -> tuple[bool, str]:

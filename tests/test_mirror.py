@@ -168,3 +168,112 @@ def test_the_command_line_registers_a_mirrored_map(tmp_path, coarse_map):
                                            "--mirrored"), capture_output=True, text=True, check=False)
     assert table.returncode == 0, table.stderr
     assert "said by the user" in table.stdout and "reflection" in table.stdout
+
+
+# --- the mirror check: an untold mirrored lattice is not a silent wrong ok
+
+def _lattice_pair(mirror: bool):
+    """A same-resolution lattice pair of the calibration split (a tuning split; its lattice has mirror lines and
+    defects) as drawn, or with its moving rows reversed and nobody told; its moving → fixed truth matrix."""
+    from bench.bench_accuracy import make_case
+
+    case = make_case("calibration", "same_res", 4)
+    assert case.source.startswith("lattice")
+    moving, truth = np.asarray(case.moving), np.asarray(case.truth.matrix)
+    if mirror:
+        moving, truth = moving[::-1].copy(), truth @ flip_rows_matrix(moving.shape)
+    return np.asarray(case.fixed), moving, truth, case.tolerance_px
+
+
+@pytest.fixture(scope="module")
+def lattice_results():
+    """The lattice pair as drawn and mirrored, each registered without saying whether it is mirrored."""
+    out = {}
+    for mirror in (False, True):
+        fixed, moving, truth, tolerance = _lattice_pair(mirror)
+        out[mirror] = autoreg.register(fixed, moving), truth, tolerance
+    return out
+
+
+def test_an_untold_mirrored_lattice_is_doubted_not_ok(lattice_results):
+    result, truth, tolerance = lattice_results[True]
+    assert _error(result, truth, result.moving_shape) > 10 * tolerance  # the unmirrored pose: wrong
+    assert result.verdict.level == "low_confidence", result.verdict
+    (reason,) = result.verdict.reasons
+    assert reason.startswith("mirror_doubt: the moving image's mirror image fits about as well")
+    assert "--mirrored" in reason
+    check = result.extra["mirror_check"]
+    assert check["ran"] and check["doubt"]
+    assert check["mirror_pearson_detrended"] > check["pearson_detrended"]  # the mirror fits better
+    assert check["mirror_apart_px"] > 10 * tolerance
+
+
+def test_the_same_lattice_as_drawn_stays_ok_as_its_mirror_fits_clearly_worse(lattice_results):
+    result, truth, tolerance = lattice_results[False]
+    assert result.verdict.level == "ok" and _error(result, truth, result.moving_shape) <= tolerance
+    check = result.extra["mirror_check"]
+    assert check["ran"] and not check["doubt"]
+    margin = autoreg.RegistrationConfig().mirror_check_margin
+    assert check["mirror_pearson_detrended"] < check["pearson_detrended"] - margin
+
+
+def test_saying_whether_the_lattice_is_mirrored_skips_the_check():
+    fixed, moving, truth, tolerance = _lattice_pair(True)
+    told = autoreg.register(fixed, moving, mirrored=True)
+    assert told.verdict.level != "failed" and _error(told, truth, moving.shape) <= tolerance
+    assert "mirror_check" not in told.extra
+    denied = autoreg.register(fixed, moving, mirrored=False)  # the user's word is kept, wrong as it is here
+    assert "mirror_check" not in denied.extra
+
+
+def test_content_that_does_not_repeat_is_not_checked(coarse_map):
+    fixed, _, _, truth = coarse_map
+    pair = make_pair(seed=2, fixed_shape=fixed.shape, moving_shape=(40, 40), matrix=truth)
+    result = autoreg.register(pair.fixed, pair.moving)
+    assert result.verdict.level == "ok"
+    check = result.extra["mirror_check"]
+    assert not check["ran"] and check["why"] in ("the content does not repeat", "the shift check was not measured")
+
+
+def test_a_spent_time_budget_skips_the_check_and_says_so():
+    from autoreg.budget import Deadline
+    from autoreg.pipeline import _mirror_checked
+
+    fixed, moving, _, _ = _lattice_pair(True)
+    result = autoreg.register(fixed, moving, mirrored=False)  # the wrong ok the check is for
+    assert result.verdict.level == "ok"
+    deadline = Deadline(1e-9)
+    kept, check = _mirror_checked(result, "features", Image(fixed), Image(moving), model="auto",
+                                  config=autoreg.RegistrationConfig(), seed=0, scale=None, pixel_size=None,
+                                  deadline=deadline, say=lambda _msg: None)
+    assert kept is result and check == {"ran": False, "why": "the time budget was spent"}
+
+
+def test_the_command_line_says_the_mirror_doubt_and_exits_3(tmp_path):
+    fixed, moving, _, _ = _lattice_pair(True)
+    np.save(tmp_path / "fixed.npy", fixed)
+    np.save(tmp_path / "moving.npy", moving)
+    files = (str(tmp_path / "fixed.npy"), str(tmp_path / "moving.npy"))
+    done = subprocess.run(autoreg_command("register", *files, "--json"), capture_output=True, text=True, check=False)
+    assert done.returncode == 3, done.stderr
+    payload = json.loads(done.stdout)
+    assert payload["verdict"] == "low_confidence" and payload["reasons"][0].startswith("mirror_doubt:")
+    assert payload["mirror_check"]["ran"] is True and payload["mirror_check"]["doubt"] is True
+    told = subprocess.run(autoreg_command("register", *files, "--not-mirrored", "--json"), capture_output=True,
+                          text=True, check=False)
+    assert told.returncode == 0, told.stderr  # the user's word: no check
+    assert "mirror_check" not in json.loads(told.stdout)
+
+
+def test_a_mirror_that_passes_elsewhere_but_fits_clearly_worse_leaves_ok():
+    from bench.bench_accuracy import make_case
+
+    case = make_case("lattice", "near_periodic", 12)  # the lattice tuning split: a lattice with few defects
+    result = autoreg.register(case.fixed, case.moving)
+    assert result.verdict.level == "ok"
+    assert _error(result, np.asarray(case.truth.matrix), result.moving_shape) <= case.tolerance_px
+    check = result.extra["mirror_check"]
+    assert check["ran"] and not check["doubt"] and check["mirror_verdict"] != "failed"
+    assert check["mirror_apart_px"] > 10 * case.tolerance_px  # the mirror lines the lattice up elsewhere
+    margin = autoreg.RegistrationConfig().mirror_check_margin
+    assert check["mirror_pearson_detrended"] < check["pearson_detrended"] - 2 * margin
