@@ -1,15 +1,16 @@
 """Mirrored scans: the accuracy benchmark's pairs with the moving image stored mirrored, with and without telling.
 
-Run: ``.venv/bin/python tests/bench/bench_mirror.py [--split calibration] [--categories ...] [--workers N]``. Not
-collected by pytest.
+Run: ``.venv/bin/python tests/bench/bench_mirror.py [--split calibration] [--categories ...] [--ways ...]
+[--workers N]``. Not collected by pytest.
 
-Every pair of the chosen categories is registered three ways, in one run: as drawn (``as drawn``); with its moving
-image's rows reversed and nobody saying so (``mirrored, not told``: what autoreg did with such a pair before it
-knew about mirrors); and the same with ``mirrored=True`` (``mirrored, told``; for pairs whose moving image carries
-pixel sizes, the y size negated instead, so that the metadata says it). A pair is solved when the mean error over a
-5×5 grid on the moving image is within the tolerance (as in ``bench_accuracy.py``, against the truth composed with
-the reflection); negatives count as right when ``failed``. Prints solved, ``ok``, wrong ``ok`` and time per
-category and way.
+Every pair of the chosen categories is registered three ways (or those ``--ways`` names), in one run: as drawn
+(``as drawn``); with its moving image's rows reversed and nobody saying so (``mirrored, not told``: what autoreg did with
+such a pair before it knew about mirrors); and the same with ``mirrored=True`` (``mirrored, told``; for pairs whose
+moving image carries pixel sizes, the y size negated instead, so that the metadata says it). A pair is solved when
+the mean error over a 5×5 grid on the moving image is within the tolerance (as in ``bench_accuracy.py``, against the
+truth composed with the reflection); negatives count as right when ``failed``. Prints solved, ``ok``, wrong ``ok``
+and time per category and way, how many results the mirror check doubted (``mirror_doubt``) and which ``ok``s were
+wrong.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def _run(spec: tuple[str, str, int, str]) -> dict:
     seconds = time.process_time() - started
     level = result.verdict.level
     error = grid_error(case, result.fit.to_fixed) if (case.positive and level != "failed") else float("inf")
-    return {"category": category, "way": way, "positive": case.positive, "verdict": level,
+    return {"case": case.case_id, "category": category, "way": way, "positive": case.positive, "verdict": level,
+            "doubted_mirror": any(reason.startswith("mirror_doubt:") for reason in result.verdict.reasons),
             "correct": bool(error <= case.tolerance_px) if case.positive else level == "failed", "seconds": seconds}
 
 
@@ -85,9 +87,13 @@ def main() -> None:
     parser.add_argument("--categories", nargs="*", default=list(DEFAULT_CATEGORIES), choices=CATEGORIES)
     parser.add_argument("--per-category", type=int, default=28)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--ways", nargs="*", default=list(WAYS), choices=WAYS,
+                        help="which ways to register each pair (default: all three)")
     args = parser.parse_args()
-    specs = [(args.split, c, i, way) for c in args.categories for i in range(args.per_category) for way in WAYS]
+    ways = [way for way in WAYS if way in args.ways]
+    specs = [(args.split, c, i, way) for c in args.categories for i in range(args.per_category) for way in ways]
     tally: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    wrong: list[str] = []
     with Pool(args.workers) as pool:
         for row in pool.imap_unordered(_run, specs, chunksize=3):
             counter = tally[row["category"], row["way"]]
@@ -96,20 +102,26 @@ def main() -> None:
             counter["ok"] += row["verdict"] == "ok"
             counter["wrong_ok"] += row["verdict"] == "ok" and not row["correct"]
             counter["seconds"] += row["seconds"]
+            counter["mirror_doubt"] += row["doubted_mirror"]
+            if row["verdict"] == "ok" and not row["correct"]:
+                wrong.append(f"{row['case']} ({row['way']})")
     print(f"split {args.split}, {args.per_category} pairs per category; right = solved (positives) or failed "
           "(negatives); CPU s per pair")
-    print(f"{'category':20s}" + "".join(f"{way:>34s}" for way in WAYS))
-    totals = {way: Counter() for way in WAYS}
+    print(f"{'category':20s}" + "".join(f"{way:>34s}" for way in ways))
+    totals = {way: Counter() for way in ways}
     for category in args.categories:
         cells = []
-        for way in WAYS:
+        for way in ways:
             c = tally[category, way]
             totals[way].update(c)
             cells.append(f"{c['right']:3d}/{c['n']:<3d} ok {c['ok']:3d} wrong {c['wrong_ok']} {c['seconds'] / max(c['n'], 1):5.2f} s")
         print(f"{category:20s}" + "".join(f"{cell:>34s}" for cell in cells))
     print(f"{'all':20s}" + "".join(
         f"{totals[w]['right']:3d}/{totals[w]['n']:<3d} ok {totals[w]['ok']:3d} wrong {totals[w]['wrong_ok']} "
-        f"{totals[w]['seconds'] / max(totals[w]['n'], 1):5.2f} s".rjust(34) for w in WAYS))
+        f"{totals[w]['seconds'] / max(totals[w]['n'], 1):5.2f} s".rjust(34) for w in ways))
+    print("mirror_doubt (low_confidence because the mirror fits as well): "
+          + ", ".join(f"{w} {totals[w]['mirror_doubt']}" for w in ways))
+    print("wrong ok: " + (", ".join(sorted(wrong)) or "none"))
 
 
 if __name__ == "__main__":
