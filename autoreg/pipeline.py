@@ -600,8 +600,7 @@ def _mirror_checked(best: RegistrationResult, strategy: str, fixed: Image, movin
                       "the shift check was not measured"}
     if deadline.expired():
         return best, {"ran": False, "why": "the time budget was spent"}
-    from .mirror import flip_rows_matrix, flipped
-    from .regrid import mapped_fit
+    from .mirror import flipped, unflipped
 
     say("mirror check")
     began = time.perf_counter()
@@ -612,7 +611,7 @@ def _mirror_checked(best: RegistrationResult, strategy: str, fixed: Image, movin
     this, other = abs(best.scores.pearson_detrended), abs(mirror.scores.pearson_detrended)
     apart = math.nan
     if mirror.fit is not None and best.fit is not None:  # a fit that holds a reflection is found both ways
-        back = mapped_fit(mirror.fit, flip_rows_matrix(moving.shape), config.polynomial_order, "")
+        back = unflipped(mirror, moving, "none", config.polynomial_order).fit
         apart = _disagreement_px(best.fit, back, moving.shape)
     elsewhere = not apart <= config.shift_exclusion_tolerances * best.scores.tolerance_px
     doubt = (mirror.verdict.level != "failed" and elsewhere and np.isfinite(other)
