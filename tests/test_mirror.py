@@ -277,3 +277,23 @@ def test_a_mirror_that_passes_elsewhere_but_fits_clearly_worse_leaves_ok():
     assert check["mirror_apart_px"] > 10 * case.tolerance_px  # the mirror lines the lattice up elsewhere
     margin = autoreg.RegistrationConfig().mirror_check_margin
     assert check["mirror_pearson_detrended"] < check["pearson_detrended"] - 2 * margin
+
+
+def test_an_untold_mirrored_lattice_with_non_square_pixels_is_checked_too():
+    """A map whose pixels are twice as high as wide is registered as a copy with square pixels; the copy is checked
+    like any untold pair (before, it was registered as said not mirrored: a wrong ok, 135 px off)."""
+    import cv2
+
+    fixed, moving, truth, tolerance = _lattice_pair(True)
+    rows, cols = moving.shape
+    coarse = cv2.resize(moving.astype(np.float32), (cols, rows // 2), interpolation=cv2.INTER_AREA)
+    coarse_to_moving = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.5], [0.0, 0.0, 1.0]])  # row y' averages 2y', 2y'+1
+    result = autoreg.register(fixed, coarse, pixel_size=((1.0, 1.0), (1.0, 2.0)))
+    assert result.extra["pixel_aspect"] == pytest.approx(2.0)
+    assert _error(result, truth @ coarse_to_moving, coarse.shape) > 10 * tolerance  # the unmirrored pose: wrong
+    assert result.verdict.level == "low_confidence", result.verdict
+    assert result.verdict.reasons[0].startswith("mirror_doubt:")
+    assert result.extra["mirror_check"]["ran"] and result.extra["mirror_check"]["doubt"]
+    told = autoreg.register(fixed, coarse, pixel_size=((1.0, 1.0), (1.0, 2.0)), mirrored=True)
+    assert told.verdict.level == "ok" and _error(told, truth @ coarse_to_moving, coarse.shape) <= tolerance
+    assert "mirror_check" not in told.extra
