@@ -12,8 +12,8 @@ instead, so that the metadata says it). Until 2026-12-04 (stop 37) ``not told`` 
 word, which skips the mirror check: its figures before then are those of pairs registered without the check. A pair is solved when
 the mean error over a 5×5 grid on the moving image is within the tolerance (as in ``bench_accuracy.py``, against the
 truth composed with the reflection); negatives count as right when ``failed``. Prints solved, ``ok``, wrong ``ok``
-and time per category and way, how many results the mirror check doubted (``mirror_doubt``) and which ``ok``s were
-wrong.
+and time per category and way, how many results the mirror check ran on and how many it doubted (``mirror_doubt``),
+and which ``ok``s were wrong.
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ def _run(spec: tuple[str, str, int, str]) -> dict:
     error = grid_error(case, result.fit.to_fixed) if (case.positive and level != "failed") else float("inf")
     return {"case": case.case_id, "category": category, "way": way, "positive": case.positive, "verdict": level,
             "doubted_mirror": any(reason.startswith("mirror_doubt:") for reason in result.verdict.reasons),
+            "checked_mirror": bool(result.extra.get("mirror_check", {}).get("ran")),
             "correct": bool(error <= case.tolerance_px) if case.positive else level == "failed", "seconds": seconds}
 
 
@@ -109,6 +110,7 @@ def main() -> None:
             counter["wrong_ok"] += row["verdict"] == "ok" and not row["correct"]
             counter["seconds"] += row["seconds"]
             counter["mirror_doubt"] += row["doubted_mirror"]
+            counter["mirror_checked"] += row["checked_mirror"]
             if row["verdict"] == "ok" and not row["correct"]:
                 wrong.append(f"{row['case']} ({row['way']})")
     print(f"split {args.split}, {args.per_category} pairs per category; right = solved (positives) or failed "
@@ -125,8 +127,8 @@ def main() -> None:
     print(f"{'all':20s}" + "".join(
         f"{totals[w]['right']:3d}/{totals[w]['n']:<3d} ok {totals[w]['ok']:3d} wrong {totals[w]['wrong_ok']} "
         f"{totals[w]['seconds'] / max(totals[w]['n'], 1):5.2f} s".rjust(34) for w in ways))
-    print("mirror_doubt (low_confidence because the mirror fits as well): "
-          + ", ".join(f"{w} {totals[w]['mirror_doubt']}" for w in ways))
+    print("mirror check run / mirror_doubt (low_confidence because the mirror fits as well): "
+          + ", ".join(f"{w} {totals[w]['mirror_checked']} / {totals[w]['mirror_doubt']}" for w in ways))
     print("wrong ok: " + (", ".join(sorted(wrong)) or "none"))
 
 
