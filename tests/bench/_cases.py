@@ -99,7 +99,7 @@ the truth, after a gaussian prefilter of half the supersample spacing), so a coa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -297,6 +297,27 @@ def grid_error(case: Case, moving_to_fixed: Any) -> float:
     if mapped.shape != grid.shape or not np.all(np.isfinite(mapped)):
         return float("inf")
     return float(np.mean(np.linalg.norm(mapped - case.truth(grid), axis=1)))
+
+
+def mirrored_case(case: Case, *, recorded: bool) -> Case:
+    """The case with its moving image's rows reversed; when it has pixel sizes, its y size negated if ``recorded``
+    (the file says it is mirrored), else kept (a program that reverses the rows and does not say so)."""
+    from autoreg.datatypes import Image
+    from autoreg.mirror import flip_rows_matrix, flipped
+
+    moving = case.moving
+    if isinstance(moving, Image):
+        mirrored = flipped(moving)
+        if not recorded:
+            mirrored = replace(mirrored, pixel_size_xy=moving.pixel_size_xy, origin=moving.origin)
+        shape = moving.shape
+    else:
+        mirrored = np.ascontiguousarray(np.asarray(moving)[::-1])
+        shape = mirrored.shape
+    flip = flip_rows_matrix(shape)
+    truth = None if case.truth is None else (lambda xy, t=case.truth: t(np.asarray(xy, float) @ flip[:2, :2].T
+                                                                        + flip[:2, 2]))
+    return replace(case, moving=mirrored, truth=truth)
 
 
 # --------------------------------------------------------------------------------------------------- geometry

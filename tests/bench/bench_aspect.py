@@ -66,13 +66,9 @@ def aspect_case(split: str, index: int, aspect: float) -> _cases.Case:
 
 def untold_mirror(case: _cases.Case) -> tuple[_cases.Case, tuple[tuple[float, float], tuple[float, float]]]:
     """``case`` with its moving rows reversed, both images plain arrays, and the pixel sizes a user would give."""
-    from autoreg.mirror import flip_rows_matrix
-
-    moving = np.ascontiguousarray(np.asarray(case.moving.data)[::-1])
-    flip = flip_rows_matrix(moving.shape)
-    truth = lambda xy, t=case.truth: t(np.asarray(xy, float) @ flip[:2, :2].T + flip[:2, 2])  # noqa: E731
+    mirrored = _cases.mirrored_case(case, recorded=False)
     sizes = (tuple(map(abs, case.fixed.pixel_size_xy)), tuple(map(abs, case.moving.pixel_size_xy)))
-    return replace(case, fixed=np.asarray(case.fixed.data), moving=moving, truth=truth), sizes
+    return replace(mirrored, fixed=np.asarray(case.fixed.data), moving=np.asarray(mirrored.moving.data)), sizes
 
 
 def _run(spec: tuple[str, int, float, str, bool]) -> dict:

@@ -19,7 +19,6 @@ and which ``ok``s were wrong.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from collections import Counter, defaultdict
@@ -31,32 +30,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench._cases import CATEGORIES, grid_error, make_case
+from bench._cases import CATEGORIES, grid_error, make_case, mirrored_case
 
 WAYS = ("as drawn", "mirrored, not told", "mirrored, told")
 DEFAULT_CATEGORIES = ("same_res", "cross_res", "cross_res_metadata", "partial_overlap", "spm_degraded", "crop",
                       "negative")
-
-
-def _mirrored_case(case, *, recorded: bool):
-    """The case with its moving image's rows reversed; when it has pixel sizes, its y size negated if ``recorded``
-    (the file says it is mirrored), else kept (a program that reverses the rows and does not say so)."""
-    from autoreg.datatypes import Image
-    from autoreg.mirror import flip_rows_matrix, flipped
-
-    moving = case.moving
-    if isinstance(moving, Image):
-        mirrored = flipped(moving)
-        if not recorded:
-            mirrored = dataclasses.replace(mirrored, pixel_size_xy=moving.pixel_size_xy, origin=moving.origin)
-        shape = moving.shape
-    else:
-        mirrored = np.ascontiguousarray(np.asarray(moving)[::-1])
-        shape = mirrored.shape
-    flip = flip_rows_matrix(shape)
-    truth = None if case.truth is None else (lambda xy, t=case.truth: t(np.asarray(xy, float) @ flip[:2, :2].T
-                                                                        + flip[:2, 2]))
-    return dataclasses.replace(case, moving=mirrored, truth=truth)
 
 
 def _run(spec: tuple[str, str, int, str]) -> dict:
@@ -72,7 +50,7 @@ def _run(spec: tuple[str, str, int, str]) -> dict:
     case = make_case(split, category, index)
     told = None
     if way != "as drawn":
-        case = _mirrored_case(case, recorded=way == "mirrored, told")
+        case = mirrored_case(case, recorded=way == "mirrored, told")
         metadata = getattr(case.moving, "pixel_size_xy", None) is not None
         told = True if way == "mirrored, told" and not metadata else None  # not told: nobody says (mirrored=None)
     started = time.process_time()
