@@ -382,7 +382,7 @@ def register(
         copy_sizes = None if sizes is None else (sizes[0], (sizes[1][0] / to_copy[0, 0], sizes[1][1] / to_copy[1, 1]))
         result = register(fixed_img, copy, model=model, points=_points_through(points, to_copy), config=cfg,
                           rng=seed, cube_step=None, progress=progress, automatic=automatic, pixel_size=copy_sizes,
-                          mirrored=None if mirror_source == "none" else False)  # untold: the copy is checked
+                          mirrored=mirrored)  # the copy keeps the pixel sizes' signs: its metadata says the same
         result = _from_square_copy(result, fixed_img, moving_img, to_copy, aspect, cfg, cube_step, say)
         result.extra.update(mirror_source=mirror_source, seconds=round(time.perf_counter() - started, 4))
         return result

@@ -3,24 +3,23 @@
 Run: ``.venv/bin/python tests/bench/bench_mirror.py [--split calibration] [--categories ...] [--ways ...]
 [--workers N]``. Not collected by pytest.
 
-Every pair of the chosen categories is registered three ways (or those ``--ways`` names), in one run: as drawn
-(``as drawn``); with its moving image's rows reversed and nobody saying so (``mirrored, not told``: ``mirrored=None``,
-and pixel sizes, where the pair has them, left as they were, so that the metadata says "not mirrored" and no mirror
-check runs on those; on the others the mirror check of :func:`autoreg.pipeline._mirror_checked` may run); and the
-same with ``mirrored=True`` (``mirrored, told``; for pairs whose moving image carries pixel sizes, the y size negated
-instead, so that the metadata says it). Until 2026-12-04 (stop 37) ``not told`` passed ``mirrored=False``, the user's
-word, which skips the mirror check: its figures before then are those of pairs registered without the check. A pair is solved when
-the mean error over a 5×5 grid on the moving image is within the tolerance (as in ``bench_accuracy.py``, against the
-truth composed with the reflection); negatives count as right when ``failed``. Prints solved, ``ok``, wrong ``ok``
-and time per category and way, how many results the mirror check ran on and how many it doubted (``mirror_doubt``),
-and which ``ok``s were wrong.
+Every pair of the chosen categories is registered three ways (or those ``--ways`` names), in one run: as drawn (``as
+drawn``); with its moving image's rows reversed and nobody saying so (``mirrored, not told``: ``mirrored=None``, and
+pixel sizes, where the pair has them, left as they were, so that the metadata says "not mirrored" and no mirror check
+runs on those; on the others the mirror check of :func:`autoreg.pipeline._mirror_checked` may run); and the same with
+``mirrored=True`` (``mirrored, told``; for pairs whose moving image carries pixel sizes, the y size negated instead,
+so that the metadata says it). Until 2026-12-04 (stop 37) ``not told`` passed ``mirrored=False``, the user's word,
+which skips the mirror check: its figures before then are those of pairs registered without the check. A pair is
+solved when the mean error over a 5×5 grid on the moving image is within the tolerance (as in ``bench_accuracy.py``,
+against the truth composed with the reflection); negatives count as right when ``failed``. Prints solved, ``ok``,
+wrong ``ok`` and time per category and way, how many results the mirror check ran on and how many it doubted
+(``mirror_doubt``), and which ``ok``s were wrong.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -28,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench._cases import CATEGORIES, grid_error, make_case, mirrored_case
+from bench._cases import CATEGORIES, make_case, mirrored_case
+from bench._runs import registered
 
 WAYS = ("as drawn", "mirrored, not told", "mirrored, told")
 DEFAULT_CATEGORIES = ("same_res", "cross_res", "cross_res_metadata", "partial_overlap", "spm_degraded", "crop",
@@ -36,14 +36,6 @@ DEFAULT_CATEGORIES = ("same_res", "cross_res", "cross_res_metadata", "partial_ov
 
 
 def _run(spec: tuple[str, str, int, str]) -> dict:
-    import warnings
-
-    import cv2
-
-    import autoreg
-
-    warnings.simplefilter("ignore")
-    cv2.setNumThreads(1)
     split, category, index, way = spec
     case = make_case(split, category, index)
     told = None
@@ -51,15 +43,9 @@ def _run(spec: tuple[str, str, int, str]) -> dict:
         case = mirrored_case(case, recorded=way == "mirrored, told")
         metadata = getattr(case.moving, "pixel_size_xy", None) is not None
         told = True if way == "mirrored, told" and not metadata else None  # not told: nobody says (mirrored=None)
-    started = time.process_time()
-    result = autoreg.register(case.fixed, case.moving, model="auto", rng=0, mirrored=told)
-    seconds = time.process_time() - started
-    level = result.verdict.level
-    error = grid_error(case, result.fit.to_fixed) if (case.positive and level != "failed") else float("inf")
-    return {"case": case.case_id, "category": category, "way": way, "positive": case.positive, "verdict": level,
-            "doubted_mirror": any(reason.startswith("mirror_doubt:") for reason in result.verdict.reasons),
-            "checked_mirror": bool(result.extra.get("mirror_check", {}).get("ran")),
-            "correct": bool(error <= case.tolerance_px) if case.positive else level == "failed", "seconds": seconds}
+    row = registered(case, None, mirrored=told)
+    correct = row["solved"] if case.positive else row["verdict"] == "failed"
+    return {**row, "case": case.case_id, "category": category, "way": way, "correct": correct}
 
 
 def main() -> None:
@@ -84,9 +70,9 @@ def main() -> None:
             counter["right"] += row["correct"]
             counter["ok"] += row["verdict"] == "ok"
             counter["wrong_ok"] += row["verdict"] == "ok" and not row["correct"]
-            counter["seconds"] += row["seconds"]
-            counter["mirror_doubt"] += row["doubted_mirror"]
-            counter["mirror_checked"] += row["checked_mirror"]
+            counter["seconds"] += row["cpu"]
+            counter["mirror_doubt"] += row["mirror_doubt"]
+            counter["mirror_checked"] += row["mirror_checked"]
             if row["verdict"] == "ok" and not row["correct"]:
                 wrong.append(f"{row['case']} ({row['way']})")
     print(f"split {args.split}, {args.per_category} pairs per category; right = solved (positives) or failed "
