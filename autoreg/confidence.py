@@ -130,7 +130,8 @@ def _doubts(s: Scores, cfg: RegistrationConfig, source: str, predicted_by_refine
 
 
 def judge(scores: Scores, config: RegistrationConfig | None = None, *, source: str = "features",
-          exact_points: bool = False, refined: bool = False, predicted_by_refinement: bool = False) -> Verdict:
+          exact_points: bool = False, refined: bool = False, predicted_by_refinement: bool = False,
+          contrast_mapped: bool = False) -> Verdict:
     """Turn scores into a verdict.
 
     Parameters
@@ -147,6 +148,8 @@ def judge(scores: Scores, config: RegistrationConfig | None = None, *, source: s
     predicted_by_refinement : bool
         True when ``uncertainty_px`` is the intensity refinement's prediction (``Fit.refinement_error_px``), not
         one from the feature inliers: fewer than ``ok_inliers`` of them is then no doubt of its own.
+    contrast_mapped : bool
+        True when the fit was refined through a contrast fitted to the map (``Fit.contrast_mapped``): never ``ok``.
 
     Returns
     -------
@@ -163,6 +166,9 @@ def judge(scores: Scores, config: RegistrationConfig | None = None, *, source: s
     failures = _failures(scores, cfg, source)
     doubts = _doubts(scores, cfg, source, predicted_by_refinement) + _accuracy_doubts(scores, cfg, exact_points,
                                                                                       refined)
+    if contrast_mapped:
+        doubts.append("mapped_contrast: refined through a non-linear contrast fitted to the map (no linear one "
+                      "explains it); that error prediction is not calibrated for ok")
     if failures:
         return Verdict("failed", tuple(failures + doubts))
     if exact_points:

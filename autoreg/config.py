@@ -361,6 +361,25 @@ class RegistrationConfig:
         0.013 (253 refinements); the six slipped starts gained 0.055-0.74 (one, at 0.40 correlation, 0.04). 0.02
         changed no calibration or lattice verdict or error; it turned the crate split's one wrong ``ok`` (an affine
         0.81 held out, 8.3 px off) into a correct one (0.996, 0.013 px off).
+    refine_contrast_knots : int
+        When no linear contrast explains the map (the intensities' refinement reads below
+        ``min_refined_correlation`` or diverges) and no cross-modal pairing does either, the intensities are refined
+        once more through a contrast fitted to the map (:mod:`autoreg.contrast_map`): a piecewise-linear function of
+        the fixed values with this many knots, at quantiles of the values under the map (8, not searched: enough
+        for a few terraces or domains each with its own value, few enough for a 40×40 map's 1600 pixels). It also
+        competes with a linear refinement whose predicted error is too large for ``ok``, from the same start, and
+        replaces it when it explains the held-out pixels better and predicts a smaller error: a contrast that gives
+        each terrace its own value leaves a sharp but biased linear optimum (12-22 px off on the tuning pairs). A
+        mapped refinement of a fit no linear contrast explains is kept only when it moves the fit by more than
+        ``disagreement_errors`` times its own predicted error. Such a fit is never ``ok`` (``mapped_contrast``): the
+        error prediction of a fitted contrast is not calibrated; among ``low_confidence`` results it ranks after
+        those whose prediction is (:func:`autoreg.pipeline._pick`). On tuning pairs only: the calibration split's
+        cross-modal cases 28-299 with a folded or per-terrace contrast (82 pairs) 56 → 66 solved, none lost; the
+        calibration split 275 → 277 solved, no ``ok`` and no negative's verdict changed. 0 turns it off.
+    refine_contrast_rounds : int
+        Rounds of fitting the contrast at the current pose and refining through it, each kept only when it raises
+        the held-out correlation (2, not searched: a contrast fitted a few pixels off is blurred by the offset, and
+        one more fit at the refined pose sharpens it).
     refine_max_side : int
         The coarser image is area-reduced to at most this many pixels a side for the refinement: 128 px keeps a
         same-resolution 256² pair within ~0.05 px at a tenth of the full-size cost.
@@ -475,6 +494,8 @@ class RegistrationConfig:
     refine_max_iterations: int = 15
     refine_pairing_min_holdout: float = 0.7
     refine_restart_gain: float = 0.02
+    refine_contrast_knots: int = 8
+    refine_contrast_rounds: int = 2
     refine_max_side: int = 128
     refine_fine_per_coarse: float = 4.0
     auto_tie_px2: float = 1e-9
@@ -499,6 +520,9 @@ class RegistrationConfig:
         if not 0 < low < high <= 16 * low:  # the search sweeps a scale range of at most 4× either way
             raise InputError(f"search_fov_coverage must be two fractions, the smaller first and at most 16× apart; "
                              f"got {self.search_fov_coverage}.")
+        if not (self.refine_contrast_knots == 0 or self.refine_contrast_knots >= 3) or self.refine_contrast_rounds < 1:
+            raise InputError(f"refine_contrast_knots must be 0 (off) or at least 3, and refine_contrast_rounds at "
+                             f"least 1; got {self.refine_contrast_knots} and {self.refine_contrast_rounds}.")
 
     def with_(self, **changes: object) -> RegistrationConfig:
         """Return a copy with some fields changed.

@@ -193,6 +193,9 @@ class Fit:
     candidates : tuple of ndarray
         For search fits, the sweep's best separated poses (moving px → fixed px, 3×3 each), best first; empty
         otherwise.
+    contrast_mapped : bool
+        The intensity refinement ran through a contrast fitted to the map (:mod:`autoreg.contrast_map`), as no
+        linear contrast explained it: the pose is the refined one, its error prediction is not calibrated for ``ok``.
     contest_gap : float
         For a search fit whose peak did not stand out, how far its refined pose's held-out correlation stands above
         the best refined pose elsewhere (Fisher z, :func:`autoreg.contest.contest`); NaN when not measured.
@@ -217,6 +220,7 @@ class Fit:
     consensus_model: str = ""
     candidates: tuple[np.ndarray, ...] = ()
     contest_gap: float = float("nan")
+    contrast_mapped: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inliers", _readonly(self.inliers, bool))

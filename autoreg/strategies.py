@@ -402,6 +402,49 @@ def _richer_refinement(term: np.ndarray, moving: np.ndarray, refined: Any, model
     return dataclasses.replace(rich, holdout_before=refined.holdout_before), richer, note
 
 
+def _mapped_refinement(ctx: Context, fit: Fit, small: tuple[Any, Any], start: np.ndarray, model: str,
+                       prior_scale: float | None, why_not_linear: str) -> tuple[Fit, float, float] | None:
+    """``fit`` refined by intensity through a contrast fitted to the map (:func:`autoreg.contrast_map.mapped_fixed`),
+    when no linear contrast explains it: ``refine_contrast_rounds`` times the contrast is fitted at the current
+    pose and the intensities refined through it, each round kept only when it raises the held-out correlation.
+    None when no round was kept (or the contrast could not be fitted). Returns the fit, marked ``contrast_mapped``
+    (its pose the refined one, its prediction the refinement's; the verdict is never ``ok``), the last round's
+    held-out correlation and how far it moved ``fit`` (fixed px, mean over the grid)."""
+    from .contrast_map import mapped_fixed
+    from .refine import refine_matrix
+
+    cfg = ctx.config
+    fixed_small, moving_small = small
+    pose, kept, kept_r = start, None, float("nan")
+    for _ in range(cfg.refine_contrast_rounds):
+        try:
+            term, contrast_r = mapped_fixed(fixed_small.data, moving_small.data, pose,
+                                             knots=cfg.refine_contrast_knots)
+            refined = refine_matrix(term, moving_small.data, pose, model, prior_scale=prior_scale,
+                                    max_iterations=cfg.refine_max_iterations, require_improvement=True)
+        except EstimationError:  # RefinementDiverged included: no optimum through this contrast near the pose
+            break
+        if not refined.improved:
+            break
+        kept, kept_r, pose = refined, contrast_r, np.asarray(refined.moving_to_fixed, float)
+    if kept is None:
+        return None
+    matrix = fixed_small.to_original @ kept.moving_to_fixed @ moving_small.from_original
+    forward, backward = fit_through(model, matrix, ctx.moving.shape, ctx.expected_scale)
+    fixed_px_per_small = 1.0 / np.sqrt(abs(np.linalg.det(fixed_small.from_original[:2, :2])))
+    predicted = float(kept.predicted_error_px * fixed_px_per_small)
+    moved = mean_grid_distance(fit.to_fixed, forward, ctx.moving.shape)
+    consensus = fit.consensus_model or (fit.model if fit.source == "features" and model != fit.model else "")
+    mapped = dataclasses.replace(fit, model=model, moving_to_fixed=forward, fixed_to_moving=backward,
+                               consensus_model=consensus, refinement_error_px=predicted,
+                               correlation=float(abs(kept.correlation)), contrast_checked=False,
+                               contrast_mapped=True, inverted=False).with_note(
+        f"{why_not_linear}; refined by intensity through a contrast fitted to the map ({cfg.refine_contrast_knots} "
+        f"knots, |r| {kept_r:.3f} with it) as {model} (held-out correlation {kept.holdout_before:.3f} -> "
+        f"{kept.holdout_after:.3f}, moved {moved:.3g} px, predicted error {predicted:.3g} px)")
+    return mapped, float(kept.holdout_after), moved
+
+
 def refine_fit(ctx: Context, fit: Fit, model: str, richer: str | None = None) -> Fit:
     """Refine a global fit as ``model`` where the information is (:func:`autoreg.refine.refine_matrix`).
 
@@ -424,6 +467,7 @@ def refine_fit(ctx: Context, fit: Fit, model: str, richer: str | None = None) ->
     keypoints did not choose but the user left open), an intensity refinement is followed by one of that model from
     its optimum, which replaces it when the pixels prefer it (:func:`_richer_refinement`).
     """
+    from .evidence import tolerance_px
     from .refine import MODELS as REFINABLE
     from .refine import RefinementDiverged, refine_matrix
 
@@ -494,6 +538,14 @@ def refine_fit(ctx: Context, fit: Fit, model: str, richer: str | None = None) ->
                 continue
             if attempt.improved and abs(attempt.correlation) >= cfg.min_refined_correlation:
                 explained.append((abs(attempt.correlation), other, attempt))
+        if not explained and channel == "intensity" and cfg.refine_contrast_knots:
+            mapped = _mapped_refinement(ctx, fit, (fixed_small, moving_small), start, model, prior_scale,
+                                        f"the intensity refinement diverged ({diverged})" if diverged is not None
+                                        else f"a linear contrast explains the map with |r| {linear_r:.3f} only")
+            # a move within its own predicted error (times ``disagreement_errors``) is no evidence of a better
+            # pose: on synthetic terraces a right search pose was moved 2.7 px, predicted 2.6 px
+            if mapped is not None and mapped[2] > cfg.disagreement_errors * mapped[0].refinement_error_px:
+                return mapped[0]
         if not explained and diverged is not None:
             # the data put their optimum far from this fit, or have none near it, and no other pairing explains
             # the map there: whatever predicted its error (keypoint residuals) is contradicted, and the fit keeps
@@ -541,6 +593,16 @@ def refine_fit(ctx: Context, fit: Fit, model: str, richer: str | None = None) ->
         if moved > factor * np.hypot(predicted, features_error):
             predicted = moved
             note += f"; it disagrees with the features (predicted {features_error:.3g} px), which bounds the error"
+    if channel == "intensity" and cfg.refine_contrast_knots and predicted > cfg.ok_error_fraction * tolerance_px(
+            cfg, ctx.expected_scale):
+        # a linear contrast explains the map, but too loosely for ok: a contrast it cannot follow (terraces that
+        # each take their own value) gives a sharp yet biased optimum; the contrast fitted to the map competes
+        # from the same start, and replaces it when it explains the held-out pixels better and predicts less error
+        mapped = _mapped_refinement(ctx, fit, (fixed_small, moving_small), start, model, prior_scale,
+                                    f"a linear contrast explains the map (|r| {abs(refined.correlation):.3f}) with a "
+                                    f"predicted error of {predicted:.3g} px")
+        if mapped is not None and mapped[1] > refined.holdout_after and mapped[0].refinement_error_px < predicted:
+            return mapped[0]
     # a slope or an edge map has no contrast polarity of its own
     inverted = bool(refined.gain < 0) if channel == "intensity" else False
     consensus = fit.consensus_model or (fit.model if fit.source == "features" and model != fit.model else "")

@@ -147,6 +147,15 @@ def test_a_refined_fit_needs_its_intensity_model_to_explain_the_map():
     assert judge(dataclasses.replace(GOOD, intensity_correlation=float("nan")), cfg, refined=True).level != "ok"
 
 
+def test_a_fit_refined_through_a_fitted_contrast_is_never_ok():
+    # strategies._mapped_refinement: the pose is refined, its error prediction not calibrated for ok
+    verdict = judge(GOOD, contrast_mapped=True)
+    assert verdict.level == "low_confidence"
+    assert verdict.reasons == (("mapped_contrast: refined through a non-linear contrast fitted to the map (no linear "
+                                "one explains it); that error prediction is not calibrated for ok"),)
+    assert judge(dataclasses.replace(GOOD, n_inliers=3), contrast_mapped=True).level == "failed"
+
+
 def test_a_fit_the_refinement_diverged_from_has_unknown_accuracy():
     # strategies.refine_fit marks it with an infinite predicted error: never ok, and the reason says why
     verdict = judge(dataclasses.replace(GOOD, uncertainty_px=math.inf))
