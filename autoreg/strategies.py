@@ -402,6 +402,23 @@ def _richer_refinement(term: np.ndarray, moving: np.ndarray, refined: Any, model
     return dataclasses.replace(rich, holdout_before=refined.holdout_before), richer, note
 
 
+def _in_fixed_px(ctx: Context, fit: Fit, small: tuple[Any, Any], refined: Any,
+                 model: str) -> tuple[Any, Any, float, float]:
+    """A refinement made between the reduced copies, back in the original images: ``model``'s forward and backward
+    transforms, its predicted error in fixed px, and how far it moved ``fit`` (fixed px, mean over the grid)."""
+    fixed_small, moving_small = small
+    matrix = fixed_small.to_original @ refined.moving_to_fixed @ moving_small.from_original
+    forward, backward = fit_through(model, matrix, ctx.moving.shape, ctx.expected_scale)
+    fixed_px_per_small = 1.0 / np.sqrt(abs(np.linalg.det(fixed_small.from_original[:2, :2])))
+    predicted = float(refined.predicted_error_px * fixed_px_per_small)
+    return forward, backward, predicted, mean_grid_distance(fit.to_fixed, forward, ctx.moving.shape)
+
+
+def _consensus_of(fit: Fit, model: str) -> str:
+    """The model whose robust consensus selected a refined fit's inliers (``Fit.consensus_model``)."""
+    return fit.consensus_model or (fit.model if fit.source == "features" and model != fit.model else "")
+
+
 def _mapped_refinement(ctx: Context, fit: Fit, small: tuple[Any, Any], start: np.ndarray, model: str,
                        prior_scale: float | None, why_not_linear: str) -> tuple[Fit, float, float] | None:
     """``fit`` refined by intensity through a contrast fitted to the map (:func:`autoreg.contrast_map.mapped_fixed`),
@@ -429,14 +446,9 @@ def _mapped_refinement(ctx: Context, fit: Fit, small: tuple[Any, Any], start: np
         kept, kept_r, pose = refined, contrast_r, np.asarray(refined.moving_to_fixed, float)
     if kept is None:
         return None
-    matrix = fixed_small.to_original @ kept.moving_to_fixed @ moving_small.from_original
-    forward, backward = fit_through(model, matrix, ctx.moving.shape, ctx.expected_scale)
-    fixed_px_per_small = 1.0 / np.sqrt(abs(np.linalg.det(fixed_small.from_original[:2, :2])))
-    predicted = float(kept.predicted_error_px * fixed_px_per_small)
-    moved = mean_grid_distance(fit.to_fixed, forward, ctx.moving.shape)
-    consensus = fit.consensus_model or (fit.model if fit.source == "features" and model != fit.model else "")
+    forward, backward, predicted, moved = _in_fixed_px(ctx, fit, small, kept, model)
     mapped = dataclasses.replace(fit, model=model, moving_to_fixed=forward, fixed_to_moving=backward,
-                               consensus_model=consensus, refinement_error_px=predicted,
+                               consensus_model=_consensus_of(fit, model), refinement_error_px=predicted,
                                correlation=float(abs(kept.correlation)), contrast_checked=False,
                                contrast_mapped=True, inverted=False).with_note(
         f"{why_not_linear}; refined by intensity through a contrast fitted to the map ({cfg.refine_contrast_knots} "
@@ -568,11 +580,7 @@ def refine_fit(ctx: Context, fit: Fit, model: str, richer: str | None = None) ->
         refined, model, richer_note = _richer_refinement(term_of(channel), moving_small.data, refined, model,
                                                          richer, cfg)
         notes += richer_note
-    matrix = fixed_small.to_original @ refined.moving_to_fixed @ moving_small.from_original
-    forward, backward = fit_through(model, matrix, ctx.moving.shape, ctx.expected_scale)
-    fixed_px_per_small = 1.0 / np.sqrt(abs(np.linalg.det(fixed_small.from_original[:2, :2])))
-    predicted = float(refined.predicted_error_px * fixed_px_per_small)
-    moved = mean_grid_distance(fit.to_fixed, forward, ctx.moving.shape)
+    forward, backward, predicted, moved = _in_fixed_px(ctx, fit, (fixed_small, moving_small), refined, model)
     note = (f"{prefix}refined {_COMPARED[channel]} as {model} (held-out correlation {refined.holdout_before:.3f} "
             f"-> {refined.holdout_after:.3f}, moved {moved:.3g} px, predicted error {predicted:.3g} px){notes}")
     if diverged is not None and moved > predicted:
@@ -605,9 +613,8 @@ def refine_fit(ctx: Context, fit: Fit, model: str, richer: str | None = None) ->
             return mapped[0]
     # a slope or an edge map has no contrast polarity of its own
     inverted = bool(refined.gain < 0) if channel == "intensity" else False
-    consensus = fit.consensus_model or (fit.model if fit.source == "features" and model != fit.model else "")
     return dataclasses.replace(fit, model=model, moving_to_fixed=forward, fixed_to_moving=backward,
-                               consensus_model=consensus, refinement_error_px=predicted,
+                               consensus_model=_consensus_of(fit, model), refinement_error_px=predicted,
                                correlation=float(abs(refined.correlation)), contrast_checked=True,
                                matched_channel=channel, inverted=inverted).with_note(note)
 
