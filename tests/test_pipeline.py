@@ -479,19 +479,24 @@ def test_a_bad_part_of_field_band_is_refused_before_any_work(coverage):
 def test_a_refinement_whose_contrast_model_does_not_explain_the_map_leaves_the_pose_alone():
     """Below ``min_refined_correlation`` the refinement's optimum may be biased (a non-linear contrast): the fit
     keeps the pose it was started from, and the verdict still hears that the contrast is not linear. Forced here
-    by asking for a correlation no real pair reaches."""
+    by asking for a correlation no real pair reaches, with the contrast fitted to the map off (with it on, the map
+    is refined through that contrast instead, and never ``ok``)."""
     from autoreg.config import RegistrationConfig
 
     pair = make_pair(seed=8)
     refined = autoreg.register(pair.fixed, pair.moving, rng=0)
     assert "refined by intensity" in refined.fit.why and refined.verdict.level == "ok"
-    strict = RegistrationConfig(min_refined_correlation=0.9999)
+    mapped = autoreg.register(pair.fixed, pair.moving, rng=0, config=RegistrationConfig(min_refined_correlation=0.9999))
+    assert "through a contrast fitted to the map" in mapped.fit.why, mapped.fit.why
+    assert mapped.verdict.level == "low_confidence"
+    assert any(r.startswith("mapped_contrast:") for r in mapped.verdict.reasons), mapped.verdict.reasons
+    strict = RegistrationConfig(min_refined_correlation=0.9999, refine_contrast_knots=0)
     kept = autoreg.register(pair.fixed, pair.moving, rng=0, config=strict)
     assert "not refined (a linear contrast explains the map" in kept.fit.why, kept.fit.why
     assert kept.verdict.level == "low_confidence"
     assert any(r.startswith("unmodelled_contrast:") for r in kept.verdict.reasons), kept.verdict.reasons
     assert not np.allclose(kept.matrix, refined.matrix, atol=1e-6)  # the features' pose, not the refined one
-    for result in (refined, kept):
+    for result in (refined, mapped, kept):
         error = mean_grid_distance(result.fit.to_fixed, lambda g: apply_matrix(pair.moving_to_fixed, g),
                                    pair.moving.shape)
         assert error < 1.0
@@ -855,15 +860,16 @@ def test_an_edge_map_coarser_than_the_bound_is_not_refined_on_gradient_magnitude
 def test_among_doubted_results_the_pose_not_in_doubt_wins_then_the_smaller_predicted_error():
     """No result is ok: the best verdict wins; among equal verdicts a result whose pose is not ``ambiguous`` (its
     prediction says nothing about a pose a period away) beats a better-predicted ambiguous one; then the smaller
-    predicted error wins, unknown last, earlier first on ties."""
+    predicted error wins, unknown last, earlier first on ties. A fit refined through a contrast fitted to the map
+    (``contrast_mapped``: its prediction is not calibrated) comes after one whose prediction is."""
     from types import SimpleNamespace
 
     from autoreg.datatypes import Scores, Verdict
     from autoreg.pipeline import _pick
 
-    def result(name, level, predicted, *reasons):
+    def result(name, level, predicted, *reasons, mapped=False):
         return SimpleNamespace(name=name, source="features", verdict=Verdict(level, tuple(reasons)),
-                               scores=Scores(uncertainty_px=predicted))
+                               scores=Scores(uncertainty_px=predicted), fit=SimpleNamespace(contrast_mapped=mapped))
 
     doubted = "ambiguous: a pose shifted by more than 2 tolerances correlates within 0.01 of this one"
     low = "low_correlation: |pearson| 0.289 < 0.3"
@@ -873,6 +879,9 @@ def test_among_doubted_results_the_pose_not_in_doubt_wins_then_the_smaller_predi
         ([result("a", "low_confidence", float("nan"), low), result("b", "low_confidence", 3.0, low)], "b"),
         ([result("a", "failed", 0.01, low), result("b", "low_confidence", 5.0, doubted)], "b"),
         ([result("a", "low_confidence", 0.2, low), result("b", "low_confidence", 0.2, low)], "a"),
+        ([result("a", "low_confidence", 0.3, low, mapped=True), result("b", "low_confidence", 2.8, low)], "b"),
+        ([result("a", "low_confidence", 0.3, low, mapped=True), result("b", "low_confidence", 0.1, low,
+                                                                      mapped=True)], "b"),
     ]
     for candidates, expected in picks:
         assert _pick(candidates).name == expected, [(c.name, c.verdict, c.scores.uncertainty_px) for c in candidates]
