@@ -21,6 +21,8 @@ __all__ = ["mapped_fixed"]
 
 #: Smallest footprint sigma (fixed px) worth a blur: below it a moving pixel samples the fixed image as a point.
 _MIN_SIGMA_PX = 0.3
+#: Points per row of the sampling maps handed to ``cv2.remap`` (which takes fewer than 32767 columns).
+_MAP_COLUMNS = 4096
 
 
 def _hat_images(fixed: np.ndarray, valid: np.ndarray, knots: np.ndarray) -> np.ndarray:
@@ -40,13 +42,18 @@ def _footprint_samples(images: np.ndarray, valid: np.ndarray, xy: np.ndarray, si
     import cv2
 
     weight = valid.astype(np.float32)
-    map_x, map_y = (np.ascontiguousarray(xy[:, i], np.float32).reshape(1, -1) for i in (0, 1))
+    # OpenCV's maps hold fewer than 32767 columns: the points are laid out in rows of at most _MAP_COLUMNS
+    n = len(xy)
+    columns = max(1, min(n, _MAP_COLUMNS))
+    padded = np.zeros((-(-n // columns) * columns, 2), np.float32)
+    padded[:n] = xy
+    map_x, map_y = (np.ascontiguousarray(padded[:, i]).reshape(-1, columns) for i in (0, 1))
 
     def sample(image: np.ndarray) -> np.ndarray:
         if sigma >= _MIN_SIGMA_PX:
             image = cv2.GaussianBlur(image, (0, 0), sigma, borderType=cv2.BORDER_CONSTANT)
         return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                         borderValue=0.0).ravel()
+                         borderValue=0.0).ravel()[:n]
 
     with library_errors("footprint averaging of the contrast map"):
         covered = sample(weight)

@@ -40,6 +40,14 @@ def test_a_coarse_map_is_fitted_to_the_contrast_averaged_over_its_footprint():
     assert _corr(mapped.reshape(48, 4, 48, 4).mean(axis=(1, 3)), coarse) > 0.95
 
 
+def test_a_moving_image_of_more_pixels_than_one_opencv_map_row_holds_is_fitted():
+    # cv2.remap takes maps of fewer than 32767 columns: a 192² map has 36864 pixels
+    height, channel = _terraces(3, (192, 192))
+    mapped, r = mapped_fixed(height, channel, np.eye(3), knots=12)
+    assert r > 0.88
+    assert _corr(mapped, channel) == pytest.approx(r, abs=0.02)
+
+
 def test_missing_pixels_stay_missing_and_the_inputs_are_untouched():
     height, channel = _terraces(5)
     height = height.copy()
