@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import EstimationError, library_errors
 from .geometry import apply_matrix
+from .score import masked_pearson
 
 __all__ = ["mapped_fixed"]
 
@@ -136,10 +137,6 @@ def mapped_fixed(fixed: np.ndarray, moving: np.ndarray, moving_to_fixed: np.ndar
         coef, *_ = np.linalg.lstsq(design, target, rcond=None)
     if not np.all(np.isfinite(coef)):
         raise EstimationError("The contrast fit is singular.")
-    contrast = sampled[ok] @ coef[: len(knot_values)]
-    predicted = contrast + centred @ coef[len(knot_values):]
-    spread = float(np.std(predicted) * np.std(target))
-    correlation = float(np.mean((predicted - predicted.mean()) * (target - target.mean())) / spread) if spread > 0 \
-        else float("nan")
+    correlation = masked_pearson(design @ coef, target)
     mapped = np.interp(np.where(fixed_valid, fixed, knot_values[0]), knot_values, coef[: len(knot_values)])
     return np.where(fixed_valid, mapped, np.nan).astype(np.float32), correlation

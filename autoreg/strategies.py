@@ -556,8 +556,10 @@ def refine_fit(ctx: Context, fit: Fit, model: str, richer: str | None = None) ->
                                         else f"a linear contrast explains the map with |r| {linear_r:.3f} only")
             # a move within its own predicted error (times ``disagreement_errors``) is no evidence of a better
             # pose: on synthetic terraces a right search pose was moved 2.7 px, predicted 2.6 px
-            if mapped is not None and mapped[2] > cfg.disagreement_errors * mapped[0].refinement_error_px:
-                return mapped[0]
+            if mapped is not None:
+                mapped_fit, _, moved_px = mapped
+                if moved_px > cfg.disagreement_errors * mapped_fit.refinement_error_px:
+                    return mapped_fit
         if not explained and diverged is not None:
             # the data put their optimum far from this fit, or have none near it, and no other pairing explains
             # the map there: whatever predicted its error (keypoint residuals) is contradicted, and the fit keeps
@@ -609,8 +611,10 @@ def refine_fit(ctx: Context, fit: Fit, model: str, richer: str | None = None) ->
         mapped = _mapped_refinement(ctx, fit, (fixed_small, moving_small), start, model, prior_scale,
                                     f"a linear contrast explains the map (|r| {abs(refined.correlation):.3f}) with a "
                                     f"predicted error of {predicted:.3g} px")
-        if mapped is not None and mapped[1] > refined.holdout_after and mapped[0].refinement_error_px < predicted:
-            return mapped[0]
+        if mapped is not None:
+            mapped_fit, held_out, _ = mapped
+            if held_out > refined.holdout_after and mapped_fit.refinement_error_px < predicted:
+                return mapped_fit
     # a slope or an edge map has no contrast polarity of its own
     inverted = bool(refined.gain < 0) if channel == "intensity" else False
     return dataclasses.replace(fit, model=model, moving_to_fixed=forward, fixed_to_moving=backward,
