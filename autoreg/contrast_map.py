@@ -29,10 +29,11 @@ _MAP_COLUMNS = 4096
 def _hat_images(fixed: np.ndarray, valid: np.ndarray, knots: np.ndarray) -> np.ndarray:
     """``φ_b(fixed)`` for each knot ``b``: the piecewise-linear hat functions on ``knots`` (a partition of unity
     over their range, constant beyond it), 0 where ``fixed`` is invalid; shape ``(len(knots), rows, cols)``."""
-    values = np.where(valid, fixed, knots[0])
+    # one interpolation: each value's fractional knot index t, and then hat b is max(0, 1 - |t - b|)
+    index = np.interp(np.where(valid, fixed, knots[0]), knots, np.arange(len(knots), dtype=np.float64))
     out = np.empty((len(knots), *fixed.shape), np.float32)
     for b in range(len(knots)):
-        out[b] = np.where(valid, np.interp(values, knots, np.eye(len(knots))[b]), 0.0)
+        out[b] = np.where(valid, np.maximum(0.0, 1.0 - np.abs(index - b)), 0.0)
     return out
 
 

@@ -419,6 +419,23 @@ def _consensus_of(fit: Fit, model: str) -> str:
     return fit.consensus_model or (fit.model if fit.source == "features" and model != fit.model else "")
 
 
+def _through_fitted_contrast(ctx: Context, small: tuple[Any, Any], pose: np.ndarray, model: str,
+                             prior_scale: float | None, **options: Any) -> tuple[Any, float]:
+    """The reduced copies refined from ``pose`` with the fixed one mapped through the contrast fitted to the map
+    there (:func:`autoreg.contrast_map.mapped_fixed`, ``refine_contrast_knots`` knots); ``options`` go to
+    :func:`autoreg.refine.refine_matrix`. Returns the refinement and the fitted contrast's correlation; raises
+    :class:`EstimationError` when either cannot be fitted (:class:`RefinementDiverged` included)."""
+    from .contrast_map import mapped_fixed
+    from .refine import refine_matrix
+
+    cfg = ctx.config
+    fixed_small, moving_small = small
+    term, contrast_r = mapped_fixed(fixed_small.data, moving_small.data, pose, knots=cfg.refine_contrast_knots)
+    refined = refine_matrix(term, moving_small.data, pose, model, prior_scale=prior_scale,
+                            max_iterations=cfg.refine_max_iterations, **options)
+    return refined, contrast_r
+
+
 def _mapped_refinement(ctx: Context, fit: Fit, small: tuple[Any, Any], start: np.ndarray, model: str,
                        prior_scale: float | None, why_not_linear: str) -> tuple[Fit, float, float] | None:
     """``fit`` refined by intensity through a contrast fitted to the map (:func:`autoreg.contrast_map.mapped_fixed`),
@@ -427,18 +444,12 @@ def _mapped_refinement(ctx: Context, fit: Fit, small: tuple[Any, Any], start: np
     None when no round was kept (or the contrast could not be fitted). Returns the fit, marked ``contrast_mapped``
     (its pose the refined one, its prediction the refinement's; the verdict is never ``ok``), the last round's
     held-out correlation and how far it moved ``fit`` (fixed px, mean over the grid)."""
-    from .contrast_map import mapped_fixed
-    from .refine import refine_matrix
-
     cfg = ctx.config
-    fixed_small, moving_small = small
     pose, kept, kept_r = start, None, float("nan")
     for _ in range(cfg.refine_contrast_rounds):
         try:
-            term, contrast_r = mapped_fixed(fixed_small.data, moving_small.data, pose,
-                                             knots=cfg.refine_contrast_knots)
-            refined = refine_matrix(term, moving_small.data, pose, model, prior_scale=prior_scale,
-                                    max_iterations=cfg.refine_max_iterations, require_improvement=True)
+            refined, contrast_r = _through_fitted_contrast(ctx, small, pose, model, prior_scale,
+                                                           require_improvement=True)
         except EstimationError:  # RefinementDiverged included: no optimum through this contrast near the pose
             break
         if not refined.improved:
@@ -458,27 +469,17 @@ def _mapped_refinement(ctx: Context, fit: Fit, small: tuple[Any, Any], start: np
 
 
 def _contrast_check(ctx: Context, small: tuple[Any, Any], linear: Any, model: str,
-                    prior_scale: float | None) -> tuple[float, Any] | None:
-    """Whether a contrast fitted to the map (:func:`autoreg.contrast_map.mapped_fixed`, at the linear refinement's
-    optimum ``linear``) explains the held-out pixels better than the linear contrast did, and where it puts the
-    pose: the held-out correlation and the forward transform (original px) of the half fit through it, or None
-    when it explains them no better (or cannot be fitted). A half fit only: a check, not a result (it costs about a
-    quarter of a mapped refinement)."""
-    from .contrast_map import mapped_fixed
-    from .refine import refine_matrix
-
-    fixed_small, moving_small = small
-    pose = np.asarray(linear.moving_to_fixed, float)
+                    prior_scale: float | None) -> Any | None:
+    """The half fit (:func:`autoreg.refine.refine_matrix`'s ``half_fit_only``) from the linear refinement
+    ``linear``'s optimum through a contrast fitted to the map there, when it explains the held-out pixels better
+    than the linear contrast did; None when it explains them no better (or cannot be fitted). A check, not a
+    result: it costs about a quarter of a mapped refinement."""
     try:
-        term, _ = mapped_fixed(fixed_small.data, moving_small.data, pose, knots=ctx.config.refine_contrast_knots)
-        half = refine_matrix(term, moving_small.data, pose, model, prior_scale=prior_scale,
-                             max_iterations=ctx.config.refine_max_iterations, half_fit_only=True)
+        half, _ = _through_fitted_contrast(ctx, small, np.asarray(linear.moving_to_fixed, float), model,
+                                           prior_scale, half_fit_only=True)
     except EstimationError:  # RefinementDiverged included: no optimum through that contrast near the pose
         return None
-    if not half.holdout_after > linear.holdout_after:
-        return None
-    matrix = fixed_small.to_original @ half.moving_to_fixed @ moving_small.from_original
-    return float(half.holdout_after), fit_through(model, matrix, ctx.moving.shape, ctx.expected_scale)[0]
+    return half if half.holdout_after > linear.holdout_after else None
 
 
 def refine_fit(ctx: Context, fit: Fit, model: str, richer: str | None = None) -> Fit:
@@ -638,10 +639,10 @@ def refine_fit(ctx: Context, fit: Fit, model: str, richer: str | None = None) ->
         # moved it 2.24 px, to 0.97 px off), and the move bounds its error
         check = _contrast_check(ctx, (fixed_small, moving_small), refined, model, prior_scale)
         if check is not None:
-            held_out, check_forward = check
+            check_forward = _in_fixed_px(ctx, fit, (fixed_small, moving_small), check, model)[0]
             apart = mean_grid_distance(forward, check_forward, ctx.moving.shape)
             note += (f"; a contrast fitted to the map explains the held-out pixels better ({refined.holdout_after:.3f}"
-                     f" -> {held_out:.3f}) and moves the pose {apart:.3g} px")
+                     f" -> {check.holdout_after:.3f}) and moves the pose {apart:.3g} px")
             if apart > predicted:
                 predicted = apart
                 note += ", which bounds the error"
