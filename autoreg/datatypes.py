@@ -193,6 +193,9 @@ class Fit:
     candidates : tuple of ndarray
         For search fits, the sweep's best separated poses (moving px → fixed px, 3×3 each), best first; empty
         otherwise.
+    other_candidates : tuple of (str, ndarray)
+        For search fits, the best pose of each other pairing the sweep ran (its name and its matrix, moving px →
+        fixed px), the pairing with the larger z-score first; empty otherwise.
     contrast_mapped : bool
         The intensity refinement ran through a contrast fitted to the map (:mod:`autoreg.contrast_map`), as no
         linear contrast explained it: the pose is the refined one, its error prediction is not calibrated for ``ok``.
@@ -219,6 +222,7 @@ class Fit:
     matched_channel: str = "intensity"
     consensus_model: str = ""
     candidates: tuple[np.ndarray, ...] = ()
+    other_candidates: tuple[tuple[str, np.ndarray], ...] = ()
     contest_gap: float = float("nan")
     contrast_mapped: bool = False
 

@@ -64,8 +64,9 @@ def mapped_fit(fit: Fit, given_to_copy: np.ndarray, polynomial_order: int, note:
         backward = fit_transform(fit.model, matches.fixed_xy[inl], matches.moving_xy[inl],
                                  polynomial_order=polynomial_order)
     return dataclasses.replace(fit, moving_to_fixed=forward, fixed_to_moving=backward, matches=matches,
-                               candidates=tuple(np.asarray(c, float) @ given_to_copy for c in fit.candidates)
-                               ).with_note(note)
+                               candidates=tuple(np.asarray(c, float) @ given_to_copy for c in fit.candidates),
+                               other_candidates=tuple((pairing, np.asarray(c, float) @ given_to_copy)
+                                                      for pairing, c in fit.other_candidates)).with_note(note)
 
 
 def pixel_aspect(fixed: Calibration, moving: Calibration) -> float | None:

@@ -142,6 +142,11 @@ class SearchResult:
         Angles of the coarse sweep (per scale).
     candidates : tuple of SearchCandidate
         The best separated poses of the sweep (winning channel first), best first.
+    others : tuple of SearchCandidate
+        The best pose of each other pairing the sweep ran, the pairing with the larger z-score first: where the
+        winner's peak does not stand out, the right pose may be another pairing's best (a clock photo against its
+        inverted copy, at the search's 48 px: the gradient magnitudes' best pose 1 px from the truth, the winning
+        derivative pairing's 120-160 px off).
     """
 
     moving_to_fixed: np.ndarray
@@ -159,6 +164,7 @@ class SearchResult:
     working_pixel: float
     n_angles: int
     candidates: tuple[SearchCandidate, ...] = field(default_factory=tuple)
+    others: tuple[SearchCandidate, ...] = field(default_factory=tuple)
 
 
 # --------------------------------------------------------------------------------------------- preparation
@@ -1335,13 +1341,16 @@ def search_similarity(
         raise EstimationError("No pose of the sweep has a defined NCC; the images have no usable contrast.")
     level, pose = _refine_best(coarse, sweep, ch, fixed_data, moving_data, pixels, scale, scale_range > 1, opts)
     candidates = tuple(_candidate(coarse, p) for p in sweep.poses[ch][: opts.n_candidates])
+    z_of = {c: _significance(sweep, c)[2] for c in range(len(CHANNELS)) if c != ch and sweep.poses[c]}
+    others = tuple(_candidate(coarse, sweep.poses[c][0])
+                   for c in sorted(z_of, key=lambda c: -z_of[c] if np.isfinite(z_of[c]) else np.inf))
     return SearchResult(
         moving_to_fixed=_pose_matrix(level, pose.angle, pose.scale, np.array(pose.centre_xy)),
         score=pose.value, z_score=z, second_score=second, peak_ratio=ratio, peak_gap=best - second,
         gap_z_score=gap_z, angle_deg=math.degrees(pose.angle) % 360.0, scale=pose.scale,
         inverted=_inverted(pose),
         channel=CHANNELS[ch], overlap_fraction=pose.overlap, working_pixel=pixels[0], n_angles=sweep.n_angles,
-        candidates=candidates)
+        candidates=candidates, others=others)
 
 
 def _nothing_to_compare(opts: _Options) -> EstimationError:

@@ -292,6 +292,8 @@ def search_fit(ctx: Context, model: str, views: tuple[Any, Any],
                inverted=found.inverted, channel=found.channel,
                candidates=tuple(fixed_small.to_original @ c.moving_to_fixed @ moving_small.from_original
                                 for c in found.candidates),
+               other_candidates=tuple((c.channel, fixed_small.to_original @ c.moving_to_fixed @
+                                       moving_small.from_original) for c in found.others),
                matched_channel=found.channel if found.channel in CROSS_CHANNELS else "intensity")
 
 
