@@ -255,7 +255,8 @@ class RegistrationConfig:
         When the search's peak does not stand out, this many of its best separated poses are refined (a similarity
         each, fitted on half the pixels) and compared on the other half (:func:`autoreg.contest.contest`). Four: on
         the calibration split the right pose of a 30-60 % overlap was the sweep's fourth best (86 px from its
-        best), and each pose costs a half refinement.
+        best), and each pose costs a half refinement. The best pose of each other pairing the sweep ran is refined
+        with them (up to three more half refinements).
     contest_max_side : int
         The contest refines its poses with the coarser image area-reduced to at most this many pixels a side (the
         refinement's ``refine_max_side`` is 128): it only tells poses apart, and the winner is refined at full size

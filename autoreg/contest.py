@@ -5,8 +5,11 @@ The search's sweep compares poses on coarse samples (a 48 px map, a rotation ste
 pose and a wrong one can correlate alike: smooth content correlates broadly, and a gradient magnitude is much the
 same everywhere. At full resolution, with each pose refined to its own optimum and judged on pixels the refinement
 did not fit, a true pose explains the map far better than a wrong one can. :func:`contest` refines the search's
-``contest_poses`` best separated poses (a similarity each, from its sweep sample, fitted on half the pixels) and
-measures each optimum by its correlation on the other half, as a Fisher z scaled by the square root of the pixels
+``contest_poses`` best separated poses, and the best pose of each other pairing the sweep ran (a similarity each,
+from its sweep sample, fitted on half the pixels; the winning pairing is only the one whose peak has the largest
+z-score, which says little where no peak stands out: on the calibration split a clock photo against its inverted
+copy, an intensity pairing, was won by the derivative pairing, 30-240 px off, while the gradient magnitudes' best
+pose was 4 px from the truth), and measures each optimum by its correlation on the other half, as a Fisher z scaled by the square root of the pixels
 it covers (the search ranks its poses the same way); the evidence is how far the best stands above the best optimum
 elsewhere (``contest_gap``).
 """
@@ -22,7 +25,7 @@ from .datatypes import Fit
 from .errors import EstimationError
 from .evidence import tolerance_px
 from .geometry import apply_matrix, mean_grid_distance
-from .search import fixed_term
+from .search import CROSS_CHANNELS, fixed_term
 from .strategies import Context, fit_through, refine_inputs
 
 __all__ = ["contest", "contest_score"]
@@ -51,7 +54,13 @@ def contest_score(holdout_r: float, n_valid: int, n_most: int) -> float:
 
 
 def contest(ctx: Context, fit: Fit) -> Fit:
-    """Refine the search's separated poses (``fit.candidates``) and keep the one that stands out, if one does.
+    """Refine the search's separated poses (``fit.candidates``) and each other pairing's best pose
+    (``fit.other_candidates``), and keep the one that stands out, if one does.
+
+    A pose of a pairing that compares like with like (``intensity``, ``gradient``) is refined on the intensities, one
+    of a cross-modal pairing on its own fixed term (:func:`autoreg.search.fixed_term`); the winner keeps its pairing
+    (``channel``, ``matched_channel``). Where another pairing's best pose does not win, it is one more optimum
+    elsewhere for the winner to stand above: the test is no easier for it.
 
     Parameters
     ----------
@@ -70,31 +79,35 @@ def contest(ctx: Context, fit: Fit) -> Fit:
     from .refine import refine_matrix
 
     cfg = ctx.config
-    poses = fit.candidates[: cfg.contest_poses]
+    # the winning pairing's best separated poses, then each other pairing's best, each refined on its own term
+    winners = [(fit.channel, fit.matched_channel, matrix) for matrix in fit.candidates[: cfg.contest_poses]]
+    poses = winners + [(pairing, pairing if pairing in CROSS_CHANNELS else "intensity", matrix)
+                       for pairing, matrix in fit.other_candidates]
     if len(poses) < 2:
         return fit.with_note("no contest (fewer than two separated poses)")
     # a coarser grid than the refinement's: poses two tolerances apart differ there as clearly, at a third the cost
     fixed_small, moving_small = refine_inputs(dataclasses.replace(
         ctx, config=cfg.with_(refine_max_side=min(cfg.refine_max_side, cfg.contest_max_side))))
-    optima = []  # (half fit, moving → fixed matrix in original pixels)
-    for matrix in poses:
+    optima = []  # (half fit, moving → fixed matrix in original pixels, its pairing, the term it was refined on)
+    for pairing, channel, matrix in poses:
         if ctx.deadline is not None:
             ctx.deadline.check("the search's contest")
         start = fixed_small.from_original @ np.asarray(matrix, float) @ moving_small.to_original
         # a derivative's direction is the moving x axis at the start (as in refine_fit)
-        term = fixed_term(fixed_small.data, fit.matched_channel, start[:2, 0])
+        term = fixed_term(fixed_small.data, channel, start[:2, 0])
         try:
             refined = refine_matrix(term, moving_small.data, start, _CONTEST_MODEL,
                                     max_iterations=cfg.refine_max_iterations, half_fit_only=True)
         except EstimationError:  # RefinementDiverged included: no optimum near this pose
             continue
-        optima.append((refined, fixed_small.to_original @ refined.moving_to_fixed @ moving_small.from_original))
+        optima.append((refined, fixed_small.to_original @ refined.moving_to_fixed @ moving_small.from_original,
+                       pairing, channel))
     if not optima:
         return dataclasses.replace(fit, contest_gap=math.nan).with_note("contest: no pose refined")
-    n_most = max(r.n_valid for r, _ in optima)
-    scores = [contest_score(r.holdout_after, r.n_valid, n_most) for r, _ in optima]
+    n_most = max(r.n_valid for r, *_ in optima)
+    scores = [contest_score(r.holdout_after, r.n_valid, n_most) for r, *_ in optima]
     order = np.argsort(scores)[::-1]
-    best, best_matrix = optima[order[0]]
+    best, best_matrix, best_pairing, best_channel = optima[order[0]]
     separation = cfg.shift_exclusion_tolerances * tolerance_px(cfg, ctx.expected_scale)
 
     def apart(matrix: np.ndarray) -> float:  # the optima are similarity matrices already: compared as they are
@@ -102,7 +115,9 @@ def contest(ctx: Context, fit: Fit) -> Fit:
                                   ctx.moving.shape)
 
     elsewhere = [scores[i] for i in order[1:] if apart(optima[i][1]) > separation]
-    said = f"contest of {len(poses)} separated poses ({len(optima)} refined as {_CONTEST_MODEL})"
+    n_others = len(poses) - len(winners)
+    said = (f"contest of {len(winners)} separated poses" + (f" and {n_others} other pairings' best" if n_others else "")
+            + f" ({len(optima)} refined as {_CONTEST_MODEL})")
     if not elsewhere:
         return dataclasses.replace(fit, contest_gap=math.nan).with_note(f"{said}: no optimum elsewhere to compare")
     gap = scores[order[0]] - max(elsewhere)
@@ -117,7 +132,9 @@ def contest(ctx: Context, fit: Fit) -> Fit:
         return dataclasses.replace(fit, contest_gap=gap).with_note(f"{said} (needs > {cfg.min_contest_gap:g})")
     forward, backward = fit_through(_CONTEST_MODEL, best_matrix, ctx.moving.shape, ctx.expected_scale)
     moved = mean_grid_distance(fit.to_fixed, forward, ctx.moving.shape)
-    inverted = bool(best.gain < 0) if fit.matched_channel == "intensity" else False  # a slope has no polarity
+    inverted = bool(best.gain < 0) if best_channel == "intensity" else False  # a slope has no polarity
     taken = dataclasses.replace(fit, model=_CONTEST_MODEL, moving_to_fixed=forward, fixed_to_moving=backward,
-                                contest_gap=gap, inverted=inverted)
-    return taken.with_note(f"{said}; taken ({moved:.3g} px from the sweep's best)")
+                                contest_gap=gap, inverted=inverted, channel=best_pairing,
+                                matched_channel=best_channel)
+    found_on = "" if best_pairing == fit.channel else f", the {best_pairing} pairing's best pose"
+    return taken.with_note(f"{said}; taken ({moved:.3g} px from the sweep's best{found_on})")
