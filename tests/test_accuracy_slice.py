@@ -112,6 +112,21 @@ def test_a_search_whose_peak_does_not_stand_out_is_decided_by_the_contest_of_its
     assert row["correct"], (row["error_px"], row["tolerance_px"])
 
 
+def test_a_contest_takes_another_pairings_best_pose_when_the_winning_pairing_has_none_right():
+    """A clock photo against its inverted copy at the same pixel size (calibration ``cross_modal`` 5): the sweep's
+    winning pairing, the derivative, has no pose near the truth (30-240 px off) and no peak stands out; the gradient
+    magnitudes' best pose, refined on the intensities, explains the held-out pixels far better than every other,
+    so the pair is solved, offered as ``low_confidence`` (``weak_evidence``). It failed when only the winning
+    pairing's poses were contested."""
+    row = _row("cross_modal", 5)
+    assert row["kind"] == "inverted" and row["crashed"] is None, row["crashed"]
+    result = row["result"]
+    assert "the gradient pairing's best pose" in result["why_model"], result["why_model"]
+    assert result["contest_gap"] > 1.2, result["why_model"]
+    assert row["verdict"] == "low_confidence" and row["reasons"][0].startswith("weak_evidence:"), row["reasons"]
+    assert row["correct"], (row["error_px"], row["tolerance_px"])
+
+
 def test_a_contest_on_a_neighbouring_area_finds_no_pose_that_stands_out():
     """A neighbouring area of the same sample (calibration ``near_neighbour`` 2, a negative): its search's refined
     poses explain the map about equally (a contest gap near 0.1), which is no evidence, and the pair fails."""

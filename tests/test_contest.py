@@ -92,3 +92,42 @@ def test_the_contest_stops_when_the_time_budget_is_spent():
     ctx = dataclasses.replace(_context(pair.fixed, pair.moving.astype(np.float32)), deadline=Deadline(1e-9))
     with pytest.raises(TimeBudgetExceeded):
         contest(ctx, _search_fit([truth, truth @ _turned(40, 20, -15, (48, 48))]))
+
+
+def test_another_pairings_best_pose_is_refined_and_wins_when_it_stands_out():
+    """The winning pairing's separated poses are all wrong; the gradient pairing's best pose, 1.3 px from the truth,
+    is refined on the intensities too, explains the map far better than any of them, and the fit moves to it with
+    that pairing's name (the sweep's winner is only the pairing with the largest z-score)."""
+    pair = _terrain_pair()
+    truth = np.asarray(pair.moving_to_fixed, float)
+    shape = pair.moving.shape
+    centre = (shape[1] / 2, shape[0] / 2)
+    wrong = [truth @ _turned(angle, dx, dy, centre) for angle, dx, dy in ((40, 20, -15), (-70, -25, 10))]
+    near_truth = np.array([[1, 0, 1.0], [0, 1, -0.8], [0, 0, 1.0]]) @ truth
+    ctx = _context(pair.fixed, pair.moving.astype(np.float32))
+    searched = dataclasses.replace(_search_fit(wrong), channel="derivative", matched_channel="derivative",
+                                   other_candidates=(("gradient", near_truth),))
+    fit = contest(ctx, searched)
+    assert "contest of 2 separated poses and 1 other pairings' best" in fit.why, fit.why
+    assert fit.contest_gap > ctx.config.min_contest_gap, fit.why
+    assert "the gradient pairing's best pose" in fit.why, fit.why
+    assert (fit.channel, fit.matched_channel) == ("gradient", "intensity")
+    assert _error(fit, truth, shape) <= 0.1, fit.why
+
+
+def test_another_pairings_wrong_pose_is_one_more_competitor():
+    """The true pose is the winning pairing's best; another pairing's best pose is wrong and does not win, and the
+    winner's gap is measured against it too (never larger than without it)."""
+    pair = _terrain_pair()
+    truth = np.asarray(pair.moving_to_fixed, float)
+    shape = pair.moving.shape
+    centre = (shape[1] / 2, shape[0] / 2)
+    near_truth = np.array([[1, 0, 1.0], [0, 1, -0.8], [0, 0, 1.0]]) @ truth
+    wrong = [truth @ _turned(angle, dx, dy, centre) for angle, dx, dy in ((40, 20, -15), (-70, -25, 10))]
+    ctx = _context(pair.fixed, pair.moving.astype(np.float32))
+    alone = contest(ctx, _search_fit([near_truth, wrong[0]]))
+    with_other = contest(ctx, dataclasses.replace(_search_fit([near_truth, wrong[0]]),
+                                                  other_candidates=(("gradient", wrong[1]),)))
+    assert with_other.channel == "intensity" and "pairing's best pose" not in with_other.why, with_other.why
+    assert with_other.contest_gap <= alone.contest_gap + 1e-9
+    assert _error(with_other, truth, shape) <= 0.1, with_other.why
