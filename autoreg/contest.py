@@ -5,13 +5,15 @@ The search's sweep compares poses on coarse samples (a 48 px map, a rotation ste
 pose and a wrong one can correlate alike: smooth content correlates broadly, and a gradient magnitude is much the
 same everywhere. At full resolution, with each pose refined to its own optimum and judged on pixels the refinement
 did not fit, a true pose explains the map far better than a wrong one can. :func:`contest` refines the search's
-``contest_poses`` best separated poses, and the best pose of each other pairing the sweep ran (a similarity each,
-from its sweep sample, fitted on half the pixels; the winning pairing is only the one whose peak has the largest
-z-score, which says little where no peak stands out: on the calibration split a clock photo against its inverted
-copy, an intensity pairing, was won by the derivative pairing, 30-240 px off, while the gradient magnitudes' best
-pose was 4 px from the truth), and measures each optimum by its correlation on the other half, as a Fisher z scaled by the square root of the pixels
-it covers (the search ranks its poses the same way); the evidence is how far the best stands above the best optimum
-elsewhere (``contest_gap``).
+``contest_poses`` best separated poses and the best pose of each other pairing the sweep ran (a similarity each,
+from its sweep sample, fitted on half the pixels), and measures each optimum by its correlation on the other half,
+as a Fisher z scaled by the square root of the pixels it covers (the search ranks its poses the same way); the
+evidence is how far the best stands above the best optimum elsewhere (``contest_gap``).
+
+The other pairings' poses are there because the winning pairing is only the one whose peak has the largest z-score,
+which says little where no peak stands out: on the calibration split, a clock photo against its inverted copy was
+won by the derivative pairing, its best poses 30-240 px off, while the gradient magnitudes' best pose was 4 px from
+the truth.
 """
 
 from __future__ import annotations

@@ -144,9 +144,9 @@ class SearchResult:
         The best separated poses of the sweep (winning channel first), best first.
     others : tuple of SearchCandidate
         The best pose of each other pairing the sweep ran, the pairing with the larger z-score first: where the
-        winner's peak does not stand out, the right pose may be another pairing's best (a clock photo against its
-        inverted copy, at the search's 48 px: the gradient magnitudes' best pose 1 px from the truth, the winning
-        derivative pairing's 120-160 px off).
+        winner's peak does not stand out, the right pose may be another pairing's best (on the calibration split, a
+        crop of a clock photo at its pixel size: the gradient magnitudes' best pose 1 px from the truth, the five
+        best of the winning derivative pairing 120-160 px off).
     """
 
     moving_to_fixed: np.ndarray
