@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from .datatypes import Fit
 from .errors import EstimationError
 from .evidence import tolerance_px
 from .geometry import apply_matrix, mean_grid_distance
-from .search import CROSS_CHANNELS, fixed_term
+from .search import fixed_term, refined_on
 from .strategies import Context, fit_through, refine_inputs
 
 __all__ = ["contest", "contest_score"]
@@ -37,6 +38,16 @@ _MAX_R = 0.9999
 
 #: The model each pose is refined as: the search's own (a similarity), so that no pose wins on extra freedom.
 _CONTEST_MODEL = "similarity"
+
+
+class _Optimum(NamedTuple):
+    """One contested pose refined: the half fit, its moving → fixed matrix in original pixels, the pairing the pose
+    was found on and the fixed term it was refined on (:func:`autoreg.search.refined_on`)."""
+
+    refined: Any
+    matrix: np.ndarray
+    pairing: str
+    compared: str
 
 
 def contest_score(holdout_r: float, n_valid: int, n_most: int) -> float:
@@ -83,40 +94,40 @@ def contest(ctx: Context, fit: Fit) -> Fit:
     cfg = ctx.config
     # the winning pairing's best separated poses, then each other pairing's best, each refined on its own term
     winners = [(fit.channel, fit.matched_channel, matrix) for matrix in fit.candidates[: cfg.contest_poses]]
-    poses = winners + [(pairing, pairing if pairing in CROSS_CHANNELS else "intensity", matrix)
-                       for pairing, matrix in fit.other_candidates]
+    poses = winners + [(pairing, refined_on(pairing), matrix) for pairing, matrix in fit.other_candidates]
     if len(poses) < 2:
         return fit.with_note("no contest (fewer than two separated poses)")
     # a coarser grid than the refinement's: poses two tolerances apart differ there as clearly, at a third the cost
     fixed_small, moving_small = refine_inputs(dataclasses.replace(
         ctx, config=cfg.with_(refine_max_side=min(cfg.refine_max_side, cfg.contest_max_side))))
-    optima = []  # (half fit, moving → fixed matrix in original pixels, its pairing, the term it was refined on)
-    for pairing, channel, matrix in poses:
+    optima: list[_Optimum] = []
+    for pairing, compared, matrix in poses:
         if ctx.deadline is not None:
             ctx.deadline.check("the search's contest")
         start = fixed_small.from_original @ np.asarray(matrix, float) @ moving_small.to_original
         # a derivative's direction is the moving x axis at the start (as in refine_fit)
-        term = fixed_term(fixed_small.data, channel, start[:2, 0])
+        term = fixed_term(fixed_small.data, compared, start[:2, 0])
         try:
             refined = refine_matrix(term, moving_small.data, start, _CONTEST_MODEL,
                                     max_iterations=cfg.refine_max_iterations, half_fit_only=True)
         except EstimationError:  # RefinementDiverged included: no optimum near this pose
             continue
-        optima.append((refined, fixed_small.to_original @ refined.moving_to_fixed @ moving_small.from_original,
-                       pairing, channel))
+        optima.append(_Optimum(refined, fixed_small.to_original @ refined.moving_to_fixed @ moving_small.from_original,
+                               pairing, compared))
     if not optima:
         return dataclasses.replace(fit, contest_gap=math.nan).with_note("contest: no pose refined")
-    n_most = max(r.n_valid for r, *_ in optima)
-    scores = [contest_score(r.holdout_after, r.n_valid, n_most) for r, *_ in optima]
+    n_most = max(o.refined.n_valid for o in optima)
+    scores = [contest_score(o.refined.holdout_after, o.refined.n_valid, n_most) for o in optima]
     order = np.argsort(scores)[::-1]
-    best, best_matrix, best_pairing, best_channel = optima[order[0]]
+    winner = optima[order[0]]
+    best, best_matrix = winner.refined, winner.matrix
     separation = cfg.shift_exclusion_tolerances * tolerance_px(cfg, ctx.expected_scale)
 
     def apart(matrix: np.ndarray) -> float:  # the optima are similarity matrices already: compared as they are
         return mean_grid_distance(lambda g: apply_matrix(best_matrix, g), lambda g: apply_matrix(matrix, g),
                                   ctx.moving.shape)
 
-    elsewhere = [scores[i] for i in order[1:] if apart(optima[i][1]) > separation]
+    elsewhere = [scores[i] for i in order[1:] if apart(optima[i].matrix) > separation]
     n_others = len(poses) - len(winners)
     said = (f"contest of {len(winners)} separated poses" + (f" and {n_others} other pairings' best" if n_others else "")
             + f" ({len(optima)} refined as {_CONTEST_MODEL})")
@@ -134,9 +145,9 @@ def contest(ctx: Context, fit: Fit) -> Fit:
         return dataclasses.replace(fit, contest_gap=gap).with_note(f"{said} (needs > {cfg.min_contest_gap:g})")
     forward, backward = fit_through(_CONTEST_MODEL, best_matrix, ctx.moving.shape, ctx.expected_scale)
     moved = mean_grid_distance(fit.to_fixed, forward, ctx.moving.shape)
-    inverted = bool(best.gain < 0) if best_channel == "intensity" else False  # a slope has no polarity
+    inverted = bool(best.gain < 0) if winner.compared == "intensity" else False  # a slope has no polarity
     taken = dataclasses.replace(fit, model=_CONTEST_MODEL, moving_to_fixed=forward, fixed_to_moving=backward,
-                                contest_gap=gap, inverted=inverted, channel=best_pairing,
-                                matched_channel=best_channel)
-    found_on = "" if best_pairing == fit.channel else f", the {best_pairing} pairing's best pose"
+                                contest_gap=gap, inverted=inverted, channel=winner.pairing,
+                                matched_channel=winner.compared)
+    found_on = "" if winner.pairing == fit.channel else f", the {winner.pairing} pairing's best pose"
     return taken.with_note(f"{said}; taken ({moved:.3g} px from the sweep's best{found_on})")

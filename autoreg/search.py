@@ -49,7 +49,8 @@ import numpy as np
 from .budget import Deadline
 from .errors import EstimationError, InputError
 
-__all__ = ["CHANNELS", "CROSS_CHANNELS", "SearchCandidate", "SearchResult", "fixed_term", "search_similarity"]
+__all__ = ["CHANNELS", "CROSS_CHANNELS", "SearchCandidate", "SearchResult", "fixed_term", "refined_on",
+           "search_similarity"]
 
 #: Channels of the NCC, each a pair (fixed term, moving term); see :func:`_masked_ncc`.
 CHANNELS = ("intensity", "gradient", "edges", "derivative")
@@ -260,6 +261,13 @@ def _channels(image: np.ndarray, mask: np.ndarray, *, derivatives: bool = False)
         rms = float(np.sqrt(np.mean(np.square(gradient[shared], dtype=np.float64)) / 2))
         out += [np.where(shared, d / (rms if rms > 0 else 1.0), 0.0).astype(np.float32) for d in (gx, gy)]
     return np.stack(out), shared
+
+
+def refined_on(pairing: str) -> str:
+    """What an intensity refinement of a pose found on ``pairing`` compares the moving image with: a cross-modal
+    pairing's own fixed term (:data:`CROSS_CHANNELS`), else the fixed intensities (a gradient magnitude's pose is
+    refined on the intensities it was computed from)."""
+    return pairing if pairing in CROSS_CHANNELS else "intensity"
 
 
 def fixed_term(fixed: np.ndarray, channel: str, moving_x_xy: np.ndarray | None = None) -> np.ndarray:
@@ -1084,10 +1092,15 @@ def _pruned(terms: _Shared, channels: tuple[int, ...]) -> _Shared:
                    fixed={f: terms.fixed[f] for f in fixed if f in terms.fixed})
 
 
+def _by_z_score(sweep: _Sweep) -> list[int]:
+    """Every channel, the one whose sweep maximum has the largest z-score first (undefined ones last, in order)."""
+    z = [_significance(sweep, ch)[2] for ch in range(len(CHANNELS))]
+    return sorted(range(len(CHANNELS)), key=lambda ch: -z[ch] if np.isfinite(z[ch]) else np.inf)
+
+
 def _winner(sweep: _Sweep) -> int:
     """The channel whose sweep maximum has the largest z-score (0 when none is defined)."""
-    z = [_significance(sweep, ch)[2] for ch in range(len(CHANNELS))]
-    return int(np.argmax([v if np.isfinite(v) else -np.inf for v in z]))
+    return _by_z_score(sweep)[0]
 
 
 def _first_pass_decides(sweep: _Sweep, min_gap: float, min_ratio: float, same_contrast: float) -> bool:
@@ -1341,9 +1354,7 @@ def search_similarity(
         raise EstimationError("No pose of the sweep has a defined NCC; the images have no usable contrast.")
     level, pose = _refine_best(coarse, sweep, ch, fixed_data, moving_data, pixels, scale, scale_range > 1, opts)
     candidates = tuple(_candidate(coarse, p) for p in sweep.poses[ch][: opts.n_candidates])
-    z_of = {c: _significance(sweep, c)[2] for c in range(len(CHANNELS)) if c != ch and sweep.poses[c]}
-    others = tuple(_candidate(coarse, sweep.poses[c][0])
-                   for c in sorted(z_of, key=lambda c: -z_of[c] if np.isfinite(z_of[c]) else np.inf))
+    others = tuple(_candidate(coarse, sweep.poses[c][0]) for c in _by_z_score(sweep) if c != ch and sweep.poses[c])
     return SearchResult(
         moving_to_fixed=_pose_matrix(level, pose.angle, pose.scale, np.array(pose.centre_xy)),
         score=pose.value, z_score=z, second_score=second, peak_ratio=ratio, peak_gap=best - second,

@@ -23,7 +23,7 @@ from .config import RegistrationConfig
 from .datatypes import Fit, Image, Matches
 from .errors import AutoregError, EstimationError
 from .geometry import apply_matrix, grid_xy, mean_grid_distance
-from .search import CROSS_CHANNELS, fixed_term
+from .search import CROSS_CHANNELS, fixed_term, refined_on
 from .vocabulary import GLOBAL_MODELS
 
 __all__ = [
@@ -294,7 +294,7 @@ def search_fit(ctx: Context, model: str, views: tuple[Any, Any],
                                 for c in found.candidates),
                other_candidates=tuple((c.channel, fixed_small.to_original @ c.moving_to_fixed @
                                        moving_small.from_original) for c in found.others),
-               matched_channel=found.channel if found.channel in CROSS_CHANNELS else "intensity")
+               matched_channel=refined_on(found.channel))
 
 
 def refine_inputs(ctx: Context) -> tuple[Any, Any]:
