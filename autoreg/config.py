@@ -325,10 +325,12 @@ class RegistrationConfig:
         an edge-like moving channel, and ``derivative`` (fixed slope along the moving image's fast scan axis vs
         moving intensity) for error signals such as AFM deflection. The last two run in a second pass, only when
         the first two give no peak that passes ``min_peak_gap`` and ``min_peak_ratio`` with the same contrast
-        (the intensity pairing's own peak, or one where the intensities correlate with |r| at least
-        ``search_same_contrast``); such a pass's result is kept as it is, so they cost nothing on pairs of one
-        kind: the 40×40 map on a 1024² scan costs 0.6× as much as with them in one pass
-        (``tests/bench/bench_search.py``).
+        (the intensity pairing's own peak, where the intensities correlate with |r| at least
+        ``search_intensity_same_contrast``, or one where they correlate with |r| at least
+        ``search_same_contrast``), so they cost nothing on pairs of one kind: the 40×40 map on a 1024² scan costs
+        0.6× as much as with them in one pass (``tests/bench/bench_search.py``). After an intensity peak that
+        stood out, the second pass's winner replaces it only when it stands out further
+        (:func:`autoreg.search.search_similarity`).
     search_same_contrast : float
         |r| of the intensities at a gradient-magnitude peak that stands out, from which the contrast counts as the
         same and the search skips its cross-modal pass (above). On the calibration and lattice splits, of the
@@ -337,6 +339,15 @@ class RegistrationConfig:
         less; 12 read 0.51-0.80 and kept the first pass's answer anyway (same-resolution pairs, partial overlaps,
         crops), and 2 more (0.64, 0.67) ended on a cross-modal peak that did not stand out (the search failed); all
         14 now skip the pass. 0.5 leaves a margin over 0.39 (the lowest of the 14 read 0.51).
+    search_intensity_same_contrast : float
+        |r| at the intensity pairing's own peak, when it stands out, from which the contrast counts as the same
+        and the search skips its cross-modal pass. A deflection map's intensities match the topography's a few
+        pixels beside the truth: on the calibration split's cross-modal cases 28-299, seven such peaks stood out
+        at |r| 0.42-0.64, decided the search (any standing intensity peak did) and ended 3-6 px off as wrong
+        ``low_confidence`` results; swept too, the derivative pairing stood out further at the truth (gaps
+        0.23-0.61 against 0.12-0.22). 0.8 is the |r| from which the refinement takes a linear contrast to explain
+        a map (``min_refined_correlation``). Below it the second pass runs, and a standing intensity peak is
+        replaced only by one that stands out further (lattices with scan artefacts, 0.71, keep theirs).
     refine : bool
         Refine every global fit by intensity at the coarser image's resolution (:mod:`autoreg.refine`), kept
         only when it raises the correlation on held-out pixels.
@@ -499,6 +510,7 @@ class RegistrationConfig:
     search_min_overlap: float = 0.3
     search_channels: tuple[str, ...] = ("intensity", "gradient", "edges", "derivative")
     search_same_contrast: float = 0.5
+    search_intensity_same_contrast: float = 0.8
     refine: bool = True
     refine_max_iterations: int = 15
     refine_pairing_min_holdout: float = 0.7

@@ -1103,19 +1103,46 @@ def _winner(sweep: _Sweep) -> int:
     return _by_z_score(sweep)[0]
 
 
-def _first_pass_decides(sweep: _Sweep, min_gap: float, min_ratio: float, same_contrast: float) -> bool:
-    """The contrast is the same and a first-pass peak stands out (exceeds its best separated peak by more than
-    ``min_gap`` and ``min_ratio``: the verdict's test of a search match, :class:`~autoreg.config.RegistrationConfig`):
-    the intensity pairing's own peak stands out, or the winner's does and the intensities correlate there with
-    |r| >= ``same_contrast``."""
-    def stands_out(ch: int) -> bool:
-        best, second, _, ratio, _ = _significance(sweep, ch)
-        return bool(best - second > min_gap and ratio > min_ratio)
+def _stands_out(sweep: _Sweep, ch: int, min_gap: float, min_ratio: float) -> bool:
+    """The pairing's sweep maximum exceeds its best separated peak by more than ``min_gap`` and ``min_ratio`` (the
+    verdict's test of a search match, :class:`~autoreg.config.RegistrationConfig`)."""
+    best, second, _, ratio, _ = _significance(sweep, ch)
+    return bool(best - second > min_gap and ratio > min_ratio)
 
-    if stands_out(CHANNELS.index("intensity")):
+
+def _first_pass_decides(sweep: _Sweep, min_gap: float, min_ratio: float, same_contrast: float,
+                        intensity_same_contrast: float) -> bool:
+    """A first-pass peak stands out (:func:`_stands_out`) where the contrast is the same: the intensity pairing's
+    own peak, where the intensities correlate with |r| >= ``intensity_same_contrast``, or the winner's (the
+    gradient magnitudes'), where they correlate with |r| >= ``same_contrast``."""
+    intensity = CHANNELS.index("intensity")
+    if _stands_out(sweep, intensity, min_gap, min_ratio) and abs(
+            sweep.poses[intensity][0].intensity_ncc) >= intensity_same_contrast:
         return True
     ch = _winner(sweep)
-    return stands_out(ch) and abs(sweep.poses[ch][0].intensity_ncc) >= same_contrast
+    return (ch != intensity and _stands_out(sweep, ch, min_gap, min_ratio)
+            and abs(sweep.poses[ch][0].intensity_ncc) >= same_contrast)
+
+
+def _with_second_pass(first: _Sweep, second: _Sweep, min_gap: float, min_ratio: float) -> _Sweep:
+    """The two passes' sweeps as one, unless the first pass's intensity peak stood out and the winner of every
+    pairing (the larger z-score) does not stand out further (a larger gap to its best separated peak): the first
+    pass is then kept as it is. A z-score alone does not overturn a standing intensity peak: on a lattice the
+    derivative's maximum can have the larger z-score a period off."""
+    merged = first.merged(second)
+    intensity = CHANNELS.index("intensity")
+    if not _stands_out(first, intensity, min_gap, min_ratio):
+        return merged
+    ch = _winner(merged)
+    if _stands_out(merged, ch, min_gap, min_ratio) and _gap(merged, ch) > _gap(first, intensity):
+        return merged
+    return first
+
+
+def _gap(sweep: _Sweep, ch: int) -> float:
+    """The pairing's sweep maximum minus its best separated peak."""
+    best, second, _, _, _ = _significance(sweep, ch)
+    return best - second
 
 
 def _significance(sweep: _Sweep, ch: int) -> tuple[float, float, float, float, float]:
@@ -1205,6 +1232,7 @@ def search_similarity(
     first_pass_gap: float | None = 0.10,
     first_pass_ratio: float = 1.20,
     first_pass_same_contrast: float = 0.5,
+    first_pass_intensity_same_contrast: float = 0.8,
     prune_px: int | None = None,
     deadline: Deadline | None = None,
 ) -> SearchResult:
@@ -1255,18 +1283,24 @@ def search_similarity(
         intensity (the moving image is an edge map); ``"derivative"``: the fixed image's signed derivative
         along the moving image's x axis against the moving intensity, either sign (the moving image is an
         error signal such as AFM deflection, the slope along the fast scan axis).
-    first_pass_gap, first_pass_ratio, first_pass_same_contrast : float, default 0.10, 1.20 and 0.5
+    first_pass_gap, first_pass_ratio : float, default 0.10 and 1.20
+    first_pass_same_contrast, first_pass_intensity_same_contrast : float, default 0.5 and 0.8
         The sweep runs in two passes over the pairings: ``intensity`` and ``gradient`` first, then the
         cross-modal ones (:data:`CROSS_CHANNELS`) unless a first-pass peak stands out, i.e.
         ``peak_gap > first_pass_gap and peak_ratio > first_pass_ratio`` there (the verdict's test of a search
         match, ``min_peak_gap`` and ``min_peak_ratio`` of the configuration), *and* the contrast is the same: the
-        intensity pairing's own peak stands out, or the winner's does and the intensities correlate there with |r|
-        at least ``first_pass_same_contrast`` (the configuration's ``search_same_contrast``). A deflection map's
-        gradient magnitude matches the topography's about a pixel off while its intensities do not correlate there
-        (|r| ≤ 0.3 on the tests' pairs, 0.39 or less on the benchmark's tuning splits, where same-contrast maps
-        read as little as 0.15 at the search's working resolution); its derivative pairing does not miss. When the
-        second pass runs, the result is that of one pass over every pairing; when it does not, that of
-        ``intensity`` and ``gradient`` alone. ``first_pass_gap=None`` always runs both passes.
+        intensity pairing's own peak stands out where the intensities correlate with |r| at least
+        ``first_pass_intensity_same_contrast``, or the winner's does where they correlate with |r| at least
+        ``first_pass_same_contrast`` (the configuration's ``search_intensity_same_contrast`` and
+        ``search_same_contrast``). A deflection map's gradient magnitude matches the topography's about a pixel
+        off while its intensities do not correlate there (|r| ≤ 0.3 on the tests' pairs, 0.39 or less on the
+        benchmark's tuning splits, where same-contrast maps read as little as 0.15 at the search's working
+        resolution), and its intensities match the topography's a few pixels beside the truth (|r| 0.42-0.64 at
+        peaks that stood out); its derivative pairing does not miss. When the second pass runs, the result is that
+        of one pass over every pairing — unless the intensity pairing's peak stood out and the winner of every
+        pairing does not stand out further (a larger ``peak_gap``): then, as when the second pass does not run,
+        that of ``intensity`` and ``gradient`` alone. ``first_pass_gap=None`` always runs both passes and takes
+        every pairing's winner.
     prune_px : int, optional
         When the sweep's moving image is at least 1.3× this size, a sweep at this size (the same angle step in rim
         pixels, so fewer angles, on smaller images: half the angles and a quarter the area for a 48 px sweep at
@@ -1308,10 +1342,11 @@ def search_similarity(
     if unknown or "intensity" not in channels:
         raise InputError(f"Search channels must include intensity and be among {', '.join(CHANNELS)}; "
                          f"got {', '.join(channels)}.")
-    if first_pass_gap is not None and not (math.isfinite(first_pass_gap) and math.isfinite(first_pass_ratio)
-                                           and math.isfinite(first_pass_same_contrast)):
-        raise InputError(f"The first pass's gap, ratio and same-contrast bound must be finite numbers; got "
-                         f"{first_pass_gap}, {first_pass_ratio} and {first_pass_same_contrast}.")
+    if first_pass_gap is not None and not all(math.isfinite(v) for v in (
+            first_pass_gap, first_pass_ratio, first_pass_same_contrast, first_pass_intensity_same_contrast)):
+        raise InputError(f"The first pass's gap, ratio and same-contrast bounds must be finite numbers; got "
+                         f"{first_pass_gap}, {first_pass_ratio}, {first_pass_same_contrast} and "
+                         f"{first_pass_intensity_same_contrast}.")
     opts = _Options(min_overlap, min_contrast, angle_step_px, exclusion_fraction, n_candidates,
                     max(1, n_refine), tuple(i for i, name in enumerate(CHANNELS) if name in channels),
                     deadline=deadline)
@@ -1322,14 +1357,20 @@ def search_similarity(
 
     def decided(sweep: _Sweep) -> bool:
         return bool(first_pass_gap is not None
-                    and _first_pass_decides(sweep, first_pass_gap, first_pass_ratio, first_pass_same_contrast))
+                    and _first_pass_decides(sweep, first_pass_gap, first_pass_ratio, first_pass_same_contrast,
+                                            first_pass_intensity_same_contrast))
+
+    def with_second_pass(sweep: _Sweep, second: _Sweep) -> _Sweep:
+        if first_pass_gap is None:  # one pass over every pairing
+            return sweep.merged(second)
+        return _with_second_pass(sweep, second, first_pass_gap, first_pass_ratio)
 
     factor = max(coarse.moving_mask.shape) / prune_px if prune_px else 0.0
     if factor < _MIN_PRUNE_FACTOR:  # every sample of the sweep
         grid = _grid(coarse, scale, scale_range, opts)
         sweep, shared = _sweep(coarse, grid, first, opts, later=later)  # keeps what the later pass would reuse
         if later and not decided(sweep):
-            sweep = sweep.merged(_sweep(coarse, grid, later, opts, shared)[0])
+            sweep = with_second_pass(sweep, _sweep(coarse, grid, later, opts, shared)[0])
         del shared
     else:  # the samples near a coarser sweep's best poses
         pre = _make_level(fixed_data, moving_data, pixels[0] * factor, scale)
@@ -1343,8 +1384,8 @@ def search_similarity(
         if later and not decided(sweep):
             shortlist = _best_of(_sweep(pre, pre_grid, later, opts, pre_shared)[0], later)
             if shortlist:  # else those pairings have no defined pose, as a full sweep of them would find
-                sweep = sweep.merged(_sweep(coarse, _grid(coarse, scale, scale_range, opts, shortlist, near), later,
-                                            opts)[0])
+                sweep = with_second_pass(sweep, _sweep(coarse, _grid(coarse, scale, scale_range, opts, shortlist,
+                                                                     near), later, opts)[0])
         del pre_shared
     if not any(sweep.poses):
         raise _nothing_to_compare(opts)

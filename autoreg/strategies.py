@@ -276,7 +276,9 @@ def search_fit(ctx: Context, model: str, views: tuple[Any, Any],
                               sweep_px=ctx.config.search_sweep_px, prune_px=ctx.config.search_prune_px or None,
                               channels=channels or ctx.config.search_channels,
                               first_pass_gap=ctx.config.min_peak_gap, first_pass_ratio=ctx.config.min_peak_ratio,
-                              first_pass_same_contrast=ctx.config.search_same_contrast, deadline=ctx.deadline)
+                              first_pass_same_contrast=ctx.config.search_same_contrast,
+                              first_pass_intensity_same_contrast=ctx.config.search_intensity_same_contrast,
+                              deadline=ctx.deadline)
     matrix = fixed_small.to_original @ found.moving_to_fixed @ moving_small.from_original
     fitted = model if model in ("translation", "rigid", "similarity") else "similarity"
     forward, backward = fit_through(fitted, matrix, ctx.moving.shape, ctx.expected_scale)

@@ -127,6 +127,18 @@ def test_a_contest_takes_another_pairings_best_pose_when_the_winning_pairing_has
     assert row["correct"], (row["error_px"], row["tolerance_px"])
 
 
+def test_a_deflection_map_whose_intensity_peak_stands_out_beside_the_truth_is_matched_on_its_slope():
+    """A deflection map of a cell photo at the same resolution (calibration ``cross_modal`` 164, beyond the 28 cases
+    the standard run draws): its intensities match the photo's 6 px from the truth, with a peak that stands out
+    (gap 0.15) at |r| 0.42. That peak decided the search and left a wrong ``low_confidence`` result; the slope
+    pairing, swept too, stands out further at the truth and is refined there to an ``ok``."""
+    row = _row("cross_modal", 164)
+    assert row["kind"] == "deflection" and row["crashed"] is None, row["crashed"]
+    result = row["result"]
+    assert result["matched_channel"] == "derivative", result["why_model"]
+    assert row["verdict"] == "ok" and row["correct"], (row["verdict"], row["error_px"], row["reasons"])
+
+
 def test_a_contest_on_a_neighbouring_area_finds_no_pose_that_stands_out():
     """A neighbouring area of the same sample (calibration ``near_neighbour`` 2, a negative): its search's refined
     poses explain the map about equally (a contest gap near 0.1), which is no evidence, and the pair fails."""

@@ -669,11 +669,67 @@ def test_the_cross_modal_pass_is_skipped_when_the_intensities_correlate_at_a_sta
 
     cfg = RegistrationConfig()
     sweep = _sweep_of({"intensity": (0.5, 0.48, 0.1, 0.1), "gradient": (0.86, 0.58, 0.3, 0.1)}, intensity_ncc)
-    assert _first_pass_decides(sweep, cfg.min_peak_gap, cfg.min_peak_ratio, cfg.search_same_contrast) is decided
+    assert _first_pass_decides(sweep, cfg.min_peak_gap, cfg.min_peak_ratio, cfg.search_same_contrast,
+                               cfg.search_intensity_same_contrast) is decided
+
+
+@pytest.mark.parametrize(("intensity_ncc", "decided"), [(0.9, True), (-0.9, True), (0.6, False)])
+def test_an_intensity_peak_that_stands_out_decides_only_where_the_intensities_correlate(intensity_ncc, decided):
+    """The intensity pairing's own peak stands out (gap 0.15) and wins: a deflection map's intensities match the
+    topography's a few pixels beside the truth (|r| 0.42-0.64 on the calibration split), so where they correlate
+    less than the configured 0.8 the cross-modal pairings are swept too."""
+    from autoreg.config import RegistrationConfig
+    from autoreg.search import _first_pass_decides
+
+    cfg = RegistrationConfig()
+    sweep = _sweep_of(_STANDING_INTENSITY, intensity_ncc)
+    assert _first_pass_decides(sweep, cfg.min_peak_gap, cfg.min_peak_ratio, cfg.search_same_contrast,
+                               cfg.search_intensity_same_contrast) is decided
+
+
+#: A first pass whose intensity peak stands out by 0.15 (z 4) and whose gradient peak does not.
+_STANDING_INTENSITY = {"intensity": (0.5, 0.35, 0.1, 0.1), "gradient": (0.4, 0.35, 0.1, 0.1)}
+
+
+@pytest.mark.parametrize(("derivative", "merged"), [
+    ((0.9, 0.5, 0.1, 0.1), True),  # stands out by 0.40, z 8: further than the intensity peak
+    ((0.7, 0.57, 0.1, 0.1), False),  # z 6, stands out by 0.13 only: the intensity peak is kept
+    ((0.6, 0.58, 0.1, 0.1), False),  # z 5, does not stand out (a lattice's derivative)
+])
+def test_a_cross_modal_peak_replaces_a_standing_intensity_peak_only_when_it_stands_out_further(derivative, merged):
+    """After a first pass whose intensity peak stood out without deciding, the winner of every pairing (the
+    larger z-score) replaces it only when it stands out by a larger gap; else the first pass is kept as it is."""
+    from autoreg.config import RegistrationConfig
+    from autoreg.search import _winner, _with_second_pass
+
+    cfg = RegistrationConfig()
+    first = _sweep_of(_STANDING_INTENSITY, 0.6)
+    second = _sweep_of({"edges": (0.3, 0.28, 0.2, 0.1), "derivative": derivative})
+    result = _with_second_pass(first, second, cfg.min_peak_gap, cfg.min_peak_ratio)
+    assert CHANNELS[_winner(first.merged(second))] == "derivative"  # the premise: it has the larger z-score
+    if merged:
+        assert CHANNELS[_winner(result)] == "derivative" and set(result.channels) == set(range(len(CHANNELS)))
+    else:
+        assert result is first
+
+
+def test_after_a_standing_gradient_peak_where_the_intensities_disagree_the_larger_z_score_wins():
+    """A gradient-magnitude peak that stands out by 0.28 where the intensities do not correlate (an edge map's, at
+    |r| 0.1) is no evidence of the same contrast: the edges pairing's peak, standing out by 0.27 with the larger
+    z-score, wins (as on the calibration split's gradient-magnitude map 202)."""
+    from autoreg.config import RegistrationConfig
+    from autoreg.search import _winner, _with_second_pass
+
+    cfg = RegistrationConfig()
+    first = _sweep_of({"intensity": (0.5, 0.49, 0.1, 0.1), "gradient": (0.62, 0.34, 0.1, 0.05)}, 0.1)  # z 10.4
+    second = _sweep_of({"edges": (0.55, 0.28, 0.0, 0.05), "derivative": (0.3, 0.29, 0.1, 0.1)})  # z 11
+    result = _with_second_pass(first, second, cfg.min_peak_gap, cfg.min_peak_ratio)
+    assert CHANNELS[_winner(result)] == "edges" and set(result.channels) == set(range(len(CHANNELS)))
 
 
 def test_registration_passes_the_configured_same_contrast_bound_to_the_search(monkeypatch):
-    """The bound comes from ``RegistrationConfig.search_same_contrast`` (not the refinement's contrast bound)."""
+    """The bounds come from ``RegistrationConfig.search_same_contrast`` and ``search_intensity_same_contrast``
+    (not the refinement's contrast bound)."""
     import autoreg
     import autoreg.search
     from autoreg.config import RegistrationConfig
@@ -682,11 +738,11 @@ def test_registration_passes_the_configured_same_contrast_bound_to_the_search(mo
     real = autoreg.search.search_similarity
 
     def spy(*args, **kwargs):
-        seen.append(kwargs["first_pass_same_contrast"])
+        seen.append((kwargs["first_pass_same_contrast"], kwargs["first_pass_intensity_same_contrast"]))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(autoreg.search, "search_similarity", spy)
     pair = make_search_pair(3, ratio=8.0, moving_px=32, fixed_px=256)
-    cfg = RegistrationConfig(search_same_contrast=0.37)
+    cfg = RegistrationConfig(search_same_contrast=0.37, search_intensity_same_contrast=0.73)
     autoreg.register(pair.fixed, pair.moving, scale=8.0, config=cfg)
-    assert seen and all(v == 0.37 for v in seen)
+    assert seen and all(v == (0.37, 0.73) for v in seen)
