@@ -177,9 +177,9 @@ def _geometric_jacobian(
     The gradient is first carried back to the homogeneous point ``v = D(p) x̃`` (q = ∇R · ∂u/∂h · a); each
     parameter then moves ``v`` along a simple direction (e.g. the angle along (-ỹ, x̃, 0)).
     """
-    rows = a[..., None, :, :]  # each row of ``a`` broadcast over the points
-    q = (grad[..., :1] * (rows[..., 0, :] - u[..., :1] * rows[..., 2, :])
-         + grad[..., 1:2] * (rows[..., 1, :] - u[..., 1:2] * rows[..., 2, :])) / w[..., None]
+    # q = (∇R_x (a₀ − u_x a₂) + ∇R_y (a₁ − u_y a₂)) / w for the rows a₀, a₁, a₂ of ``a``: one product
+    carried = np.concatenate([grad, -np.sum(grad * u, axis=-1, keepdims=True)], axis=-1)  # (..., n, 3)
+    q = (carried @ a) / w[..., None]
     x, y = xn[:, 0], xn[:, 1]
     qx, qy = q[..., 0], q[..., 1]
     cols = [qx, qy]
@@ -274,14 +274,9 @@ def _block_mean_ref(filled: np.ndarray, valid: np.ndarray, factor: int) -> tuple
 
 def _keys_weights(t: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Keys cubic-convolution weights (a = -0.5) of the taps at -1, 0, 1, 2 and their derivatives."""
-    t2, t3 = t * t, t * t * t
-    weights = [(-t3 + 2 * t2 - t) / 2, (3 * t3 - 5 * t2 + 2) / 2, (-3 * t3 + 4 * t2 + t) / 2, (t3 - t2) / 2]
-    slopes = [
-        (-3 * t2 + 4 * t - 1) / 2,
-        (9 * t2 - 10 * t) / 2,
-        (-9 * t2 + 8 * t + 1) / 2,
-        (3 * t2 - 2 * t) / 2,
-    ]
+    h = 0.5 * t  # Horner forms of the cubics and their derivatives, halved
+    weights = [((2 - t) * t - 1) * h, (3 * t - 5) * t * h + 1, ((4 - 3 * t) * t + 1) * h, (t - 1) * t * h]
+    slopes = [(2 - 1.5 * t) * t - 0.5, (4.5 * t - 5) * t, (4 - 4.5 * t) * t + 0.5, (1.5 * t - 1) * t]
     return weights, slopes
 
 
@@ -305,19 +300,26 @@ def _sample(ref: _Reference, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     wx, sx = _keys_weights(u[:, 0] - x0)
     wy, sy = _keys_weights(u[:, 1] - y0)
     base = y0 * cols + x0
-    out = np.zeros((len(u), 3))
-    for i in range(4):
-        row = [value.take(base + (i - 1) * cols + (j - 1)) for j in range(4)]
-        along = sum(w * v for w, v in zip(wx, row))
-        out[:, 0] += wy[i] * along
-        out[:, 1] += wy[i] * sum(w * v for w, v in zip(sx, row))
-        out[:, 2] += sy[i] * along
+    out = np.zeros((3, len(u)))  # value, d/dx, d/dy; the sums in place (no temporary per tap)
+    along, slope, term = np.empty(len(u)), np.empty(len(u)), np.empty(len(u))
+    for i in range(4):  # the support's rows
+        first = base + ((i - 1) * cols - 1)
+        tap = value.take(first)
+        np.multiply(wx[0], tap, out=along)
+        np.multiply(sx[0], tap, out=slope)
+        for j in range(1, 4):
+            tap = value.take(first + j)
+            along += np.multiply(wx[j], tap, out=term)
+            slope += np.multiply(sx[j], tap, out=term)
+        out[0] += np.multiply(wy[i], along, out=term)
+        out[1] += np.multiply(wy[i], slope, out=term)
+        out[2] += np.multiply(sy[i], along, out=term)
     # the valid channel is eroded by one pixel: its four cell corners valid means the 4×4 support is
     ok = inside & (
         valid.take(base) * valid.take(base + 1) * valid.take(base + cols) * valid.take(base + cols + 1) > 0
     )
-    out[:, 1:] /= f
-    return out, ok
+    out[1:] /= f
+    return out.T, ok
 
 
 def _block_mean_grid(image: np.ndarray, valid: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
@@ -362,40 +364,53 @@ def _photometric_design(values: np.ndarray, xn: np.ndarray, background_order: in
     return np.stack(np.broadcast_arrays(*cols), axis=-1)
 
 
-def _within_rows(a: np.ndarray, row: np.ndarray, weights: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True, slots=True, eq=False)
+class _Rows:
+    """The grid row of each pixel (ascending: pixels in raster order, as every level holds them) and the runs of
+    pixels that share one, found once for every row-wise sum over the same pixels."""
+
+    row: np.ndarray  # (n,) grid row of each pixel
+    starts: np.ndarray  # first pixel of each row present
+    lengths: np.ndarray  # pixels in each row present
+
+    @classmethod
+    def of(cls, row: np.ndarray) -> _Rows:
+        starts = np.concatenate(([0], np.flatnonzero(row[1:] != row[:-1]) + 1))
+        return cls(row, starts, np.diff(starts, append=len(row)))
+
+
+def _within_rows(a: np.ndarray, rows: _Rows, weights: np.ndarray) -> np.ndarray:
     """``a`` (per column) minus its ``weights``-weighted mean over each grid row.
 
     Least squares with a free offset per row equals least squares on row-centred data and columns
     (Frisch–Waugh–Lovell): hundreds of nuisance offsets are eliminated exactly, in linear time.
 
     ``a`` is (n,) or (n, p) with ``weights`` (n,), or a stack (m, n, p) with ``weights`` (m, n), each centred
-    with its own weights. ``row`` (n,) is shared and ascending (pixels in raster order, as every level holds
-    them), so each row is one run of pixels, summed in one pass.
+    with its own weights. The pixels' rows (``rows``, shared by the stack) are ascending, so each row is one run
+    of pixels, summed in one pass.
     """
-    starts = np.concatenate(([0], np.flatnonzero(row[1:] != row[:-1]) + 1))  # first pixel of each row present
-    lengths = np.diff(starts, append=len(row))
     axis = weights.ndim - 1  # the pixel axis
     columns = a.ndim > weights.ndim
-    sums = np.add.reduceat(a * (weights[..., None] if columns else weights), starts, axis=axis)
-    total = np.add.reduceat(weights, starts, axis=axis)
+    sums = np.add.reduceat(a * (weights[..., None] if columns else weights), rows.starts, axis=axis)
+    total = np.add.reduceat(weights, rows.starts, axis=axis)
     total = np.where(total > 0, total, 1.0)
-    return a - np.repeat(sums / (total[..., None] if columns else total), lengths, axis=axis)
+    return a - np.repeat(sums / (total[..., None] if columns else total), rows.lengths, axis=axis)
 
 
 def _photometry(
-    design: np.ndarray, target: np.ndarray, row: np.ndarray, weights: np.ndarray, level: _Level, opts: _Options
+    design: np.ndarray, target: np.ndarray, rows: _Rows, weights: np.ndarray, level: _Level, opts: _Options
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Weighted photometric fit: coefficients, residuals, the design as fitted (row-centred with row offsets)
     and the offset of every grid row (zeros without row offsets)."""
     if not opts.row_offsets:
         coef = _wls(design, target, weights)
         return coef, target - design @ coef, design, np.zeros(level.n_rows)
-    centred = _within_rows(design, row, weights)
-    coef = _wls(centred, _within_rows(target, row, weights), weights)
+    centred = _within_rows(design, rows, weights)
+    coef = _wls(centred, _within_rows(target, rows, weights), weights)
     rest = target - design @ coef
-    residual = _within_rows(rest, row, weights)
+    residual = _within_rows(rest, rows, weights)
     offsets = np.zeros(level.n_rows)  # rows without pixels keep 0
-    offsets[row] = rest - residual  # each row's weighted mean, the same at every pixel of the row
+    offsets[rows.row] = rest - residual  # each row's weighted mean, the same at every pixel of the row
     return coef, residual, centred, offsets
 
 
@@ -500,15 +515,15 @@ def _evaluate(
     ref, target, xn = sampled[ok_taken], level.values[ok], level.xn[ok]
     u, w = u[ok_taken], w[ok_taken]
     design = _photometric_design(ref[:, 0], xn, opts.background_order, opts.row_offsets)
-    row = level.row[ok]
-    _, residual, _, _ = _photometry(design, target, row, np.ones(len(target)), level, opts)
+    rows = _Rows.of(level.row[ok])
+    _, residual, _, _ = _photometry(design, target, rows, np.ones(len(target)), level, opts)
     weights, _, scale = _robust_weights(residual, opts.loss, opts.tuning, scale)
     # once more with the robust weights
-    coef, residual, fitted, row_offset = _photometry(design, target, row, weights, level, opts)
+    coef, residual, fitted, row_offset = _photometry(design, target, rows, weights, level, opts)
     slope_weights = _robust_weights(residual, opts.loss, opts.tuning, scale)[1]
     geometric = coef[0] * _geometric_jacobian(opts.model, a, u, w, ref[:, 1:3], xn)
     if opts.row_offsets:  # the Jacobian of the row-centred problem (the offsets eliminated)
-        geometric = _within_rows(geometric, row, weights)
+        geometric = _within_rows(geometric, rows, weights)
     return _State(
         ok=ok,
         residual=residual,
@@ -594,7 +609,7 @@ def _pixel_scores(
     geometric = state.coef[0] * _geometric_jacobian(opts.model, a, u, w, sampled[..., 1:3], xn)
     columns = np.concatenate([geometric, design], axis=-1)
     if opts.row_offsets:  # scores of the row-centred problem, as in _evaluate
-        columns = _within_rows(columns, row, weights)
+        columns = _within_rows(columns, _Rows.of(row), weights)
     return columns * (weights * residual)[..., None], ok
 
 
@@ -924,7 +939,7 @@ def _holdout_score(level: _Level, matrix: np.ndarray, opts: _Options) -> tuple[f
     coef, _, _, row_offset = _photometry(
         _photometric_design(sampled[train, 0], level.xn[train], order, rows),
         level.values[train],
-        level.row[train],
+        _Rows.of(level.row[train]),
         np.ones(int(train.sum())),
         level,
         opts,
