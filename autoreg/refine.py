@@ -551,14 +551,16 @@ def _step(state: _State) -> np.ndarray:
 
 
 def _gauss_newton(
-    level: _Level, matrix: np.ndarray, opts: _Options, tol_px: float, started: bool = False
+    level: _Level, matrix: np.ndarray, opts: _Options, tol_px: float, started: bool = False,
+    within: Callable[[np.ndarray], None] | None = None,
 ) -> tuple[np.ndarray, int, bool]:
     """Iterate on one level; returns the grid → reference matrix, the iterations and whether it converged.
 
     Coarse levels stop at a looser ``tol_px``: they only need to bring the next level within its capture
     range. ``matrix`` may already have moved from the caller's start (``started``: a coarser level refined it);
     losing the overlap after moving is a divergence (:class:`RefinementDiverged`), at the start an
-    EstimationError.
+    EstimationError. ``within`` is called with every updated matrix and raises :class:`RefinementDiverged` once it
+    has travelled too far: the iterations that would follow are not spent on a refinement that diverged.
     """
     k = len(MODELS[opts.model])
     corners = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
@@ -577,6 +579,8 @@ def _gauss_newton(
         matrix = matrix @ level.to_level0 @ increment @ back
         if not np.all(np.isfinite(matrix)):
             raise RefinementDiverged("The refinement diverged (non-finite matrix).")
+        if within is not None:
+            within(matrix)
         moved = np.linalg.norm(apply_matrix(increment, corners) - corners, axis=1).max() * level.half_px
         if moved < tol_px:
             return matrix, iteration, True
@@ -829,21 +833,25 @@ def _with_mask(levels: list[_Level], half: bool) -> list[_Level]:
 def _solve(
     levels: list[_Level], matrix: np.ndarray, opts: _Options, max_shift_px: float
 ) -> tuple[np.ndarray, int, bool]:
-    """Coarse to fine; raises when the grid wanders further than ``max_shift_px`` grid px."""
+    """Coarse to fine; raises as soon as the grid wanders further than ``max_shift_px`` grid px (checked after every
+    update, so a refinement that diverged stops there)."""
     total, converged = 0, False
-    start = matrix
     rows_cols = levels[-1].to_level0 @ np.array([[-1, 1, 1, -1], [-1, -1, 1, 1], [1, 1, 1, 1.0]])
     corners = (rows_cols[:2] / rows_cols[2]).T
+    start_corners = apply_matrix(matrix, corners)
     footprint = float(np.sqrt(abs(np.linalg.det(matrix[:2, :2] / matrix[2, 2]))))
-    for index, level in enumerate(levels):
-        tol = opts.tol_px if index == len(levels) - 1 else max(opts.tol_px, COARSE_TOL_PX)
-        matrix, iterations, converged = _gauss_newton(level, matrix, opts, tol, started=index > 0)
-        total += iterations
-        shift = np.linalg.norm(apply_matrix(matrix, corners) - apply_matrix(start, corners), axis=1).mean() / footprint
+
+    def within(moved: np.ndarray) -> None:
+        shift = np.linalg.norm(apply_matrix(moved, corners) - start_corners, axis=1).mean() / footprint
         if not shift <= max_shift_px:
             raise RefinementDiverged(
                 f"The refinement diverged: the grid moved {shift:.1f} px (limit {max_shift_px:.1f})."
             )
+
+    for index, level in enumerate(levels):
+        tol = opts.tol_px if index == len(levels) - 1 else max(opts.tol_px, COARSE_TOL_PX)
+        matrix, iterations, converged = _gauss_newton(level, matrix, opts, tol, started=index > 0, within=within)
+        total += iterations
     return matrix, total, converged
 
 
