@@ -273,6 +273,27 @@ def test_wandering_beyond_the_shift_limit_raises():
         refine_matrix(fixed, moving, start, "rigid", max_shift_fraction=0.005, holdout=False)
 
 
+def test_a_walk_beyond_the_shift_limit_stops_at_the_update_that_crossed_it(monkeypatch):
+    """The limit is checked after every Gauss-Newton update, not only at the end of a pyramid level: the first
+    update here moves the grid ~2 px past a 0.6 px limit, and no further iteration is spent on it (three
+    evaluations when the check waited for the coarsest level to converge)."""
+    from autoreg import refine
+    from autoreg.refine import RefinementDiverged
+
+    fixed, moving, _, start = same_resolution_pair(11, size=128)
+    evaluated = []
+    evaluate = refine._evaluate
+
+    def counted(*args, **kwargs):
+        evaluated.append(1)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(refine, "_evaluate", counted)
+    with pytest.raises(RefinementDiverged, match="diverged"):
+        refine_matrix(fixed, moving, start, "rigid", max_shift_fraction=0.005, holdout=False)
+    assert len(evaluated) == 1
+
+
 def test_a_start_off_the_overlap_is_not_a_divergence():
     """Nothing to refine from the start is an EstimationError; only a walk away from it is a divergence."""
     from autoreg.refine import RefinementDiverged
@@ -392,6 +413,89 @@ def test_sampling_a_reference_smaller_than_the_cubic_support_gives_no_valid_samp
     samples, ok = _sample(ref, xy)
     assert samples.shape == (3, 3)
     assert not ok.any()
+
+
+@pytest.mark.parametrize("factor", [1, 3])
+def test_keys_sampling_reproduces_a_quadratic_and_its_slopes(factor):
+    """Keys' cubic convolution (a = -0.5) is exact on quadratics: the samples and their derivatives are the
+    quadratic's own, at any sub-pixel position, on a block-reduced reference too (positions and slopes in the
+    reference's original pixels)."""
+    from autoreg.refine import _Reference, _sample
+
+    rows, cols = 30, 40
+    y, x = np.mgrid[:rows, :cols].astype(float)
+    # the reduced grid's pixel (i, j) sits at original px (factor·j + (factor-1)/2, factor·i + (factor-1)/2)
+    x, y = factor * x + (factor - 1) / 2, factor * y + (factor - 1) / 2
+
+    def quadratic(x, y):
+        return 0.02 * x * x - 0.03 * x * y + 0.01 * y * y + 0.5 * x - 0.2 * y + 3.0
+
+    ref = _Reference((quadratic(x, y), np.ones((rows, cols))), factor)
+    rng = np.random.default_rng(4)
+    xy = rng.uniform([2 * factor, 2 * factor], [factor * (cols - 3), factor * (rows - 3)], size=(500, 2))
+    samples, ok = _sample(ref, xy)
+    assert ok.all()
+    px, py = xy[:, 0], xy[:, 1]
+    np.testing.assert_allclose(samples[:, 0], quadratic(px, py), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(samples[:, 1], 0.04 * px - 0.03 * py + 0.5, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(samples[:, 2], -0.03 * px + 0.02 * py - 0.2, rtol=0, atol=1e-9)
+
+
+def test_centring_within_rows_subtracts_each_rows_weighted_mean():
+    """Each column (and each stacked problem, with its own weights) loses its weighted mean over every grid row,
+    as a loop over the rows computes it; rows of zero weight keep their values."""
+    from autoreg.refine import _Rows, _within_rows
+
+    rng = np.random.default_rng(5)
+    row = np.sort(rng.choice([0, 2, 3, 7, 8], size=60))
+    weights = rng.uniform(0, 1, (3, 60))
+    weights[:, row == 7] = 0.0
+    values = rng.normal(size=(3, 60, 4))
+
+    def by_loop(a, w):
+        out = a.copy()
+        for r in np.unique(row):
+            at = row == r
+            if w[at].sum() > 0:
+                out[at] -= (w[at, None] * a[at]).sum(axis=0) / w[at].sum() if a.ndim > 1 else (
+                    (w[at] * a[at]).sum() / w[at].sum())
+        return out
+
+    rows = _Rows.of(row)
+    np.testing.assert_allclose(_within_rows(values[0, :, 0], rows, weights[0]), by_loop(values[0, :, 0], weights[0]),
+                               atol=1e-12)
+    np.testing.assert_allclose(_within_rows(values[0], rows, weights[0]), by_loop(values[0], weights[0]), atol=1e-12)
+    stacked = _within_rows(values, rows, weights)
+    for m in range(3):
+        np.testing.assert_allclose(stacked[m], by_loop(values[m], weights[m]), atol=1e-12)
+
+
+@pytest.mark.parametrize("model", ["rigid", "similarity", "affine", "projective"])
+def test_the_geometric_jacobian_is_the_derivative_of_the_sampled_reference(model):
+    """Each column is d(reference at ``a · D(p) x̃``)/dp at p = 0: central differences of the samples agree, for
+    one matrix and for a stack of them."""
+    from autoreg.refine import _delta, _geometric_jacobian, _Reference, _sample, _warp
+
+    rows, cols = 48, 56
+    y, x = np.mgrid[:rows, :cols].astype(float)
+    ref = _Reference((np.sin(x / 6.0) * np.cos(y / 9.0) + 0.01 * x * y / 10, np.ones((rows, cols))), 1)
+    rng = np.random.default_rng(6)
+    xn = rng.uniform(-1, 1, (200, 2))
+    to_px = np.array([[9.0, 0.0, 28.0], [0.0, 8.0, 24.0], [0.0, 0.0, 1.0]])
+    tilt = np.array([[0.98, -0.1, 0.5], [0.12, 1.01, -0.3], [0.002, -0.001, 1.0]])
+    stack = np.stack([to_px, to_px @ tilt])
+    k = len(MODELS[model])
+    for a in (stack[1], stack):
+        u, w = _warp(a, xn)
+        grad = _sample(ref, u.reshape(-1, 2))[0][:, 1:3].reshape(*u.shape)
+        jac = _geometric_jacobian(model, a, u, w, grad, xn)
+        step = 1e-6
+        for j in range(k):
+            e = np.zeros(k)
+            e[j] = step
+            plus = _sample(ref, _warp(a @ _delta(model, e), xn)[0].reshape(-1, 2))[0][:, 0]
+            minus = _sample(ref, _warp(a @ _delta(model, -e), xn)[0].reshape(-1, 2))[0][:, 0]
+            np.testing.assert_allclose(jac[..., j].ravel(), (plus - minus) / (2 * step), rtol=1e-5, atol=1e-6)
 
 
 def _scan_artefacts(image: np.ndarray, rng: np.random.Generator, *, lines: float, bow: float) -> np.ndarray:
