@@ -1053,7 +1053,8 @@ def refine_matrix(
         Fewer valid grid pixels than this (50) is too little evidence: :class:`EstimationError`.
     max_shift_fraction : float
         The refinement diverged if the grid image moves by more than this fraction (0.25) of its smaller side
-        from the start: a local refinement should not travel that far.
+        from the start, after any Gauss–Newton update: a local refinement should not travel that far, and one that
+        has is stopped there.
     covariance : {"clustered", "iid"}
         Both are sandwiches ``B⁻¹ M B⁻ᵀ`` around the measured slope ``B`` of the estimating equations (the
         Gauss–Newton Hessian ``JᵀWJ`` plus the term it drops, which matters when the reference is noisy).
