@@ -536,3 +536,24 @@ def test_row_offsets_are_the_grid_images_rows_when_the_moving_image_is_finer():
     result = refine_matrix(fixed_lined, moving_raw, np.linalg.inv(start), "rigid", prior_scale=1 / 6)
     assert result.grid == "fixed"
     assert grid_error(np.linalg.inv(result.moving_to_fixed), truth, fixed_raw.shape) < 0.15
+
+
+def test_the_convergence_benchmark_watches_each_finest_level_solve_and_restores_the_solver():
+    """``tests/bench/bench_convergence.py`` wraps the solver from outside: it must see the hold-out half's solve and
+    the whole grid's, each update as the solver made it, and leave the solver as it found it."""
+    from bench.bench_convergence import Watch, contraction, watching
+
+    from autoreg import refine
+
+    solve, gauss_newton = refine._solve, refine._gauss_newton
+    fixed, moving, _, start = map_pair(5, ratio=8, n=40, model="rigid", start_px=0.8)
+    watch = Watch()
+    with watching(watch):
+        result = refine_matrix(fixed, moving, start, "rigid", prior_scale=8)
+    assert (refine._solve, refine._gauss_newton) == (solve, gauss_newton)
+    assert len(watch.solves) == 2  # a 40 px grid has one pyramid level: the half, then the whole
+    whole = watch.solves[-1]
+    assert len(whole.moves) == result.iterations and whole.converged == result.converged
+    assert result.converged and whole.moves[-1] < 1e-3 <= whole.moves[0]
+    assert contraction([0.5, 0.25, 0.125, 0.0625], 1e-3) == pytest.approx(0.5)
+    assert np.isnan(contraction([0.5, 0.25], 1e-3))

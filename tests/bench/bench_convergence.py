@@ -1,0 +1,216 @@
+"""How the refinement's Gauss–Newton solver converges on the accuracy benchmark's pairs, and why it is slow to.
+
+Run (from the repository root)::
+
+    .venv/bin/python tests/bench/bench_convergence.py [--split calibration] [--per-category 4] [--line-search 40]
+
+Not collected by pytest. Every registration of the chosen pairs runs as ``autoreg.register`` does (each strategy,
+each trust step); the solver's finest pyramid level is watched from outside (the private ``refine._solve`` and
+``refine._gauss_newton`` are wrapped for the run; nothing of autoreg changes). Use a tuning split (``calibration``,
+``lattice``): this is a diagnosis of where the refinement's time goes, and a change it motivates is tuned there.
+
+Reported, over every finest-level solve (each ``refine_matrix`` call solves one or two: the hold-out half, then the
+whole grid):
+
+* **capped**: solves that stopped at the iteration cap (``refine_max_iterations``) instead of converging (an update
+  moving the grid by less than ``tol_px``), and the share of all finest-level iterations spent in them;
+* **contraction**: per solve, the median ratio of consecutive updates' sizes while they are between 1 px and
+  ``tol_px`` (a Gauss–Newton solve that converges quadratically has ratios near 0; a ratio ``q`` means each step
+  covers ``1 − q`` of the remaining distance, so the steps are ``1 / (1 − q)`` times too short);
+* **best step**: at the end of the first ``--line-search`` capped solves, the multiple of the next Gauss–Newton step
+  (0.5-3) that lowers the solver's own objective (the weighted squared residuals, robust weights and scale held)
+  most. 1 means the step is the right length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _cases import CATEGORIES, SPLITS, case_specs, make_case
+
+from autoreg import refine
+from autoreg.geometry import apply_matrix
+from autoreg.pipeline import register
+
+#: Multiples of the Gauss–Newton step tried by the line search.
+STEP_MULTIPLES = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
+#: Updates larger than this (level px) are the far phase, where the quadratic model does not hold yet.
+LINEAR_PHASE_PX = 1.0
+
+
+@dataclass
+class Solve:
+    """One finest-level solve: the size of each update (level px), whether it converged, who asked for it, and the
+    line search's best step multiple at its end (NaN when not searched)."""
+
+    model: str
+    moves: list[float]
+    converged: bool
+    caller: str  # the first autoreg function outside autoreg.refine on the stack: who asked for the refinement
+    best_step: float = float("nan")
+
+
+@dataclass
+class Watch:
+    """What the wrapped solver records over a run."""
+
+    solves: list[Solve] = field(default_factory=list)
+    finest: list[Any] = field(default_factory=list)  # the finest level of each _solve in progress (a stack)
+    line_searches_left: int = 0
+
+
+def _update_px(level: Any, before: np.ndarray, after: np.ndarray) -> float:
+    """How far an update moved the level's corners (level px), as the solver measures it."""
+    corners = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+    increment = np.linalg.inv(before @ level.to_level0) @ after @ level.to_level0
+    increment = increment / increment[2, 2]
+    return float(np.linalg.norm(apply_matrix(increment, corners) - corners, axis=1).max() * level.half_px)
+
+
+def _caller() -> str:
+    """``module.function`` of the innermost autoreg frame outside :mod:`autoreg.refine` on the stack."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module.startswith("autoreg.") and module != "autoreg.refine":
+            return f"{module.removeprefix('autoreg.')}.{frame.f_code.co_name}"
+        frame = frame.f_back
+    return "?"
+
+
+def _best_step(level: Any, matrix: np.ndarray, opts: Any) -> float:
+    """The multiple of the Gauss–Newton step at ``matrix`` that lowers ``Σ w r²`` most (weights, scale held)."""
+    state = refine._evaluate(level, matrix, opts, level.fit_mask)
+    k = len(refine.MODELS[opts.model])
+    delta = refine._step(state)[:k]
+    back = np.linalg.inv(level.to_level0)
+    values = []
+    for multiple in STEP_MULTIPLES:
+        moved = matrix @ level.to_level0 @ refine._delta(opts.model, multiple * delta) @ back
+        try:
+            trial = refine._evaluate(level, moved, opts, level.fit_mask, state.scale or None)
+        except refine.EstimationError:
+            values.append(np.inf)
+            continue
+        weights = refine._robust_weights(trial.residual, opts.loss, opts.tuning, state.scale or None)[0]
+        values.append(float(np.sum(weights * trial.residual**2) / np.sum(weights)))
+    return STEP_MULTIPLES[int(np.argmin(values))]
+
+
+@contextlib.contextmanager
+def watching(watch: Watch) -> Iterator[Watch]:
+    """Inside, the solver's two private loops are wrapped so that ``watch`` sees every finest-level solve; they are
+    restored on leaving."""
+    solve, gauss_newton = refine._solve, refine._gauss_newton
+
+    def watched_solve(levels: list[Any], *args: Any, **kwargs: Any) -> Any:
+        watch.finest.append(levels[-1])
+        try:
+            return solve(levels, *args, **kwargs)
+        finally:
+            watch.finest.pop()
+
+    def watched_gauss_newton(level: Any, matrix: np.ndarray, opts: Any, tol_px: float, started: bool = False,
+                             within: Any = None) -> Any:
+        if not watch.finest or level is not watch.finest[-1]:
+            return gauss_newton(level, matrix, opts, tol_px, started, within)
+        seen = [np.asarray(matrix, float)]
+
+        def record(moved: np.ndarray) -> None:
+            seen.append(np.asarray(moved, float))
+            if within is not None:
+                within(moved)
+
+        result = gauss_newton(level, matrix, opts, tol_px, started, record)
+        moves = [_update_px(level, a, b) for a, b in itertools.pairwise(seen)]
+        entry = Solve(opts.model, moves, bool(result[2]), _caller())
+        if not entry.converged and watch.line_searches_left > 0:
+            watch.line_searches_left -= 1
+            entry.best_step = _best_step(level, result[0], opts)
+        watch.solves.append(entry)
+        return result
+
+    refine._solve, refine._gauss_newton = watched_solve, watched_gauss_newton
+    try:
+        yield watch
+    finally:
+        refine._solve, refine._gauss_newton = solve, gauss_newton
+
+
+def contraction(moves: list[float], tol_px: float) -> float:
+    """Median ratio of consecutive update sizes in the linear phase (NaN with fewer than three such ratios)."""
+    ratios = [b / a for a, b in itertools.pairwise(moves) if tol_px < b and a < LINEAR_PHASE_PX and a > 0]
+    return statistics.median(ratios) if len(ratios) >= 3 else float("nan")
+
+
+def quartiles(values: list[float]) -> str:
+    values = [v for v in values if np.isfinite(v)]
+    if len(values) < 2:
+        return f"n={len(values)}"
+    q1, q2, q3 = np.percentile(values, [25, 50, 75])
+    return f"median {q2:.2f} (quartiles {q1:.2f}-{q3:.2f}, n={len(values)})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--split", default="calibration", choices=sorted(SPLITS))
+    parser.add_argument("--per-category", type=int, default=4)
+    parser.add_argument("--categories", nargs="+", default=None, choices=CATEGORIES)
+    parser.add_argument("--line-search", type=int, default=40, help="capped solves searched along their next step")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")  # one BLAS and one OpenCV thread: register sets them itself
+    categories = args.categories or [c for c in CATEGORIES if not (args.split == "lattice" and c == "negative")]
+    watch = Watch(line_searches_left=args.line_search)
+    tol_px = 1e-3  # refine_matrix's default, which every caller keeps
+    started = time.process_time()
+    specs = case_specs(args.split, categories, args.per_category)
+    with watching(watch):
+        for split, category, index in specs:
+            case = make_case(split, category, index)
+            register(case.fixed, case.moving, rng=0, cube_step=None)
+    cpu = time.process_time() - started
+    solves = watch.solves
+    capped = [s for s in solves if not s.converged]
+    iterations = sum(len(s.moves) for s in solves)
+    in_capped = sum(len(s.moves) for s in capped)
+    q = [contraction(s.moves, tol_px) for s in solves]
+    print(f"split {args.split} (tuning material: {args.split in ('calibration', 'lattice')}), {len(specs)} pairs "
+          f"({args.per_category} per category), {cpu:.1f} s CPU with the line searches")
+    print(f"finest-level solves: {len(solves)}; converged {len(solves) - len(capped)}, capped {len(capped)} "
+          f"({len(capped) / max(len(solves), 1):.0%})")
+    print(f"finest-level iterations: {iterations}; in capped solves {in_capped} ({in_capped / max(iterations, 1):.0%});"
+          f" per solve {quartiles([float(len(s.moves)) for s in solves])}")
+    print(f"contraction per iteration (update k+1 / update k, linear phase): {quartiles(q)}")
+    implied = [1 / (1 - v) for v in q if np.isfinite(v) and v < 1]
+    print(f"  -> the steps are this many times too short: {quartiles(implied)}")
+    print(f"best multiple of the next step at a capped solve's end (of {', '.join(map(str, STEP_MULTIPLES))}): "
+          f"{quartiles([s.best_step for s in capped])}")
+    for name, key in (("model", lambda s: s.model), ("caller", lambda s: s.caller)):
+        groups: dict[str, list[Solve]] = {}
+        for s in solves:
+            groups.setdefault(key(s), []).append(s)
+        print(f"by {name}:")
+        for value, group in sorted(groups.items(), key=lambda item: -sum(len(s.moves) for s in item[1])):
+            n_capped = sum(not s.converged for s in group)
+            print(f"  {value:36s} solves {len(group):4d}, capped {n_capped:4d}, iterations "
+                  f"{sum(len(s.moves) for s in group):5d}; contraction "
+                  f"{quartiles([contraction(s.moves, tol_px) for s in group])}")
+
+
+if __name__ == "__main__":
+    main()
