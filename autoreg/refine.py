@@ -563,7 +563,6 @@ def _gauss_newton(
     has travelled too far: the iterations that would follow are not spent on a refinement that diverged.
     """
     k = len(MODELS[opts.model])
-    corners = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
     back = np.linalg.inv(level.to_level0)
     scale = None  # the robust scale is set at a level's first iteration: IRLS with a drifting scale crawls
     for iteration in range(1, opts.max_iterations + 1):
@@ -581,10 +580,19 @@ def _gauss_newton(
             raise RefinementDiverged("The refinement diverged (non-finite matrix).")
         if within is not None:
             within(matrix)
-        moved = np.linalg.norm(apply_matrix(increment, corners) - corners, axis=1).max() * level.half_px
-        if moved < tol_px:
+        if _update_px(level, increment) < tol_px:
             return matrix, iteration, True
     return matrix, opts.max_iterations, False
+
+
+#: The corners of a level's grid, in its normalised coordinates.
+_CORNERS = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+
+
+def _update_px(level: _Level, increment: np.ndarray) -> float:
+    """How far a Gauss–Newton update (``increment``, in the level's normalised coordinates) moves the level's
+    corners: the largest move, in level px (what the solver's tolerance is compared with)."""
+    return float(np.linalg.norm(apply_matrix(increment, _CORNERS) - _CORNERS, axis=1).max() * level.half_px)
 
 
 #: Points (perturbations × pixels) :func:`_score_slope` evaluates in one batch: large enough that a 40×40 map's

@@ -44,7 +44,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _cases import CATEGORIES, SPLITS, case_specs, make_case
 
 from autoreg import refine
-from autoreg.geometry import apply_matrix
 from autoreg.pipeline import register
 
 #: Multiples of the Gauss–Newton step tried by the line search.
@@ -75,11 +74,10 @@ class Watch:
 
 
 def _update_px(level: Any, before: np.ndarray, after: np.ndarray) -> float:
-    """How far an update moved the level's corners (level px), as the solver measures it."""
-    corners = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+    """How far the update from ``before`` to ``after`` moved the level's corners (level px), measured as the solver
+    measures it (:func:`autoreg.refine._update_px`)."""
     increment = np.linalg.inv(before @ level.to_level0) @ after @ level.to_level0
-    increment = increment / increment[2, 2]
-    return float(np.linalg.norm(apply_matrix(increment, corners) - corners, axis=1).max() * level.half_px)
+    return refine._update_px(level, increment / increment[2, 2])
 
 
 def _caller() -> str:
