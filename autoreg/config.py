@@ -270,7 +270,11 @@ class RegistrationConfig:
         (lattice: a crop's neighbouring area) under those conditions, the right poses it passed 1.40-3.0 (6 more
         pairs solved of 708, none of its results wrong), two right cross-modal ones read 1.17 and 1.19; with the
         refinement's 128 px grid a wrong pose of a positive pair had read 1.14 (a 30 % overlap of a lattice, |r|
-        0.82). Evidence from the contest alone caps the verdict at ``low_confidence`` (``weak_evidence``): the
+        0.82). Measured again on 2026-12-05 (``bench_convergence.py --contests``, every contest of both splits, the
+        winner checked against the truth): calibration decided 10, all right, and no wrong or negative winner that
+        was evidence stood above 0.76; lattice decided 16, two on a wrong pose of a positive pair (a lattice a
+        period or more off: 1.34, a deflection map, and 1.24, low line offsets), both ``low_confidence`` by
+        ``weak_evidence`` and ``ambiguous``. Evidence from the contest alone caps the verdict at ``low_confidence`` (``weak_evidence``): the
         margin is thin and was set on the cases it is reported on here, and an ``ok`` is a promise.
     search_min_ratio : float
         The known-scale search runs right after the features when the resolution ratio is at least this (a 4×

@@ -3,8 +3,8 @@ whether one of them explains the images clearly better than every other.
 
 The search's sweep compares poses on coarse samples (a 48 px map, a rotation step of a rim pixel), where a true
 pose and a wrong one can correlate alike: smooth content correlates broadly, and a gradient magnitude is much the
-same everywhere. At full resolution, with each pose refined to its own optimum and judged on pixels the refinement
-did not fit, a true pose explains the map far better than a wrong one can. :func:`contest` refines the search's
+same everywhere. Refined towards its own optimum and judged on pixels the refinement did not fit, a true pose
+explains the map far better than a wrong one can. :func:`contest` refines the search's
 ``contest_poses`` best separated poses and the best pose of each other pairing the sweep ran (a similarity each,
 from its sweep sample, fitted on half the pixels), and measures each optimum by its correlation on the other half,
 as a Fisher z scaled by the square root of the pixels it covers (the search ranks its poses the same way); the
@@ -14,6 +14,13 @@ The other pairings' poses are there because the winning pairing is only the one 
 which says little where no peak stands out: on the calibration split, a clock photo against its inverted copy was
 won by the derivative pairing, its best poses 30-240 px off, while the gradient magnitudes' best pose was 4 px from
 the truth.
+
+Each pose gets at most ``refine_max_iterations`` Gauss–Newton updates per pyramid level, as every refinement does,
+and the poses the sweep left far off mostly stop there still creeping: the contest compares its solves as they stand,
+not optima. Decided again with every solve run on to convergence (``tests/bench/bench_convergence.py --contests``,
+300 updates), the tuning splits' contests keep every decision they made (calibration 10, lattice 16; gaps moved by
+-0.003 to +0.28) and make 3 more on each split, all right; a wrong pose's score hardly moves, while a true one left far
+off climbs. A cap of 8 decides 4 of calibration's 10 no more; 40 costs a second contest's time for the same 3.
 """
 
 from __future__ import annotations
@@ -66,6 +73,69 @@ def contest_score(holdout_r: float, n_valid: int, n_most: int) -> float:
     return math.atanh(min(abs(holdout_r), _MAX_R)) * math.sqrt(n_valid / n_most)
 
 
+def _refined_poses(ctx: Context, poses: list[tuple[str, str, np.ndarray]], max_iterations: int) -> list[_Optimum]:
+    """Each ``(pairing, compared, moving_to_fixed)`` pose refined as a similarity on half the pixels (at most
+    ``max_iterations`` Gauss–Newton updates per pyramid level), on a coarser grid than the refinement's; poses
+    without an optimum nearby (the refinement diverged or failed) are left out."""
+    from .refine import refine_matrix
+
+    cfg = ctx.config
+    # a coarser grid than the refinement's: poses two tolerances apart differ there as clearly, at a third the cost
+    fixed_small, moving_small = refine_inputs(dataclasses.replace(
+        ctx, config=cfg.with_(refine_max_side=min(cfg.refine_max_side, cfg.contest_max_side))))
+    optima: list[_Optimum] = []
+    for pairing, compared, matrix in poses:
+        if ctx.deadline is not None:
+            ctx.deadline.check("the search's contest")
+        start = fixed_small.from_original @ np.asarray(matrix, float) @ moving_small.to_original
+        # a derivative's direction is the moving x axis at the start (as in refine_fit)
+        term = fixed_term(fixed_small.data, compared, start[:2, 0])
+        try:
+            refined = refine_matrix(term, moving_small.data, start, _CONTEST_MODEL, max_iterations=max_iterations,
+                                    half_fit_only=True)
+        except EstimationError:  # RefinementDiverged included: no optimum near this pose
+            continue
+        optima.append(_Optimum(refined, fixed_small.to_original @ refined.moving_to_fixed @ moving_small.from_original,
+                               pairing, compared))
+    return optima
+
+
+class _Standing(NamedTuple):
+    """The contest's outcome: the index of the best-scoring optimum and how far it stands above the best optimum
+    more than ``shift_exclusion_tolerances`` tolerances from it (Fisher z; NaN when there is none)."""
+
+    winner: int
+    gap: float
+
+
+def _apart(ctx: Context, matrix: np.ndarray, other: np.ndarray) -> bool:
+    """Two optima (similarity matrices) are separate when a 5×5 grid spanning the moving image lands more than
+    ``shift_exclusion_tolerances`` tolerances apart under them, on average."""
+    separation = ctx.config.shift_exclusion_tolerances * tolerance_px(ctx.config, ctx.expected_scale)
+    return mean_grid_distance(lambda g: apply_matrix(matrix, g), lambda g: apply_matrix(other, g),
+                              ctx.moving.shape) > separation
+
+
+def _standing(ctx: Context, optima: list[_Optimum]) -> _Standing:
+    """Rank ``optima`` by :func:`contest_score` and measure the best's lead over the best optimum elsewhere."""
+    n_most = max(o.refined.n_valid for o in optima)
+    scores = [contest_score(o.refined.holdout_after, o.refined.n_valid, n_most) for o in optima]
+    order = np.argsort(scores)[::-1]
+    best_matrix = optima[order[0]].matrix
+    elsewhere = [scores[i] for i in order[1:] if _apart(ctx, best_matrix, optima[i].matrix)]
+    return _Standing(int(order[0]), scores[order[0]] - max(elsewhere) if elsewhere else math.nan)
+
+
+def _not_evidence(winner: _Optimum, min_correlation: float) -> str:
+    """Why the contest's best optimum is no evidence of a match whatever its lead ("" when it is): its solve did not
+    converge, or a linear contrast does not explain the map there (held-out |r| below ``min_correlation``)."""
+    if not winner.refined.converged:
+        return "it did not converge"
+    if abs(winner.refined.holdout_after) < min_correlation:
+        return f"a linear contrast explains it with |r| {abs(winner.refined.holdout_after):.3f} only"
+    return ""
+
+
 def contest(ctx: Context, fit: Fit) -> Fit:
     """Refine the search's separated poses (``fit.candidates``) and each other pairing's best pose
     (``fit.other_candidates``), and keep the one that stands out, if one does.
@@ -89,57 +159,27 @@ def contest(ctx: Context, fit: Fit) -> Fit:
         converge or is not explained by a linear contrast (the note says which). When the gap passes
         ``min_contest_gap``, the fit is moved to the winning optimum (a similarity); otherwise it keeps its pose.
     """
-    from .refine import refine_matrix
-
     cfg = ctx.config
     # the winning pairing's best separated poses, then each other pairing's best, each refined on its own term
     winners = [(fit.channel, fit.matched_channel, matrix) for matrix in fit.candidates[: cfg.contest_poses]]
     poses = winners + [(pairing, refined_on(pairing), matrix) for pairing, matrix in fit.other_candidates]
     if len(poses) < 2:
         return fit.with_note("no contest (fewer than two separated poses)")
-    # a coarser grid than the refinement's: poses two tolerances apart differ there as clearly, at a third the cost
-    fixed_small, moving_small = refine_inputs(dataclasses.replace(
-        ctx, config=cfg.with_(refine_max_side=min(cfg.refine_max_side, cfg.contest_max_side))))
-    optima: list[_Optimum] = []
-    for pairing, compared, matrix in poses:
-        if ctx.deadline is not None:
-            ctx.deadline.check("the search's contest")
-        start = fixed_small.from_original @ np.asarray(matrix, float) @ moving_small.to_original
-        # a derivative's direction is the moving x axis at the start (as in refine_fit)
-        term = fixed_term(fixed_small.data, compared, start[:2, 0])
-        try:
-            refined = refine_matrix(term, moving_small.data, start, _CONTEST_MODEL,
-                                    max_iterations=cfg.refine_max_iterations, half_fit_only=True)
-        except EstimationError:  # RefinementDiverged included: no optimum near this pose
-            continue
-        optima.append(_Optimum(refined, fixed_small.to_original @ refined.moving_to_fixed @ moving_small.from_original,
-                               pairing, compared))
+    optima = _refined_poses(ctx, poses, cfg.refine_max_iterations)
     if not optima:
         return dataclasses.replace(fit, contest_gap=math.nan).with_note("contest: no pose refined")
-    n_most = max(o.refined.n_valid for o in optima)
-    scores = [contest_score(o.refined.holdout_after, o.refined.n_valid, n_most) for o in optima]
-    order = np.argsort(scores)[::-1]
-    winner = optima[order[0]]
-    best, best_matrix = winner.refined, winner.matrix
-    separation = cfg.shift_exclusion_tolerances * tolerance_px(cfg, ctx.expected_scale)
-
-    def apart(matrix: np.ndarray) -> float:  # the optima are similarity matrices already: compared as they are
-        return mean_grid_distance(lambda g: apply_matrix(best_matrix, g), lambda g: apply_matrix(matrix, g),
-                                  ctx.moving.shape)
-
-    elsewhere = [scores[i] for i in order[1:] if apart(optima[i].matrix) > separation]
+    standing = _standing(ctx, optima)
+    winner = optima[standing.winner]
+    best, best_matrix, gap = winner.refined, winner.matrix, standing.gap
     n_others = len(poses) - len(winners)
     said = (f"contest of {len(winners)} separated poses" + (f" and {n_others} other pairings' best" if n_others else "")
             + f" ({len(optima)} refined as {_CONTEST_MODEL})")
-    if not elsewhere:
+    if not math.isfinite(gap):
         return dataclasses.replace(fit, contest_gap=math.nan).with_note(f"{said}: no optimum elsewhere to compare")
-    gap = scores[order[0]] - max(elsewhere)
     said += (f": the best, held-out |r| {abs(best.holdout_after):.3f}, stands {gap:.3f} (Fisher z) above the best "
              f"optimum elsewhere")
-    explained = abs(best.holdout_after) >= cfg.min_refined_correlation
-    if not (best.converged and explained):  # not evidence: the gap stays in the note, the fit records none
-        why = "it did not converge" if not best.converged else (
-            f"a linear contrast explains it with |r| {abs(best.holdout_after):.3f} only")
+    why = _not_evidence(winner, cfg.min_refined_correlation)
+    if why:  # not evidence: the gap stays in the note, the fit records none
         return dataclasses.replace(fit, contest_gap=math.nan).with_note(f"{said} ({why})")
     if not gap > cfg.min_contest_gap:
         return dataclasses.replace(fit, contest_gap=gap).with_note(f"{said} (needs > {cfg.min_contest_gap:g})")

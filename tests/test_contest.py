@@ -131,3 +131,30 @@ def test_another_pairings_wrong_pose_is_one_more_competitor():
     assert with_other.channel == "intensity" and "pairing's best pose" not in with_other.why, with_other.why
     assert with_other.contest_gap <= alone.contest_gap + 1e-9
     assert _error(with_other, truth, shape) <= 0.1, with_other.why
+
+
+def test_the_convergence_benchmark_decides_each_contest_as_run_and_on_converged_solves():
+    """``bench_convergence.py --contests`` wraps the contest's pose refinement from outside: the decision as run is
+    the contest's own (its gap), the second one is made on solves allowed the given number of updates (one update
+    per level leaves the winner unconverged: no evidence), and the contest is left as it was found."""
+    from bench.bench_convergence import watching_contests
+
+    from autoreg import contest as contest_module
+
+    refined_poses = contest_module._refined_poses
+    pair = _terrain_pair()
+    truth = np.asarray(pair.moving_to_fixed, float)
+    centre = (pair.moving.shape[1] / 2, pair.moving.shape[0] / 2)
+    wrong = [truth @ _turned(40, 20, -15, centre), truth @ _turned(-70, -25, 10, centre)]
+    near_truth = np.array([[1, 0, 1.0], [0, 1, -0.8], [0, 0, 1.0]]) @ truth
+    ctx = _context(pair.fixed, pair.moving.astype(np.float32))
+    for iterations, decided in ((300, True), (1, False)):
+        record: list = []
+        with watching_contests(record, iterations, ["pair", None]):
+            fit = contest(ctx, _search_fit([wrong[0], wrong[1], near_truth]))
+        assert contest_module._refined_poses is refined_poses
+        assert len(record) == 1 and record[0].case == "pair" and record[0].n_poses == 3
+        as_run = record[0].as_run
+        assert as_run.decided and as_run.gap == pytest.approx(fit.contest_gap) and as_run.right is None
+        assert record[0].other.decided is decided and record[0].other.evidence is decided, record[0]
+        assert not record[0].moved  # the same optimum, converged or not

@@ -20,6 +20,12 @@ whole grid):
 * **best step**: at the end of the first ``--line-search`` capped solves, the multiple of the next Gauss–Newton step
   (0.5-3) that lowers the solver's own objective (the weighted squared residuals, robust weights and scale held)
   most. 1 means the step is the right length.
+
+With ``--contests`` (instead of the above), every search contest of the run (:func:`autoreg.contest.contest`, whose
+half fits are most of the capped solves) is decided twice: as it ran, and with each of its poses refined with at most
+``--contest-iterations`` updates per level instead (300: solved on to convergence; fewer: what a lower cap would
+decide). Reported: the contests whose decision (a gap above ``min_contest_gap`` from a converged, explained best) or
+winner changes, and how the gaps move.
 """
 
 from __future__ import annotations
@@ -41,9 +47,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _cases import CATEGORIES, SPLITS, case_specs, make_case
+from _cases import CATEGORIES, SPLITS, case_specs, grid_error, make_case
 
-from autoreg import refine
+from autoreg import contest, refine
+from autoreg.geometry import apply_matrix
 from autoreg.pipeline import register
 
 #: Multiples of the Gauss–Newton step tried by the line search.
@@ -150,6 +157,103 @@ def watching(watch: Watch) -> Iterator[Watch]:
         refine._solve, refine._gauss_newton = solve, gauss_newton
 
 
+@dataclass
+class Contest:
+    """One search contest decided twice: on its solves as run (``as_run``) and with another iteration cap
+    (``other``); each a :class:`Decision`."""
+
+    case: str
+    as_run: Decision
+    other: Decision
+    n_poses: int
+    capped: int  # the contest's solves that stopped at the cap as it ran
+    moved: bool  # the two winners are separate optima (contest._apart)
+
+
+@dataclass
+class Decision:
+    """A contest's outcome by its own rules: the winner's lead (``gap``, NaN without an optimum elsewhere), whether
+    the winner is evidence at all (converged, explained by a linear contrast), whether the contest is decided (both,
+    and the gap above ``min_contest_gap``), and whether the winner is right (within the pair's tolerance of the
+    truth; None for a pair without one)."""
+
+    gap: float
+    evidence: bool
+    decided: bool
+    right: bool | None
+
+
+def _decided(ctx: Any, optima: list[Any], case: Any) -> tuple[int, Decision]:
+    """The contest's winner (an index into ``optima``) and its :class:`Decision`, by the contest's own rules."""
+    standing = contest._standing(ctx, optima)
+    winner = optima[standing.winner]
+    evidence = not contest._not_evidence(winner, ctx.config.min_refined_correlation)
+    right = None
+    if case is not None and case.truth is not None:
+        right = grid_error(case, lambda g: apply_matrix(winner.matrix, g)) <= case.tolerance_px
+    return standing.winner, Decision(standing.gap, evidence, bool(evidence and standing.gap > ctx.config.min_contest_gap),
+                                     right)
+
+
+@contextlib.contextmanager
+def watching_contests(record: list[Contest], iterations: int, case: list[Any]) -> Iterator[list[Contest]]:
+    """Inside, every contest's poses are also refined with ``iterations`` updates per level at most and the contest
+    decided on both (appended to ``record``; ``case[0]`` is the pair's name and ``case[1]`` the benchmark case, or
+    None); the contest goes on with the solves as run. Restored on leaving."""
+    refined_poses = contest._refined_poses
+
+    def watched(ctx: Any, poses: list[Any], max_iterations: int) -> list[Any]:
+        optima = refined_poses(ctx, poses, max_iterations)
+        solved = refined_poses(ctx, poses, iterations)
+        if optima and solved:
+            (first, as_run), (second, other) = _decided(ctx, optima, case[1]), _decided(ctx, solved, case[1])
+            record.append(Contest(case[0], as_run, other, len(poses), sum(not o.refined.converged for o in optima),
+                                  contest._apart(ctx, optima[first].matrix, solved[second].matrix)))
+        return optima
+
+    contest._refined_poses = watched
+    try:
+        yield record
+    finally:
+        contest._refined_poses = refined_poses
+
+
+def report_contests(record: list[Contest], iterations: int) -> None:
+    """Print how deciding each contest with at most ``iterations`` updates per level changes it."""
+    import math
+
+    def said(d: Decision) -> str:
+        gap = f"{d.gap:.3f}" if math.isfinite(d.gap) else "none"
+        right = {True: "right", False: "WRONG", None: "no truth"}[d.right]
+        return f"gap {gap}, {'decided' if d.decided else 'evidence' if d.evidence else 'no evidence'}, winner {right}"
+
+    print(f"contests: {len(record)} ({sum(c.n_poses for c in record)} poses, {sum(c.capped for c in record)} solves "
+          f"capped as run)")
+    for name, pick in (("as run", lambda c: c.as_run), (f"with {iterations} iterations", lambda c: c.other)):
+        decisions = [pick(c) for c in record]
+        wrong = [d.gap for d in decisions if d.evidence and d.right is not True and math.isfinite(d.gap)]
+        right = [d.gap for d in decisions if d.decided and d.right is True]
+        print(f"  {name:22s} decided {sum(d.decided for d in decisions):3d} (winner right {len(right)}, smallest gap "
+              + (f"{min(right):.3f}" if right else "none") + ", wrong or no truth "
+              f"{sum(d.decided and d.right is not True for d in decisions)}); largest gap of an evidence-bearing "
+              f"winner that is wrong or has no truth: " + (f"{max(wrong):.3f}" if wrong else "none"))
+    flipped = [c for c in record if c.as_run.decided != c.other.decided]
+    moved = [c for c in record if c.moved]
+    print(f"decisions that change: {len(flipped)}; winners that move to another optimum: {len(moved)} (of them decided "
+          f"as run: {sum(c.as_run.decided for c in moved)})")
+    doubtful = [c for c in record if any(d.decided and d.right is not True for d in (c.as_run, c.other))]
+    print(f"contests decided on a winner that is wrong or has no truth (either way): {len(doubtful)}")
+    listed = []
+    for c in doubtful + flipped + [c for c in moved if c.as_run.decided or c.other.decided]:
+        if any(c is seen for seen in listed):
+            continue
+        listed.append(c)
+        print(f"  {c.case:40s} as run: {said(c.as_run)}; with {iterations}: {said(c.other)}")
+    change = [c.other.gap - c.as_run.gap for c in record if c.as_run.decided and math.isfinite(c.other.gap)]
+    print(f"gap change of the contests decided as run ({iterations} iterations - as run): {quartiles(change)}"
+          + (f", range {min(change):+.3f} to {max(change):+.3f}" if change else ""))
+
+
 def contraction(moves: list[float], tol_px: float) -> float:
     """Median ratio of consecutive update sizes in the linear phase (NaN with fewer than three such ratios)."""
     ratios = [b / a for a, b in itertools.pairwise(moves) if tol_px < b and a < LINEAR_PHASE_PX and a > 0]
@@ -170,6 +274,8 @@ def main() -> None:
     parser.add_argument("--per-category", type=int, default=4)
     parser.add_argument("--categories", nargs="+", default=None, choices=CATEGORIES)
     parser.add_argument("--line-search", type=int, default=40, help="capped solves searched along their next step")
+    parser.add_argument("--contests", action="store_true", help="decide each search contest on converged solves too")
+    parser.add_argument("--contest-iterations", type=int, default=300, help="updates per level, second decision")
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # one BLAS and one OpenCV thread: register sets them itself
     categories = args.categories or [c for c in CATEGORIES if not (args.split == "lattice" and c == "negative")]
@@ -177,6 +283,18 @@ def main() -> None:
     tol_px = 1e-3  # refine_matrix's default, which every caller keeps
     started = time.process_time()
     specs = case_specs(args.split, categories, args.per_category)
+    if args.contests:
+        record: list[Contest] = []
+        current: list[Any] = ["", None]
+        with watching_contests(record, args.contest_iterations, current):
+            for split, category, index in specs:
+                case = make_case(split, category, index)
+                current[:] = [f"{split}/{category}/{index:03d}", case]
+                register(case.fixed, case.moving, rng=0, cube_step=None)
+        print(f"split {args.split} (tuning material: {args.split in ('calibration', 'lattice')}), {len(specs)} pairs "
+              f"({args.per_category} per category), {time.process_time() - started:.1f} s CPU")
+        report_contests(record, args.contest_iterations)
+        return
     with watching(watch):
         for split, category, index in specs:
             case = make_case(split, category, index)
