@@ -274,8 +274,9 @@ class RegistrationConfig:
         winner checked against the truth): calibration decided 10, all right, and no wrong or negative winner that
         was evidence stood above 0.76; lattice decided 16, two on a wrong pose of a positive pair (a lattice a
         period or more off: 1.34, a deflection map, and 1.24, low line offsets), both ``low_confidence`` by
-        ``weak_evidence`` and ``ambiguous``. Evidence from the contest alone caps the verdict at ``low_confidence`` (``weak_evidence``): the
-        margin is thin and was set on the cases it is reported on here, and an ``ok`` is a promise.
+        ``weak_evidence`` and ``ambiguous``. Evidence from the contest alone caps the verdict at ``low_confidence``
+        (``weak_evidence``): the margin is thin and was set on the cases it is reported on here, and an ``ok`` is a
+        promise.
     search_min_ratio : float
         The known-scale search runs right after the features when the resolution ratio is at least this (a 4×
         coarser map has too few corners for features alone), else after every feature strategy.

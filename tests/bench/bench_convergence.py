@@ -24,8 +24,9 @@ whole grid):
 With ``--contests`` (instead of the above), every search contest of the run (:func:`autoreg.contest.contest`, whose
 half fits are most of the capped solves) is decided twice: as it ran, and with each of its poses refined with at most
 ``--contest-iterations`` updates per level instead (300: solved on to convergence; fewer: what a lower cap would
-decide). Reported: the contests whose decision (a gap above ``min_contest_gap`` from a converged, explained best) or
-winner changes, and how the gaps move.
+decide). Each winner is checked against the pair's truth. Reported: the contests decided (a gap above
+``min_contest_gap`` from a converged, explained best) each way and how many of them on a wrong pose, the largest lead
+of a wrong winner that was evidence, the contests whose decision or winner changes, and how the gaps move.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import math
 import statistics
 import sys
 import time
@@ -50,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _cases import CATEGORIES, SPLITS, case_specs, grid_error, make_case
 
 from autoreg import contest, refine
+from autoreg.confidence import contest_stands_out
 from autoreg.geometry import apply_matrix
 from autoreg.pipeline import register
 
@@ -191,8 +194,8 @@ def _decided(ctx: Any, optima: list[Any], case: Any) -> tuple[int, Decision]:
     right = None
     if case is not None and case.truth is not None:
         right = grid_error(case, lambda g: apply_matrix(winner.matrix, g)) <= case.tolerance_px
-    return standing.winner, Decision(standing.gap, evidence, bool(evidence and standing.gap > ctx.config.min_contest_gap),
-                                     right)
+    decided = evidence and contest_stands_out(standing.gap, ctx.config)
+    return standing.winner, Decision(standing.gap, evidence, bool(decided), right)
 
 
 @contextlib.contextmanager
@@ -220,8 +223,6 @@ def watching_contests(record: list[Contest], iterations: int, case: list[Any]) -
 
 def report_contests(record: list[Contest], iterations: int) -> None:
     """Print how deciding each contest with at most ``iterations`` updates per level changes it."""
-    import math
-
     def said(d: Decision) -> str:
         gap = f"{d.gap:.3f}" if math.isfinite(d.gap) else "none"
         right = {True: "right", False: "WRONG", None: "no truth"}[d.right]
