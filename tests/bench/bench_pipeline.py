@@ -8,16 +8,23 @@ Measured in one run, interleaved, on the same data (loading excluded):
   and for similarity, affine, piecewise-affine and projective: ``estimate_transform`` from 4 hand-picked
   points, ``skimage.transform.warp`` onto 1024², Pearson over the whole image (points taken from the ground
   truth here, so the baseline is as good as a careful human);
-* ``autoreg affine`` / ``autoreg auto``: ``autoreg.register`` hands-off (features, robust fit, ECC refinement,
-  warp, scores, verdict);
+* ``autoreg affine`` / ``autoreg auto``: ``autoreg.register`` hands-off (levelled views, features, robust fit, model
+  choice, sub-pixel refinement by intensity, warp, scores, verdict);
+* ``floor``: the least a hands-off feature registration does, in OpenCV alone, with autoreg's detector settings: the
+  fixed image area-averaged to the working size, the map resized to the same pixel size (from the file's pixel
+  sizes), ORB on both, ratio-tested matches, a RANSAC affine fit, the map warped onto the fixed grid and Pearson's r
+  over its footprint. No levelling, no sub-pixel refinement, no model choice, no scores or verdict: what autoreg
+  costs beyond this row is what those cost;
 * ``cli``: the whole ``autoreg register FIXED.tif MOVING.tif --json`` process (Python start-up included).
 
-Prints medians and the ratio of the tutorial's time to autoreg's (higher is better; goal >= 10x).
+Prints medians, the ratio of the tutorial's time to each row's (higher is better; goal >= 10x), the ratio of each
+row's time to the floor's, and the error of autoreg's and the floor's fits against the fixture's truth.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import subprocess
 import sys
@@ -30,9 +37,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-import autoreg  # noqa: E402
-from autoreg.fixture import load_truth  # noqa: E402
-from autoreg.synthetic import true_moving_to_fixed  # noqa: E402
+import autoreg
+from autoreg._threads import ONE_THREAD
+from autoreg.fixture import load_truth, truth_error_px
+from autoreg.geometry import apply_matrix, mean_grid_distance
+from autoreg.synthetic import true_moving_to_fixed
 
 FIXTURE = ROOT / "fixtures" / "stm_sts.h5"
 
@@ -58,6 +67,51 @@ def tutorial_workflow(fixed: np.ndarray, moving: np.ndarray, src: np.ndarray, ds
     return scores
 
 
+def opencv_floor(fixed: np.ndarray, moving: np.ndarray,
+                 moving_px_per_fixed_px: float) -> tuple[np.ndarray, float] | None:
+    """Moving -> fixed pixel matrix (3x3) by OpenCV's features alone (see the module docstring), and Pearson's r over
+    the warped map's footprint; None without a fit."""
+    import cv2
+
+    from autoreg.config import RegistrationConfig
+
+    cfg = RegistrationConfig()
+    to_view = cfg.working_size / max(fixed.shape)  # fixed view px per fixed px
+    moving_to_view = moving_px_per_fixed_px * to_view  # the map at the fixed view's pixel size
+    fixed_view = cv2.resize(fixed.astype(np.float32), None, fx=to_view, fy=to_view, interpolation=cv2.INTER_AREA)
+    moving_view = cv2.resize(moving.astype(np.float32), None, fx=moving_to_view, fy=moving_to_view,
+                             interpolation=cv2.INTER_CUBIC)
+
+    def eight_bit(view: np.ndarray) -> np.ndarray:
+        unit = (view - view.min()) / max(float(np.ptp(view)), 1e-12)
+        return cv2.createCLAHE(clipLimit=cfg.clahe_clip).apply((unit * 255).astype(np.uint8))
+
+    orb = cv2.ORB_create(cfg.n_features, fastThreshold=cfg.fast_threshold, nlevels=cfg.orb_levels,
+                         patchSize=cfg.orb_patch_size, edgeThreshold=cfg.orb_patch_size)
+    fixed_kp, fixed_desc = orb.detectAndCompute(eight_bit(fixed_view), None)
+    moving_kp, moving_desc = orb.detectAndCompute(eight_bit(moving_view), None)
+    if fixed_desc is None or moving_desc is None:
+        return None
+    pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(moving_desc, fixed_desc, k=2)
+    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < cfg.match_ratio * p[1].distance]
+    if len(good) < 3:
+        return None
+    moving_xy = np.float32([moving_kp[m.queryIdx].pt for m in good])
+    fixed_xy = np.float32([fixed_kp[m.trainIdx].pt for m in good])
+    view_affine, _ = cv2.estimateAffine2D(moving_xy, fixed_xy, ransacReprojThreshold=cfg.ransac_threshold_px)
+    if view_affine is None:
+        return None
+    # OpenCV's resize puts pixel centres at (i + 0.5) / f - 0.5: view px -> image px is an affine map
+    def view_to_image(f: float) -> np.ndarray:
+        return np.array([[1 / f, 0, 0.5 / f - 0.5], [0, 1 / f, 0.5 / f - 0.5], [0, 0, 1]])
+
+    moving_to_fixed = (view_to_image(to_view) @ np.vstack([view_affine, [0, 0, 1]])
+                       @ np.linalg.inv(view_to_image(moving_to_view)))
+    warped = cv2.warpAffine(moving.astype(np.float32), moving_to_fixed[:2], fixed.shape[::-1], flags=cv2.INTER_LINEAR)
+    footprint = cv2.warpAffine(np.ones(moving.shape, np.float32), moving_to_fixed[:2], fixed.shape[::-1]) > 0.999
+    return moving_to_fixed, float(np.corrcoef(warped[footprint], fixed[footprint])[0, 1])
+
+
 def median_ms(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -81,18 +135,37 @@ def main() -> None:
     dst = picked * up
     fixed, moving = np.asarray(fixed_img.data, float), np.asarray(moving_img.data, float)
 
+    moving_px_per_fixed_px = truth.moving_pixel_nm / truth.fixed_pixel_nm  # what the file's positions say
+
+    def floor() -> tuple[np.ndarray, float] | None:
+        with ONE_THREAD:  # as autoreg.register runs (autoreg/_threads.py)
+            return opencv_floor(fixed, moving, moving_px_per_fixed_px)
+
     tutorial_workflow(fixed, moving, src, dst)
+    floor()
     autoreg.register(fixed_img, moving_img, model="affine")  # warm imports and caches
-    rows = {"tutorial (manual, 4 models)": [], "autoreg affine": [], "autoreg auto": []}
+    rows = {"tutorial (manual, 4 models)": [], "floor (OpenCV alone)": [], "autoreg affine": [], "autoreg auto": []}
     for _ in range(args.repeats):  # interleaved, so machine noise hits all alike
         rows["tutorial (manual, 4 models)"].append(median_ms(lambda: tutorial_workflow(fixed, moving, src, dst), 1))
+        rows["floor (OpenCV alone)"].append(median_ms(floor, 1))
         rows["autoreg affine"].append(median_ms(lambda: autoreg.register(fixed_img, moving_img, model="affine"), 1))
         rows["autoreg auto"].append(median_ms(lambda: autoreg.register(fixed_img, moving_img), 1))
     base = statistics.median(rows["tutorial (manual, 4 models)"])
+    floor_ms = statistics.median(rows["floor (OpenCV alone)"])
     print(f"in-process, median of {args.repeats} interleaved runs (loading excluded):")
     for name, values in rows.items():
         ms = statistics.median(values)
-        print(f"  {name:30s} {ms:8.1f} ms   tutorial/this = {base / ms:5.1f}x")
+        print(f"  {name:30s} {ms:8.1f} ms   tutorial/this = {base / ms:5.1f}x   this/floor = {ms / floor_ms:4.1f}x")
+
+    truth_xy = functools.partial(true_moving_to_fixed, truth=truth)
+    floor_fit = floor()
+    floor_error, floor_r = ((np.nan, np.nan) if floor_fit is None else
+                            (mean_grid_distance(lambda xy: apply_matrix(floor_fit[0], xy), truth_xy, moving.shape),
+                             floor_fit[1]))
+    auto = autoreg.register(fixed_img, moving_img)
+    print(f"error against the truth (mean over a 5x5 grid on the map, fixed px): floor {floor_error:.2f} "
+          f"(r {floor_r:.3f}), autoreg auto {truth_error_px(auto.fit, truth, moving.shape):.2f} "
+          f"({auto.verdict.level}, r {auto.scores.pearson:.3f})")
 
     import tifffile
 
