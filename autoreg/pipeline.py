@@ -599,14 +599,16 @@ def _mirror_checked(best: RegistrationResult, strategy: str, fixed: Image, movin
     from this one once brought back: a fit that holds a reflection is found both ways) with a detrended |correlation|
     of at least this one's minus ``mirror_check_margin``, nothing in the data says which is right, and ``ok`` becomes
     ``low_confidence`` (``mirror_doubt``, naming ``--mirrored`` / ``--not-mirrored``, which skip the check). The
-    result stays this pose. The check runs within what is left of a time budget, and not at all once it is spent.
+    result stays this pose. The check runs within what is left of a time budget; when the budget is spent before it
+    starts, or stops the mirror's strategy, the check is owed and not done, and ``ok`` becomes ``low_confidence``
+    (``mirror_unchecked``): a budget leaves steps out, it never keeps an ``ok`` the whole run would have doubted.
     """
     gap = best.scores.shift_peak_gap
     if not (np.isfinite(gap) and gap < config.mirror_check_max_shift_gap):
         return best, {"ran": False, "why": "the content does not repeat" if np.isfinite(gap) else
                       "the shift check was not measured"}
     if deadline.expired():
-        return best, {"ran": False, "why": "the time budget was spent"}
+        return _mirror_unchecked(best), {"ran": False, "why": "the time budget was spent"}
     from .mirror import flipped, unflipped
 
     say("mirror check")
@@ -626,12 +628,24 @@ def _mirror_checked(best: RegistrationResult, strategy: str, fixed: Image, movin
     found = {"ran": True, "mirror_verdict": mirror.verdict.level, "pearson_detrended": this,
              "mirror_pearson_detrended": other, "mirror_apart_px": apart, "doubt": bool(doubt),
              "seconds": round(time.perf_counter() - began, 4)}
+    cut = bool(mirror.extra.get("time_budget", {}).get("stopped"))  # the mirror's search stopped unfinished
+    if cut and not doubt:
+        found["why"] = "the time budget stopped the mirror's strategy"
+        return _mirror_unchecked(best), found
     if not doubt:
         return best, found
     reason = (f"mirror_doubt: the moving image's mirror image fits about as well (detrended correlation {other:.3f} "
               f"against {this:.3f}, {mirror.verdict.level}; repeated content that a reflection maps onto itself); say "
               f"whether the scans are mirrored (--mirrored or --not-mirrored)")
     return dataclasses.replace(best, verdict=Verdict("low_confidence", (reason,))), found
+
+
+def _mirror_unchecked(best: RegistrationResult) -> RegistrationResult:
+    """``best`` (an ``ok`` whose content repeats) made ``low_confidence``: the mirror check it needs was not done."""
+    reason = ("mirror_unchecked: the content repeats, so a mirrored moving image could line up as well, and the time "
+              "budget was spent before the mirror check could tell; say whether the scans are mirrored (--mirrored "
+              "or --not-mirrored) or allow more time")
+    return dataclasses.replace(best, verdict=Verdict("low_confidence", (reason,)))
 
 
 def _mirror(mirrored: bool | None, fixed: Image, moving: Image) -> tuple[bool, str]:

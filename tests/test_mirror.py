@@ -235,18 +235,48 @@ def test_content_that_does_not_repeat_is_not_checked(coarse_map):
     assert not check["ran"] and check["why"] in ("the content does not repeat", "the shift check was not measured")
 
 
-def test_a_spent_time_budget_skips_the_check_and_says_so():
+def test_a_spent_time_budget_skips_the_check_says_so_and_keeps_no_ok():
+    """A budget leaves the check out; the ok it was owed is not kept (it was kept before: the wrong ok below)."""
     from autoreg.budget import Deadline
     from autoreg.pipeline import _mirror_checked
 
-    fixed, moving, _, _ = _lattice_pair(True)
+    fixed, moving, truth, tolerance = _lattice_pair(True)
     result = autoreg.register(fixed, moving, mirrored=False)  # the wrong ok the check is for
-    assert result.verdict.level == "ok"
+    assert result.verdict.level == "ok" and _error(result, truth, moving.shape) > 10 * tolerance
     deadline = Deadline(1e-9)
     kept, check = _mirror_checked(result, "features", Image(fixed), Image(moving), model="auto",
                                   config=autoreg.RegistrationConfig(), seed=0, scale=None, pixel_size=None,
                                   deadline=deadline, say=lambda _msg: None)
-    assert kept is result and check == {"ran": False, "why": "the time budget was spent"}
+    assert check == {"ran": False, "why": "the time budget was spent"}
+    assert kept.verdict.level == "low_confidence" and len(kept.verdict.reasons) == 1
+    assert kept.verdict.reasons[0].startswith("mirror_unchecked:") and "--not-mirrored" in kept.verdict.reasons[0]
+    assert kept.fit is result.fit  # the pose stays; only the promise goes
+
+
+def test_a_mirror_strategy_the_budget_stops_leaves_no_ok():
+    """The check started in time, but the budget stopped the mirror's search part way: nothing was checked."""
+    from autoreg.budget import Deadline
+    from autoreg.pipeline import _mirror_checked
+
+    class NotYetSpent(Deadline):  # spent only for the mirror's own registration, which gets the 1 ms left
+        def expired(self) -> bool:
+            return False
+
+    fixed, moving, _, _ = _lattice_pair(True)
+    result = autoreg.register(fixed, moving, mirrored=False)
+    assert result.verdict.level == "ok"
+    kept, check = _mirror_checked(result, "search", Image(fixed), Image(moving), model="auto",
+                                  config=autoreg.RegistrationConfig(), seed=0, scale=None, pixel_size=None,
+                                  deadline=NotYetSpent(1e-3), say=lambda _msg: None)
+    assert check["ran"] and check["mirror_verdict"] == "failed" and not check["doubt"]
+    assert check["why"] == "the time budget stopped the mirror's strategy"
+    assert kept.verdict.level == "low_confidence" and kept.verdict.reasons[0].startswith("mirror_unchecked:")
+    # with time to finish, the same search is a check like any other: the ok is doubted or kept, never unchecked
+    full, done = _mirror_checked(result, "search", Image(fixed), Image(moving), model="auto",
+                                 config=autoreg.RegistrationConfig(), seed=0, scale=None, pixel_size=None,
+                                 deadline=Deadline(None), say=lambda _msg: None)
+    assert done["ran"] and "why" not in done
+    assert not any(r.startswith("mirror_unchecked:") for r in full.verdict.reasons)
 
 
 def test_the_command_line_says_the_mirror_doubt_and_exits_3(tmp_path):
