@@ -12,7 +12,7 @@ Measured in one run, interleaved, on the same data (loading excluded):
   choice, sub-pixel refinement by intensity, warp, scores, verdict);
 * ``floor``: the least a hands-off feature registration does, in OpenCV alone, with autoreg's detector settings: the
   fixed image area-averaged to the working size, the map resized to the same pixel size (from the file's pixel
-  sizes), ORB on both, ratio-tested matches, a RANSAC affine fit, the map warped onto the fixed grid and Pearson's r
+  sizes), both made 8-bit as autoreg makes its detector views (``autoreg.preprocess.to_uint8``), ORB on both, ratio-tested matches, a RANSAC affine fit, the map warped onto the fixed grid and Pearson's r
   over its footprint. No levelling, no sub-pixel refinement, no model choice, no scores or verdict: what autoreg
   costs beyond this row is what those cost;
 * ``cli``: the whole ``autoreg register FIXED.tif MOVING.tif --json`` process (Python start-up included).
@@ -74,6 +74,7 @@ def opencv_floor(fixed: np.ndarray, moving: np.ndarray,
     import cv2
 
     from autoreg.config import RegistrationConfig
+    from autoreg.preprocess import resize_matrix, robust_unit_range, to_uint8
 
     cfg = RegistrationConfig()
     to_view = cfg.working_size / max(fixed.shape)  # fixed view px per fixed px
@@ -82,9 +83,8 @@ def opencv_floor(fixed: np.ndarray, moving: np.ndarray,
     moving_view = cv2.resize(moving.astype(np.float32), None, fx=moving_to_view, fy=moving_to_view,
                              interpolation=cv2.INTER_CUBIC)
 
-    def eight_bit(view: np.ndarray) -> np.ndarray:
-        unit = (view - view.min()) / max(float(np.ptp(view)), 1e-12)
-        return cv2.createCLAHE(clipLimit=cfg.clahe_clip).apply((unit * 255).astype(np.uint8))
+    def eight_bit(view: np.ndarray) -> np.ndarray:  # autoreg's 8-bit detector view, without its levelling
+        return to_uint8(robust_unit_range(view, np.ones(view.shape, bool)), clahe_clip=cfg.clahe_clip)
 
     orb = cv2.ORB_create(cfg.n_features, fastThreshold=cfg.fast_threshold, nlevels=cfg.orb_levels,
                          patchSize=cfg.orb_patch_size, edgeThreshold=cfg.orb_patch_size)
@@ -101,12 +101,8 @@ def opencv_floor(fixed: np.ndarray, moving: np.ndarray,
     view_affine, _ = cv2.estimateAffine2D(moving_xy, fixed_xy, ransacReprojThreshold=cfg.ransac_threshold_px)
     if view_affine is None:
         return None
-    # OpenCV's resize puts pixel centres at (i + 0.5) / f - 0.5: view px -> image px is an affine map
-    def view_to_image(f: float) -> np.ndarray:
-        return np.array([[1 / f, 0, 0.5 / f - 0.5], [0, 1 / f, 0.5 / f - 0.5], [0, 0, 1]])
-
-    moving_to_fixed = (view_to_image(to_view) @ np.vstack([view_affine, [0, 0, 1]])
-                       @ np.linalg.inv(view_to_image(moving_to_view)))
+    moving_to_fixed = (np.linalg.inv(resize_matrix(to_view, to_view)) @ np.vstack([view_affine, [0, 0, 1]])
+                       @ resize_matrix(moving_to_view, moving_to_view))
     warped = cv2.warpAffine(moving.astype(np.float32), moving_to_fixed[:2], fixed.shape[::-1], flags=cv2.INTER_LINEAR)
     footprint = cv2.warpAffine(np.ones(moving.shape, np.float32), moving_to_fixed[:2], fixed.shape[::-1]) > 0.999
     return moving_to_fixed, float(np.corrcoef(warped[footprint], fixed[footprint])[0, 1])
